@@ -1,0 +1,42 @@
+# featstore: set-up, demo and tests. Every target builds the virtual environment from the lock first.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO_OUT ?= demo
+DEMO_N ?= 3000
+
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: venv demo test lint check-java bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+check-java:
+	@./scripts/check_java.sh
+
+# The whole chain on built-in synthetic CelebA-format data.
+demo: $(STAMP) check-java
+	$(VENV)/bin/featstore demo --out $(DEMO_OUT) --n $(DEMO_N)
+
+test: $(STAMP) check-java lint
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check featstore jobs tests bench
+
+bench: $(STAMP) check-java
+	$(PY) bench/bench_extract_cpu.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

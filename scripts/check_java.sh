@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Spark 3.5 needs Java 17 (8 and 11 work too, but 17 is what this project is tested on).
+set -u
+if ! command -v java >/dev/null 2>&1; then
+  echo "error: java not found on PATH; featstore needs Java 17 for Spark (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)" >&2
+  exit 2
+fi
+ver=$(java -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')
+major=${ver%%.*}
+if [ "$major" != "17" ]; then
+  echo "error: found Java $ver, featstore needs Java 17 for Spark 3.5 (set JAVA_HOME / PATH to a Java 17)" >&2
+  exit 2
+fi
