@@ -28,6 +28,7 @@ class ImageProblem:
     source_path: str
     stage: str
     error: str
+    split: str | None = None  # known when the image is listed (e.g. listed but missing)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,204 @@
+"""Typed, frozen configuration loaded from conf/*.yaml with ``--set key=value`` overrides.
+
+A config file is a YAML mapping of sections (``spark``, ``ingest``, ``extract``, ...). A file may
+name a parent with ``extends: base.yaml`` (relative to itself); keys are merged section by section.
+``--set extract.model=resnet50`` overrides one key; values are parsed as YAML scalars and coerced to
+the field's type. Unknown sections or keys are errors (a typo must not silently do nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from featstore.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "featstore"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    source: str = "celeba"  # celeba | folder
+    path: str = ""
+    rows_per_file: int = 20_000  # images per Parquet file (~10 KB each: ~200 MB files)
+    row_group_mb: int = 64  # Parquet row-group size: large sequential reads for scans
+    split_seed: int = 0  # folder source: seed of the stratified split
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    model: str = "vgg16"
+    layers: tuple[str, ...] = ()
+    pooling: str = "avg"
+    weights: str = "imagenet"
+    input_size: str = "default"
+    batch_size: int = 64
+    precision: str = "float32"
+    decode_workers: int = 0
+    seed: int = 0
+    arrow_batch_rows: int = 512  # rows per Arrow batch into the UDF (JPEG bytes, ~10 KB each)
+    partitions: int = 0  # 0: one per input file / Spark's choice
+    feature_set: str = ""  # default name: <model>-<layers>-<pooling>[-<size>][-random]
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    store: str = ""
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    parent = data.pop("extends", None)
+    if parent:
+        base = _read_yaml((path.parent / parent).resolve(), (*seen, path))
+        return _merge(base, data)
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "conf":
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["extract.model=resnet50", "spark.conf.spark.executor.memory=4g"]`` -> nested dict."""
+    nested: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. extract.model=resnet50")
+        parts = key.split(".")
+        if parts[0] == "spark" and len(parts) > 2 and parts[1] == "conf":
+            parts = ["spark", "conf", ".".join(parts[2:])]
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return nested
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        return _build(tp, value, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        inner = args[0] if args else str
+        return tuple(_coerce(v, inner, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        return {str(k): _scalar_str(v) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        return "" if value is None else str(value)
+    return value
+
+
+def _scalar_str(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where or 'config'}: unknown key {unknown[0]!r}; expected one of {sorted(names)}"
+        )
+    kwargs = {
+        k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, **direct: Any
+) -> Config:
+    """Load ``path`` (default conf/base.yaml), apply ``--set`` overrides, then ``direct`` values
+    given as nested dicts by command-line flags (e.g. ``extract={"model": "resnet50"}``)."""
+    base_path = Path(path) if path else CONF_DIR / "base.yaml"
+    data = _read_yaml(base_path.resolve()) if base_path.exists() or path else {}
+    for key, value in direct.items():
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None}
+            if value:
+                data = _merge(data, {key: value})
+        elif value is not None:
+            data = _merge(data, {key: value})
+    data = _merge(data, parse_overrides(overrides))
+    return _build(Config, data, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

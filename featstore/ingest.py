@@ -1,0 +1,241 @@
+"""Ingest: a source listing -> the store's ``images`` and ``labels`` tables, on Spark.
+
+The driver reads the annotation files (a bad one stops the job before anything is written);
+executors read and validate the image files in parallel (a bad image goes to ``images/_errors``
+and the rest go on). Output is built in ``_staging`` and committed with its manifest; re-running on
+the same input is a no-op, and ``overwrite`` rebuilds.
+
+Counts always add up: ``ok + errors == images listed + images present but not listed``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from featstore import store
+from featstore.config import IngestConfig
+from featstore.errors import ConfigError, InputError
+from featstore.sources.base import SPLITS, STAGE_DECODE, Listing
+
+logger = logging.getLogger(__name__)
+
+# Columns the validating UDF returns: the images schema plus the error, if any.
+_STATUS_FIELDS = [*store.IMAGES_SCHEMA.names, "error"]
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    store: str
+    ok: int
+    errors: int
+    split_counts: dict[str, int]
+    skipped: bool = False  # True when the store already held this exact input
+    error_examples: list[str] = field(default_factory=list)
+
+    @property
+    def seen(self) -> int:
+        return self.ok + self.errors
+
+
+def read_source(cfg: IngestConfig) -> Listing:
+    """Read the annotation files / folder listing of the configured source (driver side)."""
+    if not cfg.path:
+        raise ConfigError("ingest needs a source path (--path DIR or --set ingest.path=DIR)")
+    if cfg.source == "celeba":
+        from featstore.sources.celeba import read_celeba
+
+        return read_celeba(cfg.path)
+    if cfg.source == "folder":
+        from featstore.sources.folder import read_folder
+
+        return read_folder(cfg.path, seed=cfg.split_seed, fractions=tuple(cfg.split_fractions))
+    raise ConfigError(f"unknown source {cfg.source!r}; expected celeba or folder")
+
+
+def listing_fingerprint(listing: Listing, cfg: IngestConfig) -> str:
+    parts: list[str | bytes] = [listing.source, str(cfg.rows_per_file)]
+    parts += [store.sha256_file(f) for f in listing.files]
+    images = listing.images
+    parts += (images["image_id"] + "|" + images["split"] + "|" + images["source_path"]).tolist()
+    parts += [f"{p.image_id}|{p.stage}|{p.error}" for p in listing.problems]
+    return store.fingerprint(parts)
+
+
+def check_image(data: bytes) -> tuple[int, int, str | None]:
+    """(width, height, error) of one file's bytes; error is None for a decodable JPEG."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return 0, 0, "empty file"
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format
+            width, height = img.size
+            if fmt != "JPEG":
+                return width, height, f"not a JPEG (the file holds {fmt or 'unknown'} data)"
+            img.load()  # full decode: catches truncated and corrupt files at ingest time
+    except UnidentifiedImageError:
+        return 0, 0, "not an image (cannot identify the file's format)"
+    except Image.DecompressionBombError as exc:
+        return 0, 0, f"image too large ({exc})"
+    except OSError as exc:
+        return 0, 0, f"corrupt or truncated JPEG ({exc})"
+    return width, height, None
+
+
+def _validate_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: read each listed file and validate it."""
+    for pdf in batches:
+        rows: dict[str, list[Any]] = {k: [] for k in _STATUS_FIELDS}
+        for image_id, split, path in zip(pdf["image_id"], pdf["split"], pdf["source_path"]):
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                data, width, height, error = b"", 0, 0, f"cannot read file ({exc.strerror})"
+            else:
+                width, height, error = check_image(data)
+            rows["image_id"].append(image_id)
+            rows["split"].append(split)
+            rows["content"].append(data if error is None else None)
+            rows["width"].append(width)
+            rows["height"].append(height)
+            rows["source_path"].append(path)
+            rows["error"].append(error)
+        yield pd.DataFrame(rows)
+
+
+def _status_schema() -> Any:
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    base = store.spark_schema(store.IMAGES_SCHEMA)
+    fields = [StructField(f.name, f.dataType, True) for f in base.fields]
+    return StructType([*fields, StructField("error", StringType(), True)])
+
+
+def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
+    """Run the ingest. Raises InputError (nothing written) for bad annotation files or config."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    if cfg.rows_per_file < 1:
+        raise ConfigError(f"ingest.rows_per_file must be >= 1, got {cfg.rows_per_file}")
+    listing = read_source(cfg)
+    if listing.images.empty:
+        raise InputError(f"{cfg.path}: no usable images listed (all {len(listing.problems)} missing)")
+    layout = store.Layout(store_path)
+    fp = listing_fingerprint(listing, cfg)
+
+    current = store.read_manifest(layout.images)
+    if current is not None and current.get("input_fingerprint") == fp and not cfg.overwrite:
+        if store.read_manifest(layout.labels) is not None:
+            logger.info("store %s already holds this input (fingerprint %s); nothing to do",
+                        layout.root, fp[:12])
+            return IngestSummary(
+                store=str(layout.root),
+                ok=int(current["counts"]["ok"]),
+                errors=int(current["counts"]["errors"]),
+                split_counts=dict(current["counts"]["splits"]),
+                skipped=True,
+            )
+
+    layout.root.mkdir(parents=True, exist_ok=True)
+    store.clean_staging(layout, "images-")
+    store.clean_staging(layout, "labels-")
+    stage_images = layout.new_staging("images")
+    stage_labels = layout.new_staging("labels")
+
+    n = len(listing.images)
+    n_parts = max(1, math.ceil(n / cfg.rows_per_file), spark.sparkContext.defaultParallelism)
+    listed = spark.createDataFrame(
+        listing.images[["image_id", "split", "source_path"]].astype(str)
+    ).repartitionByRange(n_parts, "image_id")
+    checked = listed.mapInPandas(_validate_partition, schema=_status_schema()).persist(
+        StorageLevel.DISK_ONLY
+    )
+    try:
+        ok_df = checked.filter(F.col("error").isNull()).select(*store.IMAGES_SCHEMA.names)
+        (
+            ok_df.sortWithinPartitions("image_id")
+            .write.option("parquet.block.size", cfg.row_group_mb * 1024 * 1024)
+            .option("maxRecordsPerFile", cfg.rows_per_file)
+            .partitionBy("split")
+            .parquet(str(stage_images), mode="overwrite")
+        )
+        bad = (
+            checked.filter(F.col("error").isNotNull())
+            .select("image_id", "split", "source_path", "error")
+            .toPandas()
+        )
+        ok_ids = checked.filter(F.col("error").isNull()).select("image_id", "split").toPandas()
+    finally:
+        checked.unpersist()
+
+    error_rows = [
+        {"image_id": p.image_id, "split": p.split,
+         "source_path": p.source_path, "stage": p.stage, "error": p.error}
+        for p in listing.problems
+    ] + [
+        {"image_id": r.image_id, "split": r.split, "source_path": r.source_path,
+         "stage": STAGE_DECODE, "error": r.error}
+        for r in bad.itertuples(index=False)
+    ]
+    for row in error_rows:
+        logger.warning("image %s (%s): %s", row["image_id"], row["source_path"], row["error"])
+
+    split_counts = {s: int((ok_ids["split"] == s).sum()) for s in SPLITS}
+    split_counts = {s: c for s, c in split_counts.items() if c} or split_counts
+    counts = {"ok": len(ok_ids), "errors": len(error_rows), "splits": split_counts,
+              "listed": n, "unlisted_or_missing": len(listing.problems)}
+    if counts["ok"] + counts["errors"] != n + len(listing.problems):
+        raise AssertionError(f"ingest counts do not add up: {counts}")
+
+    # labels of the images that made it, same ids as the images table
+    labels = listing.labels[listing.labels["image_id"].isin(set(ok_ids["image_id"]))]
+    labels = labels[["image_id", "split", *listing.attributes]].reset_index(drop=True)
+    _write_labels(labels, listing.attributes, stage_labels)
+
+    store.write_errors(stage_images, error_rows)
+    common = {
+        "source": listing.source,
+        "source_path": str(Path(cfg.path).resolve()),
+        "input_fingerprint": fp,
+        "annotation_files": {Path(f).name: store.sha256_file(f) for f in listing.files},
+        "attributes": list(listing.attributes),
+        "spark": {"master": spark.sparkContext.master, "version": spark.version},
+    }
+    store.write_manifest(
+        stage_labels,
+        store.base_manifest("labels", counts={"rows": len(labels), "splits": split_counts},
+                            **common),
+    )
+    store.write_manifest(
+        stage_images,
+        store.base_manifest("images", counts=counts, rows_per_file=cfg.rows_per_file, **common),
+    )
+    # labels first: the images manifest is what marks the ingest as done
+    store.commit(stage_labels, layout.labels)
+    store.commit(stage_images, layout.images)
+    return IngestSummary(
+        store=str(layout.root),
+        ok=counts["ok"],
+        errors=counts["errors"],
+        split_counts=split_counts,
+        error_examples=[f"{r['image_id']}: {r['error']}" for r in error_rows[:5]],
+    )
+
+
+def _write_labels(labels: pd.DataFrame, attributes: list[str], out: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(labels, schema=store.labels_schema(attributes),
+                                 preserve_index=False)
+    pq.write_table(table, out / "part-00000.parquet", row_group_size=250_000)

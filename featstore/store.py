@@ -1,0 +1,297 @@
+"""The feature store: layout, the one declaration of every table's schema, manifests, commits.
+
+Layout (``<store>/``)::
+
+    images/split=<s>/part-*.parquet      image_id, split, content, width, height, source_path
+    images/_manifest.json                written last: the ingest is committed
+    images/_errors/part-*.parquet        image_id, split, source_path, stage, error
+    labels/part-*.parquet                image_id, split, one bool column per attribute
+    labels/_manifest.json
+    features/<set>/split=<s>/part-*.parquet   image_id, split, embedding
+    features/<set>/_manifest.json
+    features/<set>/_errors/part-*.parquet
+
+Error tables live in ``_errors`` (not ``errors`` as first sketched) because Spark, pyarrow and
+petastorm all skip ``_``-prefixed entries when they read a partitioned folder: an ``errors`` folder
+inside ``split=...`` partitions breaks Spark's partition discovery.
+
+A table is *committed* when its ``_manifest.json`` exists. Tables are built in
+``<store>/_staging/<name>-<token>/`` and moved into place with a rename after the manifest is
+written, so a killed job leaves nothing that readers see.
+
+Schemas are declared once here as Arrow schemas; Spark schemas are derived from them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from featstore import __version__
+from featstore.errors import StoreError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "_manifest.json"
+ERRORS_DIR = "_errors"
+STAGING_DIR = "_staging"
+
+IMAGES_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("content", pa.binary(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+    ]
+)
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=True),
+        pa.field("source_path", pa.string(), nullable=True),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+    ]
+)
+
+FEATURES_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
+
+def labels_schema(attributes: Sequence[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("image_id", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            *[pa.field(a, pa.bool_(), nullable=False) for a in attributes],
+        ]
+    )
+
+
+def spark_schema(schema: pa.Schema) -> Any:
+    """The Spark StructType of an Arrow schema (pyspark imported here only)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+class Layout:
+    """Paths inside a store."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def features_root(self) -> Path:
+        return self.root / "features"
+
+    def features(self, name: str) -> Path:
+        return self.features_root / name
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / STAGING_DIR
+
+    def new_staging(self, name: str) -> Path:
+        path = self.staging / f"{name}-{uuid.uuid4().hex[:12]}"
+        path.mkdir(parents=True)
+        return path
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def base_manifest(table: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "table": table,
+        "code_version": __version__,
+        "created": now_iso(),
+        **fields,
+    }
+
+
+def write_manifest(table_dir: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``_manifest.json`` atomically (temp file + rename)."""
+    path = Path(table_dir) / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(table_dir: Path) -> dict[str, Any] | None:
+    """The committed manifest of a table, or None if the table is not committed.
+
+    Raises StoreError for a manifest of a schema_version this code does not know."""
+    path = Path(table_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema_version {version!r} is not supported by featstore {__version__} "
+            f"(expects {SCHEMA_VERSION}); upgrade featstore or rebuild the table"
+        )
+    return manifest
+
+
+def commit(staged: Path, target: Path) -> None:
+    """Move a staged table (manifest already written inside it) into place, replacing ``target``.
+
+    The old table is first renamed aside, so there is no moment when a half-written table is
+    visible; if the process dies between the two renames the old table is in ``_staging`` and
+    ``target`` is absent (uncommitted), never mixed."""
+    if not (staged / MANIFEST).is_file():
+        raise StoreError(f"{staged}: refusing to commit a table without {MANIFEST}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    trash = None
+    if target.exists():
+        trash = staged.parent / f"trash-{target.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(target, trash)
+    os.replace(staged, target)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_staging(layout: Layout, prefix: str) -> None:
+    """Remove staged leftovers of earlier killed runs whose name starts with ``prefix``."""
+    if not layout.staging.is_dir():
+        return
+    for entry in layout.staging.iterdir():
+        if entry.name.startswith(prefix):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(parts: Iterable[str | bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- errors tables
+
+
+def write_errors(table_dir: Path, rows: Sequence[dict[str, Any]]) -> int:
+    """Write an ``_errors`` table (always, even empty, so readers find the schema)."""
+    import pyarrow.parquet as pq
+
+    path = Path(table_dir) / ERRORS_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(list(rows), schema=ERRORS_SCHEMA)
+    pq.write_table(table, path / "part-00000.parquet")
+    return table.num_rows
+
+
+def read_errors(table_dir: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    path = Path(table_dir) / ERRORS_DIR
+    if not path.is_dir():
+        return ERRORS_SCHEMA.empty_table()
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        return ERRORS_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(f, schema=ERRORS_SCHEMA) for f in files])
+
+
+def require_committed(table_dir: Path, what: str) -> dict[str, Any]:
+    manifest = read_manifest(table_dir)
+    if manifest is None:
+        hint = " (run `featstore ingest` first)" if what in ("images", "labels") else ""
+        raise StoreError(f"{table_dir}: no committed {what} table{hint}")
+    return manifest
+
+
+# ---------------------------------------------------------------- listing
+
+
+def open_store(path: str | os.PathLike[str]) -> Layout:
+    layout = Layout(path)
+    if not layout.root.is_dir():
+        raise StoreError(f"{layout.root}: no such store folder")
+    return layout
+
+
+def list_tables(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Committed tables and feature sets of a store: name, kind, manifest. Uncommitted ones (no
+    manifest: a run in progress or killed) are not listed."""
+    layout = open_store(path)
+    out: list[dict[str, Any]] = []
+    for name, table_dir in (("images", layout.images), ("labels", layout.labels),
+                            ("results", layout.results)):
+        manifest = read_manifest(table_dir)
+        if manifest is not None:
+            out.append({"name": name, "kind": "table", "path": str(table_dir),
+                        "manifest": manifest})
+    if layout.features_root.is_dir():
+        for entry in sorted(layout.features_root.iterdir()):
+            if entry.name.startswith(("_", ".")) or not entry.is_dir():
+                continue
+            manifest = read_manifest(entry)
+            if manifest is not None:
+                out.append({"name": entry.name, "kind": "features", "path": str(entry),
+                            "manifest": manifest})
+    return out
+
+
+def find_table(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    tables = list_tables(path)
+    for t in tables:
+        if t["name"] == name:
+            return t
+    known = ", ".join(t["name"] for t in tables) or "none"
+    raise StoreError(f"{Layout(path).root}: no committed table or feature set {name!r} "
+                     f"(committed: {known})")

@@ -1,0 +1,94 @@
+"""What every job shares: common flags, logging, config loading, exit codes, error handling."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from featstore.config import Config, load_config
+from featstore.errors import FeatstoreError, InputError
+
+EXIT_OK = 0
+EXIT_IMAGE_ERRORS = 1  # finished; some images were recorded in an errors table
+EXIT_BAD_INPUT = 2  # bad input or configuration; nothing written
+
+logger = logging.getLogger("featstore")
+
+
+def add_common(parser: argparse.ArgumentParser, *, spark: bool = True) -> None:
+    parser.add_argument("--config", help="YAML config (default conf/base.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. extract.model=resnet50 (repeatable)")
+    if spark:
+        parser.add_argument("--master", help="Spark master for local runs (default local[*]); "
+                            "under spark-submit the master given there is used")
+        parser.add_argument("--conf", dest="spark_conf", action="append", default=[],
+                            metavar="K=V", help="Spark setting passed to the session (repeatable)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    root = logging.getLogger()
+    if not any(getattr(h, "_featstore", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                               "%H:%M:%S"))
+        handler._featstore = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("py4j", "absl", "matplotlib", "PIL", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def config_from_args(args: argparse.Namespace, **direct: Any) -> Config:
+    return load_config(args.config, args.overrides, **direct)
+
+
+def spark_conf_from_args(args: argparse.Namespace) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in getattr(args, "spark_conf", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--conf {item!r}: expected key=value")
+        out[key] = value
+    return out
+
+
+class SparkProvider:
+    """Creates the SparkSession lazily, so bad input is reported before Spark starts."""
+
+    def __init__(self, args: argparse.Namespace, spark: Any = None) -> None:
+        self.args = args
+        self._spark = spark
+
+    def __call__(self, cfg: Config) -> Any:
+        if self._spark is None:
+            from jobs.spark import get_spark
+
+            self._spark = get_spark(cfg.spark, master=getattr(self.args, "master", None),
+                                    extra_conf=spark_conf_from_args(self.args))
+        return self._spark
+
+
+def run_guarded(fn: Callable[[], int]) -> int:
+    """Run a job body; map featstore errors to one line on stderr and an exit code."""
+    try:
+        return fn()
+    except InputError as exc:
+        logger.debug("bad input", exc_info=True)
+        print(f"featstore: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FeatstoreError as exc:
+        logger.debug("failed", exc_info=True)
+        print(f"featstore: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("featstore: interrupted; nothing was committed by the stage in progress",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,67 @@
+"""Run every image of the store through a conv base; write features/<feature_set>/.
+
+    spark-submit --properties-file conf/cluster-gpu/spark-defaults.conf jobs/extract.py \
+        --store /data/store --model vgg16 --layers block5_pool --pooling avg --input-size native
+    python jobs/extract.py --store demo/store --model mobilenetv2 --weights random
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: import from the repository, not from jobs/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from jobs.common import EXIT_IMAGE_ERRORS, EXIT_OK, SparkProvider, add_common, config_from_args
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str = "extract") -> None:
+    p.add_argument("--store", help="store folder with a committed images table")
+    p.add_argument("--model", help="conv base by name (vgg16, resnet50, mobilenetv2, ...)")
+    p.add_argument("--layers", help="comma-separated layer names (default: the last conv block)")
+    p.add_argument("--pooling", choices=["avg", "max", "flatten"])
+    p.add_argument("--weights", help="imagenet (from the Keras cache or KERAS_HOME), random, "
+                   "or PATH to a .weights.h5 / ImageNet .h5 file")
+    p.add_argument("--input-size", help="default (the model's), native (218x178) or HxW")
+    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--batch-size", type=int, help="forward-pass batch (default 64)")
+    p.add_argument("--feature-set", help="name of the feature set (default from the settings)")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="recompute even if committed or partly staged")
+    add_common(p)
+
+
+def run(args: argparse.Namespace, spark: Any = None) -> int:
+    from featstore.embed import validate_config
+    from featstore.errors import ConfigError
+    from featstore.extract import embed_config, extract
+
+    cfg = config_from_args(args, store=args.store, extract={
+        "model": args.model, "layers": args.layers, "pooling": args.pooling,
+        "weights": args.weights, "input_size": args.input_size, "precision": args.precision,
+        "batch_size": args.batch_size, "feature_set": args.feature_set,
+        "overwrite": args.overwrite,
+    })
+    if not cfg.store:
+        raise ConfigError("extract needs a store folder (--store STORE)")
+    validate_config(embed_config(cfg.extract))  # bad model / layer / weights: before Spark starts
+    session = SparkProvider(args, spark)(cfg)
+    s = extract(session, cfg.extract, cfg.store)
+    verb = "already extracted" if s.skipped else "extracted"
+    print(f"{verb}: {s.feature_set} ({s.dim} floats) for {s.ok:,} images, {s.errors:,} errors, "
+          f"{s.seconds:.1f} s ({s.images_per_second:,.1f} img/s) -> {s.store}/features/"
+          f"{s.feature_set}")
+    return EXIT_IMAGE_ERRORS if s.errors else EXIT_OK
+
+
+def main(argv: list[str] | None = None, spark: Any = None) -> int:
+    from jobs.cli import main as cli_main
+
+    return cli_main(["extract", *(sys.argv[1:] if argv is None else argv)], spark)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
