@@ -53,6 +53,7 @@ class ExtractConfig:
     seed: int = 0
     arrow_batch_rows: int = 512  # rows per Arrow batch into the UDF (JPEG bytes, ~10 KB each)
     partitions: int = 0  # 0: one per input file / Spark's choice
+    chunk_rows: int = 50_000  # images per committed-in-staging chunk (the unit of resume)
     feature_set: str = ""  # default name: <model>-<layers>-<pooling>[-<size>][-random]
     overwrite: bool = False
 

@@ -1,0 +1,623 @@
+"""The batch embedder: JPEG bytes -> float32 embedding matrix. No Spark in here.
+
+Keras 3 API plus numpy and Pillow only, so it runs unchanged on ``KERAS_BACKEND=tensorflow``,
+``jax`` or ``torch``. Keras itself is imported lazily: ``import featstore.embed`` costs numpy and
+Pillow only, which is also what the decode worker processes import.
+
+Pipeline (see DESIGN.md "Speed"): the input is cut into sub-batches of ``batch_size``; sub-batch
+``k+1`` is decoded (a background thread, or a pool of worker processes) while sub-batch ``k`` runs
+through the model as ``uint8``; the cast and preprocessing happen inside the model, on the device.
+Every forward call has the same shape (the last sub-batch is padded), so a jitted backend
+compiles once.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from featstore.errors import ConfigError, FeatstoreError
+
+if TYPE_CHECKING:
+    import keras
+
+    from featstore.models import ModelSpec, WeightsInfo
+
+logger = logging.getLogger(__name__)
+
+#: Images above this many pixels are refused before decoding (decompression-bomb guard).
+MAX_PIXELS = 50_000_000
+#: Use ``Image.draft`` (JPEG DCT scaling) when the source is at least this many times larger.
+_DRAFT_FACTOR = 2
+
+
+class DecodeError(FeatstoreError):
+    """One image could not be turned into pixels; ``str(exc)`` is a short one-line reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """What to embed with. Hashable: it keys the per-process embedder cache."""
+
+    model: str = "vgg16"
+    #: Layer names; empty = the model's default (last conv block). Several = one pass, concatenated.
+    layers: tuple[str, ...] = ()
+    pooling: str = "avg"
+    #: "imagenet" (Keras cache, never downloaded), "random" (seeded), or a weights file path.
+    weights: str = "imagenet"
+    #: "default", "native" (CelebA 218x178) or "HxW".
+    input_size: str = "default"
+    #: Images per forward pass (every pass has this shape; the last one is padded).
+    batch_size: int = 64
+    #: "float32", "bfloat16" or "float16" (mixed precision; the output is always float32).
+    precision: str = "float32"
+    #: 0: decode in this process on one background thread overlapping the model;
+    #: N > 0: a pool of N worker processes (threads did not scale in measurements).
+    decode_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        layers: Any = self.layers
+        if isinstance(layers, str):
+            layers = [s for s in (p.strip() for p in layers.split(",")) if s]
+        object.__setattr__(self, "layers", tuple(layers))
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def decode_image(
+    data: bytes | None, hw: tuple[int, int], *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Image bytes -> ``uint8 (h, w, 3)`` RGB at the model input size ``hw = (h, w)``.
+
+    Any format Pillow reads (a PNG named .jpg too); grayscale, CMYK, palette, RGBA, ... are
+    converted to RGB. Resized (bilinear) only when the size differs; a JPEG much larger than
+    the target is first decoded at a reduced DCT scale (``Image.draft``). Raises
+    :class:`DecodeError` for empty, truncated, undecodable or too large (> ``max_pixels``) data.
+    Truncated images are never patched up (``LOAD_TRUNCATED_IMAGES`` stays off).
+    """
+    if data is None:
+        raise DecodeError("missing content (null)")
+    if len(data) == 0:
+        raise DecodeError("empty content")
+    th, tw = int(hw[0]), int(hw[1])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecodeError("image too large (decompression bomb guard)") from None
+    except UnidentifiedImageError:
+        raise DecodeError("not an image (cannot identify)") from None
+    except Exception as exc:  # Pillow plugins raise OSError, SyntaxError, ValueError, ...
+        kind = _sniff(data)
+        if "truncated" in str(exc).lower():
+            raise DecodeError(f"truncated {kind} (header)") from None
+        raise DecodeError(_one_line(f"corrupt {kind} header: {exc}")) from None
+    fmt = img.format or "image"
+    with img:
+        w0, h0 = img.size
+        if w0 <= 0 or h0 <= 0:
+            raise DecodeError(f"empty {fmt} ({w0}x{h0})")
+        if w0 * h0 > max_pixels:
+            raise DecodeError(f"image too large ({w0}x{h0} > {max_pixels / 1e6:g} MP)")
+        if fmt == "JPEG" and w0 >= _DRAFT_FACTOR * tw and h0 >= _DRAFT_FACTOR * th:
+            # DCT-domain downscale (1/2, 1/4, 1/8) to the smallest size still >= target.
+            img.draft("RGB", (tw, th))
+        try:
+            img.load()
+        except OSError as exc:
+            if "truncated" in str(exc).lower():
+                raise DecodeError(f"truncated {fmt}") from None
+            raise DecodeError(_one_line(f"corrupt {fmt}: {exc}")) from None
+        except Exception as exc:
+            raise DecodeError(_one_line(f"corrupt {fmt}: {type(exc).__name__}: {exc}")) from None
+        try:
+            rgb = _to_rgb(img)
+            if rgb.size != (tw, th):
+                rgb = rgb.resize((tw, th), Image.Resampling.BILINEAR)
+            arr = np.asarray(rgb, dtype=np.uint8)
+        except Exception as exc:
+            raise DecodeError(_one_line(f"cannot convert {fmt} {img.mode}: {exc}")) from None
+    if arr.shape != (th, tw, 3):
+        raise DecodeError(f"decoded to unexpected shape {arr.shape}")
+    return arr
+
+
+def _sniff(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    return "image"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("P", "PA") or (mode in ("L", "LA") and "transparency" in img.info):
+        img = img.convert("RGBA")  # palette/transparency first, else Pillow warns
+        mode = "RGBA"
+    if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16-bit / float grayscale: scale the actual range to 0..255.
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        img = Image.fromarray(a.round().astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+@dataclass
+class DecodedBatch:
+    """Decoded sub-batch: ``images[i]`` is input position ``ok_index[i]`` (within the chunk)."""
+
+    images: np.ndarray
+    ok_index: np.ndarray
+    errors: list[tuple[int, str]]
+    seconds: float
+
+
+def decode_batch(
+    contents: Sequence[bytes | None], hw: tuple[int, int], *, max_pixels: int = MAX_PIXELS
+) -> DecodedBatch:
+    """Decode a list of image bytes; failures become ``(position, reason)`` entries."""
+    t0 = time.perf_counter()
+    h, w = hw
+    out = np.empty((len(contents), h, w, 3), dtype=np.uint8)
+    ok: list[int] = []
+    errors: list[tuple[int, str]] = []
+    for i, data in enumerate(contents):
+        try:
+            out[len(ok)] = decode_image(data, hw, max_pixels=max_pixels)
+        except DecodeError as exc:
+            errors.append((i, exc.reason))
+            continue
+        except Exception as exc:  # never let one image kill the batch
+            errors.append((i, _one_line(f"decode failed: {type(exc).__name__}: {exc}")))
+            continue
+        ok.append(i)
+    images = out[: len(ok)] if len(ok) < len(contents) else out
+    return DecodedBatch(images, np.asarray(ok, dtype=np.int64), errors, time.perf_counter() - t0)
+
+
+class DecodePool:
+    """Decodes chunks off the calling thread: one background thread (``workers=0``) or a pool
+    of ``workers`` spawned processes (which import numpy and Pillow only)."""
+
+    def __init__(self, hw: tuple[int, int], workers: int = 0, *, max_pixels: int = MAX_PIXELS):
+        if workers < 0:
+            raise ConfigError(f"decode_workers must be >= 0, got {workers}")
+        self.hw = (int(hw[0]), int(hw[1]))
+        self.workers = int(workers)
+        self.max_pixels = max_pixels
+        self._executor: Executor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def depth(self) -> int:
+        """How many chunks to keep in flight to keep every decoder busy."""
+        return 2 if self.workers == 0 else self.workers + 2
+
+    def _get_executor(self) -> Executor:
+        with self._lock:
+            if self._executor is None:
+                if self.workers == 0:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="featstore-decode")
+                else:
+                    # spawn, not fork: the parent holds framework threads (TF/JAX) that a
+                    # forked child would inherit in an undefined state.
+                    ctx = multiprocessing.get_context("spawn")
+                    self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx)
+                    logger.info("started %d decode processes", self.workers)
+            return self._executor
+
+    def submit(self, contents: Sequence[bytes | None]) -> Future[DecodedBatch]:
+        return self._get_executor().submit(
+            decode_batch, list(contents), self.hw, max_pixels=self.max_pixels
+        )
+
+    def map(self, chunks: Iterable[Sequence[bytes | None]]) -> Iterator[DecodedBatch]:
+        """Decode chunks in order, keeping :attr:`depth` of them in flight."""
+        pending: deque[Future[DecodedBatch]] = deque()
+        it = iter(chunks)
+        try:
+            for chunk in it:
+                pending.append(self.submit(chunk))
+                if len(pending) >= self.depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class EmbedResult:
+    """Embeddings of one input batch: row ``i`` belongs to input position ``ok_index[i]``."""
+
+    embeddings: np.ndarray  # float32 (n_ok, dim)
+    ok_index: np.ndarray  # int64 (n_ok,), increasing
+    errors: list[tuple[int, str]]  # (position, reason), increasing positions
+    n_inputs: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.ok_index) + len(self.errors) != self.n_inputs:
+            raise AssertionError(
+                f"{len(self.ok_index)} ok + {len(self.errors)} errors != {self.n_inputs} inputs"
+            )
+
+
+@dataclass
+class EmbedStats:
+    """Accumulated timings. ``decode_s`` is decoder busy time (summed over workers);
+    ``decode_wait_s`` is how long the model side sat waiting for decoded images."""
+
+    batches: int = 0
+    images: int = 0
+    errors: int = 0
+    forward_calls: int = 0
+    decode_s: float = 0.0
+    decode_wait_s: float = 0.0
+    model_s: float = 0.0
+    wall_s: float = 0.0
+
+    def reset(self) -> None:
+        for f in self.__dataclass_fields__:
+            setattr(self, f, type(getattr(self, f))())
+
+    def as_dict(self) -> dict[str, float]:
+        d: dict[str, float] = asdict(self)
+        d["images_per_s"] = self.images / self.wall_s if self.wall_s > 0 else 0.0
+        return d
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    batch: int
+    start: int
+    contents: Sequence[bytes | None]
+    last: bool
+    n_inputs: int
+
+
+@dataclass
+class _Acc:
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    ok_index: list[np.ndarray] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- embedder
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    spec: ModelSpec
+    input_hw: tuple[int, int]
+    layers: tuple[str, ...]
+    weights: WeightsInfo
+
+
+def _resolve(cfg: EmbedConfig) -> _Resolved:
+    """Cheap checks of every field (no model built)."""
+    from featstore import models
+
+    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}")
+    if not isinstance(cfg.decode_workers, int) or cfg.decode_workers < 0:
+        raise ConfigError(f"decode_workers must be an integer >= 0, got {cfg.decode_workers!r}")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if cfg.pooling not in models.POOLINGS:
+        raise ConfigError(f"unknown pooling '{cfg.pooling}'; known: {', '.join(models.POOLINGS)}")
+    if cfg.precision not in models.PRECISIONS:
+        raise ConfigError(
+            f"unknown precision '{cfg.precision}'; known: {', '.join(models.PRECISIONS)}"
+        )
+    spec = models.get_spec(cfg.model)
+    weights_kind = str(cfg.weights).strip().lower()
+    hw = models.resolve_input_size(spec, cfg.input_size, weights=weights_kind)
+    winfo = models.resolve_weights(spec, cfg.weights, input_hw=hw)
+    if winfo.source == "imagenet" and spec.imagenet_hw and hw != spec.imagenet_hw:
+        models.resolve_input_size(spec, cfg.input_size, weights="imagenet")  # raises
+    layers = cfg.layers or (spec.default_layer,)
+    return _Resolved(spec, hw, layers, winfo)
+
+
+def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
+    """Check everything an :class:`Embedder` would need, before any Spark work.
+
+    Raises :class:`ConfigError` with one clear line. Builds the base with random weights (no
+    weights file is loaded) to check layer names and compute the embedding width. Returns the
+    resolved settings (the fields of :meth:`Embedder.describe` that need no model).
+    """
+    import keras
+
+    from featstore import models
+
+    r = _resolve(cfg)
+    base = models.build_base(r.spec, input_hw=r.input_hw, weights=models.WeightsInfo("random"))
+    models.check_layers(r.spec, [lyr.name for lyr in base.layers], r.layers)
+    dim = sum(models.pooled_dim(base.get_layer(n).output.shape, cfg.pooling) for n in r.layers)
+    return {
+        "model": r.spec.name,
+        "layers": list(r.layers),
+        "pooling": cfg.pooling,
+        "input_hw": list(r.input_hw),
+        "preprocessing": r.spec.preprocessing,
+        "precision": cfg.precision,
+        "dim": int(dim),
+        "batch_size": cfg.batch_size,
+        "weights_source": r.weights.source,
+        "weights_path": r.weights.path,
+        "weights_sha256": r.weights.sha256,
+        "seed": cfg.seed if r.weights.source == "random" else None,
+        "backend": keras.backend.backend(),
+        "keras_version": keras.version(),
+    }
+
+
+class Embedder:
+    """Builds the extractor once; turns batches of image bytes into float32 embeddings.
+
+    Not thread-safe: use one per thread (``get_embedder`` gives one per process and config).
+    """
+
+    def __init__(self, config: EmbedConfig | None = None, *, warmup: bool = False) -> None:
+        from featstore import models
+
+        self.config = cfg = config if config is not None else EmbedConfig()
+        r = _resolve(cfg)
+        self._spec = r.spec
+        self._input_hw = r.input_hw
+        self._layers = r.layers
+        self._weights = r.weights
+        t0 = time.perf_counter()
+        self.model: keras.Model = models.build_extractor(
+            r.spec,
+            input_hw=r.input_hw,
+            layers=r.layers,
+            pooling=cfg.pooling,
+            weights=r.weights,
+            precision=cfg.precision,
+            seed=cfg.seed,
+        )
+        self._dim = int(self.model.output.shape[-1])
+        h, w = r.input_hw
+        self._pad = np.zeros((cfg.batch_size, h, w, 3), dtype=np.uint8)
+        self._decoder = DecodePool(r.input_hw, cfg.decode_workers)
+        self.stats = EmbedStats()
+        logger.info(
+            "embedder ready in %.1fs: %s",
+            time.perf_counter() - t0,
+            {k: v for k, v in self.describe().items() if k != "weights_sha256"},
+        )
+        if warmup:
+            self.warmup()
+
+    # -- properties
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self._input_hw
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self._layers
+
+    @property
+    def weights_info(self) -> WeightsInfo:
+        return self._weights
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    def describe(self) -> dict[str, Any]:
+        """What made these embeddings, for the feature-set manifest."""
+        import keras
+
+        cfg = self.config
+        return {
+            "model": self._spec.name,
+            "layers": list(self._layers),
+            "pooling": cfg.pooling,
+            "input_hw": list(self._input_hw),
+            "preprocessing": self._spec.preprocessing,
+            "precision": cfg.precision,
+            "dim": self._dim,
+            "batch_size": cfg.batch_size,
+            "weights_source": self._weights.source,
+            "weights_path": self._weights.path,
+            "weights_sha256": self._weights.sha256,
+            "seed": cfg.seed if self._weights.source == "random" else None,
+            "backend": keras.backend.backend(),
+            "keras_version": keras.version(),
+        }
+
+    # -- model side
+
+    def warmup(self) -> None:
+        """One forward pass on zeros: compiles/jits now rather than on the first real batch."""
+        t0 = time.perf_counter()
+        self._forward_one(self._pad, self.config.batch_size)
+        logger.info("warm-up forward pass %.2fs", time.perf_counter() - t0)
+
+    def _forward_one(self, images: np.ndarray, k: int) -> np.ndarray:
+        y = self.model.predict_on_batch(images)
+        return np.asarray(y, dtype=np.float32)[:k]
+
+    def embed_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Model only: ``uint8 (n, h, w, 3)`` already decoded -> ``float32 (n, dim)``."""
+        images = np.asarray(images)
+        h, w = self._input_hw
+        if images.ndim != 4 or images.shape[1:] != (h, w, 3):
+            raise ValueError(f"expected images of shape (n, {h}, {w}, 3), got {images.shape}")
+        if images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images, got {images.dtype}")
+        t0 = time.perf_counter()
+        bs = self.config.batch_size
+        n = len(images)
+        out = np.empty((n, self._dim), dtype=np.float32)
+        for i in range(0, n, bs):
+            sub = images[i : i + bs]
+            k = len(sub)
+            if k < bs:  # same shape every call: no recompilation on jitted backends
+                self._pad[:k] = sub
+                self._pad[k:] = 0
+                sub = self._pad
+            out[i : i + k] = self._forward_one(sub, k)
+            self.stats.forward_calls += 1
+        self.stats.model_s += time.perf_counter() - t0
+        return out
+
+    # -- bytes in, embeddings out
+
+    def embed(self, contents: Sequence[bytes | None]) -> EmbedResult:
+        """Embed one batch of image bytes (decoding overlaps the model sub-batch by sub-batch)."""
+        (result,) = self.embed_iter([contents])
+        return result
+
+    def embed_iter(self, batches: Iterable[Sequence[bytes | None]]) -> Iterator[EmbedResult]:
+        """One :class:`EmbedResult` per input batch, in order. Decoding runs ahead of the model
+        (into the next batch), so it reads the next batch from ``batches`` before yielding."""
+        started = time.perf_counter()
+        acc = _Acc()
+        meta: deque[_Chunk] = deque()
+        decoded_iter = self._decoder.map(self._chunks(batches, meta))
+        try:
+            while True:
+                t0 = time.perf_counter()
+                decoded = next(decoded_iter, None)
+                self.stats.decode_wait_s += time.perf_counter() - t0
+                if decoded is None:
+                    break
+                chunk = meta.popleft()
+                self.stats.decode_s += decoded.seconds
+                if len(decoded.images):
+                    acc.embeddings.append(self.embed_arrays(decoded.images))
+                acc.ok_index.append(decoded.ok_index + chunk.start)
+                acc.errors.extend((i + chunk.start, why) for i, why in decoded.errors)
+                if chunk.last:
+                    result = self._finish(acc, chunk)
+                    acc = _Acc()
+                    self.stats.wall_s += time.perf_counter() - started
+                    yield result
+                    started = time.perf_counter()
+        finally:
+            decoded_iter.close()
+            self.stats.wall_s += time.perf_counter() - started
+
+    def _chunks(
+        self, batches: Iterable[Sequence[bytes | None]], meta: deque[_Chunk]
+    ) -> Iterator[Sequence[bytes | None]]:
+        bs = self.config.batch_size
+        for b, contents in enumerate(batches):
+            n = len(contents)
+            starts = list(range(0, n, bs)) or [0]
+            for s in starts:
+                c = _Chunk(b, s, contents[s : s + bs], s == starts[-1], n)
+                meta.append(c)
+                yield c.contents
+
+    def _finish(self, acc: _Acc, chunk: _Chunk) -> EmbedResult:
+        emb = (
+            np.concatenate(acc.embeddings)
+            if acc.embeddings
+            else np.empty((0, self._dim), dtype=np.float32)
+        )
+        ok = np.concatenate(acc.ok_index) if acc.ok_index else np.empty(0, dtype=np.int64)
+        result = EmbedResult(emb, ok, acc.errors, chunk.n_inputs)
+        self.stats.batches += 1
+        self.stats.images += len(ok)
+        self.stats.errors += len(acc.errors)
+        logger.debug(
+            "batch %d: %d ok, %d errors; totals decode %.2fs, model %.2fs, waited %.2fs",
+            chunk.batch,
+            len(ok),
+            len(acc.errors),
+            self.stats.decode_s,
+            self.stats.model_s,
+            self.stats.decode_wait_s,
+        )
+        return result
+
+    def close(self) -> None:
+        """Stop the decode thread / processes (the model stays usable)."""
+        self._decoder.close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- per-process cache
+
+_EMBEDDERS: dict[EmbedConfig, Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def get_embedder(cfg: EmbedConfig) -> Embedder:
+    """The process-wide :class:`Embedder` for ``cfg`` (built on first use, then reused), so a
+    reused Python worker builds the model once."""
+    with _EMBEDDERS_LOCK:
+        emb = _EMBEDDERS.get(cfg)
+        if emb is None:
+            emb = Embedder(cfg)
+            _EMBEDDERS[cfg] = emb
+        return emb
+
+
+def clear_embedder_cache() -> None:
+    with _EMBEDDERS_LOCK:
+        for emb in _EMBEDDERS.values():
+            emb.close()
+        _EMBEDDERS.clear()

@@ -1,0 +1,261 @@
+"""Extract: the store's ``images`` table -> ``features/<feature_set>/``, on Spark.
+
+The work is cut into *chunks* of consecutive image ids (the images table is sorted by image id, so
+Parquet statistics let each chunk read only its row groups). Each chunk is one Spark write into
+``_staging/features-<set>-<key>/chunk-<k>/`` whose ``_SUCCESS`` marks it done; a killed run
+leaves only staged chunks, and a re-run with the same settings skips the finished ones (resume).
+When every chunk is done the files are assembled under one folder, the errors merged, the
+manifest written last, and the folder renamed into place (commit). ``overwrite`` discards staged
+chunks and recomputes.
+
+Counts add up: ``ok + errors == images in the images table``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featstore import store
+from featstore.config import ExtractConfig
+from featstore.embed import EmbedConfig, validate_config
+from featstore.errors import ConfigError, StoreError
+
+logger = logging.getLogger(__name__)
+
+STAGE_EMBED = "embed"
+PLAN = "_plan.json"
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    store: str
+    feature_set: str
+    ok: int
+    errors: int
+    dim: int
+    seconds: float
+    skipped: bool = False
+    chunks_done: int = 0
+    chunks_resumed: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.ok + self.errors) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def embed_config(cfg: ExtractConfig) -> EmbedConfig:
+    return EmbedConfig(
+        model=cfg.model, layers=tuple(cfg.layers), pooling=cfg.pooling, weights=cfg.weights,
+        input_size=cfg.input_size, batch_size=cfg.batch_size, precision=cfg.precision,
+        decode_workers=cfg.decode_workers, seed=cfg.seed,
+    )
+
+
+def default_name(info: dict[str, Any], cfg: ExtractConfig) -> str:
+    parts = [info["model"], "+".join(info["layers"]), info["pooling"]]
+    if cfg.input_size != "default":
+        h, w = info["input_hw"]
+        parts.append(f"{h}x{w}")
+    if cfg.precision != "float32":
+        parts.append({"bfloat16": "bf16", "float16": "fp16"}.get(cfg.precision, cfg.precision))
+    source = info["weights_source"]
+    if source == "random":
+        parts.append(f"random{cfg.seed}")
+    elif source == "file":
+        parts.append("w" + (info["weights_sha256"] or "")[:8])
+    return "-".join(parts)
+
+
+def _check_name(name: str) -> str:
+    if not name or name.startswith(("_", ".")) or "/" in name or os.sep in name:
+        raise ConfigError(f"invalid feature set name {name!r}")
+    return name
+
+
+def _plan_chunks(images_dir: Path, chunk_rows: int) -> list[tuple[str, str, int]]:
+    """[(first_id, last_id, rows)] over the sorted image ids, ~chunk_rows each."""
+    ids = pq.read_table(images_dir, columns=["image_id"]).column("image_id").to_pylist()
+    ids.sort()
+    if not ids:
+        return []
+    n_chunks = max(1, math.ceil(len(ids) / chunk_rows))
+    size = math.ceil(len(ids) / n_chunks)
+    return [(ids[i], ids[min(i + size, len(ids)) - 1], min(size, len(ids) - i))
+            for i in range(0, len(ids), size)]
+
+
+def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
+    """Run the extraction (see the module docstring). Raises InputError before any Spark work
+    for an unknown model or layer, missing weights, or a store without a committed images table."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from featstore.udf import make_embed_udf
+
+    t0 = time.perf_counter()
+    layout = store.Layout(store_path)
+    if not layout.root.is_dir():
+        raise StoreError(f"{layout.root}: no such store folder")
+    images_manifest = store.require_committed(layout.images, "images")
+    ecfg = embed_config(cfg)
+    info = validate_config(ecfg)  # one clear line for bad model / layer / weights
+    name = _check_name(cfg.feature_set or default_name(info, cfg))
+    target = layout.features(name)
+
+    settings = {k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing",
+                                     "precision", "dim")}
+    settings["weights_sha256"] = info["weights_sha256"]
+    settings["weights_source"] = info["weights_source"]
+    settings["seed"] = cfg.seed
+    run_key = store.fingerprint([images_manifest["input_fingerprint"],
+                                 json.dumps(settings, sort_keys=True, default=str)])
+
+    existing = store.read_manifest(target)
+    if existing is not None and existing.get("run_key") == run_key and not cfg.overwrite:
+        logger.info("feature set %s is already committed with these settings; nothing to do", name)
+        c = existing["counts"]
+        return ExtractSummary(str(layout.root), name, c["ok"], c["errors"], existing["dim"],
+                              time.perf_counter() - t0, skipped=True)
+
+    staging = layout.staging / f"features-{name}-{run_key[:12]}"
+    if cfg.overwrite and staging.exists():
+        shutil.rmtree(staging)
+    # leftovers of runs with other settings of this feature set cannot be resumed
+    for old in layout.staging.glob(f"features-{name}-*") if layout.staging.is_dir() else []:
+        if old != staging:
+            shutil.rmtree(old, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    plan_path = staging / PLAN
+    if plan_path.is_file():
+        chunks = [tuple(c) for c in json.loads(plan_path.read_text())["chunks"]]
+    else:
+        chunks = _plan_chunks(layout.images, max(1, cfg.chunk_rows))
+        plan_path.write_text(json.dumps({"run_key": run_key, "chunks": chunks}))
+
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
+    cpu_threads = int(spark.conf.get("spark.task.cpus", "1"))
+    embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads)
+    images = spark.read.parquet(str(layout.images))
+    resumed = 0
+    for k, (first, last, rows) in enumerate(chunks):
+        chunk_dir = staging / f"chunk-{k:05d}"
+        if (chunk_dir / "_SUCCESS").is_file():
+            resumed += 1
+            logger.info("chunk %d/%d already done (resumed)", k + 1, len(chunks))
+            continue
+        tc = time.perf_counter()
+        df = images.filter((F.col("image_id") >= first) & (F.col("image_id") <= last))
+        if cfg.partitions > 0:
+            df = df.repartition(cfg.partitions)
+        out = df.select("image_id", "split", embed_udf("content").alias("r")).select(
+            "image_id", "split", "r.embedding", "r.error"
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            bad = out.filter(F.col("error").isNotNull()).select(
+                "image_id", "split", "error").toPandas()
+            _write_chunk_errors(staging / f"errors-{k:05d}.parquet", bad, images_manifest)
+            (out.filter(F.col("error").isNull()).select("image_id", "split", "embedding")
+             .write.partitionBy("split").parquet(str(chunk_dir), mode="overwrite"))
+        finally:
+            out.unpersist()
+        dt = time.perf_counter() - tc
+        logger.info("chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors", k + 1,
+                    len(chunks), rows, dt, rows / dt if dt else 0.0, len(bad))
+
+    ok, errors, _ = _assemble_and_commit(
+        spark, layout, staging, target, chunks, info, cfg, name, run_key, images_manifest,
+        t0,
+    )
+    return ExtractSummary(str(layout.root), name, ok, errors, info["dim"],
+                          time.perf_counter() - t0, chunks_done=len(chunks) - resumed,
+                          chunks_resumed=resumed)
+
+
+def _write_chunk_errors(path: Path, bad: Any, images_manifest: dict[str, Any]) -> None:
+    rows = [{"image_id": r.image_id, "split": r.split, "source_path": None,
+             "stage": STAGE_EMBED, "error": r.error} for r in bad.itertuples(index=False)]
+    for r in rows:
+        logger.warning("image %s: %s", r["image_id"], r["error"])
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=store.ERRORS_SCHEMA), tmp)
+    os.replace(tmp, path)
+
+
+def _assemble_and_commit(spark: Any, layout: store.Layout, staging: Path, target: Path,
+                         chunks: list[Any], info: dict[str, Any], cfg: ExtractConfig,
+                         name: str, run_key: str, images_manifest: dict[str, Any],
+                         t0: float) -> tuple[int, int, dict[str, int]]:
+    assembled = staging / "assembled"
+    if assembled.exists():
+        shutil.rmtree(assembled)
+    assembled.mkdir()
+    splits: dict[str, int] = {}
+    for k in range(len(chunks)):
+        chunk_dir = staging / f"chunk-{k:05d}"
+        for part in sorted(chunk_dir.glob("split=*/*.parquet")):
+            split = part.parent.name.split("=", 1)[1]
+            splits[split] = splits.get(split, 0) + pq.ParquetFile(part).metadata.num_rows
+            dest = assembled / part.parent.name
+            dest.mkdir(exist_ok=True)
+            os.replace(part, dest / f"c{k:05d}-{part.name}")
+    error_tables = [pq.read_table(staging / f"errors-{k:05d}.parquet", schema=store.ERRORS_SCHEMA)
+                    for k in range(len(chunks))]
+    errors = pa.concat_tables(error_tables) if error_tables else store.ERRORS_SCHEMA.empty_table()
+    store.write_errors(assembled, errors.to_pylist())
+    ok = sum(splits.values())
+    expected = int(images_manifest["counts"]["ok"])
+    if ok + errors.num_rows != expected:
+        raise StoreError(f"{staging}: {ok} embeddings + {errors.num_rows} errors != {expected} "
+                         "images; staged chunks are inconsistent, rerun with --overwrite")
+    seconds = time.perf_counter() - t0
+    conf = spark.sparkContext.getConf()
+    spark_conf = {k: conf.get(k) for k in (
+        "spark.executor.resource.gpu.amount", "spark.task.resource.gpu.amount",
+        "spark.executor.cores", "spark.task.cpus", "spark.python.worker.reuse",
+        "spark.sql.execution.arrow.maxRecordsPerBatch") if conf.contains(k)}
+    spark_conf["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(cfg.arrow_batch_rows)
+    manifest = store.base_manifest(
+        "features",
+        name=name,
+        run_key=run_key,
+        model=info["model"],
+        layers=list(info["layers"]),
+        pooling=info["pooling"],
+        input_size=cfg.input_size,
+        input_hw=list(info["input_hw"]),
+        backend=info["backend"],
+        keras_version=info.get("keras_version"),
+        weights={"source": info["weights_source"], "path": info["weights_path"],
+                 "sha256": info["weights_sha256"]},
+        preprocessing=info["preprocessing"],
+        precision=info["precision"],
+        dim=info["dim"],
+        counts={"ok": ok, "errors": errors.num_rows, "splits": splits},
+        input={"table": "images", "fingerprint": images_manifest["input_fingerprint"],
+               "created": images_manifest.get("created"), "rows": expected},
+        attributes=images_manifest.get("attributes", []),
+        spark={"master": spark.sparkContext.master, "version": spark.version,
+               "conf": spark_conf},
+        timing={"seconds": round(seconds, 2),
+                "images_per_second": round(expected / seconds, 2) if seconds else None},
+        chunks=len(chunks),
+    )
+    store.write_manifest(assembled, manifest)
+    store.commit(assembled, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return ok, errors.num_rows, splits
+
+
+def with_overrides(cfg: ExtractConfig, **kw: Any) -> ExtractConfig:
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})

@@ -1,0 +1,272 @@
+"""jobs/extract.py: the feature set the Spark job writes, resume after a kill, bad images, GPUs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from chispa import assert_approx_df_equality
+from PIL import Image
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+from featstore import store
+from featstore.sources.synthetic import generate
+from jobs import extract as extract_job
+from jobs import ingest as ingest_job
+
+REPO = Path(__file__).resolve().parents[1]
+N = 20
+MODEL = ["--model", "mobilenetv2", "--input-size", "native", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def celeba_store(spark, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("extract")
+    generate(root / "celeba", N, seed=5)
+    assert ingest_job.main(["--store", str(root / "store"), "--path", str(root / "celeba")],
+                           spark=spark) == 0
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def saved_base(tmp_path_factory):
+    """A MobileNetV2 base built directly with Keras, and its weights saved to a .weights.h5."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    base = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                          input_shape=(218, 178, 3))
+    path = tmp_path_factory.mktemp("w") / "mnv2.weights.h5"
+    base.save_weights(str(path))
+    return base, path
+
+
+def _direct_embeddings(base, store_dir: Path) -> dict[str, np.ndarray]:
+    """The same model called directly in one process: decode, preprocess on the host, pool."""
+    import keras
+
+    images = pq.read_table(store_dir / "images", columns=["image_id", "content"]).to_pylist()
+    x = np.stack([np.asarray(Image.open(io.BytesIO(r["content"])).convert("RGB"))
+                  for r in images]).astype("float32")
+    x = keras.applications.mobilenet_v2.preprocess_input(x)
+    fmap = keras.ops.convert_to_numpy(base(x, training=False))
+    return {r["image_id"]: fmap[i].mean(axis=(0, 1)) for i, r in enumerate(images)}
+
+
+EXPLODED_SCHEMA = StructType([StructField("image_id", StringType(), False),
+                              StructField("i", IntegerType(), False),
+                              StructField("value", DoubleType(), True)])
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_spark_embeddings_equal_direct_keras(spark, celeba_store, saved_base, partitions):
+    base, weights = saved_base
+    name = f"direct-p{partitions}"
+    rc = extract_job.main(["--store", str(celeba_store), *MODEL, "--weights", str(weights),
+                           "--feature-set", name, "--set", f"extract.partitions={partitions}"],
+                          spark=spark)
+    assert rc == 0
+    got = spark.read.parquet(str(celeba_store / "features" / name))
+    assert got.count() == N
+    direct = _direct_embeddings(base, celeba_store)
+    # random-init activations are tiny: compare relative to the largest one (1e-4 of it)
+    scale = 1.0 / max(float(np.abs(v).max()) for v in direct.values())
+    expected = spark.createDataFrame(
+        [(k, i, float(x) * scale) for k, vec in direct.items() for i, x in enumerate(vec)],
+        EXPLODED_SCHEMA)
+    exploded = got.select("image_id", F.posexplode("embedding").alias("i", "value")).select(
+        "image_id", "i", (F.col("value") * F.lit(scale)).alias("value"))
+    assert_approx_df_equality(exploded, expected, precision=1e-4, ignore_row_order=True,
+                              ignore_nullable=True)
+    manifest = json.loads((celeba_store / "features" / name / "_manifest.json").read_text())
+    assert manifest["dim"] == 1280 and manifest["model"] == "mobilenetv2"
+    assert manifest["weights"]["source"] == "file"
+    assert manifest["weights"]["sha256"] == store.sha256_file(weights)
+    assert manifest["counts"]["ok"] == N and manifest["counts"]["errors"] == 0
+    assert manifest["input_hw"] == [218, 178] and manifest["layers"] == ["out_relu"]
+
+
+def test_rerun_skips_and_overwrite_gives_same_values(spark, celeba_store, capsys):
+    args = ["--store", str(celeba_store), *MODEL, "--weights", "random",
+            "--set", "extract.seed=3"]
+    assert extract_job.main(args, spark=spark) == 0
+    name = "mobilenetv2-out_relu-avg-218x178-random3"
+    path = celeba_store / "features" / name
+    first = pq.read_table(path).sort_by("image_id")
+    created = json.loads((path / "_manifest.json").read_text())["created"]
+    capsys.readouterr()
+    assert extract_job.main(args, spark=spark) == 0
+    assert "already extracted" in capsys.readouterr().out
+    assert json.loads((path / "_manifest.json").read_text())["created"] == created
+    assert extract_job.main([*args, "--overwrite"], spark=spark) == 0
+    second = pq.read_table(path).sort_by("image_id")
+    assert second.num_rows == N
+    np.testing.assert_array_equal(np.array(first["embedding"].to_pylist()),
+                                  np.array(second["embedding"].to_pylist()))
+
+
+def _write_images_table(store_dir: Path, rows: list[tuple[str, bytes]]) -> None:
+    """An images table as another tool might have written it (no ingest-time validation)."""
+    part = store_dir / "images" / "split=test"
+    part.mkdir(parents=True)
+    table = pa.Table.from_pylist(
+        [{"image_id": i, "split": "test", "content": c, "width": 0, "height": 0,
+          "source_path": f"/x/{i}"} for i, c in rows], schema=store.IMAGES_SCHEMA)
+    pq.write_table(table.drop(["split"]), part / "part-0.parquet")
+    store.write_manifest(store_dir / "images", store.base_manifest(
+        "images", input_fingerprint="handmade", counts={"ok": len(rows), "errors": 0}))
+
+
+def _jpeg(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def test_bad_images_go_to_errors(spark, tmp_path):
+    rgb = Image.new("RGB", (178, 218), (120, 60, 30))
+    good = _jpeg(rgb)
+    png = io.BytesIO()
+    Image.new("RGBA", (50, 40), (1, 2, 3, 4)).save(png, "PNG")
+    rows = [
+        ("a-good.jpg", good),
+        ("b-gray.jpg", _jpeg(rgb.convert("L"))),
+        ("c-cmyk.jpg", _jpeg(rgb.convert("CMYK"))),
+        ("d-png.jpg", png.getvalue()),
+        ("e-large.jpg", _jpeg(Image.new("RGB", (2400, 3000), (9, 9, 9)), quality=50)),
+        ("f-truncated.jpg", good[: len(good) // 2]),
+        ("g-empty.jpg", b""),
+        ("h-garbage.jpg", b"\x00\x01not an image" * 20),
+    ]
+    st = tmp_path / "store"
+    _write_images_table(st, rows)
+    rc = extract_job.main(["--store", str(st), *MODEL, "--weights", "random",
+                           "--feature-set", "bad"], spark=spark)
+    assert rc == 1
+    feats = pq.read_table(st / "features" / "bad").to_pandas()
+    assert sorted(feats.image_id) == ["a-good.jpg", "b-gray.jpg", "c-cmyk.jpg", "d-png.jpg",
+                                      "e-large.jpg"]
+    assert all(len(e) == 1280 and np.isfinite(e).all() for e in feats.embedding)
+    errors = pq.read_table(st / "features" / "bad" / "_errors").to_pandas().set_index("image_id")
+    assert sorted(errors.index) == ["f-truncated.jpg", "g-empty.jpg", "h-garbage.jpg"]
+    assert (errors.stage == "embed").all() and errors.error.str.len().gt(3).all()
+    manifest = json.loads((st / "features" / "bad" / "_manifest.json").read_text())
+    assert manifest["counts"]["ok"] + manifest["counts"]["errors"] == len(rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "vgg17"], "unknown model 'vgg17'"),
+        (["--model", "mobilenetv2", "--weights", "random", "--layers", "block9_nope"],
+         "block9_nope"),
+        (["--model", "mobilenetv2", "--weights", "imagenet"],
+         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+        (["--model", "mobilenetv2", "--weights", "/no/such.weights.h5"], "/no/such.weights.h5"),
+    ],
+)
+def test_bad_settings_fail_before_spark(celeba_store, tmp_path, monkeypatch, capsys, args,
+                                        message):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    before = sorted(p.name for p in (celeba_store / "features").iterdir()) \
+        if (celeba_store / "features").exists() else []
+    rc = extract_job.main(["--store", str(celeba_store), *args])  # no spark given: none started
+    assert rc == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("featstore:")]
+    assert len(lines) == 1 and message in lines[0]
+    after = sorted(p.name for p in (celeba_store / "features").iterdir()) \
+        if (celeba_store / "features").exists() else []
+    assert after == before
+
+
+def test_killed_run_commits_nothing_and_rerun_resumes(spark, celeba_store, tmp_path):
+    """SIGKILL the job (driver and JVM) after its first chunk; nothing is committed; the re-run
+    resumes from the staged chunk and writes every image exactly once."""
+    name = "killed"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    cmd = [sys.executable, str(REPO / "jobs" / "extract.py"), "--store", str(celeba_store),
+           *MODEL, "--weights", "random", "--feature-set", name, "--master", "local[1]",
+           "--set", "extract.chunk_rows=5"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    staging = celeba_store / "_staging"
+    deadline = time.time() + 240
+    done: list[Path] = []
+    while time.time() < deadline and proc.poll() is None:
+        done = list(staging.glob(f"features-{name}-*/chunk-*/_SUCCESS"))
+        if done:
+            break
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        pytest.fail(f"job ended before it could be killed: {proc.stdout.read().decode()[-2000:]}")
+    assert done, "no chunk finished within 240 s"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    assert not (celeba_store / "features" / name).exists()
+    assert name not in [t["name"] for t in store.list_tables(celeba_store)]
+    staged = list(staging.glob(f"features-{name}-*/chunk-*/_SUCCESS"))
+    assert 1 <= len(staged) < 4  # 20 images in chunks of 5: killed part-way
+
+    from featstore.config import load_config
+    from featstore.extract import extract
+
+    cfg = load_config(None, ["extract.model=mobilenetv2", "extract.input_size=native",
+                             "extract.batch_size=8", "extract.weights=random",
+                             f"extract.feature_set={name}", "extract.chunk_rows=5"])
+    summary = extract(spark, cfg.extract, str(celeba_store))
+    assert summary.chunks_resumed == len(staged)
+    assert summary.chunks_resumed + summary.chunks_done == 4
+    ids = pq.read_table(celeba_store / "features" / name, columns=["image_id"])["image_id"]
+    assert sorted(ids.to_pylist()) == [f"{i:06d}.jpg" for i in range(1, N + 1)]
+    assert not list(staging.glob(f"features-{name}-*"))
+
+
+GPU_PROBE = textwrap.dedent("""
+    import json, os, sys
+    from pyspark.sql import SparkSession
+    spark = (SparkSession.builder.master("local-cluster[2,1,1024]")
+             .config("spark.worker.resource.gpu.amount", "2")
+             .config("spark.worker.resource.gpu.discoveryScript", sys.argv[1])
+             .config("spark.executor.resource.gpu.amount", "1")
+             .config("spark.task.resource.gpu.amount", "1")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    def probe(it):
+        from pyspark import TaskContext
+        from featstore import udf
+        given = udf.task_gpu_addresses()
+        visible = udf.pin_gpu()
+        yield [(TaskContext.get().partitionId(), ",".join(given), visible, os.getpid())]
+    out = spark.sparkContext.parallelize(range(8), 8).mapPartitions(probe).collect()
+    print("RESULT " + json.dumps([r for part in out for r in part]))
+    spark.stop()
+""")
+
+
+def test_each_task_sees_its_gpu_in_local_cluster(tmp_path):
+    script = tmp_path / "gpus.sh"
+    script.write_text('#!/bin/bash\necho \'{"name": "gpu", "addresses": ["0", "1"]}\'\n')
+    script.chmod(0o755)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run([sys.executable, "-c", GPU_PROBE, str(script)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, proc.stderr[-3000:]
+    rows = json.loads(line[len("RESULT "):])
+    assert len(rows) == 8
+    for _pid, given, visible, _os_pid in rows:
+        assert given in ("0", "1")
+        assert visible == given  # CUDA_VISIBLE_DEVICES is the address Spark gave the task
