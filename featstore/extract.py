@@ -147,6 +147,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     cpu_threads = int(spark.conf.get("spark.task.cpus", "1"))
     embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads)
     images = spark.read.parquet(str(layout.images))
+    parallelism = spark.sparkContext.defaultParallelism
     resumed = 0
     for k, (first, last, rows) in enumerate(chunks):
         chunk_dir = staging / f"chunk-{k:05d}"
@@ -158,6 +159,8 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         df = images.filter((F.col("image_id") >= first) & (F.col("image_id") <= last))
         if cfg.partitions > 0:
             df = df.repartition(cfg.partitions)
+        elif df.rdd.getNumPartitions() < parallelism:
+            df = df.repartition(parallelism)  # keep every core busy; the shuffle is only bytes
         out = df.select("image_id", "split", embed_udf("content").alias("r")).select(
             "image_id", "split", "r.embedding", "r.error"
         ).persist(StorageLevel.MEMORY_AND_DISK)

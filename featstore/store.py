@@ -295,3 +295,131 @@ def find_table(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
     known = ", ".join(t["name"] for t in tables) or "none"
     raise StoreError(f"{Layout(path).root}: no committed table or feature set {name!r} "
                      f"(committed: {known})")
+
+
+# ---------------------------------------------------------------- readers
+
+
+def feature_set_manifest(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """The manifest of a committed feature set (StoreError if unknown or uncommitted)."""
+    table = find_table(path, name)
+    if table["kind"] != "features":
+        raise StoreError(f"{name!r} is a table, not a feature set")
+    return table["manifest"]
+
+
+def parquet_rows(table_dir: Path) -> dict[str, int]:
+    """Rows per split partition, from the Parquet footers only (cheap)."""
+    import pyarrow.parquet as pq
+
+    rows: dict[str, int] = {}
+    for part in Path(table_dir).glob("split=*/*.parquet"):
+        split = part.parent.name.split("=", 1)[1]
+        rows[split] = rows.get(split, 0) + pq.ParquetFile(part).metadata.num_rows
+    return rows
+
+
+def check_feature_set(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """Manifest of ``name`` after checking that the rows on disk are the rows it declares."""
+    manifest = feature_set_manifest(path, name)
+    table_dir = Layout(path).features(name)
+    on_disk = parquet_rows(table_dir)
+    declared = {k: int(v) for k, v in manifest.get("counts", {}).get("splits", {}).items() if v}
+    if on_disk != declared:
+        raise StoreError(f"{table_dir}: rows on disk {on_disk} disagree with the manifest "
+                         f"{declared}; the feature set is damaged, rebuild it with --overwrite")
+    return manifest
+
+
+def _check_selection(path: str | os.PathLike[str], name: str, manifest: dict[str, Any],
+                     splits: Sequence[str] | None,
+                     attributes: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    have_splits = sorted(manifest["counts"]["splits"])
+    want_splits = list(splits) if splits else have_splits
+    for s in want_splits:
+        if s not in have_splits:
+            raise StoreError(f"feature set {name!r} has no split {s!r} (it has "
+                             f"{', '.join(have_splits)})")
+    labels_manifest = require_committed(Layout(path).labels, "labels")
+    known = labels_manifest["attributes"]
+    want_attrs = list(known) if attributes is None else list(attributes)
+    for a in want_attrs:
+        if a not in known:
+            raise StoreError(f"unknown attribute {a!r}; the labels table has {len(known)}: "
+                             f"{', '.join(known[:8])}{', ...' if len(known) > 8 else ''}")
+    return want_splits, want_attrs
+
+
+def read_spark(spark: Any, path: str | os.PathLike[str], name: str, *,
+               splits: Sequence[str] | None = None,
+               attributes: Sequence[str] | None = None) -> Any:
+    """A feature set joined with its labels, as a Spark DataFrame:
+    ``image_id, split, embedding, <attributes...>`` (attributes=None: all; [] : none)."""
+    from pyspark.sql import functions as F
+
+    manifest = check_feature_set(path, name)
+    want_splits, want_attrs = _check_selection(path, name, manifest, splits, attributes)
+    layout = Layout(path)
+    feats = spark.read.parquet(str(layout.features(name))).filter(
+        F.col("split").isin(want_splits))
+    if not want_attrs:
+        return feats.select("image_id", "split", "embedding")
+    labels = spark.read.parquet(str(layout.labels)).select("image_id", *want_attrs)
+    return feats.join(labels, "image_id", "inner").select("image_id", "split", "embedding",
+                                                           *want_attrs)
+
+
+def read_arrow(path: str | os.PathLike[str], name: str, *,
+               splits: Sequence[str] | None = None,
+               attributes: Sequence[str] | None = None) -> pa.Table:
+    """The same rows as :func:`read_spark`, as a pyarrow Table (no Spark), sorted by image_id."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    manifest = check_feature_set(path, name)
+    want_splits, want_attrs = _check_selection(path, name, manifest, splits, attributes)
+    layout = Layout(path)
+    dataset = ds.dataset(layout.features(name), format="parquet", partitioning="hive",
+                         ignore_prefixes=["_", "."])
+    feats = dataset.to_table(columns=["image_id", "split", "embedding"],
+                             filter=ds.field("split").isin(want_splits))
+    feats = feats.sort_by("image_id")
+    if want_attrs:
+        labels = pq.read_table(layout.labels, columns=["image_id", *want_attrs])
+        # take() by position instead of a hash join: Acero cannot carry list columns
+        idx = pc.index_in(feats["image_id"], value_set=labels["image_id"])
+        if idx.null_count:
+            raise StoreError(f"{layout.labels}: {idx.null_count} images of {name!r} have no "
+                             "labels; re-run ingest")
+        taken = labels.take(idx)
+        for a in want_attrs:
+            feats = feats.append_column(a, taken[a])
+    split_type = feats.schema.field("split").type
+    if split_type != pa.string():
+        feats = feats.set_column(feats.schema.get_field_index("split"), "split",
+                                 feats["split"].cast(pa.string()))
+    return feats
+
+
+def read_pandas(path: str | os.PathLike[str], name: str, **kw: Any) -> Any:
+    """:func:`read_arrow` as a pandas DataFrame (embedding as a column of numpy arrays)."""
+    return read_arrow(path, name, **kw).to_pandas()
+
+
+def load_xy(path: str | os.PathLike[str], name: str, attribute: str,
+            split: str) -> tuple[Any, Any, list[str]]:
+    """``X`` float32 (n, dim), ``y`` int8 (n,) of one attribute and split, and the image ids.
+
+    One copy: the embedding list column's flat buffer is reshaped, not rebuilt row by row."""
+    import numpy as np
+
+    table = read_arrow(path, name, splits=[split], attributes=[attribute])
+    emb = table["embedding"].combine_chunks()
+    dim = int(feature_set_manifest(path, name)["dim"])
+    values = emb.flatten().to_numpy(zero_copy_only=False)
+    if values.size != table.num_rows * dim:
+        raise StoreError(f"feature set {name!r}: embeddings are not all {dim} long")
+    x = values.astype(np.float32, copy=False).reshape(table.num_rows, dim)
+    y = table[attribute].to_numpy(zero_copy_only=False).astype(np.int8)
+    return x, y, table["image_id"].to_pylist()

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     if name == "describe":
         p.add_argument("name", help="table (images, labels, results) or feature set name")
         p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+        p.add_argument("--check", action="store_true",
+                       help="also check that the rows on disk are the rows the manifest declares")
     p.set_defaults(_catalog=name)
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -47,6 +49,10 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         return EXIT_OK
     table = store.find_table(args.store, args.name)
     manifest = table["manifest"]
+    checked = ""
+    if args.check and table["kind"] == "features":
+        store.check_feature_set(args.store, args.name)
+        checked = "rows on disk match the manifest"
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))
         return EXIT_OK
@@ -56,6 +62,8 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         if isinstance(value, (dict, list)):
             value = json.dumps(value, sort_keys=True)
         print(f"  {key:<20} {value}")
+    if checked:
+        print(checked)
     return EXIT_OK
 
 
