@@ -1,0 +1,55 @@
+"""The petastorm feed: batches of a feature set and its labels, and a Keras head fed by it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featstore import feed
+from featstore.errors import StoreError
+from tests.storefakes import make_store
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    data = make_store(tmp_path / "store", n=48, dim=6)
+    data["root"] = tmp_path / "store"
+    return data
+
+
+def test_numpy_batches_hold_every_train_row_once(spark, toy):
+    train = [i for i, s in enumerate(toy["splits"]) if s == "train"]
+    with feed.numpy_batches(spark, toy["root"], "toy-avg", ["Smiling", "Male"], "train",
+                            batch_size=10) as batches:
+        got = list(batches)
+    assert [len(x) for x, _ in got] == [10, 10, 10, 2]
+    x = np.concatenate([b[0] for b in got])
+    y = np.concatenate([b[1] for b in got])
+    # rows come back in any order: match them by their (unique, random) feature vectors
+    order = np.lexsort(x.T[::-1])
+    want_x = toy["x"][train]
+    want_order = np.lexsort(want_x.T[::-1])
+    np.testing.assert_array_equal(x[order], want_x[want_order])
+    want_y = np.stack([toy["labels"]["Smiling"][train], toy["labels"]["Male"][train]], 1)
+    np.testing.assert_array_equal(y[order], want_y[want_order].astype(np.float32))
+
+
+def test_keras_head_trains_one_epoch_from_the_feed(spark, toy):
+    import keras
+
+    with feed.tf_dataset(spark, toy["root"], "toy-avg", ["Smiling"], "train",
+                         batch_size=8) as (ds, rows):
+        assert rows == 32
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
+                                  keras.layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
+        history = model.fit(ds, epochs=1, verbose=0)
+    assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
+    # the petastorm cache is removed when the feed closes
+    assert not any((toy["root"] / "_staging" / "petastorm-cache").iterdir())
+
+
+def test_feed_without_attributes_is_refused(spark, toy):
+    with pytest.raises(StoreError, match="at least one attribute"):
+        with feed.numpy_batches(spark, toy["root"], "toy-avg", [], "train"):
+            pass
