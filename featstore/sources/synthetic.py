@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from featstore.errors import AnnotationError, InputError
@@ -148,6 +149,7 @@ _CANVAS_W, _CANVAS_H = _WIDTH + 44, _HEIGHT + 40
 _MAX_ANGLE = 7.0
 _MAX_SHIFT = 5
 _IMAGES_PER_IDENTITY = 20  # about the official 202,599 / 10,177
+_CHUNK = 32  # images per task sent to a worker process
 # independent random streams per image
 _STREAM_LABELS, _STREAM_RENDER, _STREAM_IDENTITY, _STREAM_LAYOUT = 0, 1, 2, 3
 
@@ -217,13 +219,23 @@ def generate(
         raise InputError(f"cannot create {img_dir}: {exc.strerror or exc}") from None
     logger.info(
         "generating %d synthetic CelebA images in %s (seed=%d, labels=%s, workers=%d)",
-        n, out, seed, labels_from or "built-in rates", workers,
-    )  # fmt: skip
+        n,
+        out,
+        seed,
+        labels_from or "built-in rates",
+        workers,
+    )
     jobs = [
-        (str(img_dir), seed, quality, list(range(lo, min(lo + _CHUNK, n))),
-         labels[lo : lo + _CHUNK], identities[lo : lo + _CHUNK])
+        (
+            str(img_dir),
+            seed,
+            quality,
+            list(range(lo, min(lo + _CHUNK, n))),
+            labels[lo : lo + _CHUNK],
+            identities[lo : lo + _CHUNK],
+        )
         for lo in range(0, n, _CHUNK)
-    ]  # fmt: skip
+    ]
     if workers == 1 or len(jobs) == 1:
         for job in jobs:
             _render_chunk(job)
@@ -231,6 +243,8 @@ def generate(
         # fork where the platform has it: workers start at once and the caller's main module
         # needs no ``if __name__ == "__main__"`` guard; workers only draw and write files.
         methods = multiprocessing.get_all_start_methods()
+        Image.init()  # load Pillow's plugins and the noise field once, before forking
+        _noise_bank()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ctx.Pool(min(workers, len(jobs))) as pool:
             for _ in pool.imap_unordered(_render_chunk, jobs):
@@ -238,17 +252,12 @@ def generate(
 
     ids = [_image_id(i) for i in range(n)]
     _write_text(out / ATTR_FILE, _attr_text(ids, labels))
-    _write_text(
-        out / PARTITION_FILE, "\n".join(f"{ids[i]} {split_of[i]}" for i in range(n))
-    )
+    _write_text(out / PARTITION_FILE, "\n".join(f"{ids[i]} {split_of[i]}" for i in range(n)))
     _write_text(out / IDENTITY_FILE, "\n".join(f"{ids[i]} {identities[i]}" for i in range(n)))
 
     seconds = time.perf_counter() - start
     logger.info("wrote %d images in %.1f s (%.0f images/s)", n, seconds, n / max(seconds, 1e-9))
     return SynthSummary(out_dir=str(out), n=n, split_counts=splits, seconds=seconds)
-
-
-_CHUNK = 32
 
 
 def _check_args(n: int, seed: int, workers: int, quality: int) -> None:
@@ -334,7 +343,15 @@ def _rate(attr: str, male: bool) -> float:
 
 
 def _sample_labels(rng: np.random.Generator) -> np.ndarray:
-    """One row of 40 labels from the built-in rates, with the constraints in the docstring."""
+    """One row of 40 labels from the built-in rates.
+
+    Each attribute is a Bernoulli draw at its marginal rate, except: the attributes in
+    _MALE_RATES depend on Male (marginal rate kept); women have no facial hair, sideburns, stubble,
+    necktie or bald head; Goatee or Mustache imply not No_Beard; Heavy_Makeup implies
+    Wearing_Lipstick; at most one hair colour, Gray_Hair mostly when not Young; Straight_Hair and
+    Wavy_Hair exclude each other; Bald excludes Bangs, Straight_Hair, Wavy_Hair and
+    Receding_Hairline. The other attributes, Attractive among them, are independent of everything.
+    """
     u = rng.random(len(CELEBA_ATTRIBUTES) + 4)
     lab = {a: bool(u[i] < MARGINAL_RATES[a]) for i, a in enumerate(CELEBA_ATTRIBUTES)}
     male, young = lab["Male"], lab["Young"]
@@ -362,9 +379,11 @@ def _sample_labels(rng: np.random.Generator) -> np.ndarray:
     py = MARGINAL_RATES["Young"]
     p_gray = _GRAY_GIVEN_YOUNG if young else (pg - py * _GRAY_GIVEN_YOUNG) / (1.0 - py)
     colours = (
-        ("Gray_Hair", p_gray), ("Blond_Hair", _rate("Blond_Hair", male)),
-        ("Black_Hair", MARGINAL_RATES["Black_Hair"]), ("Brown_Hair", MARGINAL_RATES["Brown_Hair"]),
-    )  # fmt: skip
+        ("Gray_Hair", p_gray),
+        ("Blond_Hair", _rate("Blond_Hair", male)),
+        ("Black_Hair", MARGINAL_RATES["Black_Hair"]),
+        ("Brown_Hair", MARGINAL_RATES["Brown_Hair"]),
+    )
     v, edge = u[41], 0.0
     for a, p in colours:
         lab[a] = bool(edge <= v < edge + p)
@@ -388,42 +407,43 @@ def _read_attr_file(path: str | os.PathLike) -> np.ndarray:
     Tolerant of CRLF, of any run of spaces, of a count line that disagrees with the rows (a
     truncated copy) and of 0/1 instead of -1/1 values.
     """
+    where = str(path)
     try:
-        text = Path(path).read_bytes().decode("ascii")
+        with open(path, "rb") as fh:
+            head = [fh.readline().decode("ascii") for _ in range(2)]
     except OSError as exc:
-        raise InputError(f"cannot read labels_from file {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read labels_from file {where}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise AnnotationError(str(path), None, "not an ASCII text file") from None
-    lines = text.splitlines()
-    if len(lines) < 3:
-        raise AnnotationError(str(path), None, "expected a count line, a header line and rows")
+        raise AnnotationError(where, None, "not an ASCII text file") from None
     try:
-        int(lines[0].strip())
+        int(head[0].strip())
     except ValueError:
-        raise AnnotationError(str(path), 1, f"expected the row count, got {lines[0][:40]!r}") from None
-    names = lines[1].split()
+        raise AnnotationError(where, 1, f"expected the row count, got {head[0][:40]!r}") from None
+    names = head[1].split()
     missing = [a for a in CELEBA_ATTRIBUTES if a not in names]
     if missing:
-        raise AnnotationError(str(path), 2, f"header lacks attribute(s) {', '.join(missing[:3])}")
-    cols = [names.index(a) + 1 for a in CELEBA_ATTRIBUTES]
-    rows: list[list[str]] = []
-    for lineno, line in enumerate(lines[2:], start=3):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != len(names) + 1:
-            raise AnnotationError(
-                str(path), lineno, f"expected {len(names) + 1} fields, got {len(fields)}"
-            )
-        rows.append(fields)
-    if not rows:
-        raise AnnotationError(str(path), None, "no label rows")
-    table = np.array(rows)[:, cols]
-    bad = ~np.isin(table, ("1", "-1", "0"))
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise AnnotationError(str(path), None, f"row {r + 1}: value {table[r, c]!r} is not 1 or -1")
-    return table == "1"
+        raise AnnotationError(where, 2, f"header lacks attribute(s) {', '.join(missing[:3])}")
+    try:
+        frame = pd.read_csv(path, sep=r"\s+", skiprows=2, header=None, engine="c")
+    except pd.errors.EmptyDataError:
+        raise AnnotationError(where, None, "no label rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise AnnotationError(where, None, f"cannot parse the rows: {first}") from None
+    if frame.shape[1] != len(names) + 1:
+        raise AnnotationError(
+            where, 3, f"expected {len(names) + 1} fields per row, got {frame.shape[1]}"
+        )
+    values = frame.iloc[:, [names.index(a) + 1 for a in CELEBA_ATTRIBUTES]]
+    short = values.isna().to_numpy()
+    if short.any():
+        r = int(np.argwhere(short)[0][0])
+        raise AnnotationError(where, r + 3, f"expected {len(names) + 1} fields, the row is short")
+    ok = values.isin((1, -1, 0)).to_numpy()
+    if not ok.all():
+        r, c = (int(v) for v in np.argwhere(~ok)[0])
+        raise AnnotationError(where, r + 3, f"value {values.iat[r, c]!r} is not 1 or -1")
+    return values.to_numpy() == 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,7 +479,7 @@ def render_image(
     ox, oy = dx - _WIDTH / 2, dy - _HEIGHT / 2  # output pixel -> offset from the canvas centre
     coeffs = (cos, sin, ccx + cos * ox + sin * oy, -sin, cos, ccy - sin * ox + cos * oy)
     img = canvas.transform((_WIDTH, _HEIGHT), Image.AFFINE, coeffs, resample=Image.NEAREST)
-    blur = rng.uniform(2.2, 3.6)
+    blur = rng.uniform(2.2, 3.6)  # drawn either way: later draws do not depend on Blurry
     if lab["Blurry"]:
         img = img.filter(ImageFilter.GaussianBlur(blur))
     img = _photometric(img, rng)
@@ -545,7 +565,7 @@ class _Face:
         self.cx = _CANVAS_W / 2 + rng.normal(0, 1.5)
         self.cy = _CANVAS_H / 2 + 6 + rng.normal(0, 1.5)
         male = lab["Male"]
-        self.hw = (34 + 4 * traits[1] + (3 if male else 0) + (6 if lab["Chubby"] else 0))
+        self.hw = 34 + 4 * traits[1] + (3 if male else 0) + (6 if lab["Chubby"] else 0)
         self.hh = 47 + 4 * traits[2]
         self.eye_dx = 14 + 2.5 * traits[3]
         # colours
@@ -616,11 +636,29 @@ class _Face:
         d.ellipse(self.box(-15, 78, 15, 96), fill=_shade(self.skin, 0.92))
         if lab["Wearing_Necktie"]:
             white = _jitter(rng, (235, 235, 235), 6)
-            d.polygon([self.p(-26, 80), self.p(0, 104), self.p(26, 80), self.p(14, 118),
-                       self.p(-14, 118)], fill=white)  # fmt: skip
+            d.polygon(
+                [
+                    self.p(-26, 80),
+                    self.p(0, 104),
+                    self.p(26, 80),
+                    self.p(14, 118),
+                    self.p(-14, 118),
+                ],
+                fill=white,
+            )
             tie = _jitter(rng, _HAT_COLOURS[int(rng.integers(len(_HAT_COLOURS)))], 10)
-            d.polygon([self.p(-6, 94), self.p(6, 94), self.p(3, 100), self.p(10, 150),
-                       self.p(0, 160), self.p(-10, 150), self.p(-3, 100)], fill=tie)  # fmt: skip
+            d.polygon(
+                [
+                    self.p(-6, 94),
+                    self.p(6, 94),
+                    self.p(3, 100),
+                    self.p(10, 150),
+                    self.p(0, 160),
+                    self.p(-10, 150),
+                    self.p(-3, 100),
+                ],
+                fill=tie,
+            )
         if lab["Wearing_Necklace"]:
             metal = _jitter(rng, (226, 190, 70) if rng.random() < 0.6 else (215, 215, 225), 8)
             d.arc(self.box(-22, 58, 22, 100), 20, 160, fill=metal, width=self.w(3))
@@ -640,7 +678,9 @@ class _Face:
             x = side * (hw - 1)
             d.ellipse(self.box(x - 7, -14, x + 7, 12), fill=ear)
         if self.lab["Wearing_Earrings"]:
-            metal = _jitter(self.rng, (232, 196, 60) if self.rng.random() < 0.7 else (225, 225, 235), 8)
+            metal = _jitter(
+                self.rng, (232, 196, 60) if self.rng.random() < 0.7 else (225, 225, 235), 8
+            )
             for side in (-1, 1):
                 x = side * (hw + 1)
                 d.ellipse(self.box(x - 5, 12, x + 5, 22), fill=metal)
@@ -652,8 +692,13 @@ class _Face:
         if lab["Male"]:  # square jaw
             d.rounded_rectangle(self.box(-hw, -5, hw, hh - 2), radius=self.w(16), fill=self.skin)
         if lab["Double_Chin"]:
-            d.arc(self.box(-18, hh - 14, 18, hh + 6), 20, 160, fill=_shade(self.skin, 0.75),
-                  width=self.w(2))  # fmt: skip
+            d.arc(
+                self.box(-18, hh - 14, 18, hh + 6),
+                20,
+                160,
+                fill=_shade(self.skin, 0.75),
+                width=self.w(2),
+            )
         if lab["Bald"]:  # shine on the scalp
             d.ellipse(self.box(-14, -hh + 3, 8, -hh + 13), fill=(255, 255, 255, 70))
 
@@ -684,22 +729,34 @@ class _Face:
     def eyes(self) -> None:
         d, lab, rng = self.d, self.lab, self.rng
         eh = 2.2 if lab["Narrow_Eyes"] else 4.2
-        iris = _jitter(rng, ((70, 45, 25), (60, 90, 130), (80, 110, 70))[int(self.traits[7] * 3) % 3], 6)
+        iris = _jitter(
+            rng, ((70, 45, 25), (60, 90, 130), (80, 110, 70))[int(self.traits[7] * 3) % 3], 6
+        )
         for side in (-1, 1):
             x = side * self.eye_dx
             if lab["Heavy_Makeup"]:
                 shadow = _SHADOW[int(rng.integers(len(_SHADOW)))]
                 d.ellipse(self.box(x - 11, -17, x + 11, -5), fill=(*shadow, 150))
             if lab["Bags_Under_Eyes"]:
-                d.arc(self.box(x - 8, -8, x + 8, 2), 20, 160, fill=(*_shade(self.skin, 0.6), 200),
-                      width=self.w(2))  # fmt: skip
+                d.arc(
+                    self.box(x - 8, -8, x + 8, 2),
+                    20,
+                    160,
+                    fill=(*_shade(self.skin, 0.6), 200),
+                    width=self.w(2),
+                )
             d.ellipse(self.box(x - 8, -8 - eh, x + 8, -8 + eh), fill=(240, 240, 236))
             r = min(3.2, eh)
             d.ellipse(self.box(x - r, -8 - r, x + r, -8 + r), fill=iris)
             d.ellipse(self.box(x - 1.3, -9.3, x + 1.3, -6.7), fill=(10, 10, 10))
             if lab["Heavy_Makeup"]:
-                d.arc(self.box(x - 9, -9 - eh, x + 9, -7 + eh), 180, 360, fill=(10, 10, 10),
-                      width=self.w(2))  # fmt: skip
+                d.arc(
+                    self.box(x - 9, -9 - eh, x + 9, -7 + eh),
+                    180,
+                    360,
+                    fill=(10, 10, 10),
+                    width=self.w(2),
+                )
 
     def brows(self) -> None:
         d, lab = self.d, self.lab
@@ -730,30 +787,55 @@ class _Face:
         self.d.rectangle(self.box(-4, 33, 4, hh - 10), fill=self.hair)
 
     def mustache(self) -> None:
-        self.d.polygon([self.p(-17, 27), self.p(-10, 20), self.p(0, 22), self.p(10, 20),
-                        self.p(17, 27), self.p(10, 25), self.p(0, 27), self.p(-10, 25)],
-                       fill=self.hair)  # fmt: skip
+        self.d.polygon(
+            [
+                self.p(-17, 27),
+                self.p(-10, 20),
+                self.p(0, 22),
+                self.p(10, 20),
+                self.p(17, 27),
+                self.p(10, 25),
+                self.p(0, 27),
+                self.p(-10, 25),
+            ],
+            fill=self.hair,
+        )
 
     def mouth(self) -> None:
         d, lab, rng = self.d, self.lab, self.rng
         if lab["Wearing_Lipstick"]:
             lips = _jitter(rng, _LIPSTICK[int(rng.integers(len(_LIPSTICK)))], 8)
         else:
-            lips = tuple(int(0.75 * c + 0.25 * t) for c, t in zip(_shade(self.skin, 0.8), (170, 80, 80)))
+            lips = tuple(
+                int(0.75 * c + 0.25 * t) for c, t in zip(_shade(self.skin, 0.8), (170, 80, 80))
+            )
         lip = 4.5 if lab["Big_Lips"] else 2.5
         dark, teeth = (45, 15, 20), (245, 242, 232)
         y = 31
         if lab["Smiling"]:
-            hw = 17
-            d.chord(self.box(-hw - lip, y - 6 - lip / 2, hw + lip, y + 10 + lip), 0, 180, fill=lips)
-            d.chord(self.box(-hw, y - 6, hw, y + 10), 0, 180, fill=teeth)
-            if lab["Mouth_Slightly_Open"]:
-                d.chord(self.box(-hw + 4, y - 3, hw - 4, y + 7), 0, 180, fill=dark)
-            d.line([self.p(-hw - 1, y + 1), self.p(hw + 1, y + 1)], fill=lips, width=self.w(lip / 1.5))
+            hw = 21
+            for side in (-1, 1):  # raised cheeks catch the light
+                d.ellipse(
+                    self.box(side * 21 - 9, 2, side * 21 + 9, 16),
+                    fill=(*_shade(self.skin, 1.2), 160),
+                )
+            d.chord(
+                self.box(-hw - lip, y - 10 - lip / 2, hw + lip, y + 14 + lip), 0, 180, fill=lips
+            )
+            d.chord(self.box(-hw, y - 10, hw, y + 14), 0, 180, fill=teeth)
+            if lab["Mouth_Slightly_Open"]:  # a dark gap below the upper teeth
+                d.chord(self.box(-hw + 5, y - 2, hw - 5, y + 11), 0, 180, fill=dark)
+            d.line(
+                [self.p(-hw - 1, y + 2), self.p(hw + 1, y + 2)], fill=lips, width=self.w(lip / 1.5)
+            )
             line = _shade(self.skin, 0.7)
             for side in (-1, 1):  # smile lines
-                d.arc(self.box(side * 22 - 6, y - 14, side * 22 + 6, y + 6),
-                      *((300, 60) if side > 0 else (120, 240)), fill=line, width=self.w(1.5))  # fmt: skip
+                d.arc(
+                    self.box(side * 22 - 6, y - 14, side * 22 + 6, y + 6),
+                    *((300, 60) if side > 0 else (120, 240)),
+                    fill=line,
+                    width=self.w(1.5),
+                )
         else:
             hw = 12
             if lab["Mouth_Slightly_Open"]:
@@ -761,35 +843,34 @@ class _Face:
                 d.ellipse(self.box(-hw + 3, y - 2, hw - 3, y + 4), fill=dark)
             else:
                 d.ellipse(self.box(-hw, y - lip, hw, y + lip), fill=lips)
-                d.line([self.p(-hw, y + 0.5), self.p(hw, y + 0.5)], fill=_shade(lips, 0.55),
-                       width=self.w(1))  # fmt: skip
+                d.line(
+                    [self.p(-hw, y + 0.5), self.p(hw, y + 0.5)],
+                    fill=_shade(lips, 0.55),
+                    width=self.w(1),
+                )
 
     def hair_top(self) -> None:
         d, lab, hw, hh = self.d, self.lab, self.hw, self.hh
         if lab["Bald"]:  # a fringe over the ears only
             for side in (-1, 1):
                 x = side * hw
-                d.chord(self.box(x - 6, -24, x + 6, 6), 90 if side > 0 else 270,
-                        270 if side > 0 else 90, fill=self.hair)  # fmt: skip
+                d.chord(
+                    self.box(x - 6, -24, x + 6, 6),
+                    90 if side > 0 else 270,
+                    270 if side > 0 else 90,
+                    fill=self.hair,
+                )
             return
-        line = -hh + (6 if lab["Receding_Hairline"] else 13)  # the hairline: bottom of the cap
+        line = -hh + (3 if lab["Receding_Hairline"] else 13)  # the hairline: bottom of the cap
         d.chord(self.box(-hw - 4, -hh - 12, hw + 4, 2 * line + hh + 12), 180, 360, fill=self.hair)
-        if lab["Receding_Hairline"]:
-            for side in (-1, 1):
-                d.ellipse(self.box(side * 16 - 9, line - 12, side * 16 + 9, line + 4),
-                          fill=self.skin)  # fmt: skip
         if lab["Sideburns"]:
             for side in (-1, 1):
                 x = side * (hw - 3)
-                d.rectangle(self.box(x, line - 6, x + side * 6, 10),
-                            fill=self.hair)  # fmt: skip
-        elif lab["Male"] or not self.long_hair:
-            pass
-        else:  # long hair frames the face
+                d.rectangle(self.box(x, line - 6, x + side * 6, 10), fill=self.hair)
+        elif self.long_hair:  # long hair frames the face
             for side in (-1, 1):
                 x = side * hw
-                d.rectangle(self.box(x, line - 6, x + side * 8, 30),
-                            fill=self.hair)  # fmt: skip
+                d.rectangle(self.box(x, line - 6, x + side * 8, 30), fill=self.hair)
         if lab["Bangs"]:
             pts = [self.p(-hw + 2, line - 8)]
             teeth = 7
@@ -804,23 +885,28 @@ class _Face:
         dark = rng.random() < 0.8
         frame = _jitter(rng, (20, 20, 24) if dark else (190, 160, 90), 8)
         sun = rng.random() < 0.12
-        lens = (20, 20, 30, 210) if sun else (210, 225, 235, 50)
-        width = self.w(3)
+        lens = (20, 20, 30, 210) if sun else (205, 220, 235, 70)
+        width = self.w(4)
         for side in (-1, 1):
             x = side * self.eye_dx
-            d.ellipse(self.box(x - 11, -17, x + 11, 1), fill=lens, outline=frame, width=width)
-            d.line([self.p(side * (self.eye_dx + 11), -10), self.p(side * (self.hw + 2), -8)],
-                   fill=frame, width=width)  # fmt: skip
-        d.arc(self.box(-self.eye_dx + 9, -13, self.eye_dx - 9, -3), 200, 340, fill=frame,
-              width=width)  # fmt: skip
+            d.ellipse(self.box(x - 12, -18, x + 12, 2), fill=lens, outline=frame, width=width)
+            d.line(
+                [self.p(side * (self.eye_dx + 11), -10), self.p(side * (self.hw + 2), -8)],
+                fill=frame,
+                width=width,
+            )
+        d.arc(
+            self.box(-self.eye_dx + 9, -13, self.eye_dx - 9, -3), 200, 340, fill=frame, width=width
+        )
 
     def hat(self) -> None:
         d, rng, hw, hh = self.d, self.rng, self.hw, self.hh
         colour = _jitter(rng, _HAT_COLOURS[int(rng.integers(len(_HAT_COLOURS)))], 12)
         band = _shade(colour, 0.55)
         if rng.random() < 0.6:  # brimmed hat
-            d.rounded_rectangle(self.box(-hw + 2, -hh - 30, hw - 2, -hh + 18), radius=self.w(14),
-                                fill=colour)  # fmt: skip
+            d.rounded_rectangle(
+                self.box(-hw + 2, -hh - 30, hw - 2, -hh + 18), radius=self.w(14), fill=colour
+            )
             d.rectangle(self.box(-hw + 2, -hh + 8, hw - 2, -hh + 17), fill=band)
             d.ellipse(self.box(-hw - 22, -hh + 12, hw + 22, -hh + 26), fill=colour)
             d.rectangle(self.box(-hw + 4, -hh + 26, hw - 4, -hh + 38), fill=(0, 0, 0, 90))
