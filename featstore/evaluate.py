@@ -1,0 +1,614 @@
+"""Evaluation of binary classifiers on the test split, and sound comparisons between them.
+
+Pure numpy / scipy / pandas (scikit-learn only for ROC AUC): no Spark, no Keras, so the same code
+serves ``jobs/train.py``, ``jobs/report.py`` and the notebooks.
+
+What is here and why:
+
+* :func:`metrics` -- the usual scores of one classifier on one attribute, with the confusion
+  matrix and the *majority-class baseline*. The honest baseline is the accuracy on the test split
+  of always predicting the majority class **of the training split** (:func:`majority_baseline`);
+  without ``y_train`` the dict falls back to the test majority, which is optimistic and is marked
+  as such in ``baseline_source``.
+* :func:`bootstrap_ci` -- percentile bootstrap confidence interval over test images.
+* :func:`mcnemar` -- the paired test of two classifiers on the same test images (statsmodels'
+  conventions). Paired, because both models see the same images: an unpaired test of two
+  accuracies would ignore that their errors are correlated and lose most of its power.
+* :func:`holm` -- Holm-Bonferroni step-down adjustment (family-wise error rate).
+* :func:`beats_baseline` -- McNemar of a model against the constant majority predictor.
+* :func:`compare_models` / :func:`best_model_table` -- the study's tables over a results frame.
+
+Labels and predictions are 1-D arrays of 0/1 (bool, any integer dtype, or floats that are exactly
+0.0 / 1.0); anything else raises one precise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BEST_COLUMNS",
+    "COMPARISON_COLUMNS",
+    "COMPARISON_FAMILY",
+    "GROUP_KEYS",
+    "STATS",
+    "beats_baseline",
+    "best_model_table",
+    "bootstrap_ci",
+    "compare_models",
+    "holm",
+    "majority_baseline",
+    "mcnemar",
+    "metrics",
+]
+
+#: Statistics :func:`bootstrap_ci` can resample.
+STATS: tuple[str, ...] = ("accuracy", "error_rate", "balanced_accuracy", "f1")
+
+#: Columns identifying one test set on which several models are compared (paired).
+GROUP_KEYS: list[str] = ["attribute", "feature_set", "train_size", "seed"]
+
+#: Columns identifying one Holm family in :func:`compare_models`: all attributes of one
+#: (feature set, training size, seed, model pair).
+COMPARISON_FAMILY: list[str] = ["feature_set", "train_size", "seed", "model_a", "model_b"]
+
+#: Columns of the frame :func:`compare_models` returns, in order.
+COMPARISON_COLUMNS: list[str] = [
+    "attribute",
+    "feature_set",
+    "train_size",
+    "seed",
+    "model_a",
+    "model_b",
+    "n",
+    "accuracy_a",
+    "accuracy_b",
+    "b",
+    "c",
+    "statistic",
+    "method",
+    "p_value",
+    "p_holm",
+    "significant",
+]
+
+#: Columns of the frame :func:`best_model_table` returns, in order.
+BEST_COLUMNS: list[str] = [
+    "attribute",
+    "feature_set",
+    "train_size",
+    "seed",
+    "n_models",
+    "best_model",
+    "best_accuracy",
+    "runner_up",
+    "runner_up_accuracy",
+    "tied",
+    "max_p_holm",
+    "beats_all",
+]
+
+# Bootstrap resamples are drawn in blocks of at most this many indices (64 MiB of float64 draws
+# plus as much for the indices), so n = 20,000 test images x 2,000 resamples never holds the full
+# 40M-entry index matrix. The draws do not depend on the block size (see bootstrap_ci).
+_BLOCK_ELEMS = 4_000_000
+
+# McNemar switches from the exact binomial test to the chi-square below this many discordant pairs.
+_EXACT_BELOW = 25
+
+
+# --------------------------------------------------------------------------- input validation
+
+
+def _binary(name: str, values: Any) -> np.ndarray:
+    """``values`` as a 1-D int8 array of 0/1, or one precise ValueError."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} must hold 0/1 labels, got dtype {arr.dtype}")
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        first = arr[np.argmax(bad)]
+        raise ValueError(f"{name} must hold only 0 and 1, found {first!r}")
+    return arr.astype(np.int8)
+
+
+def _same_length(**arrays: np.ndarray) -> int:
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"arrays differ in length: {lengths}")
+    return next(iter(lengths.values()))
+
+
+# --------------------------------------------------------------------------- one classifier
+
+
+def majority_baseline(y_train: Any, y_test: Any) -> float:
+    """Accuracy on ``y_test`` of always predicting the majority class of ``y_train``.
+
+    This is the honest baseline: the test labels are not looked at to choose the constant.
+    A tie in ``y_train`` (exactly half positive) predicts the negative class (0)."""
+    train = _binary("y_train", y_train)
+    test = _binary("y_test", y_test)
+    majority = 1 if 2 * int(train.sum()) > len(train) else 0
+    return float(np.mean(test == majority))
+
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[int, int, int, int]:
+    tp = int(np.count_nonzero((y_true == 1) & (y_pred == 1)))
+    fp = int(np.count_nonzero((y_true == 0) & (y_pred == 1)))
+    fn = int(np.count_nonzero((y_true == 1) & (y_pred == 0)))
+    tn = len(y_true) - tp - fp - fn
+    return tn, fp, fn, tp
+
+
+def metrics(
+    y_true: Any,
+    y_pred: Any,
+    y_score: Any | None = None,
+    *,
+    y_train: Any | None = None,
+) -> dict[str, Any]:
+    """Scores of one binary classifier on one test set, as plain Python numbers.
+
+    Keys: ``n``, ``positives`` (count of 1 in ``y_true``), ``accuracy``, ``balanced_accuracy``
+    (mean recall over the classes present in ``y_true``), ``f1`` (of the positive class; None
+    when it is undefined: no positive label and no positive prediction), ``roc_auc`` (from
+    ``y_score``; None without scores or when ``y_true`` has a single class), ``tn``, ``fp``,
+    ``fn``, ``tp``, ``majority_baseline`` and ``baseline_source``.
+
+    ``majority_baseline`` is :func:`majority_baseline` ``(y_train, y_true)`` when ``y_train`` is
+    given (``baseline_source == "train"``); otherwise the accuracy of predicting the majority
+    class of ``y_true`` itself, ``max(p, 1 - p)`` (``baseline_source == "test"``), an optimistic
+    baseline kept for when the training labels are not at hand.
+    """
+    t = _binary("y_true", y_true)
+    p = _binary("y_pred", y_pred)
+    n = _same_length(y_true=t, y_pred=p)
+    tn, fp, fn, tp = _confusion(t, p)
+    positives = tp + fn
+    negatives = tn + fp
+
+    recalls = []
+    if positives:
+        recalls.append(tp / positives)
+    if negatives:
+        recalls.append(tn / negatives)
+    f1_den = 2 * tp + fp + fn
+
+    roc_auc: float | None = None
+    if y_score is not None:
+        score = np.asarray(y_score, dtype=np.float64)
+        if score.ndim != 1:
+            raise ValueError(f"y_score must be 1-D, got shape {score.shape}")
+        _same_length(y_true=t, y_score=score)
+        if not np.isfinite(score).all():
+            raise ValueError("y_score holds NaN or infinite values")
+        if positives and negatives:
+            from sklearn.metrics import roc_auc_score
+
+            roc_auc = float(roc_auc_score(t, score))
+
+    if y_train is not None:
+        baseline = majority_baseline(y_train, t)
+        source = "train"
+    else:
+        baseline = max(positives, negatives) / n
+        source = "test"
+
+    return {
+        "n": n,
+        "positives": positives,
+        "accuracy": (tp + tn) / n,
+        "balanced_accuracy": float(np.mean(recalls)),
+        "f1": (2 * tp / f1_den) if f1_den else None,
+        "roc_auc": roc_auc,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+        "tp": tp,
+        "majority_baseline": baseline,
+        "baseline_source": source,
+    }
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def _draw_indices(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """``rows`` resamples of ``n`` indices in [0, n): ``floor(U * n)`` with U ~ rng.random().
+
+    Uniform doubles consume exactly one 64-bit draw each, so the stream of indices is the same
+    however the resamples are split into blocks (``Generator.integers`` does not guarantee that:
+    its 32-bit buffering restarts at every call)."""
+    idx = (rng.random((rows, n)) * n).astype(np.intp)
+    np.minimum(idx, n - 1, out=idx)  # U * n can round up to n for U just below 1
+    return idx
+
+
+def _resampled_stat(stat: str, t: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    n = idx.shape[1]
+    if stat in ("accuracy", "error_rate"):
+        correct = (t == p).astype(np.int8)
+        acc = correct[idx].sum(axis=1, dtype=np.int64) / n
+        return acc if stat == "accuracy" else 1.0 - acc
+    pos = t[idx].sum(axis=1, dtype=np.int64)
+    tp = (t & p)[idx].sum(axis=1, dtype=np.int64)
+    pred_pos = p[idx].sum(axis=1, dtype=np.int64)
+    fn = pos - tp
+    fp = pred_pos - tp
+    tn = n - pos - fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if stat == "f1":
+            den = 2 * tp + fp + fn
+            return np.where(den > 0, 2 * tp / np.maximum(den, 1), np.nan)
+        # balanced accuracy: mean recall over the classes present in the resample
+        tpr = np.where(pos > 0, tp / np.maximum(pos, 1), np.nan)
+        tnr = np.where(n - pos > 0, tn / np.maximum(n - pos, 1), np.nan)
+        return np.nanmean(np.stack([tpr, tnr]), axis=0)
+
+
+def bootstrap_ci(
+    y_true: Any,
+    y_pred: Any,
+    *,
+    stat: str = "accuracy",
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``1 - alpha`` confidence interval of ``stat`` over test images.
+
+    Method: the test images are the resampling unit. Each of ``n_boot`` resamples draws ``n``
+    indices uniformly with replacement, ``floor(U * n)`` for U from
+    ``numpy.random.default_rng(seed).random()``, one resample after the other (resample ``r``
+    uses draws ``r*n .. r*n + n - 1`` of the stream); ``stat`` is computed on each resample
+    (``y_true[idx]``, ``y_pred[idx]``) and the interval is the ``alpha/2`` and ``1 - alpha/2``
+    quantiles of those values (``numpy.quantile``, linear interpolation). The classifier is held
+    fixed: the interval reflects test-set sampling only, not training variability (use several
+    ``seed``s of training for that).
+
+    Vectorised: resamples are drawn as an index matrix in blocks of at most ~4M indices, so
+    memory is bounded for any ``n``; the result is the same for any block size and is
+    deterministic for a ``seed``.
+
+    ``stat`` is one of :data:`STATS`. For ``f1`` and ``balanced_accuracy`` a resample where the
+    statistic is undefined (no positives at all for ``f1``) is dropped with a warning.
+    """
+    if stat not in STATS:
+        raise ValueError(f"stat must be one of {STATS}, got {stat!r}")
+    if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    t = _binary("y_true", y_true)
+    p = _binary("y_pred", y_pred)
+    n = _same_length(y_true=t, y_pred=p)
+
+    rng = np.random.default_rng(seed)
+    rows = max(1, _BLOCK_ELEMS // n)
+    values = np.empty(int(n_boot), dtype=np.float64)
+    for start in range(0, int(n_boot), rows):
+        k = min(rows, int(n_boot) - start)
+        values[start : start + k] = _resampled_stat(stat, t, p, _draw_indices(rng, k, n))
+
+    undefined = int(np.isnan(values).sum())
+    if undefined == len(values):
+        raise ValueError(f"{stat} is undefined on every bootstrap resample")
+    if undefined:
+        log.warning("bootstrap_ci: %s undefined on %d of %d resamples; dropped",
+                    stat, undefined, len(values))
+    low, high = np.nanquantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------- paired tests
+
+
+def mcnemar(
+    y_true: Any,
+    pred_a: Any,
+    pred_b: Any,
+    *,
+    exact: bool | None = None,
+) -> dict[str, Any]:
+    """McNemar's paired test of two classifiers on the same test images.
+
+    ``b`` = images A gets right and B gets wrong, ``c`` = A wrong and B right; only these
+    discordant pairs carry information. ``exact=None`` picks the exact test when
+    ``b + c < 25``. Conventions are those of
+    ``statsmodels.stats.contingency_tables.mcnemar(table, exact=..., correction=True)``:
+
+    * exact: ``statistic = min(b, c)``, two-sided ``p = min(1, 2 * BinomCDF(min(b, c); b + c, 1/2))``;
+    * chi-square: ``statistic = (|b - c| - 1)**2 / (b + c)`` on 1 df (continuity corrected; as in
+      statsmodels the correction is not clipped at 0, so ``b == c`` gives ``1 / (b + c)``).
+
+    ``b + c == 0`` (the two models agree on every image) gives ``statistic 0.0, p_value 1.0``
+    whatever the method. Returns ``b``, ``c``, ``statistic``, ``p_value``, ``method``
+    (``"exact"`` or ``"chi2"``)."""
+    t = _binary("y_true", y_true)
+    a = _binary("pred_a", pred_a)
+    bb = _binary("pred_b", pred_b)
+    _same_length(y_true=t, pred_a=a, pred_b=bb)
+    a_right = a == t
+    b_right = bb == t
+    b = int(np.count_nonzero(a_right & ~b_right))
+    c = int(np.count_nonzero(~a_right & b_right))
+    discordant = b + c
+    use_exact = discordant < _EXACT_BELOW if exact is None else bool(exact)
+    method = "exact" if use_exact else "chi2"
+    if discordant == 0:
+        return {"b": 0, "c": 0, "statistic": 0.0, "p_value": 1.0, "method": method}
+    if use_exact:
+        statistic = float(min(b, c))
+        p_value = min(1.0, 2.0 * float(stats.binom.cdf(min(b, c), discordant, 0.5)))
+    else:
+        statistic = (abs(b - c) - 1) ** 2 / discordant
+        p_value = float(stats.chi2.sf(statistic, 1))
+    return {"b": b, "c": c, "statistic": float(statistic), "p_value": p_value, "method": method}
+
+
+def holm(p_values: Sequence[float | None] | np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni step-down adjusted p-values, in the input order.
+
+    With the ``m`` valid p-values sorted ascending ``p_(1) <= ... <= p_(m)``, the adjusted value
+    of ``p_(i)`` is ``min(1, max_{j <= i} (m - j + 1) * p_(j))`` -- monotone in the p-values and
+    capped at 1; equal to ``statsmodels.stats.multitest.multipletests(p, method="holm")[1]``.
+    NaN / None entries are passed through as NaN and do not count towards ``m``."""
+    raw = np.array([np.nan if v is None else v for v in p_values], dtype=np.float64)
+    if raw.ndim != 1:
+        raise ValueError(f"p_values must be 1-D, got shape {raw.shape}")
+    valid = ~np.isnan(raw)
+    if ((raw[valid] < 0) | (raw[valid] > 1)).any():
+        raise ValueError("p_values must lie in [0, 1]")
+    out = np.full(raw.shape, np.nan)
+    pv = raw[valid]
+    m = len(pv)
+    if m == 0:
+        return out
+    order = np.argsort(pv, kind="stable")
+    scaled = (m - np.arange(m)) * pv[order]
+    adjusted = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    valid_out = np.empty(m)
+    valid_out[order] = adjusted
+    out[valid] = valid_out
+    return out
+
+
+def beats_baseline(
+    y_true: Any,
+    y_pred: Any,
+    *,
+    y_train: Any | None = None,
+    alpha: float = 0.05,
+    exact: bool | None = None,
+) -> dict[str, Any]:
+    """Does the classifier beat the constant majority predictor, significantly?
+
+    The baseline predicts the majority class of ``y_train`` (of ``y_true`` when ``y_train`` is
+    None, which is optimistic for the baseline, hence conservative here). Both predict the same
+    test images, so the test is :func:`mcnemar` with A = the model and B = the baseline;
+    ``beats`` is ``accuracy > baseline_accuracy and p_value < alpha``. Returns ``accuracy``,
+    ``baseline_accuracy``, ``baseline_class``, ``b``, ``c``, ``statistic``, ``p_value``,
+    ``method``, ``beats``. Holm-correct ``p_value`` across attributes before reading it as a
+    family."""
+    t = _binary("y_true", y_true)
+    p = _binary("y_pred", y_pred)
+    _same_length(y_true=t, y_pred=p)
+    ref = t if y_train is None else _binary("y_train", y_train)
+    majority = 1 if 2 * int(ref.sum()) > len(ref) else 0
+    baseline = np.full_like(t, majority)
+    test = mcnemar(t, p, baseline, exact=exact)
+    accuracy = float(np.mean(p == t))
+    baseline_accuracy = float(np.mean(baseline == t))
+    return {
+        "accuracy": accuracy,
+        "baseline_accuracy": baseline_accuracy,
+        "baseline_class": majority,
+        **test,
+        "beats": bool(accuracy > baseline_accuracy and test["p_value"] < alpha),
+    }
+
+
+# --------------------------------------------------------------------------- results tables
+
+_RESULT_COLUMNS = ["attribute", "feature_set", "model", "train_size", "seed", "y_true", "y_pred"]
+
+
+def _check_results(results: pd.DataFrame) -> None:
+    missing = [c for c in _RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"results frame lacks columns {missing}")
+    dup = results.duplicated(subset=[*GROUP_KEYS, "model"])
+    if dup.any():
+        row = results.loc[dup, [*GROUP_KEYS, "model"]].iloc[0].to_dict()
+        raise ValueError(f"results holds more than one row for {row}")
+
+
+def _aligned(group: pd.DataFrame, key: tuple[Any, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """model -> (y_true, y_pred), all in the test order of the first model (sorted by name).
+
+    With an ``image_ids`` column every model's predictions are reordered by image id onto the
+    reference order, and the image sets must match. Without it the rows must already share one
+    fixed test order: lengths must match. Either way ``y_true`` must then agree image by image."""
+    has_ids = "image_ids" in group.columns
+    rows = sorted(group.itertuples(index=False), key=lambda r: str(r.model))
+    ref_true = _binary(f"y_true of {key}", rows[0].y_true)
+    ref_order: np.ndarray | None = None
+    ref_sorted_ids: np.ndarray | None = None
+    if has_ids:
+        ref_ids = np.asarray(rows[0].image_ids)
+        ref_order = np.argsort(ref_ids, kind="stable")
+        ref_sorted_ids = ref_ids[ref_order]
+        if len(ref_ids) != len(ref_true) or (ref_sorted_ids[1:] == ref_sorted_ids[:-1]).any():
+            raise ValueError(f"{key}, model {rows[0].model!r}: image_ids must be unique and "
+                             "as long as y_true")
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for row in rows:
+        where = f"{key}, model {row.model!r}"
+        y_true = _binary(f"y_true of {where}", row.y_true)
+        y_pred = _binary(f"y_pred of {where}", row.y_pred)
+        _same_length(y_true=y_true, y_pred=y_pred)
+        if len(y_true) != len(ref_true):
+            raise ValueError(f"{where}: {len(y_true)} test predictions, "
+                             f"the first model of the group has {len(ref_true)}")
+        if has_ids:
+            assert ref_order is not None and ref_sorted_ids is not None
+            ids = np.asarray(row.image_ids)
+            if len(ids) != len(y_true):
+                raise ValueError(f"{where}: image_ids and y_true differ in length")
+            order = np.argsort(ids, kind="stable")
+            if not np.array_equal(ids[order], ref_sorted_ids):
+                raise ValueError(f"{where}: predicts a different set of test images than "
+                                 f"model {rows[0].model!r}")
+            t_al = np.empty_like(y_true)
+            p_al = np.empty_like(y_pred)
+            t_al[ref_order] = y_true[order]
+            p_al[ref_order] = y_pred[order]
+            y_true, y_pred = t_al, p_al
+        if not np.array_equal(y_true, ref_true):
+            raise ValueError(f"{where}: y_true disagrees with model {rows[0].model!r} on the same "
+                             "test images (different test order or labels)")
+        out[str(row.model)] = (y_true, y_pred)
+    return out
+
+
+def compare_models(
+    results: pd.DataFrame,
+    *,
+    alpha: float = 0.05,
+    exact: bool | None = None,
+) -> pd.DataFrame:
+    """Pairwise McNemar tests between the models of every test set, Holm-corrected.
+
+    Input: one row per (attribute, feature_set, model, train_size, seed) with ``y_true`` and
+    ``y_pred`` (arrays of 0/1 over the test images; int8 or bool) and optionally ``image_ids``
+    (same length). With ``image_ids`` the models' predictions are aligned by image id; without
+    them all models of a group must list the test images in one agreed order (checked: lengths
+    and ``y_true`` must agree). Other columns are ignored.
+
+    Output: one row per (attribute, feature_set, train_size, seed, model_a, model_b) for every
+    unordered pair of models present in that group, ``model_a < model_b`` by name, with the
+    columns :data:`COMPARISON_COLUMNS`: ``n`` test images, ``accuracy_a``, ``accuracy_b``,
+    McNemar ``b`` (A right, B wrong), ``c`` (A wrong, B right), ``statistic``, ``method``,
+    ``p_value``, ``p_holm`` and ``significant`` (``p_holm < alpha``).
+
+    Family for Holm: all attributes of one (feature_set, train_size, seed, model_a, model_b),
+    i.e. :data:`COMPARISON_FAMILY`. That is the question one table of the study answers -- "on
+    which of the 40 attributes do A and B differ, on this feature set and training size?" -- and
+    it controls the family-wise error over those attributes. Different model pairs, feature
+    sets, training sizes and seeds are separate families (they are read as separate tables);
+    apply :func:`holm` over a wider set of rows for a stricter claim.
+    """
+    _check_results(results)
+    records: list[dict[str, Any]] = []
+    for key, group in results.groupby(GROUP_KEYS, sort=True, dropna=False):
+        preds = _aligned(group, key)
+        for model_a, model_b in itertools.combinations(sorted(preds), 2):
+            y_true, pred_a = preds[model_a]
+            _, pred_b = preds[model_b]
+            test = mcnemar(y_true, pred_a, pred_b, exact=exact)
+            records.append({
+                **dict(zip(GROUP_KEYS, key, strict=True)),
+                "model_a": model_a,
+                "model_b": model_b,
+                "n": len(y_true),
+                "accuracy_a": float(np.mean(pred_a == y_true)),
+                "accuracy_b": float(np.mean(pred_b == y_true)),
+                "b": test["b"],
+                "c": test["c"],
+                "statistic": test["statistic"],
+                "method": test["method"],
+                "p_value": test["p_value"],
+            })
+    out = pd.DataFrame.from_records(records, columns=COMPARISON_COLUMNS[:-2])
+    if out.empty:
+        out["p_holm"] = pd.Series(dtype=np.float64)
+        out["significant"] = pd.Series(dtype=bool)
+        return out[COMPARISON_COLUMNS]
+    out["p_holm"] = out.groupby(COMPARISON_FAMILY, dropna=False)["p_value"].transform(
+        lambda s: holm(s.to_numpy()))
+    out["significant"] = out["p_holm"] < alpha
+    log.info("compare_models: %d comparisons in %d Holm families, %d significant at %.3g",
+             len(out), out.groupby(COMPARISON_FAMILY, dropna=False).ngroups,
+             int(out["significant"].sum()), alpha)
+    return out[COMPARISON_COLUMNS].reset_index(drop=True)
+
+
+def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Per test set (attribute, feature_set, train_size, seed): the best model by test accuracy,
+    and whether it beats every other model significantly.
+
+    ``comparisons`` is :func:`compare_models` of the same ``results``; its ``significant``
+    column (Holm-corrected McNemar) decides. Columns :data:`BEST_COLUMNS`: ``n_models``,
+    ``best_model``, ``best_accuracy``, ``runner_up`` / ``runner_up_accuracy`` (the next best;
+    None / NaN with a single model), ``tied`` (another model has exactly the best accuracy;
+    the best is then the first by name), ``max_p_holm`` (largest Holm p-value of the best model
+    against the others; NaN with a single model) and ``beats_all``: True when every comparison
+    of the best model with another model is significant with the best model more accurate.
+    A lone model does not "beat all" (False): there is nothing it was tested against.
+    """
+    _check_results(results)
+    missing = [c for c in COMPARISON_COLUMNS if c not in comparisons.columns]
+    if missing:
+        raise ValueError(f"comparisons frame lacks columns {missing}")
+    index: dict[tuple[Any, ...], Any] = {}
+    for row in comparisons.itertuples(index=False):
+        key = (*(getattr(row, k) for k in GROUP_KEYS), row.model_a, row.model_b)
+        index[tuple(_norm(v) for v in key)] = row
+
+    records: list[dict[str, Any]] = []
+    for key, group in results.groupby(GROUP_KEYS, sort=True, dropna=False):
+        preds = _aligned(group, key)
+        acc = {m: float(np.mean(p == t)) for m, (t, p) in preds.items()}
+        ranked = sorted(acc, key=lambda m: (-acc[m], m))
+        best = ranked[0]
+        runner_up = ranked[1] if len(ranked) > 1 else None
+        p_holms: list[float] = []
+        wins: list[bool] = []
+        for other in ranked[1:]:
+            a, b = sorted((best, other))
+            ckey = tuple(_norm(v) for v in (*key, a, b))
+            if ckey not in index:
+                raise ValueError(f"comparisons lacks the pair {a!r} vs {b!r} for {key}")
+            comp = index[ckey]
+            p_holms.append(float(comp.p_holm))
+            wins.append(bool(comp.significant) and acc[best] > acc[other])
+        records.append({
+            **dict(zip(GROUP_KEYS, key, strict=True)),
+            "n_models": len(ranked),
+            "best_model": best,
+            "best_accuracy": acc[best],
+            "runner_up": runner_up,
+            "runner_up_accuracy": acc[runner_up] if runner_up is not None else math.nan,
+            "tied": runner_up is not None and acc[runner_up] == acc[best],
+            "max_p_holm": max(p_holms) if p_holms else math.nan,
+            "beats_all": bool(wins) and all(wins),
+        })
+    return pd.DataFrame.from_records(records, columns=BEST_COLUMNS)
+
+
+def _norm(value: Any) -> Any:
+    """Hashable, NaN-safe key part: numpy scalars to Python, NaN/None to one marker."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            return None
+    return value
