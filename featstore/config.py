@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from featstore.errors import ConfigError
+from featstore.train.grid import GridConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -59,11 +60,21 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class ReduceConfig:
+    feature_set: str = ""  # the source feature set (features/<name>/)
+    dims: tuple[int, ...] = (8, 16, 32, 64, 128, 256)  # one <source>-pca<k> set per k
+    arrow_batch_rows: int = 2048  # rows per Arrow batch into the Python workers (8 KB each at 2,048 floats)
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     store: str = ""
     spark: SparkConfig = field(default_factory=SparkConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    train: GridConfig = field(default_factory=GridConfig)
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -1,0 +1,422 @@
+"""The training grid: attributes x feature sets x models x training sizes x seeds, on Spark.
+
+One Spark task per fit (a *cell*). Each task reads its data from the store (pyarrow, cached per
+Python worker), fits, evaluates on the test split, and writes its result row straight to
+``results/_cells/<key>.parquet`` (temp file + rename), so results stream to the store as fits
+finish and an interrupted grid resumes where it stopped: a re-run skips cells whose file exists.
+At the end the driver merges the cells into ``results/part-00000.parquet`` and writes
+``results/_manifest.json``.
+
+Problems of one cell (a single-class training sample, a missing feature set, a training size
+larger than the split) give a row with ``status = "error"`` and the reason; the rest of the grid
+runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featstore import store
+from featstore.errors import ConfigError, FeatstoreError
+
+logger = logging.getLogger(__name__)
+
+CELLS_DIR = "_cells"
+ALL_ATTRIBUTES = "*"  # attribute of a multilabel cell (one fit for all attributes)
+BASE_MODELS = ("lasso", "forest", "dense", "multilabel")
+
+RESULTS_SCHEMA = pa.schema([
+    pa.field("attribute", pa.string()),
+    pa.field("feature_set", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("train_size", pa.int64()),  # requested; 0 = the whole train split
+    pa.field("seed", pa.int64()),
+    pa.field("status", pa.string()),  # ok | error
+    pa.field("reason", pa.string()),
+    pa.field("n_train", pa.int64()),
+    pa.field("n_val", pa.int64()),
+    pa.field("n_test", pa.int64()),
+    pa.field("dim", pa.int64()),
+    pa.field("accuracy", pa.float64()),
+    pa.field("balanced_accuracy", pa.float64()),
+    pa.field("f1", pa.float64()),
+    pa.field("roc_auc", pa.float64()),
+    pa.field("tn", pa.int64()),
+    pa.field("fp", pa.int64()),
+    pa.field("fn", pa.int64()),
+    pa.field("tp", pa.int64()),
+    pa.field("majority_baseline", pa.float64()),
+    pa.field("ci_low", pa.float64()),
+    pa.field("ci_high", pa.float64()),
+    pa.field("params", pa.string()),  # JSON: chosen hyper-parameters
+    pa.field("history", pa.string()),  # JSON: dense training curves
+    pa.field("fit_seconds", pa.float64()),
+    pa.field("y_true", pa.list_(pa.int8())),  # test labels, in image_id order
+    pa.field("y_pred", pa.list_(pa.int8())),  # test predictions, same order (for McNemar)
+    pa.field("cell", pa.string()),
+    pa.field("created", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    feature_sets: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()  # empty: every attribute of the labels table
+    models: tuple[str, ...] = ("lasso", "forest", "dense")  # + bottleneck<k>-lasso|forest, multilabel
+    train_sizes: tuple[int, ...] = (0,)  # 0: the whole train split
+    seeds: tuple[int, ...] = (0,)
+    folds: int = 10
+    lasso_cs: int = 10
+    forest_trees: int = 200
+    forest_max_features: tuple[str, ...] = ("sqrt", "0.1", "0.3")
+    dense_hidden: tuple[int, ...] = (20,)
+    dense_epochs: int = 50
+    dense_patience: int = 5
+    dense_batch_size: int = 256
+    cv_max_rows: int = 20_000  # CV on at most this many rows, then refit on all
+    bootstrap: int = 1000
+    # the original study's protocol: the first N images, split train/val/test by these counts
+    first_n: int = 0
+    custom_split: tuple[int, ...] = ()  # (train, val, test) counts within the first N
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Cell:
+    attribute: str
+    feature_set: str
+    model: str
+    train_size: int
+    seed: int
+
+    def key(self, cfg: GridConfig) -> str:
+        settings = {k: v for k, v in asdict(cfg).items()
+                    if k not in ("feature_sets", "attributes", "models", "train_sizes", "seeds",
+                                 "overwrite")}
+        raw = json.dumps([asdict(self), settings], sort_keys=True, default=str)
+        return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def parse_model(name: str) -> tuple[str, int | None, str | None]:
+    """``lasso`` -> (lasso, None, None); ``bottleneck20-forest`` -> (bottleneck, 20, forest)."""
+    if name in BASE_MODELS:
+        return name, None, None
+    if name.startswith("bottleneck"):
+        head, _, second = name.partition("-")
+        k = head[len("bottleneck"):]
+        if k.isdigit() and second in ("lasso", "forest"):
+            return "bottleneck", int(k), second
+    raise ConfigError(f"unknown model {name!r}; expected lasso, forest, dense, multilabel or "
+                      "bottleneck<k>-lasso|forest (e.g. bottleneck20-lasso)")
+
+
+def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
+    """Every cell of the grid, in a stable order. Raises ConfigError for a bad grid."""
+    if not cfg.feature_sets:
+        raise ConfigError("train needs at least one feature set (--feature-sets A,B or "
+                          "train.feature_sets in the config)")
+    for m in cfg.models:
+        parse_model(m)
+    labels = store.require_committed(store.Layout(path).labels, "labels")
+    known = list(labels["attributes"])
+    attributes = list(cfg.attributes) or known
+    for a in attributes:
+        if a not in known:
+            raise ConfigError(f"unknown attribute {a!r}; the labels table has "
+                              f"{', '.join(known[:6])}, ...")
+    if cfg.custom_split and (len(cfg.custom_split) != 3 or not cfg.first_n
+                             or sum(cfg.custom_split) > cfg.first_n):
+        raise ConfigError("custom_split needs first_n and 3 counts (train, val, test) whose sum "
+                          "is at most first_n")
+    cells = []
+    for fs in cfg.feature_sets:
+        for size in cfg.train_sizes:
+            for seed in cfg.seeds:
+                for model in cfg.models:
+                    if model == "multilabel":
+                        cells.append(Cell(ALL_ATTRIBUTES, fs, model, int(size), int(seed)))
+                        continue
+                    for a in attributes:
+                        cells.append(Cell(a, fs, model, int(size), int(seed)))
+    return cells
+
+
+# ------------------------------------------------------------------ data, cached per worker
+
+
+@lru_cache(maxsize=4)
+def _split_arrays(path: str, feature_set: str, created: str,
+                  first_n: int, custom: tuple[int, ...], seed: int) -> dict[str, Any]:
+    """{split: (X float32, ids)} plus the label table, for one feature set (cached per worker;
+    ``created`` is in the key so a rebuilt feature set is re-read)."""
+    table = store.read_arrow(path, feature_set)
+    ids = np.asarray(table["image_id"].to_pylist())
+    split = np.asarray(table["split"].to_pylist())
+    emb = table["embedding"].combine_chunks()
+    dim = len(emb.flatten()) // max(1, table.num_rows)
+    x = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    labels = {c: table[c].to_numpy(zero_copy_only=False).astype(np.int8)
+              for c in table.column_names if c not in ("image_id", "split", "embedding")}
+    if first_n:
+        order = np.argsort(ids, kind="stable")[:first_n]  # the first N images by id
+        if custom:
+            rng = np.random.default_rng(seed)
+            order = order[rng.permutation(len(order))]
+            tr, va, te = custom
+            split = np.empty(len(ids), dtype=object)
+            split[order[:tr]] = "train"
+            split[order[tr:tr + va]] = "val"
+            split[order[tr + va:tr + va + te]] = "test"
+            keep = np.sort(order[: tr + va + te])
+        else:
+            keep = np.sort(order)
+        ids, split, x = ids[keep], split[keep], x[keep]
+        labels = {k: v[keep] for k, v in labels.items()}
+    out: dict[str, Any] = {"labels": {}, "dim": dim}
+    for s in ("train", "val", "test"):
+        m = split == s
+        out[s] = (x[m], ids[m])
+        out["labels"][s] = {k: v[m] for k, v in labels.items()}
+    return out
+
+
+def _subsample(n_avail: int, size: int, seed: int) -> np.ndarray:
+    if size <= 0 or size == n_avail:
+        return np.arange(n_avail)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_avail, size=size, replace=False))
+
+
+# ------------------------------------------------------------------ one fit
+
+
+def _empty_row(cell: Cell, key: str) -> dict[str, Any]:
+    row = {f.name: None for f in RESULTS_SCHEMA}
+    row.update(asdict(cell))
+    row.update(cell=key, created=store.now_iso(), status="error")
+    return row
+
+
+def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
+    """Fit and evaluate one cell; never raises for a problem of the cell itself."""
+    from featstore import evaluate
+
+    key = cell.key(cfg)
+    try:
+        manifest = store.feature_set_manifest(path, cell.feature_set)
+        data = _split_arrays(path, cell.feature_set, manifest["created"], cfg.first_n,
+                             tuple(cfg.custom_split), cfg.seeds[0] if cfg.seeds else 0)
+        x_tr_all, _ = data["train"]
+        x_va, _ = data["val"]
+        x_te, _ = data["test"]
+        if cell.train_size > len(x_tr_all):
+            raise FeatstoreError(f"training size {cell.train_size} is larger than the train "
+                                 f"split ({len(x_tr_all)} rows)")
+        if len(x_te) == 0:
+            raise FeatstoreError("the test split is empty")
+        pick = _subsample(len(x_tr_all), cell.train_size, cell.seed)
+        x_tr = x_tr_all[pick]
+        attrs = (sorted(data["labels"]["train"]) if cell.attribute == ALL_ATTRIBUTES
+                 else [cell.attribute])
+        fits = _fit(cell, cfg, x_tr, x_va, x_te, data, pick, attrs)
+    except Exception as exc:  # a problem of this cell: record it, let the grid go on
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not isinstance(exc, (FeatstoreError, ValueError)):
+            logger.warning("cell %s failed: %s", cell, traceback.format_exc())
+        row = _empty_row(cell, key)
+        row["reason"] = reason
+        return [row]
+
+    rows = []
+    for attribute, fit in fits.items():
+        y_tr = data["labels"]["train"][attribute][pick]
+        y_te = data["labels"]["test"][attribute]
+        m = evaluate.metrics(y_te, fit.y_pred, fit.y_score, y_train=y_tr)
+        lo, hi = evaluate.bootstrap_ci(y_te, fit.y_pred, n_boot=cfg.bootstrap, seed=cell.seed)
+        row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
+                              cell.seed), key)
+        row.update(
+            status="ok", reason=None, n_train=len(x_tr), n_val=len(x_va), n_test=len(x_te),
+            dim=int(x_tr.shape[1]), ci_low=lo, ci_high=hi,
+            params=json.dumps(fit.params, sort_keys=True, default=str),
+            history=json.dumps(fit.history) if fit.history else None,
+            fit_seconds=fit.fit_seconds,
+            y_true=y_te.astype(np.int8).tolist(), y_pred=fit.y_pred.astype(np.int8).tolist(),
+            **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "tn", "fp",
+                                 "fn", "tp", "majority_baseline")},
+        )
+        rows.append(row)
+    return rows
+
+
+def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: np.ndarray,
+         data: dict[str, Any], pick: np.ndarray, attrs: list[str]) -> dict[str, Any]:
+    from featstore.train import dense, forest, lasso
+    from featstore.train.base import check_binary
+
+    kind, k, second = parse_model(cell.model)
+    lab_tr = {a: data["labels"]["train"][a][pick] for a in attrs}
+    lab_va = {a: data["labels"]["val"][a] for a in attrs}
+    dense_kw = {"hidden": tuple(cfg.dense_hidden), "epochs": cfg.dense_epochs,
+                "patience": cfg.dense_patience, "batch_size": cfg.dense_batch_size,
+                "seed": cell.seed}
+    if kind == "multilabel":
+        y_tr = np.stack([lab_tr[a] for a in attrs], axis=1)
+        y_va = np.stack([lab_va[a] for a in attrs], axis=1)
+        return dense.fit_multilabel(x_tr, y_tr, x_va, y_va, x_te, attributes=attrs, **dense_kw)
+    a = attrs[0]
+    y_tr, y_va = lab_tr[a], lab_va[a]
+    check_binary(y_tr)
+    lasso_kw = {"folds": cfg.folds, "cs": cfg.lasso_cs, "seed": cell.seed,
+                "cv_max_rows": cfg.cv_max_rows}
+    forest_kw = {"folds": cfg.folds, "n_estimators": cfg.forest_trees, "seed": cell.seed,
+                 "max_features": tuple(_num(v) for v in cfg.forest_max_features),
+                 "cv_max_rows": cfg.cv_max_rows}
+    if kind == "lasso":
+        return {a: lasso.fit_lasso(x_tr, y_tr, x_te, **lasso_kw)}
+    if kind == "forest":
+        return {a: forest.fit_forest(x_tr, y_tr, x_te, **forest_kw)}
+    if kind == "dense":
+        return {a: dense.fit_dense(x_tr, y_tr, x_va, y_va, x_te, **dense_kw)}
+    second_kw = lasso_kw if second == "lasso" else forest_kw
+    kw = {**{k2: v for k2, v in dense_kw.items() if k2 != "hidden"},
+          **{k2: v for k2, v in second_kw.items() if k2 != "seed"}}
+    return {a: dense.fit_bottleneck(x_tr, y_tr, x_va, y_va, x_te, k=k, second=second, **kw)}
+
+
+def _num(v: str) -> str | float:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+# ------------------------------------------------------------------ the Spark side
+
+
+def _write_cell(cells_dir: Path, key: str, rows: list[dict[str, Any]]) -> None:
+    table = pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
+    tmp = cells_dir / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, cells_dir / f"{key}.parquet")
+
+
+def _task(path: str, cfg: GridConfig, cells_dir: str, cpu_threads: int
+          ) -> Any:
+    def run(items: Iterator[Cell]) -> Iterator[tuple[str, str, str, str, float]]:
+        if cpu_threads > 0:
+            for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "OPENBLAS_NUM_THREADS"):
+                os.environ.setdefault(var, str(cpu_threads))
+            os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+        for cell in items:
+            t = time.perf_counter()
+            rows = run_cell(path, cell, cfg)
+            _write_cell(Path(cells_dir), cell.key(cfg), rows)
+            yield (cell.key(cfg), cell.model, cell.attribute, rows[0]["status"],
+                   time.perf_counter() - t)
+    return run
+
+
+@dataclass(frozen=True)
+class GridSummary:
+    store: str
+    cells: int
+    ran: int
+    resumed: int
+    ok_rows: int
+    error_rows: int
+    seconds: float
+
+    @property
+    def ran_plus_resumed(self) -> int:
+        return self.ran + self.resumed
+
+
+def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -> GridSummary:
+    """Run the grid (one Spark task per cell; ``parallel=False`` runs the same cells in this
+    process, one after another — the baseline of the speed-up benchmark)."""
+    t0 = time.perf_counter()
+    layout = store.Layout(path)
+    if not layout.root.is_dir():
+        raise store.StoreError(f"{layout.root}: no such store folder")
+    cells = plan(path, cfg)
+    cells_dir = layout.results / CELLS_DIR
+    if cfg.overwrite and layout.results.exists():
+        import shutil
+
+        shutil.rmtree(layout.results)
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    done = {p.stem for p in cells_dir.glob("*.parquet")}
+    todo = [c for c in cells if c.key(cfg) not in done]
+    resumed = len(cells) - len(todo)
+    if resumed:
+        logger.info("%d of %d fits already in the results table (resumed)", resumed, len(cells))
+    if todo:
+        logger.info("running %d fits", len(todo))
+        if parallel:
+            cpu_threads = int(spark.conf.get("spark.task.cpus", "1")) if spark else 1
+            fn = _task(str(layout.root), cfg, str(cells_dir), cpu_threads)
+            rdd = spark.sparkContext.parallelize(todo, len(todo))
+            spark.sparkContext.setJobDescription(f"featstore train: {len(todo)} fits")
+            for key, model, attribute, status, secs in rdd.mapPartitions(fn).collect():
+                logger.debug("fit %s %s %s: %s in %.1f s", key, model, attribute, status, secs)
+        else:
+            fn = _task(str(layout.root), cfg, str(cells_dir), 0)
+            list(fn(iter(todo)))
+    merged = _merge_cells(cells_dir)
+    ok = int(sum(1 for s in merged["status"].to_pylist() if s == "ok"))
+    tmp = layout.results / f".part-00000.{uuid.uuid4().hex[:8]}.tmp"
+    pq.write_table(merged, tmp)
+    os.replace(tmp, layout.results / "part-00000.parquet")
+    store.write_manifest(layout.results, store.base_manifest(
+        "results",
+        counts={"ok": ok, "errors": merged.num_rows - ok, "rows": merged.num_rows},
+        last_grid={"cells": len(cells), "ran": len(todo), "resumed": resumed,
+                   **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}},
+        seconds=round(time.perf_counter() - t0, 2),
+    ))
+    return GridSummary(str(layout.root), len(cells), len(todo), resumed, ok,
+                       merged.num_rows - ok, time.perf_counter() - t0)
+
+
+def _merge_cells(cells_dir: Path) -> pa.Table:
+    """Every fit ever run in this store, one row per (attribute, feature set, model, training
+    size, seed): when a cell was re-run with other settings, the newest row wins."""
+    files = sorted(cells_dir.glob("*.parquet"))
+    if not files:
+        return RESULTS_SCHEMA.empty_table()
+    table = pa.concat_tables([pq.read_table(f, schema=RESULTS_SCHEMA) for f in files])
+    keys = ["attribute", "feature_set", "model", "train_size", "seed"]
+    cols = {k: table[k].to_pylist() for k in [*keys, "created"]}
+    newest: dict[tuple[Any, ...], int] = {}
+    for i in range(table.num_rows):
+        k = tuple(cols[c][i] for c in keys)
+        if k not in newest or cols["created"][i] >= cols["created"][newest[k]]:
+            newest[k] = i
+    keep = sorted(newest.values(), key=lambda i: tuple(str(cols[c][i]) for c in keys))
+    return table.take(pa.array(keep, type=pa.int64()))
+
+
+def read_results(path: str | os.PathLike[str]) -> Any:
+    """The committed results table as pandas (``y_true``/``y_pred`` as int8 arrays)."""
+    layout = store.Layout(path)
+    store.require_committed(layout.results, "results")
+    df = pq.read_table(layout.results / "part-00000.parquet").to_pandas()
+    for col in ("y_true", "y_pred"):
+        df[col] = [np.asarray(v, dtype=np.int8) if v is not None else None for v in df[col]]
+    return df

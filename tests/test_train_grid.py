@@ -1,0 +1,121 @@
+"""jobs/train.py: the results table the grid writes, error rows, resume, and real signal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from featstore import store
+from featstore.train.grid import read_results
+from jobs import train as train_job
+from tests.storefakes import write_feature_set
+
+FAST = ["--set", "train.folds=3", "--set", "train.forest_trees=20", "--set",
+        "train.dense_epochs=8", "--set", "train.bootstrap=200", "--set", "train.lasso_cs=4"]
+
+
+def _signal_store(root, n=360, dim=8, seed=0):
+    """Labels: Smiling follows feature 0, Male follows feature 1, Bald has one class in the
+    train split, Attractive is independent of the features."""
+    rng = np.random.default_rng(seed)
+    ids = [f"{i:06d}.jpg" for i in range(1, n + 1)]
+    splits = ["train" if i < n * 0.6 else ("val" if i < n * 0.8 else "test") for i in range(n)]
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    labels = {
+        "Smiling": x[:, 0] + 0.3 * rng.normal(size=n) > 0,
+        "Male": x[:, 1] - 0.5 * x[:, 2] + 0.3 * rng.normal(size=n) > 0.2,
+        "Bald": np.array([s != "train" and i % 2 == 0 for i, s in enumerate(splits)]),
+        "Attractive": rng.random(n) < 0.5,
+    }
+    attrs = list(labels)
+    (root / "labels").mkdir(parents=True)
+    pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
+                            schema=store.labels_schema(attrs)), root / "labels" / "p.parquet")
+    store.write_manifest(root / "labels", store.base_manifest("labels", attributes=attrs))
+    write_feature_set(root, "sig", ids, splits, x)
+    write_feature_set(root, "sig-pca4", ids, splits, x[:, :4].copy())
+    return root
+
+
+@pytest.fixture()
+def sig_store(tmp_path):
+    return _signal_store(tmp_path / "store")
+
+
+def test_every_cell_once_and_error_rows(spark, sig_store, capsys):
+    rc = train_job.main(["--store", str(sig_store), "--feature-sets", "sig,sig-pca4,missing",
+                         "--attributes", "Smiling,Male,Bald,Attractive",
+                         "--models", "lasso,forest,dense", "--train-sizes", "0,100,5000",
+                         *FAST], spark=spark)
+    assert rc == 0
+    res = read_results(sig_store)
+    keys = ["attribute", "feature_set", "model", "train_size", "seed"]
+    assert len(res) == 4 * 3 * 3 * 3 and not res.duplicated(keys).any()
+    assert set(res.feature_set) == {"sig", "sig-pca4", "missing"}
+
+    missing = res[res.feature_set == "missing"]
+    assert (missing.status == "error").all()
+    assert missing.reason.str.contains("no committed table or feature set 'missing'").all()
+    too_big = res[(res.train_size == 5000) & (res.feature_set != "missing")]
+    assert (too_big.status == "error").all()
+    assert too_big.reason.str.contains("larger than the train split").all()
+    bald = res[(res.attribute == "Bald") & (res.feature_set != "missing") & (res.train_size < 5000)]
+    assert (bald.status == "error").all() and bald.reason.str.contains("one class").all()
+
+    ok = res[res.status == "ok"]
+    assert len(ok) == 3 * 2 * 2 * 3  # 3 attributes x 2 sets x 2 sizes x 3 models
+    assert (ok[ok.train_size == 100].n_train == 100).all()
+    assert (ok[ok.train_size == 0].n_train == 216).all()
+    assert ok.y_pred.map(len).eq(72).all() and (ok.ci_low <= ok.accuracy).all()
+    assert (ok.accuracy <= ok.ci_high).all()
+    params = json.loads(ok[ok.model == "lasso"].params.iloc[0])
+    assert "C" in params or "c" in {k.lower() for k in params}
+    dense = ok[ok.model == "dense"]
+    assert dense.history.map(lambda h: "val_loss" in json.loads(h)).all()
+    assert "results: " in capsys.readouterr().out
+
+
+def test_signal_attributes_beat_baseline_and_noise_does_not(spark, sig_store):
+    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig",
+                           "--attributes", "Smiling,Male,Attractive", "--models", "lasso,forest",
+                           *FAST], spark=spark) == 0
+    res = read_results(sig_store).set_index(["attribute", "model"])
+    for model in ("lasso", "forest"):
+        for attr in ("Smiling", "Male"):
+            row = res.loc[(attr, model)]
+            assert row.accuracy > row.majority_baseline + 0.15, (attr, model, row.accuracy)
+            assert row.ci_low > row.majority_baseline
+        noise = res.loc[("Attractive", model)]
+        assert noise.accuracy < noise.majority_baseline + 0.12
+        assert noise.ci_low < 0.5 + 0.1
+
+
+def test_interrupted_grid_resumes_without_repeating_fits(spark, sig_store):
+    args = ["--store", str(sig_store), "--feature-sets", "sig", "--attributes",
+            "Smiling,Male", "--models", "lasso,forest", *FAST]
+    assert train_job.main(args, spark=spark) == 0
+    cells = sorted((sig_store / "results" / "_cells").glob("*.parquet"))
+    assert len(cells) == 4
+    # as if the job had died before these two fits finished: their files never got written
+    for lost in cells[:2]:
+        lost.unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in cells[2:]}
+    assert train_job.main(args, spark=spark) == 0
+    manifest = json.loads((sig_store / "results" / "_manifest.json").read_text())
+    assert manifest["last_grid"]["ran"] == 2 and manifest["last_grid"]["resumed"] == 2
+    assert {p.name: p.stat().st_mtime_ns for p in cells[2:]} == kept  # not re-fitted
+    assert len(read_results(sig_store)) == 4
+
+
+def test_bad_grid_fails_before_spark(sig_store, capsys):
+    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig",
+                           "--models", "lasso,svm"]) == 2
+    assert "unknown model 'svm'" in capsys.readouterr().err
+    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig",
+                           "--attributes", "Smilling"]) == 2
+    assert "unknown attribute 'Smilling'" in capsys.readouterr().err
+    assert not (sig_store / "results").exists()
