@@ -1,0 +1,194 @@
+"""What every fitting function shares: the result type, label checks, fold counts, helpers.
+
+The fitting functions (``lasso.fit_lasso``, ``forest.fit_forest``, ``dense.fit_dense``, ...) are pure:
+numpy arrays in, a :class:`FitResult` for the test rows out. No Spark here; ``featstore.train.grid``
+runs each of them inside one Spark task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featstore.errors import FeatstoreError
+
+logger = logging.getLogger(__name__)
+
+#: Probability above which a row is predicted positive (the same rule for every model, so that
+#: ``y_pred`` always agrees with ``y_score``).
+THRESHOLD = 0.5
+
+
+class SingleClassError(FeatstoreError, ValueError):
+    """The training sample has one class only (or too few members of one class to
+    cross-validate): no classifier can be fitted. ``str(exc)`` is the one line to show."""
+
+
+@dataclass
+class FitResult:
+    """One fitted model's output on the TEST rows.
+
+    ``params`` holds plain Python values only (JSON-serialisable). ``estimator`` is the fitted object
+    (a scikit-learn estimator or a :class:`featstore.train.dense.DenseHead`) for callers that save
+    models; it is not part of equality or ``repr``.
+    """
+
+    model: str
+    y_pred: np.ndarray
+    y_score: np.ndarray
+    params: dict[str, Any]
+    fit_seconds: float
+    history: dict[str, list[float]] | None = None
+    estimator: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.y_score = np.asarray(self.y_score, dtype=np.float32).reshape(-1)
+        self.y_pred = np.asarray(self.y_pred, dtype=np.int8).reshape(-1)
+        if self.y_pred.shape != self.y_score.shape:
+            raise ValueError(f"y_pred has {self.y_pred.shape[0]} rows but y_score has "
+                             f"{self.y_score.shape[0]}")
+        self.params = jsonable(self.params)
+
+    def accuracy(self, y_true: Any) -> float:
+        """Fraction of test rows predicted right (a convenience; ``featstore.evaluate`` does the
+        statistics)."""
+        y = as_labels(y_true, "test labels")
+        if y.shape != self.y_pred.shape:
+            raise ValueError(f"{y.shape[0]} test labels for {self.y_pred.shape[0]} predictions")
+        return float(np.mean(y == self.y_pred))
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays and tuples turned into plain Python (recursively)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def as_features(x: Any, what: str = "features") -> np.ndarray:
+    """``x`` as a C-contiguous 2-D float32 matrix; one precise ``ValueError`` otherwise."""
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D matrix (rows, features), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{what} has no rows")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return arr
+
+
+def as_labels(y: Any, what: str = "labels") -> np.ndarray:
+    """``y`` as a 1-D int8 array of 0/1 (booleans and 0.0/1.0 floats accepted)."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr.astype(np.int8)
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5]
+        raise ValueError(f"{what} must be 0/1, found {bad.tolist()}")
+    return arr.astype(np.int8)
+
+
+def check_binary(y: Any, what: str = "training sample") -> None:
+    """Raise :class:`SingleClassError` if ``y`` holds only one class (or is empty)."""
+    arr = as_labels(y, what)
+    if arr.size == 0:
+        raise SingleClassError(f"{what} is empty: a classifier needs rows of both classes")
+    positives = int(arr.sum())
+    if positives == 0 or positives == arr.size:
+        value = int(arr[0])
+        raise SingleClassError(
+            f"{what} has one class only: all {arr.size} labels are {value}; "
+            f"a classifier needs both 0 and 1")
+
+
+def check_xy(x: Any, y: Any, what: str = "training sample") -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of one sample, checked to agree in length and to hold both classes."""
+    xs = as_features(x, f"{what} features")
+    ys = as_labels(y, f"{what} labels")
+    if xs.shape[0] != ys.shape[0]:
+        raise ValueError(f"{what}: {xs.shape[0]} feature rows but {ys.shape[0]} labels")
+    check_binary(ys, what)
+    return xs, ys
+
+
+def check_test(x_test: Any, n_features: int) -> np.ndarray:
+    xt = as_features(x_test, "test features")
+    if xt.shape[1] != n_features:
+        raise ValueError(f"test features have {xt.shape[1]} columns, training features "
+                         f"{n_features}")
+    return xt
+
+
+def cv_folds(y: np.ndarray, folds: int, what: str = "training sample") -> int:
+    """The number of stratified folds to use: ``folds``, reduced (with a warning) to the size of
+    the minority class when that is smaller. Raises :class:`SingleClassError` when the minority
+    class has fewer than 2 members (no stratified split can put it in every training fold)."""
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    minority = int(min(y.sum(), y.size - y.sum()))
+    if minority < 2:
+        raise SingleClassError(
+            f"{what} has {minority} member of its minority class: cross-validation needs at "
+            f"least 2 of each class")
+    if minority < folds:
+        logger.warning("%s: minority class has %d members, fewer than %d folds: using %d folds",
+                       what, minority, folds, minority)
+        return minority
+    return folds
+
+
+def stratified_subsample(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray | None:
+    """Row indices of a stratified random subsample of at most ``max_rows`` rows (sorted), or
+    ``None`` when no subsampling is needed. Each class keeps its share (and at least 2 rows)."""
+    if max_rows is None or y.size <= max_rows:
+        return None
+    if max_rows < 4:
+        raise ValueError(f"cv_max_rows must be at least 4, got {max_rows}")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for cls in (0, 1):
+        idx = np.flatnonzero(y == cls)
+        take = max(2, round(max_rows * idx.size / y.size))
+        picked.append(rng.choice(idx, size=min(take, idx.size), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def scores_to_result(model: str, y_score: np.ndarray, params: dict[str, Any], seconds: float,
+                     *, history: dict[str, list[float]] | None = None,
+                     estimator: Any = None) -> FitResult:
+    """A :class:`FitResult` with ``y_pred = y_score > THRESHOLD``."""
+    score = np.asarray(y_score, dtype=np.float32).reshape(-1)
+    return FitResult(model=model, y_pred=(score > THRESHOLD).astype(np.int8), y_score=score,
+                     params=params, fit_seconds=seconds, history=history, estimator=estimator)
+
+
+@dataclass
+class Stopwatch:
+    seconds: float = 0.0
+
+
+@contextmanager
+def stopwatch() -> Iterator[Stopwatch]:
+    """``with stopwatch() as sw: ...`` then ``sw.seconds`` (wall clock, ``perf_counter``)."""
+    sw = Stopwatch()
+    start = time.perf_counter()
+    try:
+        yield sw
+    finally:
+        sw.seconds = time.perf_counter() - start

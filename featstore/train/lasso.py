@@ -1,0 +1,128 @@
+"""L1-penalised logistic regression ("LASSO") with the penalty chosen by stratified k-fold CV.
+
+Solver: ``liblinear`` by default. Measured on 162,770 x 64 standardised float32 rows (2-core
+machine): one L1 fit takes 1-2.7 s with liblinear against 3.5-6 s with ``saga`` at the same
+accuracy. liblinear has one catch that makes it *wrong* out of the box: it penalises the intercept
+like any other weight (it is a weight on a constant feature ``intercept_scaling``). Under a strong
+penalty the intercept is pulled to 0, i.e. every probability to 0.5, instead of to the class prior:
+on 400 rows at C=1e-3 it returned intercept 0 where the prior logit is -0.71. We therefore set
+``intercept_scaling=1e4`` (the penalty on the intercept becomes ``|b| / (1e4 C)``, negligible: the
+same 400 rows give -0.707) and tighten ``tol`` to 1e-5 (with the large scaling, liblinear's default
+1e-4 stops early: coefficients 0.013 off; at 1e-5 they are within 1.3e-4 of a tol=1e-8 fit).
+``solver="saga"`` (unpenalised intercept, warm starts along the C path) remains available.
+
+The penalty is spelled ``l1_ratios=(1.0,)`` (scikit-learn 1.8 deprecated ``penalty=``), and
+``use_legacy_attributes=False`` and an explicit ``scoring`` keep scikit-learn 1.9 silent.
+
+Determinism: liblinear's coordinate order and the fold split are seeded by ``seed``: the same seed
+and data give the same predictions, bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from featstore.train.base import (
+    FitResult,
+    check_test,
+    check_xy,
+    cv_folds,
+    scores_to_result,
+    stopwatch,
+    stratified_subsample,
+)
+
+logger = logging.getLogger(__name__)
+
+SOLVERS = ("liblinear", "saga")
+#: liblinear's constant feature: large so that the intercept is practically unpenalised.
+LIBLINEAR_INTERCEPT_SCALING = 1e4
+
+
+def _solver_settings(solver: str, tol: float | None) -> dict[str, Any]:
+    if solver == "liblinear":
+        return {"solver": solver, "tol": 1e-5 if tol is None else tol,
+                "intercept_scaling": LIBLINEAR_INTERCEPT_SCALING}
+    if solver == "saga":
+        return {"solver": solver, "tol": 1e-4 if tol is None else tol}
+    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+
+
+def fit_lasso(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
+              cs: int | Sequence[float] = 12, seed: int = 0, n_jobs: int | None = 1,
+              max_iter: int = 1000, solver: str = "liblinear", scoring: str = "accuracy",
+              tol: float | None = None, cv_max_rows: int | None = None) -> FitResult:
+    """Fit ``StandardScaler -> L1 logistic regression`` with C chosen by stratified k-fold CV
+    over ``cs`` (an int: that many values log-spaced in [1e-4, 1e4]; or a list), and predict the
+    test rows.
+
+    ``folds`` is reduced (warning logged) when the minority class is smaller; ``params["folds"]``
+    is the number used. ``scoring`` picks C: accuracy (the study's metric) by default; ties go to
+    the smallest C, i.e. the sparsest model (on synthetic data with 3 signal features of 16,
+    "neg_log_loss" kept 12-14 coefficients, accuracy 4-5, at the same test accuracy). ``cv_max_rows``: run the CV on a stratified random subsample of at most that many
+    rows, then refit the chosen C on all training rows (bounds the cost for large training sets;
+    the chosen C is then an approximation). ``n_jobs`` parallelises over folds.
+
+    params: C, n_nonzero (non-zero coefficients), n_features, folds, cs (the grid), cv_score (mean
+    CV score at C), cv_rows, solver, scoring.
+    """
+    xs, ys = check_xy(x_train, y_train)
+    xt = check_test(x_test, xs.shape[1])
+    settings = _solver_settings(solver, tol)
+    grid = cs if isinstance(cs, int) else [float(c) for c in cs]
+    with stopwatch() as sw:
+        sub = stratified_subsample(ys, cv_max_rows, seed)
+        x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
+        k = cv_folds(y_cv, folds)
+        search = LogisticRegressionCV(
+            Cs=grid, l1_ratios=(1.0,), cv=StratifiedKFold(k, shuffle=True, random_state=seed),
+            scoring=scoring, max_iter=max_iter, n_jobs=n_jobs, random_state=seed,
+            use_legacy_attributes=False, refit=True, **settings)
+        pipe = Pipeline([("scale", StandardScaler()), ("lasso", search)])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            pipe.fit(x_cv, y_cv)
+            c_best = float(search.C_)
+            if sub is not None:
+                logger.info("lasso: C=%.4g chosen on %d of %d rows; refitting on all rows",
+                            c_best, sub.size, ys.size)
+                pipe = Pipeline([("scale", StandardScaler()), ("lasso", LogisticRegression(
+                    C=c_best, l1_ratio=1.0, max_iter=max_iter, random_state=seed, **settings))])
+                pipe.fit(xs, ys)
+        _log_convergence(caught)
+        y_score = pipe.predict_proba(xt)[:, 1]
+    grid_used = [float(c) for c in search.Cs_]
+    scores = np.asarray(search.scores_).mean(axis=0).reshape(-1)  # (n_cs,) mean over folds
+    best = int(np.argmin(np.abs(np.asarray(grid_used) - c_best)))
+    if best in (0, len(grid_used) - 1) and len(grid_used) > 1:
+        logger.info("lasso: chosen C=%.4g is at the edge of the grid [%.4g, %.4g]", c_best,
+                    grid_used[0], grid_used[-1])
+    coef = pipe[-1].coef_.reshape(-1)
+    params = {"C": c_best, "n_nonzero": int(np.count_nonzero(coef)), "n_features": xs.shape[1],
+              "folds": k, "cs": grid_used, "cv_score": float(scores[best]),
+              "cv_rows": int(y_cv.size), "solver": solver, "scoring": scoring}
+    logger.info("lasso: C=%.4g, %d/%d non-zero, %d folds, %.1f s", c_best, params["n_nonzero"],
+                xs.shape[1], k, sw.seconds)
+    return scores_to_result("lasso", y_score, params, sw.seconds, estimator=pipe)
+
+
+def _log_convergence(caught: list[warnings.WarningMessage]) -> None:
+    """Turn scikit-learn's (possibly many) ConvergenceWarnings into one logged warning, and
+    re-issue any other warning unchanged."""
+    conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if conv:
+        logger.warning("lasso: %d fit(s) did not converge (raise max_iter): %s", len(conv),
+                       str(conv[0].message).splitlines()[0])

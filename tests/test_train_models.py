@@ -1,0 +1,252 @@
+"""The fitting functions on small synthetic data: 400 train / 200 val / 1000 test rows x 16
+features; the "signal" label is a noisy linear function of features 0-2, the "noise" label is
+independent of the features (30% positive). Each model must beat the majority baseline clearly on
+the signal and stay near it on the noise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from featstore.train import FitResult, SingleClassError, check_binary
+from featstore.train.forest import fit_forest
+from featstore.train.lasso import fit_lasso
+
+N_TRAIN, N_VAL, N_TEST, DIM = 400, 200, 1000, 16
+FOREST = {"folds": 3, "n_estimators": 30}
+DENSE = {"epochs": 15, "patience": 3, "batch_size": 32, "learning_rate": 1e-2}
+
+
+def _sample(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    signal = x[:, :3] @ np.array([1.0, -1.0, 1.0]) + rng.normal(size=n) > 0.5
+    noise = rng.random(n) < 0.3
+    return {"x": x, "signal": signal.astype(np.int8), "noise": noise.astype(np.int8)}
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(20261123)
+    return {split: _sample(rng, n) for split, n in
+            (("train", N_TRAIN), ("val", N_VAL), ("test", N_TEST))}
+
+
+def _majority(y: np.ndarray) -> float:
+    return float(max(y.mean(), 1.0 - y.mean()))
+
+
+def _dense(data: dict[str, dict[str, np.ndarray]], label: str, **kw: Any) -> FitResult:
+    from featstore.train.dense import fit_dense
+
+    tr, va, te = data["train"], data["val"], data["test"]
+    return fit_dense(tr["x"], tr[label], va["x"], va[label], te["x"], **{**DENSE, **kw})
+
+
+def _fit(model: str, data: dict[str, dict[str, np.ndarray]], label: str, **kw: Any) -> FitResult:
+    tr, te = data["train"], data["test"]
+    if model == "lasso":
+        return fit_lasso(tr["x"], tr[label], te["x"], folds=3, **kw)
+    if model == "forest":
+        return fit_forest(tr["x"], tr[label], te["x"], **{**FOREST, **kw})
+    return _dense(data, label, **kw)
+
+
+@pytest.fixture(scope="module")
+def fitted(data: dict[str, dict[str, np.ndarray]]) -> Callable[[str, str], FitResult]:
+    """Fits shared between tests (each model x label fitted once per module)."""
+    cache: dict[tuple[str, str], FitResult] = {}
+
+    def get(model: str, label: str) -> FitResult:
+        if (model, label) not in cache:
+            cache[model, label] = _fit(model, data, label)
+        return cache[model, label]
+
+    return get
+
+
+MODELS = ["lasso", "forest", "dense"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_beats_majority_on_signal(model: str, data, fitted) -> None:
+    result = fitted(model, "signal")
+    y = data["test"]["signal"]
+    assert result.model == model
+    assert result.y_pred.shape == result.y_score.shape == (N_TEST,)
+    assert result.y_pred.dtype == np.int8 and result.y_score.dtype == np.float32
+    assert np.array_equal(result.y_pred, (result.y_score > 0.5).astype(np.int8))
+    assert result.accuracy(y) > _majority(y) + 0.15
+    assert result.fit_seconds > 0
+    json.dumps(result.params)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_near_majority_on_noise(model: str, data, fitted) -> None:
+    y = data["test"]["noise"]
+    accuracy = fitted(model, "noise").accuracy(y)
+    assert abs(accuracy - _majority(y)) < 0.05, (accuracy, _majority(y))
+
+
+def test_lasso_zeroes_noise_coefficients(fitted) -> None:
+    signal, noise = fitted("lasso", "signal").params, fitted("lasso", "noise").params
+    assert signal["n_features"] == DIM and signal["folds"] == 3
+    assert 3 <= signal["n_nonzero"] <= 7, signal
+    assert noise["n_nonzero"] <= 2, noise
+    assert signal["C"] in signal["cs"] and len(signal["cs"]) == 12
+
+
+def test_lasso_deterministic_and_silent(data, fitted) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = _fit("lasso", data, "signal")
+    assert np.array_equal(again.y_score, fitted("lasso", "signal").y_score)
+    assert again.params == fitted("lasso", "signal").params
+
+
+def test_lasso_cv_on_subsample_then_refit(data) -> None:
+    result = _fit("lasso", data, "signal", cv_max_rows=150)
+    y = data["test"]["signal"]
+    assert 140 <= result.params["cv_rows"] <= 152
+    assert result.accuracy(y) > _majority(y) + 0.15
+
+
+def test_forest_deterministic_and_records_choice(data, fitted) -> None:
+    first = fitted("forest", "signal")
+    again = _fit("forest", data, "signal")
+    assert np.array_equal(again.y_score, first.y_score)
+    assert first.params["max_features"] in ("sqrt", 0.1, 0.3)
+    assert first.params["n_estimators"] == 30 and first.params["folds"] == 3
+    other = _fit("forest", data, "signal", seed=1)
+    assert not np.array_equal(other.y_score, first.y_score)
+
+
+def test_dense_deterministic_on_tf_cpu(data, fitted) -> None:
+    import keras
+
+    first = fitted("dense", "signal")
+    again = _dense(data, "signal")
+    if keras.backend.backend() == "tensorflow":
+        assert np.array_equal(again.y_score, first.y_score)
+    else:  # not checked bit for bit on other backends: allow float reduction-order noise
+        np.testing.assert_allclose(again.y_score, first.y_score, atol=1e-5)
+    other = _dense(data, "signal", seed=1)
+    assert not np.allclose(other.y_score, first.y_score, atol=1e-3)
+
+
+def test_dense_history_and_early_stopping(fitted) -> None:
+    noise = fitted("dense", "noise")
+    assert set(noise.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert noise.params["epochs_run"] < DENSE["epochs"]
+    assert len(noise.history["val_loss"]) == noise.params["epochs_run"]
+    best = noise.params["best_epoch"]
+    assert noise.history["val_loss"][best - 1] == min(noise.history["val_loss"])
+    assert noise.params["hidden"] == [20]
+
+
+@pytest.mark.parametrize("fit", ["lasso", "forest", "dense", "bottleneck", "multilabel"])
+def test_single_class_training_labels(fit: str, data) -> None:
+    from featstore.train.dense import fit_bottleneck, fit_multilabel
+
+    tr, va, te = data["train"], data["val"], data["test"]
+    ones = np.ones(N_TRAIN, dtype=np.int8)
+    with pytest.raises(SingleClassError, match=f"one class only: all {N_TRAIN} labels are 1"):
+        if fit == "bottleneck":
+            fit_bottleneck(tr["x"], ones, va["x"], va["signal"], te["x"], k=4)
+        elif fit == "multilabel":
+            fit_multilabel(tr["x"], ones, va["x"], va["signal"], te["x"], attributes=["a"])
+        else:
+            _fit(fit, {**data, "train": {"x": tr["x"], "signal": ones}}, "signal")
+
+
+def test_check_binary() -> None:
+    check_binary(np.array([0, 1, 1], dtype=bool))
+    with pytest.raises(SingleClassError, match="all 2 labels are 0"):
+        check_binary([0, 0])
+    with pytest.raises(ValueError, match="must be 0/1"):
+        check_binary([0, 2])
+
+
+@pytest.mark.parametrize("model", ["lasso", "forest"])
+def test_folds_reduced_for_tiny_minority(model: str, data, caplog) -> None:
+    x = data["train"]["x"][:60]
+    y = np.zeros(60, dtype=np.int8)
+    y[[3, 40]] = 1
+    fit = fit_lasso if model == "lasso" else fit_forest
+    kw = {"n_estimators": 10} if model == "forest" else {}
+    with caplog.at_level(logging.WARNING, logger="featstore.train.base"):
+        result = fit(x, y, data["test"]["x"][:50], folds=10, **kw)
+    assert result.params["folds"] == 2
+    assert "minority class has 2 members, fewer than 10 folds" in caplog.text
+    y[40] = 0
+    with pytest.raises(SingleClassError, match="cross-validation needs at least 2"):
+        fit(x, y, data["test"]["x"][:50], folds=10, **kw)
+
+
+@pytest.mark.parametrize("second", ["lasso", "forest"])
+def test_bottleneck(second: str, data) -> None:
+    from featstore.train.dense import fit_bottleneck
+
+    tr, va, te = data["train"], data["val"], data["test"]
+    kw = {"n_estimators": 30} if second == "forest" else {}
+    result = fit_bottleneck(tr["x"], tr["signal"], va["x"], va["signal"], te["x"], k=8,
+                            second=second, folds=3, **DENSE, **kw)
+    assert result.model == f"bottleneck8-{second}"
+    assert result.params["k"] == 8 and result.params["hidden"] == [8]
+    assert 1 <= result.params["epochs_run"] <= DENSE["epochs"]
+    assert result.params["second_params"]["n_features"] == 8
+    assert result.params["second_params"]["folds"] == 3
+    assert result.history is not None and result.history["val_loss"]
+    assert result.accuracy(te["signal"]) > _majority(te["signal"]) + 0.1
+    assert result.estimator.head.activations(te["x"][:5]).shape == (5, 8)
+    json.dumps(result.params)
+
+
+def test_bottleneck_rejects_bad_settings(data) -> None:
+    from featstore.train.dense import fit_bottleneck
+
+    tr, va, te = data["train"], data["val"], data["test"]
+    with pytest.raises(ValueError, match="k=8 units"):
+        fit_bottleneck(tr["x"], tr["signal"], va["x"], va["signal"], te["x"], k=8,
+                       hidden=(32, 4))
+    with pytest.raises(TypeError, match="n_estimators"):
+        fit_bottleneck(tr["x"], tr["signal"], va["x"], va["signal"], te["x"], k=8,
+                       second="lasso", n_estimators=3)
+
+
+def test_multilabel_one_result_per_attribute(data) -> None:
+    from featstore.train.dense import fit_multilabel
+
+    tr, va, te = data["train"], data["val"], data["test"]
+    names = ["Signal", "Noise"]
+
+    def labels(split: dict[str, np.ndarray]) -> np.ndarray:
+        return np.stack([split["signal"], split["noise"]], axis=1)
+
+    results = fit_multilabel(tr["x"], labels(tr), va["x"], labels(va), te["x"], attributes=names,
+                             **DENSE)
+    assert list(results) == names
+    signal, noise = results["Signal"], results["Noise"]
+    assert {r.model for r in results.values()} == {"multilabel"}
+    assert signal.params["attribute"] == "Signal" and signal.params["n_attributes"] == 2
+    assert signal.history == noise.history and signal.history["val_loss"]
+    assert not np.array_equal(signal.y_score, noise.y_score)
+    assert signal.accuracy(te["signal"]) > _majority(te["signal"]) + 0.1
+    assert abs(noise.accuracy(te["noise"]) - _majority(te["noise"])) < 0.05
+
+
+def test_dense_from_dataset(data) -> None:
+    tf = pytest.importorskip("tensorflow")
+    from featstore.train.dense import fit_dense
+
+    tr, va, te = data["train"], data["val"], data["test"]
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tr["x"], tr["signal"].astype(np.float32)[:, None])).shuffle(N_TRAIN, seed=0).batch(32)
+    result = fit_dense(None, None, va["x"], va["signal"], te["x"], train_data=ds, **DENSE)
+    assert result.accuracy(te["signal"]) > _majority(te["signal"]) + 0.15
+    assert result.params["n_features"] == DIM
