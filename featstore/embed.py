@@ -373,7 +373,6 @@ def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
     weights file is loaded) to check layer names and compute the embedding width. Returns the
     resolved settings (the fields of :meth:`Embedder.describe` that need no model).
     """
-    import keras
 
     from featstore import models
 
@@ -381,6 +380,12 @@ def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
     base = models.build_base(r.spec, input_hw=r.input_hw, weights=models.WeightsInfo("random"))
     models.check_layers(r.spec, [lyr.name for lyr in base.layers], r.layers)
     dim = sum(models.pooled_dim(base.get_layer(n).output.shape, cfg.pooling) for n in r.layers)
+    return _describe(cfg, r, int(dim))
+
+
+def _describe(cfg: EmbedConfig, r: _Resolved, dim: int) -> dict[str, Any]:
+    import keras
+
     return {
         "model": r.spec.name,
         "layers": list(r.layers),
@@ -388,7 +393,7 @@ def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
         "input_hw": list(r.input_hw),
         "preprocessing": r.spec.preprocessing,
         "precision": cfg.precision,
-        "dim": int(dim),
+        "dim": dim,
         "batch_size": cfg.batch_size,
         "weights_source": r.weights.source,
         "weights_path": r.weights.path,
@@ -409,7 +414,7 @@ class Embedder:
         from featstore import models
 
         self.config = cfg = config if config is not None else EmbedConfig()
-        r = _resolve(cfg)
+        self._resolved = r = _resolve(cfg)
         self._spec = r.spec
         self._input_hw = r.input_hw
         self._layers = r.layers
@@ -461,25 +466,7 @@ class Embedder:
 
     def describe(self) -> dict[str, Any]:
         """What made these embeddings, for the feature-set manifest."""
-        import keras
-
-        cfg = self.config
-        return {
-            "model": self._spec.name,
-            "layers": list(self._layers),
-            "pooling": cfg.pooling,
-            "input_hw": list(self._input_hw),
-            "preprocessing": self._spec.preprocessing,
-            "precision": cfg.precision,
-            "dim": self._dim,
-            "batch_size": cfg.batch_size,
-            "weights_source": self._weights.source,
-            "weights_path": self._weights.path,
-            "weights_sha256": self._weights.sha256,
-            "seed": cfg.seed if self._weights.source == "random" else None,
-            "backend": keras.backend.backend(),
-            "keras_version": keras.version(),
-        }
+        return _describe(self.config, self._resolved, self._dim)
 
     # -- model side
 
