@@ -14,7 +14,7 @@ from featstore.train.grid import read_results
 from jobs import train as train_job
 from tests.storefakes import write_feature_set
 
-FAST = ["--set", "train.folds=3", "--set", "train.forest_trees=20", "--set",
+FAST = ["--set", "train.folds=3", "--set", "train.forest_folds=3", "--set", "train.forest_trees=20", "--set",
         "train.dense_epochs=8", "--set", "train.bootstrap=200", "--set", "train.lasso_cs=4"]
 
 

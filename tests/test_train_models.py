@@ -112,7 +112,9 @@ def test_lasso_deterministic_and_silent(data, fitted) -> None:
 def test_lasso_cv_on_subsample_then_refit(data) -> None:
     result = _fit("lasso", data, "signal", cv_max_rows=150)
     y = data["test"]["signal"]
-    assert 140 <= result.params["cv_rows"] <= 152
+    params = result.params
+    assert 140 <= params["cv_rows"] <= 152
+    assert params["C"] == pytest.approx(params["cv_C"] * np.sqrt(params["cv_rows"] / N_TRAIN))
     assert result.accuracy(y) > _majority(y) + 0.15
 
 
@@ -250,3 +252,13 @@ def test_dense_from_dataset(data) -> None:
     result = fit_dense(None, None, va["x"], va["signal"], te["x"], train_data=ds, **DENSE)
     assert result.accuracy(te["signal"]) > _majority(te["signal"]) + 0.15
     assert result.params["n_features"] == DIM
+
+
+def test_forest_max_samples_int_is_a_cap(data) -> None:
+    tr, te = data["train"], data["test"]
+    capped = fit_forest(tr["x"], tr["signal"], te["x"], folds=3, n_estimators=10,
+                        max_samples=100)
+    assert capped.estimator.max_samples == 100 and capped.params["max_samples"] == 100
+    whole = fit_forest(tr["x"], tr["signal"], te["x"], max_features=["sqrt"], n_estimators=10,
+                       max_samples=10_000)
+    assert whole.estimator.max_samples is None and whole.params["folds"] == 0

@@ -226,7 +226,7 @@ def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None
                                          restore_best_weights=True)
     # arrays: Keras batches and shuffles them; a dataset comes batched (and shuffled) already
     fit_kw: dict[str, Any] = ({"batch_size": batch_size, "shuffle": True} if fit_y is not None
-                              else {})
+                              else {"shuffle": False})
     if steps_per_epoch is not None:
         fit_kw["steps_per_epoch"] = steps_per_epoch
     hist = model.fit(fit_x, fit_y, validation_data=(xv, yv), epochs=epochs,
