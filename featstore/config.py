@@ -63,7 +63,7 @@ class ExtractConfig:
 class ReduceConfig:
     feature_set: str = ""  # the source feature set (features/<name>/)
     dims: tuple[int, ...] = (8, 16, 32, 64, 128, 256)  # one <source>-pca<k> set per k
-    arrow_batch_rows: int = 2048  # rows per Arrow batch into the Python workers (8 KB each at 2,048 floats)
+    arrow_batch_rows: int = 2048  # rows per Arrow batch to the workers (8 KB/row at 2,048 floats)
     overwrite: bool = False
 
 
