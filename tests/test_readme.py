@@ -10,7 +10,7 @@ import pytest
 from tests.storefakes import make_store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-DEMO_FS = "mobilenetv2-out_relu-avg-218x178-random0"
+DEMO_FS = "resnet50-conv5_block3_out-avg-112x96-random0"
 
 
 def _query_blocks() -> list[str]:
