@@ -13,6 +13,7 @@ compiles once.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import multiprocessing
@@ -366,6 +367,19 @@ def _resolve(cfg: EmbedConfig) -> _Resolved:
     return _Resolved(spec, hw, layers, winfo)
 
 
+@functools.lru_cache(maxsize=16)
+def _checked_dim(name: str, input_hw: tuple[int, int], layers: tuple[str, ...],
+                 pooling: str) -> int:
+    """Build the base (random weights) once per process to check layer names and get the
+    embedding width; weights are resolved afresh on every call (the file may change)."""
+    from featstore import models
+
+    spec = models.get_spec(name)
+    base = models.build_base(spec, input_hw=input_hw, weights=models.WeightsInfo("random"))
+    models.check_layers(spec, [lyr.name for lyr in base.layers], layers)
+    return int(sum(models.pooled_dim(base.get_layer(n).output.shape, pooling) for n in layers))
+
+
 def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
     """Check everything an :class:`Embedder` would need, before any Spark work.
 
@@ -373,13 +387,8 @@ def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
     weights file is loaded) to check layer names and compute the embedding width. Returns the
     resolved settings (the fields of :meth:`Embedder.describe` that need no model).
     """
-
-    from featstore import models
-
     r = _resolve(cfg)
-    base = models.build_base(r.spec, input_hw=r.input_hw, weights=models.WeightsInfo("random"))
-    models.check_layers(r.spec, [lyr.name for lyr in base.layers], r.layers)
-    dim = sum(models.pooled_dim(base.get_layer(n).output.shape, cfg.pooling) for n in r.layers)
+    dim = _checked_dim(r.spec.name, tuple(r.input_hw), tuple(r.layers), cfg.pooling)
     return _describe(cfg, r, int(dim))
 
 

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("jobs.extract", "embed every image with a conv base into a feature set (Spark)"),
     "reduce": ("jobs.reduce", "PCA fitted on the train split -> <set>-pca<k> feature sets (Spark)"),
     "train": ("jobs.train", "fit and evaluate the grid of probes on feature sets (Spark)"),
+    "report": ("jobs.report", "HTML report of the results table: summary, plots, manifests"),
     "ls": ("jobs.catalog", "list the tables and feature sets of a store"),
     "describe": ("jobs.catalog", "show a table's or feature set's manifest"),
     "demo": ("jobs.demo", "the whole chain on built-in synthetic data"),

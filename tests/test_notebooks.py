@@ -1,0 +1,116 @@
+"""The analyst notebooks run top to bottom against a small store with results.
+
+The kernel is this test process's own interpreter (``sys.executable`` with ipykernel), declared
+by a kernel spec written to a temporary folder: nothing has to be installed by hand (no
+``ipykernel install``), and a ``python3`` kernel spec elsewhere on the machine cannot be picked
+up instead. The store is passed to the kernel through FEATSTORE_STORE, as an analyst would."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_report import ATTRIBUTES, results_store
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+KERNEL = "featstore-test"
+
+
+@pytest.fixture(scope="module")
+def nb_store(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
+    return results_store(tmp_path_factory, spark)
+
+
+def _kernel_dir(root: Path, env: dict[str, str]) -> Path:
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "featstore tests", "language": "python", "env": env,
+    }))
+    return spec.parent
+
+
+def _execute(name: str, tmp_path: Path, env: dict[str, str]) -> Any:
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in nb.cells if c.cell_type == "code"), f"{name}: commit it with outputs cleared"
+    # the inline backend even when the test process runs with MPLBACKEND=Agg
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    kernels = _kernel_dir(tmp_path, {"PYTHONPATH": pythonpath, **env,
+                                     "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+    km = AsyncKernelManager(kernel_name=KERNEL,
+                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+    work = tmp_path / "work"
+    work.mkdir()
+    client = NotebookClient(nb, km=km, kernel_name=KERNEL, timeout=180,
+                            resources={"metadata": {"path": str(work)}})
+    # raises CellExecutionError, with the traceback, if a cell fails; cleanup_kc: shut the
+    # kernel down afterwards (nbclient keeps kernels of a km it was given alive otherwise)
+    client.execute(cleanup_kc=True)
+    return nb
+
+
+def _tagged(nb: Any, tag: str) -> list[Any]:
+    cells = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+    assert cells, f"no cell tagged {tag!r}"
+    return cells
+
+
+def _text(cell: Any) -> str:
+    parts = []
+    for out in cell.outputs:
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif "data" in out:
+            parts.append(out.data.get("text/plain", ""))
+    return "".join(parts)
+
+
+def _has_figure(cell: Any) -> bool:
+    return any(out.output_type in ("display_data", "execute_result")
+               and "image/png" in out.get("data", {}) for out in cell.outputs)
+
+
+def test_explore_feature_store_notebook(nb_store, tmp_path):
+    nb = _execute("explore_feature_store", tmp_path, {"FEATSTORE_STORE": str(nb_store)})
+    listing = _text(_tagged(nb, "table")[0])
+    assert "feature set: sig\n" in listing  # no FEATSTORE_FEATURE_SET: the first listed
+    for name in ("sig-pca2", "sig-pca4", "labels", "results"):
+        assert name in listing
+    assert "300 images, dim 8" in _text(_tagged(nb, "table")[1])
+    plots = _tagged(nb, "plot")
+    assert len(plots) == 2 and all(_has_figure(c) for c in plots)
+    probe = _text(_tagged(nb, "probe")[0])
+    assert "LASSO probe on sig for Smiling: accuracy" in probe
+    accuracy = float(probe.split("accuracy ")[1].split()[0])
+    assert accuracy > 0.75  # Smiling follows feature 0
+
+
+def test_compare_models_notebook(nb_store, tmp_path):
+    nb = _execute("compare_models", tmp_path, {"FEATSTORE_STORE": str(nb_store),
+                                               "FEATSTORE_FEATURE_SET": "sig-pca4"})
+    head = _text(_tagged(nb, "table")[0])
+    assert "feature set sig-pca4; training size 0, seed 0" in head
+    assert "ok and 9 failed fits" in head
+    (plot,) = _tagged(nb, "plot")
+    assert _has_figure(plot)
+    comparisons = _text(_tagged(nb, "table")[2])
+    assert "p_holm" in comparisons and "lasso" in comparisons and "forest" in comparisons
+    best = _text(_tagged(nb, "significance")[0]).splitlines()
+    assert best[0].split() == ["attribute", "best_model", "best_accuracy", "runner_up",
+                               "runner_up_accuracy", "max_p_holm", "beats_all"]
+    assert sorted(line.split()[0] for line in best[1:]) == ATTRIBUTES
+    summary = _text(_tagged(nb, "summary")[0]).strip().splitlines()
+    assert summary[0].startswith("| attribute | feature set |") and len(summary) == 4
