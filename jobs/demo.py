@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     _progress("report", 1, time.perf_counter() - t, "report")
 
     print()
-    print(rep.summary_markdown)
+    print(rep.markdown)
     print()
     print(f"store:  {store_dir}   (featstore ls {store_dir})")
     print(f"report: {rep.index_html}")
