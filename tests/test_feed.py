@@ -53,3 +53,19 @@ def test_feed_without_attributes_is_refused(spark, toy):
     with pytest.raises(StoreError, match="at least one attribute"):
         with feed.numpy_batches(spark, toy["root"], "toy-avg", [], "train"):
             pass
+
+
+def test_dense_probe_fit_from_the_petastorm_feed(spark, toy):
+    """The dense probe of featstore.train trains from the feed (driver-side training path)."""
+    from featstore import store
+    from featstore.train.dense import fit_dense
+
+    x_val, y_val, _ = store.load_xy(toy["root"], "toy-avg", "Smiling", "val")
+    x_test, _, _ = store.load_xy(toy["root"], "toy-avg", "Smiling", "test")
+    with feed.tf_dataset(spark, toy["root"], "toy-avg", ["Smiling"], "train",
+                         batch_size=8, num_epochs=None) as (ds, rows):
+        result = fit_dense(None, None, x_val, y_val, x_test, train_data=ds,
+                           steps_per_epoch=rows // 8, hidden=(4,), epochs=3, patience=2)
+    assert result.y_pred.shape == (len(x_test),)
+    assert set(np.unique(result.y_pred)) <= {0, 1}
+    assert len(result.history["loss"]) >= 1 and "val_loss" in result.history

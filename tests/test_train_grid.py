@@ -120,3 +120,13 @@ def test_bad_grid_fails_before_spark(sig_store, capsys):
                            "--attributes", "Smilling"]) == 2
     assert "unknown attribute 'Smilling'" in capsys.readouterr().err
     assert not (sig_store / "results").exists()
+
+
+def test_original_study_protocol_first_n_and_custom_split(spark, sig_store):
+    """conf/seed_male_8k.yaml's protocol: the first N images, split by fixed counts."""
+    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig", "--attributes",
+                           "Smiling", "--models", "lasso", "--set", "train.first_n=200",
+                           "--set", "train.custom_split=[60,20,120]", *FAST], spark=spark) == 0
+    row = read_results(sig_store).iloc[0]
+    assert (row.status, row.n_train, row.n_val, row.n_test) == ("ok", 60, 20, 120)
+    assert len(row.y_pred) == 120
