@@ -395,8 +395,9 @@ def embed_2d(x: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
 
-        if x.shape[1] > 50:
-            x = PCA(n_components=50, random_state=seed).fit_transform(x)
+        k = min(50, len(x))  # PCA cannot give more components than points
+        if x.shape[1] > k:
+            x = PCA(n_components=k, random_state=seed).fit_transform(x)
         tsne = TSNE(n_components=2, perplexity=tsne_perplexity(len(x)), init="pca",
                     learning_rate="auto", random_state=seed)
         # Barnes-Hut's OpenMP threads gain nothing on a few hundred points and spin badly on a

@@ -281,3 +281,15 @@ def test_every_plot_loads_in_headless_chromium(report, tmp_path):
     assert body, proc.stdout[:500]
     attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
     assert attrs == {"total": str(len(PLOTS)), "loaded": str(len(PLOTS))}, attrs
+
+
+def test_maps_of_fewer_points_than_pca_components():
+    """t-SNE on 15 points of 2,048 dims (a tiny test split): PCA first to at most 15 components."""
+    import numpy as np
+
+    from featstore.report import embed_2d
+
+    x = np.random.default_rng(0).normal(size=(15, 2048))
+    for method in ("pca", "tsne"):
+        xy = embed_2d(x, method)
+        assert xy.shape == (15, 2) and np.isfinite(xy).all()
