@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.realdata import REAL_CELEBA
+
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CELEBA = REPO.parent / "shared" / "celeba"
+SHARED_CELEBA = REAL_CELEBA
 
 
 @pytest.fixture(scope="session")

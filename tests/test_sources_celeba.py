@@ -19,8 +19,9 @@ from featstore.sources.celeba import (
     read_identity,
     read_partition,
 )
+from tests.realdata import REAL_CELEBA
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "celeba"
+REAL = REAL_CELEBA
 REAL_PARTITION = REAL / "list_eval_partition.txt"
 REAL_ATTR_HEAD = REAL / "list_attr_celeba.head20000.txt"
 

@@ -19,8 +19,9 @@ from featstore.sources.synthetic import (
     SynthSummary,
     generate,
 )
+from tests.realdata import REAL_CELEBA
 
-REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "celeba"
+REAL_DIR = REAL_CELEBA
 REAL_ATTR = REAL_DIR / "list_attr_celeba.head20000.txt"
 REAL_PARTITION = REAL_DIR / "list_eval_partition.txt"
 
