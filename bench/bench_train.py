@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--forest-trees", type=int, default=200, help="trees in the full-size fits")
     args = ap.parse_args()
 
     import logging
@@ -110,10 +111,12 @@ def main() -> None:
         return
     full_store = work / "full"
     make_store(full_store, args.full_rows, args.dim, ["A1"])
-    full = GridConfig(feature_sets=("bench",), attributes=("A1",), folds=10, forest_trees=200,
+    full = GridConfig(feature_sets=("bench",), attributes=("A1",), folds=10,
+                      forest_trees=args.forest_trees,
                       dense_epochs=50, cv_max_rows=20_000, bootstrap=1000)
     print(f"time per fit at full size ({args.full_rows} rows: 80.34% train; {args.dim} dims; "
-          "10-fold CV on at most 20,000 rows then refit on all; one core each):")
+          "10-fold CV (forest: 5) on at most 20,000 rows then refit on all; forest "
+          f"{args.forest_trees} trees of at most 20,000 rows; one process each):")
     for model in ("lasso", "forest", "dense", "bottleneck20-lasso", "multilabel"):
         t = time.perf_counter()
         rows = run_cell(str(full_store), Cell("*" if model == "multilabel" else "A1", "bench",
