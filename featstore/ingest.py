@@ -60,13 +60,20 @@ def read_source(cfg: IngestConfig) -> Listing:
     raise ConfigError(f"unknown source {cfg.source!r}; expected celeba or folder")
 
 
-def listing_fingerprint(listing: Listing, cfg: IngestConfig) -> str:
+def listing_fingerprint(listing: Listing, cfg: IngestConfig,
+                        file_hashes: dict[str, str] | None = None) -> str:
+    hashes = file_hashes if file_hashes is not None else annotation_hashes(listing)
     parts: list[str | bytes] = [listing.source, str(cfg.rows_per_file)]
-    parts += [store.sha256_file(f) for f in listing.files]
+    parts += [hashes[Path(f).name] for f in listing.files]
     images = listing.images
     parts += (images["image_id"] + "|" + images["split"] + "|" + images["source_path"]).tolist()
     parts += [f"{p.image_id}|{p.stage}|{p.error}" for p in listing.problems]
     return store.fingerprint(parts)
+
+
+def annotation_hashes(listing: Listing) -> dict[str, str]:
+    """sha256 of each annotation file read, by file name."""
+    return {Path(f).name: store.sha256_file(f) for f in listing.files}
 
 
 def check_image(data: bytes) -> tuple[int, int, str | None]:
@@ -131,7 +138,8 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
     if listing.images.empty:
         raise InputError(f"{cfg.path}: no usable images listed (all {len(listing.problems)} missing)")
     layout = store.Layout(store_path)
-    fp = listing_fingerprint(listing, cfg)
+    file_hashes = annotation_hashes(listing)  # hashed once: fingerprint and manifest
+    fp = listing_fingerprint(listing, cfg, file_hashes)
 
     current = store.read_manifest(layout.images)
     if current is not None and current.get("input_fingerprint") == fp and not cfg.overwrite:
@@ -207,7 +215,7 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         "source": listing.source,
         "source_path": str(Path(cfg.path).resolve()),
         "input_fingerprint": fp,
-        "annotation_files": {Path(f).name: store.sha256_file(f) for f in listing.files},
+        "annotation_files": file_hashes,
         "attributes": list(listing.attributes),
         "spark": {"master": spark.sparkContext.master, "version": spark.version},
     }
