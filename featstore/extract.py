@@ -146,7 +146,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
     cpu_threads = int(spark.conf.get("spark.task.cpus", "1"))
     embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads)
-    images = spark.read.parquet(str(layout.images))
+    images = spark.read.parquet(store.spark_uri(layout.images))
     parallelism = spark.sparkContext.defaultParallelism
     resumed = 0
     for k, (first, last, rows) in enumerate(chunks):
@@ -169,7 +169,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
                 "image_id", "split", "error").toPandas()
             _write_chunk_errors(staging / f"errors-{k:05d}.parquet", bad, images_manifest)
             (out.filter(F.col("error").isNull()).select("image_id", "split", "embedding")
-             .write.partitionBy("split").parquet(str(chunk_dir), mode="overwrite"))
+             .write.partitionBy("split").parquet(store.spark_uri(chunk_dir), mode="overwrite"))
         finally:
             out.unpersist()
         dt = time.perf_counter() - tc

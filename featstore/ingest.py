@@ -175,7 +175,7 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
             .write.option("parquet.block.size", cfg.row_group_mb * 1024 * 1024)
             .option("maxRecordsPerFile", cfg.rows_per_file)
             .partitionBy("split")
-            .parquet(str(stage_images), mode="overwrite")
+            .parquet(store.spark_uri(stage_images), mode="overwrite")
         )
         bad = (
             checked.filter(F.col("error").isNotNull())

@@ -510,7 +510,7 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
     spark.conf.set(arrow_key, str(cfg.arrow_batch_rows))
     blas_threads = int(spark.conf.get("spark.task.cpus", "1"))
     source_df = (spark.read.schema(store.spark_schema(store.FEATURES_SCHEMA))
-                 .parquet(str(plan.source_dir)))
+                 .parquet(store.spark_uri(plan.source_dir)))
     train_files = [f for f in plan.files if f.parent.name == f"split={FIT_SPLIT}"]
     try:
         tf = time.perf_counter()
@@ -535,7 +535,7 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
                 try:
                     (projected.select("image_id", "split",
                                       F.slice("embedding", 1, k).alias("embedding"))
-                     .write.partitionBy("split").parquet(str(staging / "spark")))
+                     .write.partitionBy("split").parquet(store.spark_uri(staging / "spark")))
                     table_dir = staging / "table"
                     table_dir.mkdir()
                     splits = _assemble(staging / "spark", table_dir)

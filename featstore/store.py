@@ -20,6 +20,13 @@ A table is *committed* when its ``_manifest.json`` exists. Tables are built in
 written, so a killed job leaves nothing that readers see.
 
 Schemas are declared once here as Arrow schemas; Spark schemas are derived from them.
+
+Where the store lives: a directory of a POSIX file system that the driver and every executor see
+at the same path (local disk in local mode; NFS, Lustre, EFS, a FUSE mount of object storage on a
+cluster), because commits are renames and manifests are written by the driver. ``file://`` URIs
+are accepted; other schemes (``hdfs://``, ``s3a://``, ``gs://``) are refused with one line, not
+misread as relative local paths. Spark is always handed ``file:`` URIs (:func:`spark_uri`), so a
+cluster whose ``fs.defaultFS`` is HDFS still reads and writes the store where the driver does.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
@@ -94,11 +102,43 @@ def spark_schema(schema: pa.Schema) -> Any:
     return from_arrow_schema(schema)
 
 
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(//)?")
+
+
+def local_path(path: str | os.PathLike[str]) -> Path:
+    """The absolute local path of a store location: a path or a ``file:`` URI.
+
+    Raises :class:`StoreError` for any other URI scheme (``hdfs://``, ``s3a://``...): the store
+    needs a POSIX file system shared by driver and executors (see the module docstring)."""
+    text = os.fspath(path)
+    m = _URI.match(text)
+    if m and len(m.group(1)) > 1:  # one letter is a Windows drive ("C:")
+        if m.group(1).lower() != "file":
+            raise StoreError(
+                f"store location {text!r}: {m.group(1)}:// is not supported; the store must be a "
+                "directory on a file system mounted at the same path on the driver and every "
+                "executor (local disk, NFS, Lustre, EFS, a FUSE mount of a bucket)")
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise StoreError(f"store location {text!r}: file URIs on another host are not "
+                             "supported")
+        text = unquote(parsed.path)
+    return Path(text).expanduser().resolve()
+
+
+def spark_uri(path: str | os.PathLike[str]) -> str:
+    """``file:///...`` for a local path: what Spark reads and writes, whatever ``fs.defaultFS``
+    says (a bare ``/data/store`` would mean ``hdfs:///data/store`` on a YARN cluster)."""
+    return local_path(path).as_uri()
+
+
 class Layout:
     """Paths inside a store."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).expanduser().resolve()
+        self.root = local_path(root)
 
     @property
     def images(self) -> Path:
@@ -360,11 +400,11 @@ def read_spark(spark: Any, path: str | os.PathLike[str], name: str, *,
     manifest = check_feature_set(path, name)
     want_splits, want_attrs = _check_selection(path, name, manifest, splits, attributes)
     layout = Layout(path)
-    feats = spark.read.parquet(str(layout.features(name))).filter(
+    feats = spark.read.parquet(spark_uri(layout.features(name))).filter(
         F.col("split").isin(want_splits))
     if not want_attrs:
         return feats.select("image_id", "split", "embedding")
-    labels = spark.read.parquet(str(layout.labels)).select("image_id", *want_attrs)
+    labels = spark.read.parquet(spark_uri(layout.labels)).select("image_id", *want_attrs)
     return feats.join(labels, "image_id", "inner").select("image_id", "split", "embedding",
                                                            *want_attrs)
 

@@ -31,11 +31,28 @@ def add_common(parser: argparse.ArgumentParser, *, spark: bool = True) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (like logging's
+    lastResort), not the stream of the first call: a job run in-process after its caller swapped
+    stderr (a notebook, pytest's capture) still logs there."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger()
     if not any(getattr(h, "_featstore", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                                "%H:%M:%S"))
         handler._featstore = True  # type: ignore[attr-defined]

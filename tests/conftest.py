@@ -44,3 +44,16 @@ def shared_celeba() -> Path:
     if not (SHARED_CELEBA / "list_eval_partition.txt").is_file():
         pytest.skip(f"real CelebA annotation files not found at {SHARED_CELEBA}")
     return SHARED_CELEBA
+
+
+@pytest.fixture
+def foreign_default_fs(spark):
+    """Spark's default file system set to one that does not exist, as on a YARN cluster whose
+    ``fs.defaultFS`` is HDFS: a bare local path handed to Spark then fails; ``file:`` URIs work."""
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    before = conf.get("fs.defaultFS")
+    conf.set("fs.defaultFS", "featstore-nowhere:///")
+    try:
+        yield
+    finally:
+        conf.set("fs.defaultFS", before)
