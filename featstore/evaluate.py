@@ -17,6 +17,8 @@ What is here and why:
 * :func:`holm` -- Holm-Bonferroni step-down adjustment (family-wise error rate).
 * :func:`beats_baseline` -- McNemar of a model against the constant majority predictor.
 * :func:`compare_models` / :func:`best_model_table` -- the study's tables over a results frame.
+* :func:`baseline_tests` -- :func:`beats_baseline` for every row of a results frame, with the
+  train-majority class recovered from the row's ``majority_baseline``, Holm-corrected.
 
 Labels and predictions are 1-D arrays of 0/1 (bool, any integer dtype, or floats that are exactly
 0.0 / 1.0); anything else raises one precise ``ValueError``.
@@ -37,11 +39,14 @@ from scipy import stats
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BASELINE_COLUMNS",
+    "BASELINE_FAMILY",
     "BEST_COLUMNS",
     "COMPARISON_COLUMNS",
     "COMPARISON_FAMILY",
     "GROUP_KEYS",
     "STATS",
+    "baseline_tests",
     "beats_baseline",
     "best_model_table",
     "bootstrap_ci",
@@ -96,6 +101,30 @@ BEST_COLUMNS: list[str] = [
     "tied",
     "max_p_holm",
     "beats_all",
+]
+
+#: Columns identifying one Holm family in :func:`baseline_tests` (default): all attributes of one
+#: (feature set, training size, seed, model).
+BASELINE_FAMILY: list[str] = ["feature_set", "train_size", "seed", "model"]
+
+#: Columns of the frame :func:`baseline_tests` returns, in order.
+BASELINE_COLUMNS: list[str] = [
+    "attribute",
+    "feature_set",
+    "model",
+    "train_size",
+    "seed",
+    "n",
+    "accuracy",
+    "baseline_accuracy",
+    "baseline_class",
+    "b",
+    "c",
+    "statistic",
+    "method",
+    "p_value",
+    "p_holm",
+    "beats_baseline",
 ]
 
 # Bootstrap resamples are drawn in blocks of at most this many indices (64 MiB of float64 draws
@@ -395,13 +424,16 @@ def beats_baseline(
     y_pred: Any,
     *,
     y_train: Any | None = None,
+    baseline_class: int | None = None,
     alpha: float = 0.05,
     exact: bool | None = None,
 ) -> dict[str, Any]:
     """Does the classifier beat the constant majority predictor, significantly?
 
     The baseline predicts the majority class of ``y_train`` (of ``y_true`` when ``y_train`` is
-    None, which is optimistic for the baseline, hence conservative here). Both predict the same
+    None, which is optimistic for the baseline, hence conservative here), or ``baseline_class``
+    (0 or 1) when given -- the train-majority class known without ``y_train``, e.g. recovered
+    from a results row (it takes precedence over ``y_train``). Both predict the same
     test images, so the test is :func:`mcnemar` with A = the model and B = the baseline;
     ``beats`` is ``accuracy > baseline_accuracy and p_value < alpha``. Returns ``accuracy``,
     ``baseline_accuracy``, ``baseline_class``, ``b``, ``c``, ``statistic``, ``p_value``,
@@ -410,8 +442,13 @@ def beats_baseline(
     t = _binary("y_true", y_true)
     p = _binary("y_pred", y_pred)
     _same_length(y_true=t, y_pred=p)
-    ref = t if y_train is None else _binary("y_train", y_train)
-    majority = 1 if 2 * int(ref.sum()) > len(ref) else 0
+    if baseline_class is not None:
+        if baseline_class not in (0, 1):
+            raise ValueError(f"baseline_class must be 0 or 1, got {baseline_class!r}")
+        majority = int(baseline_class)
+    else:
+        ref = t if y_train is None else _binary("y_train", y_train)
+        majority = 1 if 2 * int(ref.sum()) > len(ref) else 0
     baseline = np.full_like(t, majority)
     test = mcnemar(t, p, baseline, exact=exact)
     accuracy = float(np.mean(p == t))
@@ -601,6 +638,83 @@ def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Dat
             "beats_all": bool(wins) and all(wins),
         })
     return pd.DataFrame.from_records(records, columns=BEST_COLUMNS)
+
+
+def _train_majority_classes(y_true: np.ndarray, majority_baseline: float, where: str) -> list[int]:
+    """The constant class(es) whose accuracy on ``y_true`` is ``majority_baseline``.
+
+    The results table stores the test accuracy of the train-majority constant, not the class:
+    the class is the one that reproduces that accuracy. Both classes when the test split is
+    exactly balanced (they are then equally accurate and the class cannot be told)."""
+    if majority_baseline is None or math.isnan(majority_baseline):
+        raise ValueError(f"{where}: majority_baseline is missing")
+    share = {1: float(np.mean(y_true == 1)), 0: float(np.mean(y_true == 0))}
+    classes = [k for k in (0, 1) if math.isclose(share[k], majority_baseline, abs_tol=1e-9)]
+    if not classes:
+        raise ValueError(f"{where}: majority_baseline {majority_baseline!r} is the accuracy of "
+                         f"neither constant (class 1: {share[1]!r}, class 0: {share[0]!r})")
+    return classes
+
+
+def baseline_tests(
+    results: pd.DataFrame,
+    *,
+    alpha: float = 0.05,
+    exact: bool | None = None,
+    family: Sequence[str] = tuple(BASELINE_FAMILY),
+) -> pd.DataFrame:
+    """:func:`beats_baseline` of every row of a results frame, Holm-corrected over ``family``.
+
+    Input: rows with the columns of :func:`compare_models` plus ``majority_baseline`` (the test
+    accuracy of always predicting the *training* majority class, as the grid stores it). The
+    results table does not store the training labels, so the constant's class is recovered as
+    the one whose test accuracy equals ``majority_baseline``. When the test split is exactly
+    balanced both classes match (equally accurate constants, different McNemar tables): both
+    are tested and the larger p-value is kept (conservative); ``baseline_class`` is then that
+    constant's class.
+
+    Output: one row per input row, in input order, with :data:`BASELINE_COLUMNS`: ``n`` test
+    images, the model's ``accuracy``, ``baseline_accuracy``, ``baseline_class``, McNemar ``b``
+    (model right, baseline wrong), ``c``, ``statistic``, ``method``, ``p_value``, ``p_holm``
+    (Holm over the rows sharing the ``family`` columns; default :data:`BASELINE_FAMILY`, all
+    attributes of one feature set, training size, seed and model) and ``beats_baseline``
+    (``accuracy > baseline_accuracy and p_holm < alpha``)."""
+    _check_results(results)
+    family = list(family)
+    missing = [c for c in ["majority_baseline", *family] if c not in results.columns]
+    if missing:
+        raise ValueError(f"results frame lacks columns {missing}")
+    records: list[dict[str, Any]] = []
+    for row in results.itertuples(index=False):
+        key = tuple(getattr(row, k) for k in ["attribute", "feature_set", "model", "train_size",
+                                              "seed"])
+        where = str(key)
+        y_true = _binary(f"y_true of {where}", row.y_true)
+        y_pred = _binary(f"y_pred of {where}", row.y_pred)
+        _same_length(y_true=y_true, y_pred=y_pred)
+        tests = [beats_baseline(y_true, y_pred, baseline_class=k, alpha=alpha, exact=exact)
+                 for k in _train_majority_classes(y_true, float(row.majority_baseline), where)]
+        test = max(tests, key=lambda r: r["p_value"])
+        records.append({
+            **dict(zip(["attribute", "feature_set", "model", "train_size", "seed"], key,
+                       strict=True)),
+            "n": len(y_true),
+            **{k: test[k] for k in ("accuracy", "baseline_accuracy", "baseline_class", "b", "c",
+                                    "statistic", "method", "p_value")},
+        })
+    out = pd.DataFrame.from_records(records, columns=BASELINE_COLUMNS[:-2])
+    if out.empty:
+        out["p_holm"] = pd.Series(dtype=np.float64)
+        out["beats_baseline"] = pd.Series(dtype=bool)
+        return out[BASELINE_COLUMNS]
+    if family:
+        fam = results[family].reset_index(drop=True)
+        out["p_holm"] = out["p_value"].groupby([fam[c] for c in family], dropna=False).transform(
+            lambda s: holm(s.to_numpy()))
+    else:  # one family: every row
+        out["p_holm"] = holm(out["p_value"].to_numpy())
+    out["beats_baseline"] = (out["accuracy"] > out["baseline_accuracy"]) & (out["p_holm"] < alpha)
+    return out[BASELINE_COLUMNS].reset_index(drop=True)
 
 
 def _norm(value: Any) -> Any:

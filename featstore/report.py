@@ -21,6 +21,19 @@ What the summary compares (one row per attribute):
   pairwise McNemar tests is significant after Holm's correction at 0.05, the Holm family being
   all attributes of one (feature set, training size, seed, model pair), as in
   :func:`featstore.evaluate.compare_models`. ``max_p_holm`` is the largest of those p-values.
+* ``beats_baseline``: the best model is more accurate than the training-majority baseline
+  (``majority_baseline``, the test accuracy of always predicting the majority class of the
+  training rows) and McNemar's test of the best model against that constant predictor, on the
+  same test images, is significant after Holm's correction at 0.05 (``p_baseline`` raw,
+  ``p_baseline_holm`` adjusted), the Holm family being all attributes of the summary (one
+  feature set, training size, seed), as in :func:`featstore.evaluate.baseline_tests` (which
+  recovers the constant's class from ``majority_baseline``; on an exactly balanced test split,
+  where it cannot, the larger p-value of the two constants is kept).
+* The verdict column "best beats all others" of index.html / summary.md reads "yes" only for a
+  best model that beats all others *and* the baseline; a best model that does not beat the
+  baseline reads "no: not above baseline", whatever the model comparisons say (beating models
+  that are no better than a constant is no win). The ``beats_all`` column of summary.csv keeps
+  the comparison alone.
 
 The plots: accuracy against feature dimension (one line per model, small multiples per attribute
 and their average; feature sets of equal dimension are averaged), accuracy against the number of
@@ -138,14 +151,16 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
 
     Columns: attribute, feature_set, dim, train_size, seed, n_train, n_test, majority_baseline,
     ``<model>_accuracy``, ``<model>_ci_low``, ``<model>_ci_high`` per model, n_models,
-    best_model, best_accuracy, runner_up, runner_up_accuracy, tied, max_p_holm, beats_all."""
+    best_model, best_accuracy, runner_up, runner_up_accuracy, tied, max_p_holm, beats_all,
+    p_baseline, p_baseline_holm, beats_baseline."""
     from featstore import evaluate
 
     models = order_models(ok["model"].unique()) if not ok.empty else []
     model_cols = [f"{m}_{s}" for m in models for s in ("accuracy", "ci_low", "ci_high")]
     columns = ["attribute", "feature_set", "dim", "train_size", "seed", "n_train", "n_test",
                "majority_baseline", *model_cols, "n_models", "best_model", "best_accuracy",
-               "runner_up", "runner_up_accuracy", "tied", "max_p_holm", "beats_all"]
+               "runner_up", "runner_up_accuracy", "tied", "max_p_holm", "beats_all",
+               "p_baseline", "p_baseline_holm", "beats_baseline"]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     train_size, seed = summary_group(ok)
@@ -162,6 +177,12 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
         raise ValueError(f"feature set {summary_set!r} has no results at train size "
                          f"{train_size}, seed {seed}")
     chosen = best[best["feature_set"] == summary_set].sort_values("attribute", kind="stable")
+    # the best model of each attribute against the train-majority constant; one Holm family:
+    # the attributes of this summary (one feature set, training size, seed)
+    best_rows = chosen[[*evaluate.GROUP_KEYS, "best_model"]].rename(
+        columns={"best_model": "model"}).merge(group, on=[*evaluate.GROUP_KEYS, "model"])
+    vs_baseline = evaluate.baseline_tests(best_rows, alpha=alpha, family=[]).set_index(
+        "attribute")
 
     records = []
     for b in chosen.itertuples(index=False):
@@ -179,7 +200,10 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
         rec.update(n_models=int(b.n_models), best_model=b.best_model,
                    best_accuracy=float(b.best_accuracy), runner_up=b.runner_up,
                    runner_up_accuracy=float(b.runner_up_accuracy), tied=bool(b.tied),
-                   max_p_holm=float(b.max_p_holm), beats_all=bool(b.beats_all))
+                   max_p_holm=float(b.max_p_holm), beats_all=bool(b.beats_all),
+                   p_baseline=float(vs_baseline.at[b.attribute, "p_value"]),
+                   p_baseline_holm=float(vs_baseline.at[b.attribute, "p_holm"]),
+                   beats_baseline=bool(vs_baseline.at[b.attribute, "beats_baseline"]))
         records.append(rec)
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -200,6 +224,8 @@ def _acc_ci(row: pd.Series, model: str) -> str:
 
 
 def _verdict(row: pd.Series) -> str:
+    if not row["beats_baseline"]:
+        return "no: not above baseline"
     if row["n_models"] < 2:
         return "no (one model)"
     p = row["max_p_holm"]
@@ -210,17 +236,29 @@ def _verdict(row: pd.Series) -> str:
     return f"no (p_holm = {p:.2g})"
 
 
+def _baseline_verdict(row: pd.Series) -> str:
+    p_holm = float(row["p_baseline_holm"])
+    p = "–" if math.isnan(p_holm) else f"{p_holm:.2g}"
+    if row["beats_baseline"]:
+        return f"yes (p_holm = {p})"
+    if not row["best_accuracy"] > row["majority_baseline"]:
+        return f"no (not more accurate, p_holm = {p})"
+    return f"no (p_holm = {p})"
+
+
 def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted cells of the summary table as shown in HTML and Markdown."""
     models = [c[: -len("_accuracy")] for c in summary.columns
               if c.endswith("_accuracy") and c not in ("best_accuracy", "runner_up_accuracy")]
     headers = ["attribute", "feature set", "dim", "n_train", "n_test", "majority baseline",
-               *[f"{m} accuracy [95% CI]" for m in models], "best", "best beats all others"]
+               *[f"{m} accuracy [95% CI]" for m in models], "best", "beats baseline",
+               "best beats all others"]
     rows = []
     for _, r in summary.iterrows():
         rows.append([str(r["attribute"]), str(r["feature_set"]), str(r["dim"]),
                      str(r["n_train"]), str(r["n_test"]), _fmt(r["majority_baseline"]),
-                     *[_acc_ci(r, m) for m in models], str(r["best_model"]), _verdict(r)])
+                     *[_acc_ci(r, m) for m in models], str(r["best_model"]),
+                     _baseline_verdict(r), _verdict(r)])
     return headers, rows
 
 
@@ -585,12 +623,16 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     # --- summary
     headers, cells = display_rows(summary)
     if cells:
+        model_col = headers.index("best")
+        base_col = headers.index("beats baseline")
         best_col = headers.index("best beats all others")
-        classes = [["num" if 2 <= j < best_col - 1 else "" for j in range(len(headers))]
+        classes = [["num" if 2 <= j < model_col else "" for j in range(len(headers))]
                    for _ in cells]
         for i, (_, r) in enumerate(summary.iterrows()):
-            if r["beats_all"]:
-                classes[i][best_col] = "yes"
+            if r["beats_baseline"]:
+                classes[i][base_col] = "yes"
+                if r["beats_all"]:
+                    classes[i][best_col] = "yes"
         parts["summary"].append(_table(headers, cells, classes))
         size_text = "the whole train split" if train_size == 0 else f"{train_size} rows"
         parts["summary"].append(_p(
@@ -600,7 +642,13 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
             "images. 'Best beats all others': every McNemar test of the best model against "
             f"another model is significant at {ALPHA} after Holm's correction across the "
             "attributes of one feature set, training size, seed and model pair; p_holm is the "
-            "largest of those adjusted p-values."))
+            "largest of those adjusted p-values. 'Beats baseline': the best model is more "
+            "accurate than always predicting the training majority class and McNemar's test "
+            "of the two on the same test images is significant at "
+            f"{ALPHA} after Holm's correction across the attributes of this table (p_holm). "
+            "A best model that does not beat the baseline is never reported as beating the "
+            "others ('no: not above baseline'): winning against models no better than a "
+            "constant is no win."))
     else:
         parts["summary"].append(_p("No successful fits in the results table."))
 

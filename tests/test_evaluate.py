@@ -12,8 +12,10 @@ from statsmodels.stats.multitest import multipletests
 
 from featstore import evaluate
 from featstore.evaluate import (
+    BASELINE_COLUMNS,
     BEST_COLUMNS,
     COMPARISON_COLUMNS,
+    baseline_tests,
     beats_baseline,
     best_model_table,
     bootstrap_ci,
@@ -83,6 +85,16 @@ def test_beats_baseline_uses_paired_test_against_constant():
     assert beats_baseline(y_true, good)["beats"]
     res = beats_baseline(y_true, weak)
     assert not res["beats"] and res["accuracy"] < res["baseline_accuracy"]
+
+
+def test_beats_baseline_with_a_given_constant_class():
+    y_true = np.array([1, 1, 1, 0, 0], dtype=np.int8)
+    y_pred = np.array([1, 1, 0, 0, 0], dtype=np.int8)
+    res = beats_baseline(y_true, y_pred, y_train=[1, 1, 1], baseline_class=0)  # class wins
+    assert (res["baseline_class"], res["baseline_accuracy"], res["b"], res["c"]) == (0, 0.4, 2, 0)
+    assert res == beats_baseline(y_true, y_pred, y_train=[0])
+    with pytest.raises(ValueError, match="baseline_class must be 0 or 1"):
+        beats_baseline(y_true, y_pred, baseline_class=2)
 
 
 # --------------------------------------------------------------------------- McNemar
@@ -284,3 +296,72 @@ def test_compare_models_rejects_misaligned_test_sets():
     plain.at[1, "y_true"] = plain.at[1, "y_true"][::-1].copy()
     with pytest.raises(ValueError, match="y_true disagrees"):
         compare_models(plain)
+
+
+def _baseline_frame() -> pd.DataFrame:
+    """Three attributes x two models on 300 test images, ``majority_baseline`` as the grid
+    stores it (test accuracy of the *train*-majority constant). 'young': 180 positives, train
+    majority 0 (a minority in test: baseline 0.4); 'hat': 150 positives (balanced: either
+    constant fits); 'bangs': 90 positives, train majority 0. lasso is right on 90% of the images,
+    forest flips coins (which beats young's constant, wrong on 60% of the images)."""
+    n = 300
+    rng = np.random.default_rng(11)
+    rows = []
+    for attribute, positives, train_majority in (("young", 180, 0), ("hat", 150, 1),
+                                                 ("bangs", 90, 0)):
+        y = np.zeros(n, dtype=np.int8)
+        y[rng.permutation(n)[:positives]] = 1
+        good = y.copy()
+        good[rng.permutation(n)[:30]] ^= 1
+        coin = (rng.random(n) < 0.5).astype(np.int8)
+        for model, pred in (("lasso", good), ("forest", coin)):
+            rows.append({"attribute": attribute, "feature_set": "fs", "model": model,
+                         "train_size": 0, "seed": 0, "y_true": y, "y_pred": pred,
+                         "majority_baseline": majority_baseline([train_majority], y)})
+    return pd.DataFrame(rows)
+
+
+def test_baseline_tests_recover_the_train_majority_class_and_holm_per_model():
+    frame = _baseline_frame()
+    out = baseline_tests(frame)
+    assert list(out.columns) == BASELINE_COLUMNS
+    keys = ["attribute", "model"]
+    assert out[keys].values.tolist() == frame[keys].values.tolist()
+    got = out.set_index(["attribute", "model"])
+    for row in frame.itertuples(index=False):
+        r = got.loc[(row.attribute, row.model)]
+        if row.attribute == "hat":  # balanced: both constants tested, the larger p kept
+            tests = [beats_baseline(row.y_true, row.y_pred, baseline_class=k) for k in (0, 1)]
+            want = max(tests, key=lambda t: t["p_value"])
+        else:
+            want = beats_baseline(row.y_true, row.y_pred, y_train=[0])
+        assert r.baseline_class == want["baseline_class"]
+        assert (r.n, r.b, r.c, r.method) == (300, want["b"], want["c"], want["method"])
+        assert r.baseline_accuracy == pytest.approx(row.majority_baseline)
+        assert r.p_value == pytest.approx(want["p_value"], rel=1e-12, abs=0)
+    assert got.loc[("young", "lasso"), "baseline_accuracy"] == pytest.approx(0.4)
+    # Holm family: the attributes of one model (and feature set, size, seed)
+    for model in ("lasso", "forest"):
+        fam = got.xs(model, level="model")
+        np.testing.assert_allclose(fam.p_holm, multipletests(fam.p_value, method="holm")[1],
+                                   rtol=1e-12)
+        assert (fam.p_holm >= fam.p_value).all()
+    assert got.xs("lasso", level="model").beats_baseline.all()
+    # coin flips beat only the constant that is wrong on 60% of young's test images
+    assert got.xs("forest", level="model").beats_baseline.to_dict() == {
+        "young": True, "hat": False, "bangs": False}
+    # one family over every row
+    flat = baseline_tests(frame, family=[])
+    np.testing.assert_allclose(flat.p_holm, multipletests(flat.p_value, method="holm")[1],
+                               rtol=1e-12)
+
+
+def test_baseline_tests_reject_a_baseline_neither_constant_gives():
+    frame = _baseline_frame()
+    frame.at[0, "majority_baseline"] = 0.5
+    with pytest.raises(ValueError, match="accuracy of neither constant"):
+        baseline_tests(frame)
+    with pytest.raises(ValueError, match="lacks columns"):
+        baseline_tests(frame.drop(columns="majority_baseline"))
+    empty = baseline_tests(frame.iloc[:0])
+    assert list(empty.columns) == BASELINE_COLUMNS and empty.empty

@@ -293,3 +293,117 @@ def test_maps_of_fewer_points_than_pca_components():
     for method in ("pca", "tsne"):
         xy = embed_2d(x, method)
         assert xy.shape == (15, 2) and np.isfinite(xy).all()
+
+
+# ------------------------------------------------------------------ best model against the baseline
+
+N_TEST = 400
+
+
+def _fit_row(attribute: str, model: str, y_true: np.ndarray, y_pred: np.ndarray,
+             y_train_majority: int) -> dict[str, Any]:
+    from featstore import evaluate
+    from featstore.train.grid import RESULTS_SCHEMA
+
+    m = evaluate.metrics(y_true, y_pred, y_train=np.array([y_train_majority]))
+    lo, hi = evaluate.bootstrap_ci(y_true, y_pred, n_boot=200)
+    row = {f.name: None for f in RESULTS_SCHEMA}
+    row.update(attribute=attribute, feature_set="sig", model=model, train_size=0, seed=0,
+               status="ok", n_train=1000, n_val=200, n_test=len(y_true), dim=8, ci_low=lo,
+               ci_high=hi, y_true=y_true.astype(np.int8), y_pred=y_pred.astype(np.int8),
+               **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "tn", "fp", "fn",
+                                    "tp", "majority_baseline")})
+    return row
+
+
+def _baseline_results() -> pd.DataFrame:
+    """Smiling: 200 of 400 test images positive (a 50/50 baseline), forest right on 95% of them,
+    lasso on 80%. Male: 230 positive, train majority 1 (baseline 0.575); lasso predicts coin
+    flips independent of the labels, forest is wrong on 70% of the images -- lasso is the best
+    and beats forest significantly, but is no better than the constant."""
+    rng = np.random.default_rng(7)
+    rows = []
+    y = np.zeros(N_TEST, dtype=np.int8)
+    y[rng.permutation(N_TEST)[:200]] = 1
+    for model, n_wrong in (("lasso", 80), ("forest", 20)):
+        pred = y.copy()
+        pred[rng.permutation(N_TEST)[:n_wrong]] ^= 1
+        rows.append(_fit_row("Smiling", model, y, pred, y_train_majority=0))
+    y = np.zeros(N_TEST, dtype=np.int8)
+    y[rng.permutation(N_TEST)[:230]] = 1
+    coin = (rng.random(N_TEST) < 0.5).astype(np.int8)
+    wrong = y.copy()
+    wrong[rng.permutation(N_TEST)[:280]] ^= 1
+    rows.append(_fit_row("Male", "lasso", y, coin, y_train_majority=1))
+    rows.append(_fit_row("Male", "forest", y, wrong, y_train_majority=1))
+    return pd.DataFrame(rows)
+
+
+def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_path):
+    from statsmodels.stats.multitest import multipletests
+
+    from featstore import evaluate
+    from featstore.report import build_report, ok_rows, summary_table
+    from featstore.train.grid import RESULTS_SCHEMA
+
+    results = _baseline_results()
+    summary = summary_table(ok_rows(results)).set_index("attribute")
+    smiling, male = summary.loc["Smiling"], summary.loc["Male"]
+    assert (smiling.best_model, smiling.majority_baseline) == ("forest", 0.5)
+    assert (male.best_model, male.majority_baseline) == ("lasso", 0.575)
+    assert male.best_accuracy < 0.6 and bool(male.beats_all)  # beats forest, not the constant
+
+    # raw p-values: McNemar of the best model against the train-majority constant; Smiling's
+    # balanced test split fits either constant, the larger p-value is kept
+    by = results.set_index(["attribute", "model"])
+    sm_t, sm_p = by.loc[("Smiling", "forest"), ["y_true", "y_pred"]]
+    p_smiling = max(evaluate.beats_baseline(sm_t, sm_p, y_train=[k])["p_value"] for k in (0, 1))
+    ma_t, ma_p = by.loc[("Male", "lasso"), ["y_true", "y_pred"]]
+    p_male = evaluate.beats_baseline(ma_t, ma_p, y_train=[1])["p_value"]
+    assert summary.loc[["Smiling", "Male"], "p_baseline"].tolist() == pytest.approx(
+        [p_smiling, p_male], rel=1e-12, abs=0)
+    # Holm across the attributes of the summary
+    raw = summary["p_baseline"].to_numpy()
+    np.testing.assert_allclose(summary["p_baseline_holm"],
+                               multipletests(raw, method="holm")[1], rtol=1e-12)
+    assert ((summary["p_baseline_holm"] >= summary["p_baseline"])
+            & (summary["p_baseline"] >= 0) & (summary["p_baseline_holm"] <= 1)).all()
+    assert smiling.p_baseline_holm < 1e-20 and bool(smiling.beats_baseline)
+    assert male.p_baseline_holm > 0.05 and not male.beats_baseline
+
+    # the files: summary.csv, summary.md, index.html
+    root = _write_signal_store(tmp_path / "store", n=30)
+    (root / "results").mkdir()
+    table = pa.Table.from_pylist(
+        [{**r, "y_true": r["y_true"].tolist(), "y_pred": r["y_pred"].tolist()}
+         for r in results.to_dict("records")], schema=RESULTS_SCHEMA)
+    pq.write_table(table, root / "results" / "part-00000.parquet")
+    store.write_manifest(root / "results", store.base_manifest("results"))
+    out = tmp_path / "report"
+    made = build_report(root, out)
+    csv = pd.read_csv(out / "summary.csv").set_index("attribute")
+    for col in ("p_baseline", "p_baseline_holm", "beats_baseline"):
+        assert col in csv.columns, col
+    assert csv["beats_baseline"].to_dict() == {"Male": False, "Smiling": True}
+    np.testing.assert_allclose(csv.loc[["Smiling", "Male"], "p_baseline_holm"],
+                               summary.loc[["Smiling", "Male"], "p_baseline_holm"], rtol=1e-12)
+
+    p_sm = f"{smiling.p_baseline_holm:.2g}"
+    p_ma = f"{male.p_baseline_holm:.2g}"
+    md = (out / "summary.md").read_text()
+    assert md == made.markdown
+    header, _, *lines = md.strip().splitlines()
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[-3:] == ["best", "beats baseline", "best beats all others"]
+    cells = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in lines)}
+    assert cells["Smiling"][-2] == f"yes (p_holm = {p_sm})"
+    assert cells["Smiling"][-1].startswith("yes (p_holm ≤")
+    assert cells["Male"][-2] == f"no (not more accurate, p_holm = {p_ma})"
+    assert cells["Male"][-1] == "no: not above baseline"  # although it beats forest
+
+    summary_html = _section((out / "index.html").read_text(), "summary")
+    assert "<th>beats baseline</th><th>best beats all others</th>" in summary_html
+    assert f'<td class="yes">yes (p_holm = {p_sm})</td>' in summary_html
+    assert f"<td>no (not more accurate, p_holm = {p_ma})</td>" in summary_html
+    assert "<td>no: not above baseline</td>" in summary_html
+    assert "Beats baseline" in summary_html and "training majority class" in summary_html
