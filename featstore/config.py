@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from featstore.embed import EmbedConfig
 from featstore.errors import ConfigError
 from featstore.train.grid import GridConfig
 
@@ -42,16 +43,11 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
-    model: str = "vgg16"
-    layers: tuple[str, ...] = ()
-    pooling: str = "avg"
-    weights: str = "imagenet"
-    input_size: str = "default"
-    batch_size: int = 64
-    precision: str = "float32"
-    decode_workers: int = 0
-    seed: int = 0
+class ExtractConfig(EmbedConfig):
+    """The extract job: the embedder's settings, inherited from
+    :class:`featstore.embed.EmbedConfig` (model, layers, pooling, weights, input_size, batch_size,
+    precision, decode_workers, seed; declared once there), plus how the job runs them."""
+
     arrow_batch_rows: int = 512  # rows per Arrow batch into the UDF (JPEG bytes, ~10 KB each)
     partitions: int = 0  # 0: one per input file / Spark's choice
     chunk_rows: int = 50_000  # images per committed-in-staging chunk (the unit of resume)

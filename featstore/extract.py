@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,8 @@ class ExtractSummary:
 
 
 def embed_config(cfg: ExtractConfig) -> EmbedConfig:
-    return EmbedConfig(
-        model=cfg.model, layers=tuple(cfg.layers), pooling=cfg.pooling, weights=cfg.weights,
-        input_size=cfg.input_size, batch_size=cfg.batch_size, precision=cfg.precision,
-        decode_workers=cfg.decode_workers, seed=cfg.seed,
-    )
+    """The embedder's part of the job's settings (the cache key of the per-worker model)."""
+    return EmbedConfig(**{f.name: getattr(cfg, f.name) for f in fields(EmbedConfig)})
 
 
 def default_name(info: dict[str, Any], cfg: ExtractConfig) -> str:
