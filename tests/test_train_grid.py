@@ -130,3 +130,60 @@ def test_original_study_protocol_first_n_and_custom_split(spark, sig_store):
     row = read_results(sig_store).iloc[0]
     assert (row.status, row.n_train, row.n_val, row.n_test) == ("ok", 60, 20, 120)
     assert len(row.y_pred) == 120
+
+
+# ------------------------------------------------------------------ forest_selection
+
+
+def test_forest_selection_config_key(tmp_path, capsys):
+    from featstore.config import CONF_DIR, load_config
+    from featstore.errors import ConfigError
+    from featstore.train import forest
+    from featstore.train.grid import FOREST_SELECTIONS, GridConfig
+
+    assert FOREST_SELECTIONS == forest.SELECTIONS
+    assert GridConfig().forest_selection == "oob"
+    assert load_config(CONF_DIR / "train.yaml").train.forest_selection == "oob"
+    assert load_config(overrides=["train.forest_selection=cv"]).train.forest_selection == "cv"
+    with pytest.raises(ConfigError, match=r"train\.forest_selection: expected one of oob, cv, "
+                                          r"got 'bag'"):
+        load_config(overrides=["train.forest_selection=bag"])
+    with pytest.raises(ConfigError, match="got 'OOB'"):
+        GridConfig(forest_selection="OOB")
+    # the job refuses it before starting Spark or writing anything
+    store_root = _signal_store(tmp_path / "store")
+    assert train_job.main(["--store", str(store_root), "--feature-sets", "sig",
+                           "--set", "train.forest_selection=bag"]) == 2
+    assert "train.forest_selection: expected one of oob, cv" in capsys.readouterr().err
+    assert not (store_root / "results").exists()
+
+
+@pytest.mark.parametrize("selection", ["oob", "cv"])
+def test_forest_cell_with_selection(sig_store, selection):
+    from featstore.train.grid import Cell, GridConfig, run_cell
+
+    cfg = GridConfig(feature_sets=("sig",), forest_trees=20, forest_folds=3, bootstrap=200,
+                     forest_selection=selection, dense_epochs=3)
+    other = GridConfig(feature_sets=("sig",), forest_trees=20, forest_folds=3, bootstrap=200,
+                       forest_selection="cv" if selection == "oob" else "oob", dense_epochs=3)
+    cell = Cell("Male", "sig", "forest", 0, 0)
+    assert cell.key(cfg) != cell.key(other)  # a grid re-run with the other setting re-fits
+    (row,) = run_cell(str(sig_store), cell, cfg)
+    assert row["status"] == "ok", row["reason"]
+    assert row["accuracy"] > row["majority_baseline"] + 0.15
+    params = json.loads(row["params"])
+    assert params["selection"] == selection and params["n_estimators"] == 20
+    assert params["max_features"] in ("sqrt", 0.1, 0.3)
+    assert len(params["candidate_scores"]) == 3
+    if selection == "oob":
+        assert params["folds"] == 0 and params["cv_score"] is None
+        assert params["oob_score"] == max(s for _, s in params["candidate_scores"])
+        assert params["oob_coverage"] == 1.0 and params["max_samples"] == 20_000
+    else:
+        assert params["folds"] == 3 and params["oob_score"] is None
+        assert params["cv_score"] == max(s for _, s in params["candidate_scores"])
+    if selection == "oob":  # the setting reaches the forest of a bottleneck cell too
+        (row,) = run_cell(str(sig_store), Cell("Male", "sig", "bottleneck4-forest", 0, 0), cfg)
+        assert row["status"] == "ok", row["reason"]
+        second = json.loads(row["params"])["second_params"]
+        assert second["selection"] == "oob" and second["oob_score"] is not None

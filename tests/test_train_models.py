@@ -128,6 +128,151 @@ def test_forest_deterministic_and_records_choice(data, fitted) -> None:
     assert not np.array_equal(other.y_score, first.y_score)
 
 
+# ------------------------------------------------------------------ forest: out-of-bag selection
+
+OOB_CANDIDATES = (0.1, 0.5, "sqrt")  # 1, 8 and 4 of the 16 features: three different forests
+
+
+def _sklearn_oob_forests(x: np.ndarray, y: np.ndarray, candidates: tuple[Any, ...], *,
+                         seed: int = 0, max_samples: int | None = None) -> list[Any]:
+    """The forests fit_forest(selection="oob") should fit, built directly with scikit-learn."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    return [RandomForestClassifier(n_estimators=FOREST["n_estimators"], random_state=seed,
+                                   max_features=c, bootstrap=True, oob_score=True,
+                                   max_samples=max_samples, min_samples_leaf=1, n_jobs=1).fit(x, y)
+            for c in candidates]
+
+
+@pytest.fixture(scope="module")
+def oob_signal(data) -> FitResult:
+    return _fit("forest", data, "signal", selection="oob", max_features=OOB_CANDIDATES,
+                max_samples=200)
+
+
+def test_forest_oob_picks_the_best_oob_candidate_and_keeps_its_forest(data, oob_signal) -> None:
+    tr, te = data["train"], data["test"]
+    direct = _sklearn_oob_forests(tr["x"], tr["signal"], OOB_CANDIDATES, max_samples=200)
+    expected = [f.oob_score_ for f in direct]
+    assert len(set(expected)) > 1  # the choice is not trivial
+    best = int(np.argmax(expected))  # the first of the best
+    params = oob_signal.params
+    assert [c for c, _ in params["candidate_scores"]] == list(OOB_CANDIDATES)
+    assert [s for _, s in params["candidate_scores"]] == pytest.approx(expected, abs=1e-12)
+    assert params["max_features"] == OOB_CANDIDATES[best]
+    assert params["oob_score"] == pytest.approx(expected[best], abs=1e-12)
+    # the chosen forest itself predicts the test rows: no refit
+    want = direct[best].predict_proba(te["x"])[:, 1].astype(np.float32)
+    assert np.array_equal(oob_signal.y_score, want)
+    assert oob_signal.estimator.max_features == OOB_CANDIDATES[best]
+    assert oob_signal.estimator.oob_score and len(oob_signal.estimator.estimators_) == 30
+
+
+def test_forest_oob_params(oob_signal) -> None:
+    params = oob_signal.params
+    assert params["selection"] == "oob" and params["scoring"] == "accuracy"
+    assert params["folds"] == 0 and params["cv_score"] is None and params["cv_rows"] == 0
+    assert params["oob_score"] == max(s for _, s in params["candidate_scores"])
+    assert params["oob_coverage"] == 1.0  # 30 trees of 200 of 400 rows: every row out of bag
+    assert params["n_estimators"] == 30 and params["max_samples"] == 200
+    assert params["n_features"] == DIM
+    assert json.loads(json.dumps(params)) == params
+
+
+def test_forest_oob_beats_majority_on_signal_not_on_noise(data, oob_signal) -> None:
+    y = data["test"]["signal"]
+    assert oob_signal.accuracy(y) > _majority(y) + 0.15
+    assert np.array_equal(oob_signal.y_pred, (oob_signal.y_score > 0.5).astype(np.int8))
+    noise = _fit("forest", data, "noise", selection="oob")
+    y = data["test"]["noise"]
+    assert abs(noise.accuracy(y) - _majority(y)) < 0.05
+
+
+def test_forest_oob_deterministic_whatever_n_jobs(data, oob_signal) -> None:
+    kw = {"selection": "oob", "max_features": OOB_CANDIDATES, "max_samples": 200}
+    threads = _fit("forest", data, "signal", n_jobs=2, **kw)
+    assert np.array_equal(threads.y_score, oob_signal.y_score)
+    assert threads.params == oob_signal.params
+    other = _fit("forest", data, "signal", seed=1, **kw)
+    assert not np.array_equal(other.y_score, oob_signal.y_score)
+
+
+@pytest.mark.parametrize("order", [(4, "sqrt"), ("sqrt", 4)])
+def test_forest_oob_ties_go_to_the_first_candidate(data, order) -> None:
+    result = _fit("forest", data, "signal", selection="oob", max_features=order)
+    (_, first), (_, second) = result.params["candidate_scores"]
+    assert first == second  # sqrt(16) = 4: the same forest twice
+    assert result.params["max_features"] == order[0]
+
+
+def test_forest_cv_selection_still_works(data, fitted) -> None:
+    tr = data["train"]
+    result = _fit("forest", data, "signal", selection="cv", max_features=OOB_CANDIDATES)
+    params = result.params
+    assert params["selection"] == "cv" and params["folds"] == 3 and params["cv_rows"] == N_TRAIN
+    assert params["oob_score"] is None and params["oob_coverage"] is None
+    scores = [s for _, s in params["candidate_scores"]]
+    assert [c for c, _ in params["candidate_scores"]] == list(OOB_CANDIDATES)
+    assert params["cv_score"] == max(scores)
+    assert params["max_features"] == OOB_CANDIDATES[int(np.argmax(scores))]
+    assert not result.estimator.oob_score  # refitted on all rows, no out-of-bag scoring
+    y = data["test"]["signal"]
+    assert result.accuracy(y) > _majority(y) + 0.15
+    # "cv" is fit_forest's default: the shared fit is the same fit
+    assert fitted("forest", "signal").params["selection"] == "cv"
+    assert result.estimator.n_features_in_ == tr["x"].shape[1]
+
+
+def test_forest_oob_other_scorings(data) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    tr = data["train"]
+    result = _fit("forest", data, "signal", selection="oob", max_features=OOB_CANDIDATES,
+                  scoring="roc_auc")
+    direct = _sklearn_oob_forests(tr["x"], tr["signal"], OOB_CANDIDATES)
+    expected = [roc_auc_score(tr["signal"], f.oob_decision_function_[:, 1]) for f in direct]
+    assert [s for _, s in result.params["candidate_scores"]] == pytest.approx(expected)
+    assert result.params["max_features"] == OOB_CANDIDATES[int(np.argmax(expected))]
+    assert result.params["scoring"] == "roc_auc"
+    balanced = _fit("forest", data, "signal", selection="oob", scoring="balanced_accuracy")
+    assert 0.5 < balanced.params["oob_score"] <= 1.0
+    with pytest.raises(ValueError, match=r"'oob' supports scoring accuracy, .*'neg_log_loss'"):
+        _fit("forest", data, "signal", selection="oob", scoring="neg_log_loss")
+    with pytest.raises(ValueError, match="selection must be one of oob, cv, got 'bag'"):
+        _fit("forest", data, "signal", selection="bag")
+
+
+def test_forest_oob_coverage_low_warns_too_low_raises(data, caplog) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    tr = data["train"]
+    with caplog.at_level(logging.WARNING, logger="featstore.train.forest"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's own warning is handled, not passed on
+        few = _fit("forest", data, "signal", selection="oob", n_estimators=3)
+    direct = RandomForestClassifier(n_estimators=3, random_state=0, oob_score=True,
+                                    max_features=few.params["max_features"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        direct.fit(tr["x"], tr["signal"])
+    covered = direct.oob_decision_function_.sum(axis=1) > 0
+    assert 0.5 < covered.mean() < 0.95  # ~1 - 0.632**3 = 75% of the rows
+    assert few.params["oob_coverage"] == pytest.approx(covered.mean())
+    # rows never out of bag are left out of the score (sklearn's oob_score_ counts them as 0)
+    y_cov = tr["signal"][covered]
+    pred = direct.oob_decision_function_[covered].argmax(axis=1)
+    chosen_score = dict(map(tuple, few.params["candidate_scores"]))[few.params["max_features"]]
+    assert chosen_score == pytest.approx(np.mean(pred == y_cov))
+    assert caplog.text.count("have an out-of-bag prediction") == 1  # once, not per candidate
+    with pytest.raises(ValueError, match="never out of bag: use more trees"):
+        _fit("forest", data, "signal", selection="oob", n_estimators=1)
+    # one candidate: nothing to choose, no out-of-bag scoring (so one tree is fine)
+    single = _fit("forest", data, "signal", selection="oob", n_estimators=1,
+                  max_features=["sqrt"])
+    assert single.params["oob_score"] is None and single.params["candidate_scores"] == []
+    assert single.params["folds"] == 0
+
+
 def test_dense_deterministic_on_tf_cpu(data, fitted) -> None:
     import keras
 

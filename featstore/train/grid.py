@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 CELLS_DIR = "_cells"
 ALL_ATTRIBUTES = "*"  # attribute of a multilabel cell (one fit for all attributes)
 BASE_MODELS = ("lasso", "forest", "dense", "multilabel")
+FOREST_SELECTIONS = ("oob", "cv")  # featstore.train.forest.SELECTIONS (not imported: sklearn)
 
 RESULTS_SCHEMA = pa.schema([
     pa.field("attribute", pa.string()),
@@ -84,7 +85,10 @@ class GridConfig:
     lasso_cs: int = 10
     forest_trees: int = 200
     forest_max_features: tuple[str, ...] = ("sqrt", "0.1", "0.3")
-    forest_folds: int = 5  # forests cost ~100x a lasso fit: fewer folds, bounded tree samples
+    # max_features chosen by out-of-bag score ("oob": one forest per candidate on all rows,
+    # kept; 3 forests) or by CV ("cv": forest_folds x candidates on cv_max_rows rows + a refit)
+    forest_selection: str = "oob"
+    forest_folds: int = 5  # "cv" only; forests cost ~100x a lasso fit: fewer folds
     forest_max_samples: int = 20_000  # rows per tree (bootstrap sample size cap)
     dense_hidden: tuple[int, ...] = (20,)
     dense_epochs: int = 50
@@ -96,6 +100,11 @@ class GridConfig:
     first_n: int = 0
     custom_split: tuple[int, ...] = ()  # (train, val, test) counts within the first N
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.forest_selection not in FOREST_SELECTIONS:
+            raise ConfigError(f"train.forest_selection: expected one of "
+                              f"{', '.join(FOREST_SELECTIONS)}, got {self.forest_selection!r}")
 
 
 @dataclass(frozen=True)
@@ -290,7 +299,8 @@ def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: 
                  "seed": cell.seed,
                  "max_features": tuple(_num(v) for v in cfg.forest_max_features),
                  "cv_max_rows": cfg.cv_max_rows,
-                 "max_samples": cfg.forest_max_samples or None}
+                 "max_samples": cfg.forest_max_samples or None,
+                 "selection": cfg.forest_selection}
     if kind == "lasso":
         return {a: lasso.fit_lasso(x_tr, y_tr, x_te, **lasso_kw)}
     if kind == "forest":
