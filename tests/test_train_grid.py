@@ -187,3 +187,59 @@ def test_forest_cell_with_selection(sig_store, selection):
         assert row["status"] == "ok", row["reason"]
         second = json.loads(row["params"])["second_params"]
         assert second["selection"] == "oob" and second["oob_score"] is not None
+
+
+# ------------------------------------------------------------------ cell keys and custom splits
+
+
+def test_every_grid_setting_is_in_the_cell_or_a_settings_group():
+    """A new GridConfig field must say which fits depend on it, or it would not reach the keys
+    (a re-run would reuse fits made with the old value)."""
+    from dataclasses import fields
+
+    from featstore.train import grid
+
+    groups = (grid.GRID_AXES, grid.DATA_SETTINGS, grid.LASSO_SETTINGS, grid.FOREST_SETTINGS,
+              grid.FOREST_CV_SETTINGS, grid.DENSE_SETTINGS)
+    classified = {name for g in groups for name in g}
+    assert {f.name for f in fields(grid.GridConfig)} == classified
+
+
+def test_cell_key_changes_only_with_the_settings_of_its_model():
+    from dataclasses import replace
+
+    from featstore.train.grid import Cell, GridConfig
+
+    base = GridConfig(feature_sets=("sig",))
+    cells = {m: Cell("Male", "sig", m, 0, 0) for m in
+             ("lasso", "forest", "dense", "multilabel", "bottleneck20-lasso",
+              "bottleneck20-forest")}
+
+    def changed(**kw) -> set[str]:
+        other = replace(base, **kw)
+        return {m for m, c in cells.items() if c.key(base) != c.key(other)}
+
+    assert changed(dense_epochs=7) == {"dense", "multilabel", "bottleneck20-lasso",
+                                       "bottleneck20-forest"}
+    assert changed(lasso_cs=3) == {"lasso", "bottleneck20-lasso"}
+    assert changed(forest_trees=9) == {"forest", "bottleneck20-forest"}
+    assert changed(forest_folds=3) == set()  # out-of-bag selection uses no folds
+    assert changed(bootstrap=99) == set(cells)
+    assert changed(seeds=(0, 1), models=("lasso",), overwrite=True) == set()  # which cells exist
+    cv = replace(base, forest_selection="cv")
+    assert cells["forest"].key(cv) != cells["forest"].key(replace(cv, forest_folds=3))
+    assert cells["forest"].key(cv) != cells["forest"].key(replace(cv, cv_max_rows=500))
+
+
+def test_custom_split_is_drawn_per_seed_and_shared_by_the_models_of_a_seed(sig_store):
+    from featstore.train.grid import Cell, GridConfig, run_cell
+
+    cfg = GridConfig(feature_sets=("sig",), first_n=200, custom_split=(60, 20, 120), folds=3,
+                     lasso_cs=3, forest_trees=20, bootstrap=100, dense_epochs=2)
+    rows = {(m, seed): run_cell(str(sig_store), Cell("Male", "sig", m, 0, seed), cfg)[0]
+            for m in ("lasso", "forest") for seed in (0, 1)}
+    for row in rows.values():
+        assert (row["status"], row["n_train"], row["n_val"], row["n_test"]) == ("ok", 60, 20, 120)
+    assert rows["lasso", 0]["y_true"] == rows["forest", 0]["y_true"]
+    assert rows["lasso", 1]["y_true"] == rows["forest", 1]["y_true"]
+    assert rows["lasso", 0]["y_true"] != rows["lasso", 1]["y_true"]

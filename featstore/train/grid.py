@@ -116,11 +116,39 @@ class Cell:
     seed: int
 
     def key(self, cfg: GridConfig) -> str:
-        settings = {k: v for k, v in asdict(cfg).items()
-                    if k not in ("feature_sets", "attributes", "models", "train_sizes", "seeds",
-                                 "overwrite")}
-        raw = json.dumps([asdict(self), settings], sort_keys=True, default=str)
+        """The cell's identity for resume: the cell and the settings its fit depends on
+        (:func:`cell_settings`), so changing ``dense_epochs`` re-fits dense heads, not lassos."""
+        raw = json.dumps([asdict(self), cell_settings(cfg, self.model)], sort_keys=True,
+                         default=str)
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+#: GridConfig fields that say which cells exist (in the cell itself, not in its key).
+GRID_AXES = ("feature_sets", "attributes", "models", "train_sizes", "seeds", "overwrite")
+#: Fields every cell depends on: which rows it sees and its confidence interval.
+DATA_SETTINGS = ("first_n", "custom_split", "bootstrap")
+LASSO_SETTINGS = ("folds", "lasso_cs", "cv_max_rows")
+FOREST_SETTINGS = ("forest_trees", "forest_max_features", "forest_selection",
+                   "forest_max_samples")
+FOREST_CV_SETTINGS = ("forest_folds", "cv_max_rows")  # only with forest_selection = "cv"
+DENSE_SETTINGS = ("dense_hidden", "dense_epochs", "dense_patience", "dense_batch_size")
+
+
+def cell_settings(cfg: GridConfig, model: str) -> dict[str, Any]:
+    """The GridConfig settings a fit of ``model`` depends on (every field of GridConfig is in
+    :data:`GRID_AXES` or one of the ``*_SETTINGS`` groups; a test keeps it so)."""
+    kind, _, second = parse_model(model)
+    names = list(DATA_SETTINGS)
+    if kind in ("dense", "multilabel", "bottleneck"):
+        names += DENSE_SETTINGS
+    for m in (kind, second):
+        if m == "lasso":
+            names += LASSO_SETTINGS
+        elif m == "forest":
+            names += FOREST_SETTINGS
+            if cfg.forest_selection == "cv":
+                names += FOREST_CV_SETTINGS
+    return {n: getattr(cfg, n) for n in dict.fromkeys(names)}
 
 
 def parse_model(name: str) -> tuple[str, int | None, str | None]:
@@ -174,7 +202,9 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
 def _split_arrays(path: str, feature_set: str, created: str,
                   first_n: int, custom: tuple[int, ...], seed: int) -> dict[str, Any]:
     """{split: (X float32, ids)} plus the label table, for one feature set (cached per worker;
-    ``created`` is in the key so a rebuilt feature set is re-read)."""
+    ``created`` is in the key so a rebuilt feature set is re-read). With ``custom``, the first
+    ``first_n`` images are shuffled by ``seed`` (the cell's seed: every model of one seed sees
+    the same split, so McNemar pairs them; each seed is a new draw) and cut by the counts."""
     table = store.read_arrow(path, feature_set)
     ids = np.asarray(table["image_id"].to_pylist())
     split = np.asarray(table["split"].to_pylist())
@@ -231,7 +261,8 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
     try:
         manifest = store.feature_set_manifest(path, cell.feature_set)
         data = _split_arrays(path, cell.feature_set, manifest["created"], cfg.first_n,
-                             tuple(cfg.custom_split), cfg.seeds[0] if cfg.seeds else 0)
+                             tuple(cfg.custom_split),
+                             cell.seed if cfg.custom_split else 0)
         x_tr_all, _ = data["train"]
         x_va, _ = data["val"]
         x_te, _ = data["test"]
