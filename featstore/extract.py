@@ -142,7 +142,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
     cpu_threads = int(spark.conf.get("spark.task.cpus", "1"))
-    embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads)
+    embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"])
     images = spark.read.parquet(store.spark_uri(layout.images))
     parallelism = spark.sparkContext.defaultParallelism
     resumed = 0

@@ -7,6 +7,11 @@
 - Each task is pinned to the GPU Spark assigned it: ``TaskContext.resources()["gpu"]`` →
   ``CUDA_VISIBLE_DEVICES``, set before the Keras backend starts, with memory growth on.
 
+- Executors run Keras on the driver's backend (the one the manifest records): the driver passes
+  its backend name and each worker sets ``KERAS_BACKEND`` before Keras starts, so a cluster
+  needs ``KERAS_BACKEND=jax`` only where ``spark-submit`` runs. A worker whose Keras already
+  runs another backend fails the task with one line instead of writing mislabelled features.
+
 Nothing here imports Keras at module level: the executor imports this module when it unpickles
 the UDF, before the GPU is pinned.
 """
@@ -15,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 
 from featstore.embed import EmbedConfig
+from featstore.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +78,32 @@ def limit_cpu_threads(threads: int) -> None:
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
+def use_backend(backend: str | None) -> None:
+    """Make this process run Keras on ``backend`` (None: leave it to ``KERAS_BACKEND``).
+
+    Sets ``KERAS_BACKEND`` when Keras is not imported yet; otherwise checks that the running
+    backend is that one and raises :class:`ConfigError` (one line) if not."""
+    if not backend:
+        return
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = backend
+        return
+    import keras
+
+    running = keras.backend.backend()
+    if running != backend:
+        raise ConfigError(
+            f"this Python worker runs Keras on {running!r} but the driver chose {backend!r} "
+            f"(recorded in the manifest); set KERAS_BACKEND={backend} before the workers start, "
+            "or run the driver with the workers' backend")
+
+
 def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
-                  cpu_threads: int = 0) -> Iterator[pd.DataFrame]:
-    """The UDF body, runnable without Spark: Series of JPEG bytes -> DataFrame(embedding, error)."""
+                  cpu_threads: int = 0, backend: str | None = None) -> Iterator[pd.DataFrame]:
+    """The UDF body, runnable without Spark: Series of JPEG bytes -> DataFrame(embedding, error).
+
+    ``backend``: the Keras backend to run on (the driver's; see :func:`use_backend`)."""
+    use_backend(backend)
     pin_gpu()
     limit_cpu_threads(cpu_threads)
     from featstore.embed import get_embedder
@@ -100,7 +130,8 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
 EMBED_RESULT_DDL = "embedding array<float>, error string"
 
 
-def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0) -> Any:
+def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
+                   backend: str | None = None) -> Any:
     """A pandas UDF ``content binary -> struct<embedding array<float>, error string>``.
 
     ``df.withColumn("out", make_embed_udf(cfg)("content"))``; rows whose image cannot be decoded
@@ -109,6 +140,6 @@ def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0) -> Any:
 
     @pandas_udf(EMBED_RESULT_DDL)  # type: ignore[call-overload]
     def embed_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        yield from embed_batches(cfg, batches, cpu_threads)
+        yield from embed_batches(cfg, batches, cpu_threads, backend)
 
     return embed_udf

@@ -1,0 +1,70 @@
+"""featstore/udf.py without Spark: executors run Keras on the driver's backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from featstore import udf
+from featstore.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import io, sys
+    import pandas as pd
+    from PIL import Image
+    from featstore.embed import EmbedConfig
+    from featstore.udf import embed_batches
+
+    def jpeg(color):
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 48), color).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    cfg = EmbedConfig(model="vgg16", weights="random", input_size="32x32", batch_size=2)
+    backend = sys.argv[1] or None
+    out = list(embed_batches(cfg, iter([pd.Series([jpeg("red"), jpeg("blue"), b"bad"])]),
+                             backend=backend))
+    import keras
+    print("RESULT", keras.backend.backend(), out[0]["embedding"].map(
+        lambda v: -1 if v is None else len(v)).tolist(), out[0]["error"].notna().tolist())
+""")
+
+
+def _run(backend: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": "featstore-no-such-backend", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", SCRIPT, backend], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=REPO)
+
+
+def test_worker_runs_the_backend_the_driver_passes():
+    """The worker's environment names another backend; the driver's wins."""
+    done = _run("tensorflow")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert result == ["RESULT tensorflow [512, 512, -1] [False, False, True]"]
+    # control: without the driver's backend the worker's environment is used, and fails here
+    control = _run("")
+    assert control.returncode != 0
+    assert "featstore-no-such-backend" in control.stderr
+
+
+def test_worker_already_on_another_backend_fails_with_one_line():
+    import keras
+
+    running = keras.backend.backend()
+    udf.use_backend(running)  # the same: nothing to do
+    udf.use_backend(None)
+    other = "jax" if running != "jax" else "tensorflow"
+    with pytest.raises(ConfigError) as err:
+        udf.use_backend(other)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"runs Keras on {running!r} but the driver chose {other!r}" in msg
+    assert f"KERAS_BACKEND={other}" in msg
