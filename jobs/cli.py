@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="featstore",
         description="Spark jobs: images -> CNN embeddings in a Parquet feature store -> classifiers",
         epilog="exit codes: 0 done; 1 finished with per-image errors recorded; "
-               "2 bad input or configuration, nothing written",
+               "2 bad input or configuration, nothing written; 3 the job failed (a Spark "
+               "task, the cluster), the stage in progress committed nothing",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,14 @@ from featstore.errors import FeatstoreError, InputError
 EXIT_OK = 0
 EXIT_IMAGE_ERRORS = 1  # finished; some images were recorded in an errors table
 EXIT_BAD_INPUT = 2  # bad input or configuration; nothing written
+EXIT_FAILED = 3  # the job broke (a Spark task, the cluster, a bug); the stage did not commit
+
+# A featstore error raised inside a Spark task reaches the driver inside the text of a
+# PythonException / Py4JJavaError, as "featstore.errors.ConfigError: <message>".
+_TASK_ERROR = re.compile(r"featstore\.errors\.(\w+): ([^\n]+)")
+_INPUT_ERRORS = {"InputError", "AnnotationError", "ConfigError", "StoreError"}
+# The last "SomeError: message" line of a (remote) traceback: what actually went wrong.
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.+)$", re.MULTILINE)
 
 logger = logging.getLogger("featstore")
 
@@ -109,3 +118,18 @@ def run_guarded(fn: Callable[[], int]) -> int:
         print("featstore: interrupted; nothing was committed by the stage in progress",
               file=sys.stderr)
         return 130
+    except Exception as exc:  # a Spark task, the cluster, or a bug: not the user's input
+        found = _TASK_ERROR.findall(str(exc))
+        if found:  # a featstore error raised on an executor: its own line is the message
+            kind, message = found[-1]
+            logger.debug("failed in a Spark task", exc_info=True)
+            print(f"featstore: error: in a Spark task: {message.strip()}", file=sys.stderr)
+            return EXIT_BAD_INPUT if kind in _INPUT_ERRORS else EXIT_FAILED
+        logger.error("job failed", exc_info=True)
+        causes = _ERROR_LINE.findall(str(exc))
+        cause = (f"{causes[-1][0]}: {causes[-1][1].strip()}" if causes else
+                 next((line.strip() for line in str(exc).splitlines() if line.strip()), ""))
+        print(f"featstore: error: the job failed ({type(exc).__name__}: {cause[:300]}); "
+              "the stage in progress committed nothing; a re-run resumes from what was "
+              "committed (extract chunks, train cells)", file=sys.stderr)
+        return EXIT_FAILED
