@@ -112,5 +112,10 @@ def test_compare_models_notebook(nb_store, tmp_path):
     assert best[0].split() == ["attribute", "best_model", "best_accuracy", "runner_up",
                                "runner_up_accuracy", "max_p_holm", "beats_all"]
     assert sorted(line.split()[0] for line in best[1:]) == ATTRIBUTES
+    vs_baseline = _text(_tagged(nb, "baseline")[0]).strip().splitlines()
+    assert vs_baseline[0].split()[-3:] == ["p_value", "p_holm", "beats_baseline"]
+    rows = {tuple(line.split()[:2]): line.split()[-1] for line in vs_baseline[1:]}
+    assert set(rows) == {(a, m) for a in ATTRIBUTES for m in ("lasso", "forest", "dense")}
+    assert rows["Smiling", "lasso"] == "True"  # Smiling follows feature 0 of sig-pca4
     summary = _text(_tagged(nb, "summary")[0]).strip().splitlines()
     assert summary[0].startswith("| attribute | feature set |") and len(summary) == 4
