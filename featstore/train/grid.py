@@ -10,6 +10,11 @@ At the end the driver merges the cells into ``results/part-00000.parquet`` and w
 Problems of one cell (a single-class training sample, a missing feature set, a training size
 larger than the split) give a row with ``status = "error"`` and the reason; the rest of the grid
 runs.
+
+With ``save_models`` on, each ok fit's estimator is saved too, under
+``results/_models/<key>/<attribute>.joblib`` (a multilabel cell: ``_multilabel.joblib``), by the
+task that fitted it and before the cell's row (whose ``model_path`` names the file); a finished
+cell whose model files are missing is run again. See :mod:`featstore.train.saved`.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ RESULTS_SCHEMA = pa.schema([
     pa.field("y_pred", pa.list_(pa.int8())),  # test predictions, same order (for McNemar)
     pa.field("cell", pa.string()),
     pa.field("created", pa.string()),
+    # the saved model, relative to the store root (train.save_models); null when not saved
+    pa.field("model_path", pa.string()),
 ])
 
 
@@ -100,6 +107,9 @@ class GridConfig:
     first_n: int = 0
     custom_split: tuple[int, ...] = ()  # (train, val, test) counts within the first N
     overwrite: bool = False
+    # keep every ok fit's model under results/_models (featstore.train.saved); not part of the
+    # cell keys: with it on, finished cells without their model files are run again
+    save_models: bool = False
 
     def __post_init__(self) -> None:
         if self.forest_selection not in FOREST_SELECTIONS:
@@ -124,7 +134,9 @@ class Cell:
 
 
 #: GridConfig fields that say which cells exist (in the cell itself, not in its key).
-GRID_AXES = ("feature_sets", "attributes", "models", "train_sizes", "seeds", "overwrite")
+#: ``save_models`` is here too: it changes what is kept of a fit, not what the fit computes.
+GRID_AXES = ("feature_sets", "attributes", "models", "train_sizes", "seeds", "overwrite",
+             "save_models")
 #: Fields every cell depends on: which rows it sees and its confidence interval.
 DATA_SETTINGS = ("first_n", "custom_split", "bootstrap")
 LASSO_SETTINGS = ("folds", "lasso_cs", "cv_max_rows")
@@ -284,6 +296,7 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
         row["reason"] = reason
         return [row]
 
+    model_paths, note = _save_models(path, cell, cfg, key, fits, int(x_tr.shape[1]))
     rows = []
     for attribute, fit in fits.items():
         y_tr = data["labels"]["train"][attribute][pick]
@@ -293,17 +306,36 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
         row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
                               cell.seed), key)
         row.update(
-            status="ok", reason=None, n_train=len(x_tr), n_val=len(x_va), n_test=len(x_te),
+            status="ok", n_train=len(x_tr), n_val=len(x_va), n_test=len(x_te),
             dim=int(x_tr.shape[1]), ci_low=lo, ci_high=hi,
             params=json.dumps(fit.params, sort_keys=True, default=str),
             history=json.dumps(fit.history) if fit.history else None,
             fit_seconds=fit.fit_seconds,
             y_true=y_te.astype(np.int8).tolist(), y_pred=fit.y_pred.astype(np.int8).tolist(),
+            model_path=model_paths.get(attribute), reason=note,
             **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "tn", "fp",
                                  "fn", "tp", "majority_baseline")},
         )
         rows.append(row)
     return rows
+
+
+def _save_models(path: str, cell: Cell, cfg: GridConfig, key: str, fits: dict[str, Any],
+                 dim: int) -> tuple[dict[str, str], str | None]:
+    """Save the cell's estimators when ``cfg.save_models`` (else drop files an earlier fit of
+    this cell left). Returns ``({attribute: model_path}, None)``, or ``({}, note)`` when saving
+    failed: the fits stay ok (the note goes to ``reason``) and a later run with
+    ``save_models`` on fits the cell again."""
+    from featstore.train import saved
+
+    if not cfg.save_models:
+        saved.clear_cell(path, key)
+        return {}, None
+    try:
+        return saved.save_fits(path, key, cell.model, cell.feature_set, dim, fits), None
+    except Exception as exc:
+        logger.warning("cell %s: saving the model failed: %s", cell, traceback.format_exc())
+        return {}, f"model not saved: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
 
 
 def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: np.ndarray,
@@ -407,6 +439,14 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
         shutil.rmtree(layout.results)
     cells_dir.mkdir(parents=True, exist_ok=True)
     done = {p.stem for p in cells_dir.glob("*.parquet")}
+    if cfg.save_models:  # a finished cell whose model files are missing runs again
+        from featstore.train.saved import cell_lacks_models
+
+        lacking = {k for k in {c.key(cfg) for c in cells} & done
+                   if cell_lacks_models(layout.root, cells_dir / f"{k}.parquet")}
+        if lacking:
+            logger.info("%d finished fits have no saved model: running them again", len(lacking))
+        done -= lacking
     todo = [c for c in cells if c.key(cfg) not in done]
     resumed = len(cells) - len(todo)
     if resumed:
