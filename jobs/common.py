@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from featstore import errors
 from featstore.config import Config, load_config
 from featstore.errors import FeatstoreError, InputError
 
@@ -21,7 +22,6 @@ EXIT_FAILED = 3  # the job broke (a Spark task, the cluster, a bug); the stage d
 # A featstore error raised inside a Spark task reaches the driver inside the text of a
 # PythonException / Py4JJavaError, as "featstore.errors.ConfigError: <message>".
 _TASK_ERROR = re.compile(r"featstore\.errors\.(\w+): ([^\n]+)")
-_INPUT_ERRORS = {"InputError", "AnnotationError", "ConfigError", "StoreError"}
 # The last "SomeError: message" line of a (remote) traceback: what actually went wrong.
 _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.+)$", re.MULTILINE)
 
@@ -124,7 +124,9 @@ def run_guarded(fn: Callable[[], int]) -> int:
             kind, message = found[-1]
             logger.debug("failed in a Spark task", exc_info=True)
             print(f"featstore: error: in a Spark task: {message.strip()}", file=sys.stderr)
-            return EXIT_BAD_INPUT if kind in _INPUT_ERRORS else EXIT_FAILED
+            cls = getattr(errors, kind, FeatstoreError)  # the class hierarchy says which
+            bad_input = isinstance(cls, type) and issubclass(cls, InputError)
+            return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
         logger.error("job failed", exc_info=True)
         causes = _ERROR_LINE.findall(str(exc))
         cause = (f"{causes[-1][0]}: {causes[-1][1].strip()}" if causes else

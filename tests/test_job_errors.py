@@ -53,3 +53,11 @@ def test_a_bug_on_the_driver_exits_3(capsys):
     assert run_guarded(job) == EXIT_FAILED
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("featstore: error: the job failed (KeyError: 'split')")
+
+
+def test_featstore_error_that_is_not_bad_input_exits_3(spark, capsys):
+    from featstore.errors import FeatstoreError
+
+    assert run_guarded(_task_raising(spark, FeatstoreError("cache corrupt"))) == EXIT_FAILED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["featstore: error: in a Spark task: cache corrupt"]
