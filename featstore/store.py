@@ -447,6 +447,23 @@ def read_pandas(path: str | os.PathLike[str], name: str, **kw: Any) -> Any:
     return read_arrow(path, name, **kw).to_pandas()
 
 
+def embedding_matrix(table: pa.Table, dim: int, name: str) -> Any:
+    """The ``embedding`` list column as float32 ``(rows, dim)``, from its flat buffer (one copy).
+
+    Raises :class:`StoreError` unless every row has exactly ``dim`` values (the manifest's
+    width): a total that merely divides evenly would reshape into wrong rows."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    emb = table["embedding"].combine_chunks()
+    if table.num_rows:
+        lengths = pc.list_value_length(emb)
+        if pc.min(lengths).as_py() != dim or pc.max(lengths).as_py() != dim:
+            raise StoreError(f"feature set {name!r}: embeddings are not all {dim} long")
+    values = emb.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(table.num_rows, dim)
+
+
 def load_xy(path: str | os.PathLike[str], name: str, attribute: str,
             split: str) -> tuple[Any, Any, list[str]]:
     """``X`` float32 (n, dim), ``y`` int8 (n,) of one attribute and split, and the image ids.
@@ -455,11 +472,6 @@ def load_xy(path: str | os.PathLike[str], name: str, attribute: str,
     import numpy as np
 
     table = read_arrow(path, name, splits=[split], attributes=[attribute])
-    emb = table["embedding"].combine_chunks()
-    dim = int(feature_set_manifest(path, name)["dim"])
-    values = emb.flatten().to_numpy(zero_copy_only=False)
-    if values.size != table.num_rows * dim:
-        raise StoreError(f"feature set {name!r}: embeddings are not all {dim} long")
-    x = values.astype(np.float32, copy=False).reshape(table.num_rows, dim)
+    x = embedding_matrix(table, int(feature_set_manifest(path, name)["dim"]), name)
     y = table[attribute].to_numpy(zero_copy_only=False).astype(np.int8)
     return x, y, table["image_id"].to_pylist()

@@ -132,3 +132,15 @@ def test_cli_ls_and_describe_feature_set(toy, capsys):
     assert "toy-avg (features)" in out and "rows on disk match" in out
     assert cli_main(["ls", str(toy["root"] / "nope")]) == 2
     assert "no such store folder" in capsys.readouterr().err
+
+
+def test_embedding_matrix_refuses_rows_of_the_wrong_width():
+    import pyarrow as pa
+
+    ok = pa.table({"embedding": pa.array([[1, 2, 3, 4], [5, 6, 7, 8]], pa.list_(pa.float32()))})
+    x = store.embedding_matrix(ok, 4, "fs")
+    assert x.dtype == np.float32 and x.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    uneven = pa.table({"embedding": pa.array([[1, 2, 3], [4, 5, 6, 7, 8]],
+                                             pa.list_(pa.float32()))})  # 8 values = 2 x 4
+    with pytest.raises(StoreError, match="embeddings are not all 4 long"):
+        store.embedding_matrix(uneven, 4, "fs")

@@ -222,6 +222,7 @@ def test_cell_key_changes_only_with_the_settings_of_its_model():
     assert changed(dense_epochs=7) == {"dense", "multilabel", "bottleneck20-lasso",
                                        "bottleneck20-forest"}
     assert changed(lasso_cs=3) == {"lasso", "bottleneck20-lasso"}
+    assert changed(dense_hidden=(30, 10)) == {"dense", "multilabel"}  # bottleneck: k units
     assert changed(forest_trees=9) == {"forest", "bottleneck20-forest"}
     assert changed(forest_folds=3) == set()  # out-of-bag selection uses no folds
     assert changed(bootstrap=99) == set(cells)

@@ -151,8 +151,10 @@ def cell_settings(cfg: GridConfig, model: str) -> dict[str, Any]:
     :data:`GRID_AXES` or one of the ``*_SETTINGS`` groups; a test keeps it so)."""
     kind, _, second = parse_model(model)
     names = list(DATA_SETTINGS)
-    if kind in ("dense", "multilabel", "bottleneck"):
+    if kind in ("dense", "multilabel"):
         names += DENSE_SETTINGS
+    elif kind == "bottleneck":  # its head is one k-unit layer: dense_hidden is not used
+        names += [n for n in DENSE_SETTINGS if n != "dense_hidden"]
     for m in (kind, second):
         if m == "lasso":
             names += LASSO_SETTINGS
@@ -212,7 +214,8 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
 
 @lru_cache(maxsize=4)
 def _split_arrays(path: str, feature_set: str, created: str,
-                  first_n: int, custom: tuple[int, ...], seed: int) -> dict[str, Any]:
+                  dim: int, first_n: int, custom: tuple[int, ...], seed: int
+                  ) -> dict[str, Any]:
     """{split: (X float32, ids)} plus the label table, for one feature set (cached per worker;
     ``created`` is in the key so a rebuilt feature set is re-read). With ``custom``, the first
     ``first_n`` images are shuffled by ``seed`` (the cell's seed: every model of one seed sees
@@ -220,9 +223,7 @@ def _split_arrays(path: str, feature_set: str, created: str,
     table = store.read_arrow(path, feature_set)
     ids = np.asarray(table["image_id"].to_pylist())
     split = np.asarray(table["split"].to_pylist())
-    emb = table["embedding"].combine_chunks()
-    dim = len(emb.flatten()) // max(1, table.num_rows)
-    x = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    x = store.embedding_matrix(table, dim, feature_set)
     labels = {c: table[c].to_numpy(zero_copy_only=False).astype(np.int8)
               for c in table.column_names if c not in ("image_id", "split", "embedding")}
     if first_n:
@@ -272,7 +273,8 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
     key = cell.key(cfg)
     try:
         manifest = store.feature_set_manifest(path, cell.feature_set)
-        data = _split_arrays(path, cell.feature_set, manifest["created"], cfg.first_n,
+        data = _split_arrays(path, cell.feature_set, manifest["created"],
+                             int(manifest["dim"]), cfg.first_n,
                              tuple(cfg.custom_split),
                              cell.seed if cfg.custom_split else 0)
         x_tr_all, _ = data["train"]
