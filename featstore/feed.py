@@ -24,6 +24,41 @@ from featstore import store
 logger = logging.getLogger(__name__)
 
 
+def _race_free_thread_pool() -> type:
+    """petastorm's ``ThreadPool`` with its end-of-data check made race-free.
+
+    ``ThreadPool.get_results`` ends the epoch when ``all_workers_done()`` and then
+    ``ventilator.completed()`` are both true. The two are read one after the other while the
+    ventilator thread keeps ventilating: if it ventilates the last row groups and marks itself
+    completed between the two reads, the pool sees "nothing pending" from before and "completed"
+    from after, and ends the epoch early, up to an empty one (a one-row-group split read as zero
+    batches; seen in CI). Reading ``completed()`` first closes the window: once it is true every item
+    that will ever be ventilated has been counted, so the pending-work check after it is exact.
+    (petastorm issue #71 describes the same blind spot; upstream is unmaintained.)
+    """
+    from petastorm.workers_pool.thread_pool import ThreadPool
+
+    class RaceFreeThreadPool(ThreadPool):  # type: ignore[misc]
+        def all_workers_done(self) -> bool:
+            ventilator = self._ventilator
+            if ventilator is not None and not ventilator.completed():
+                return False
+            return bool(super().all_workers_done())
+
+    return RaceFreeThreadPool
+
+
+def _patch_petastorm() -> None:
+    """Make every petastorm reader of this process use :func:`_race_free_thread_pool`'s pool
+    (``make_batch_reader`` builds its ``'thread'`` pool from ``petastorm.reader.ThreadPool``)."""
+    import petastorm.reader as reader
+
+    if not getattr(reader.ThreadPool, "_featstore_race_free", False):
+        pool = _race_free_thread_pool()
+        pool._featstore_race_free = True
+        reader.ThreadPool = pool
+
+
 def _cache_url(path: str | os.PathLike[str], cache_dir: str | None) -> str:
     if cache_dir:
         return cache_dir if "://" in cache_dir else Path(cache_dir).resolve().as_uri()
@@ -51,6 +86,7 @@ def converter(spark: Any, path: str | os.PathLike[str], feature_set: str,
     """A petastorm ``SparkDatasetConverter`` of one split, deleted (cache and all) on exit."""
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
+    _patch_petastorm()
     df = training_frame(spark, path, feature_set, attributes, split)
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _cache_url(path, cache_dir))
     conv = make_spark_converter(df)

@@ -49,6 +49,63 @@ def test_keras_head_trains_one_epoch_from_the_feed(spark, toy):
     assert not any((toy["root"] / "_staging" / "petastorm-cache").iterdir())
 
 
+class _LateVentilator:
+    """Ventilates every item at the moment the pool first asks whether ventilation is complete:
+    the interleaving in which the stock petastorm ThreadPool ends the epoch with nothing read."""
+
+    def __init__(self, items):
+        self.items, self.pool, self.done = items, None, False
+
+    def start(self):
+        pass
+
+    def processed_item(self):
+        pass
+
+    def completed(self):
+        if not self.done:
+            for item in self.items:
+                self.pool.ventilate(x=item)
+            self.done = True
+        return True
+
+    def stop(self):
+        pass
+
+
+def test_reader_pool_reads_items_ventilated_while_it_checks_for_the_end():
+    from petastorm.workers_pool import EmptyResultError
+    from petastorm.workers_pool.worker_base import WorkerBase
+
+    class Echo(WorkerBase):
+        def process(self, x):
+            self.publish_func(x)
+
+    pool = feed._race_free_thread_pool()(1)
+    ventilator = _LateVentilator([1, 2, 3])
+    ventilator.pool = pool
+    pool.start(Echo, None, ventilator=ventilator)
+    got = []
+    try:
+        while True:
+            got.append(pool.get_results())
+    except EmptyResultError:
+        pass
+    finally:
+        pool.stop()
+        pool.join()
+    assert got == [1, 2, 3]
+
+
+def test_opening_a_feed_makes_petastorm_readers_use_the_race_free_pool(spark, toy):
+    import petastorm.reader
+
+    with feed.numpy_batches(spark, toy["root"], "toy-avg", ["Smiling"], "test") as batches:
+        rows = sum(len(x) for x, _ in batches)
+    assert rows == toy["splits"].count("test") == 8
+    assert getattr(petastorm.reader.ThreadPool, "_featstore_race_free", False)
+
+
 def test_feed_without_attributes_is_refused(spark, toy):
     with pytest.raises(StoreError, match="at least one attribute"):
         with feed.numpy_batches(spark, toy["root"], "toy-avg", [], "train"):
