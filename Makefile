@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test lint check-java bench clean
+.PHONY: venv demo test lint check-java browser bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)" >&2; exit 2; }
@@ -25,11 +25,15 @@ venv: $(STAMP)
 check-java:
 	@./scripts/check_java.sh
 
+# Headless Chromium for the report's browser test (Debian's package when root; else a warning).
+browser:
+	@./scripts/ensure_chromium.sh
+
 # The whole chain on built-in synthetic CelebA-format data.
 demo: $(STAMP) check-java
 	$(VENV)/bin/featstore demo --out $(DEMO_OUT) --n $(DEMO_N)
 
-test: $(STAMP) check-java lint
+test: $(STAMP) check-java browser lint
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
