@@ -52,8 +52,7 @@ def main() -> None:
         path = os.path.join(tmp, "part-0.parquet")
         pq.write_table(pa.table({"x": np.arange(args.rows, dtype=np.float32)}), path)
         url = Path(path).as_uri()
-        stock = petastorm.reader.ThreadPool
-        if getattr(stock, "_featstore_race_free", False):
+        if petastorm.reader.ThreadPool is feed._race_free_thread_pool():
             raise SystemExit("petastorm is already patched in this process; run this script alone")
         results = {"stock ThreadPool": read_epochs(url, args.epochs, args.rows, args.workers)}
         feed._patch_petastorm()

@@ -12,6 +12,7 @@ NumPy 1. Keeping it behind this one module means it can be replaced (e.g. by a t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -24,8 +25,9 @@ from featstore import store
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
 def _race_free_thread_pool() -> type:
-    """petastorm's ``ThreadPool`` with its end-of-data check made race-free.
+    """petastorm's ``ThreadPool`` with its end-of-data check made race-free (one class a process).
 
     ``ThreadPool.get_results`` ends the epoch when ``all_workers_done()`` and then
     ``ventilator.completed()`` are both true. The two are read one after the other while the
@@ -53,10 +55,7 @@ def _patch_petastorm() -> None:
     (``make_batch_reader`` builds its ``'thread'`` pool from ``petastorm.reader.ThreadPool``)."""
     import petastorm.reader as reader
 
-    if not getattr(reader.ThreadPool, "_featstore_race_free", False):
-        pool = _race_free_thread_pool()
-        pool._featstore_race_free = True
-        reader.ThreadPool = pool
+    reader.ThreadPool = _race_free_thread_pool()
 
 
 def _cache_url(path: str | os.PathLike[str], cache_dir: str | None) -> str:

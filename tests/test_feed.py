@@ -103,7 +103,7 @@ def test_opening_a_feed_makes_petastorm_readers_use_the_race_free_pool(spark, to
     with feed.numpy_batches(spark, toy["root"], "toy-avg", ["Smiling"], "test") as batches:
         rows = sum(len(x) for x, _ in batches)
     assert rows == toy["splits"].count("test") == 8
-    assert getattr(petastorm.reader.ThreadPool, "_featstore_race_free", False)
+    assert petastorm.reader.ThreadPool is feed._race_free_thread_pool()
 
 
 def test_feed_without_attributes_is_refused(spark, toy):
