@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -74,15 +73,9 @@ def default_name(info: dict[str, Any], cfg: ExtractConfig) -> str:
     return "-".join(parts)
 
 
-def _check_name(name: str) -> str:
-    if not name or name.startswith(("_", ".")) or "/" in name or os.sep in name:
-        raise ConfigError(f"invalid feature set name {name!r}")
-    return name
-
-
-def _plan_chunks(images_dir: Path, chunk_rows: int) -> list[tuple[str, str, int]]:
+def _plan_chunks(images: Any, chunk_rows: int) -> list[tuple[str, str, int]]:
     """[(first_id, last_id, rows)] over the sorted image ids, ~chunk_rows each."""
-    ids = pq.read_table(images_dir, columns=["image_id"]).column("image_id").to_pylist()
+    ids = images.column("image_id").to_pylist()
     ids.sort()
     if not ids:
         return []
@@ -101,14 +94,14 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     from featstore.udf import make_embed_udf
 
     t0 = time.perf_counter()
-    layout = store.Layout(store_path)
-    if not layout.root.is_dir():
-        raise StoreError(f"{layout.root}: no such store folder")
-    images_manifest = store.require_committed(layout.images, "images")
+    if cfg.chunk_rows < 1:
+        raise ConfigError(f"extract.chunk_rows must be >= 1, got {cfg.chunk_rows}")
+    layout = store.open_store(store_path)
+    images_manifest = store.require_committed(layout, "images")
     ecfg = embed_config(cfg)
     info = validate_config(ecfg)  # one clear line for bad model / layer / weights
-    name = _check_name(cfg.feature_set or default_name(info, cfg))
-    target = layout.features(name)
+    name = store.check_name(cfg.feature_set or default_name(info, cfg))
+    tid = store.features_id(name)
 
     settings = {k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing",
                                      "precision", "dim")}
@@ -118,114 +111,117 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     run_key = store.fingerprint([images_manifest["input_fingerprint"],
                                  json.dumps(settings, sort_keys=True, default=str)])
 
-    existing = store.read_manifest(target)
+    existing = store.read_manifest(layout, tid)
     if existing is not None and existing.get("run_key") == run_key and not cfg.overwrite:
         logger.info("feature set %s is already committed with these settings; nothing to do", name)
         c = existing["counts"]
         return ExtractSummary(str(layout.root), name, c["ok"], c["errors"], existing["dim"],
                               time.perf_counter() - t0, skipped=True)
 
-    staging = layout.staging / f"features-{name}-{run_key[:12]}"
-    if cfg.overwrite and staging.exists():
-        shutil.rmtree(staging)
-    # leftovers of runs with other settings of this feature set cannot be resumed
-    for old in layout.staging.glob(f"features-{name}-*") if layout.staging.is_dir() else []:
-        if old != staging:
-            shutil.rmtree(old, ignore_errors=True)
-    staging.mkdir(parents=True, exist_ok=True)
-    plan_path = staging / PLAN
-    if plan_path.is_file():
-        chunks = [tuple(c) for c in json.loads(plan_path.read_text())["chunks"]]
-    else:
-        chunks = _plan_chunks(layout.images, max(1, cfg.chunk_rows))
-        plan_path.write_text(json.dumps({"run_key": run_key, "chunks": chunks}))
+    with store.TableWriter(layout, tid, resume_key=run_key, overwrite=cfg.overwrite,
+                           spark=spark) as w:
+        plan_path = w.staging / PLAN
+        if plan_path.is_file():
+            chunks = [tuple(c) for c in json.loads(plan_path.read_text())["chunks"]]
+        else:
+            chunks = _plan_chunks(store.read_table(layout.root, "images", ["image_id"]),
+                                  cfg.chunk_rows)
+            store.write_json(plan_path, {"run_key": run_key, "chunks": chunks})
 
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
-    cpu_threads = int(spark.conf.get("spark.task.cpus", "1"))
-    embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"])
-    images = spark.read.parquet(store.spark_uri(layout.images))
-    parallelism = spark.sparkContext.defaultParallelism
-    resumed = 0
-    for k, (first, last, rows) in enumerate(chunks):
-        chunk_dir = staging / f"chunk-{k:05d}"
-        if (chunk_dir / "_SUCCESS").is_file():
-            resumed += 1
-            logger.info("chunk %d/%d already done (resumed)", k + 1, len(chunks))
-            continue
-        tc = time.perf_counter()
-        df = images.filter((F.col("image_id") >= first) & (F.col("image_id") <= last))
-        # Even tasks, a multiple of the cores: the images table's files follow the splits
-        # (train is 80%), so reading them as they are leaves cores idle at the end of a chunk.
-        # The shuffle moves only JPEG bytes (~10 KB an image), cheap next to the forward pass.
-        df = df.repartition(cfg.partitions or parallelism * math.ceil(rows / (parallelism * 4096)))
-        out = df.select("image_id", "split", embed_udf("content").alias("r")).select(
-            "image_id", "split", "r.embedding", "r.error"
-        ).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            bad = out.filter(F.col("error").isNotNull()).select(
-                "image_id", "split", "error").toPandas()
-            _write_chunk_errors(staging / f"errors-{k:05d}.parquet", bad, images_manifest)
-            (out.filter(F.col("error").isNull()).select("image_id", "split", "embedding")
-             .write.partitionBy("split").parquet(store.spark_uri(chunk_dir), mode="overwrite"))
-        finally:
-            out.unpersist()
-        dt = time.perf_counter() - tc
-        logger.info("chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors", k + 1,
-                    len(chunks), rows, dt, rows / dt if dt else 0.0, len(bad))
+        w.set_spark_conf("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
+        cpu_threads = int(spark.conf.get("spark.task.cpus", "1"))
+        embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"],
+                                   weights_sha256=info["weights_sha256"])
+        images = spark.read.parquet(store.spark_uri(layout.images))
+        parallelism = spark.sparkContext.defaultParallelism
+        resumed = 0
+        for k, (first, last, rows) in enumerate(chunks):
+            chunk_dir = w.chunk(k)
+            if (chunk_dir / "_SUCCESS").is_file():
+                resumed += 1
+                logger.info("chunk %d/%d already done (resumed)", k + 1, len(chunks))
+                continue
+            tc = time.perf_counter()
+            df = images.filter((F.col("image_id") >= first) & (F.col("image_id") <= last))
+            # Even tasks, a multiple of the cores: the images table's files follow the splits
+            # (train is 80%), so reading them as they are leaves cores idle at the end of a
+            # chunk. The shuffle moves only JPEG bytes (~10 KB an image), cheap next to the
+            # forward pass.
+            df = df.repartition(cfg.partitions
+                                or parallelism * math.ceil(rows / (parallelism * 4096)))
+            out = df.select("image_id", "split", embed_udf("content").alias("r")).select(
+                "image_id", "split", "r.embedding", "r.error"
+            ).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                bad = out.filter(F.col("error").isNotNull()).select(
+                    "image_id", "split", "error").toPandas()
+                _write_chunk_errors(_chunk_errors(w, k), bad)
+                (out.filter(F.col("error").isNull()).select("image_id", "split", "embedding")
+                 .write.partitionBy("split").parquet(store.spark_uri(chunk_dir), mode="overwrite"))
+            finally:
+                out.unpersist()
+            dt = time.perf_counter() - tc
+            logger.info("chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors", k + 1,
+                        len(chunks), rows, dt, rows / dt if dt else 0.0, len(bad))
 
-    ok, errors, _ = _assemble_and_commit(
-        spark, layout, staging, target, chunks, info, cfg, name, run_key, images_manifest,
-        t0,
-    )
+        ok, errors = _assemble(w, len(chunks), images_manifest)
+        seconds = time.perf_counter() - t0
+        w.commit(_manifest(spark, info, cfg, name, run_key, images_manifest, ok, errors,
+                           len(chunks), seconds))
     return ExtractSummary(str(layout.root), name, ok, errors, info["dim"],
                           time.perf_counter() - t0, chunks_done=len(chunks) - resumed,
                           chunks_resumed=resumed)
 
 
-def _write_chunk_errors(path: Path, bad: Any, images_manifest: dict[str, Any]) -> None:
+def _chunk_errors(w: store.TableWriter, k: int) -> Path:
+    return w.staging / "chunk-errors" / f"errors-{k:05d}.parquet"
+
+
+def _write_chunk_errors(path: Path, bad: Any) -> None:
     rows = [{"image_id": r.image_id, "split": r.split, "source_path": None,
              "stage": STAGE_EMBED, "error": r.error} for r in bad.itertuples(index=False)]
     for r in rows:
         logger.warning("image %s: %s", r["image_id"], r["error"])
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     pq.write_table(pa.Table.from_pylist(rows, schema=store.ERRORS_SCHEMA), tmp)
     os.replace(tmp, path)
 
 
-def _assemble_and_commit(spark: Any, layout: store.Layout, staging: Path, target: Path,
-                         chunks: list[Any], info: dict[str, Any], cfg: ExtractConfig,
-                         name: str, run_key: str, images_manifest: dict[str, Any],
-                         t0: float) -> tuple[int, int, dict[str, int]]:
-    assembled = staging / "assembled"
-    if assembled.exists():
-        shutil.rmtree(assembled)
-    assembled.mkdir()
-    splits: dict[str, int] = {}
-    for k in range(len(chunks)):
-        chunk_dir = staging / f"chunk-{k:05d}"
+def _assemble(w: store.TableWriter, n_chunks: int,
+              images_manifest: dict[str, Any]) -> tuple[int, int]:
+    """Move every chunk's files into the staged table and merge the chunk errors. Restartable:
+    a file already moved by a killed earlier run stays where it went; the counts are taken
+    from the assembled files, so they are right whichever run moved what."""
+    for k in range(n_chunks):
+        chunk_dir = w.chunk(k)
         for part in sorted(chunk_dir.glob("split=*/*.parquet")):
-            split = part.parent.name.split("=", 1)[1]
-            splits[split] = splits.get(split, 0) + pq.ParquetFile(part).metadata.num_rows
-            dest = assembled / part.parent.name
+            dest = w.data / part.parent.name
             dest.mkdir(exist_ok=True)
             os.replace(part, dest / f"c{k:05d}-{part.name}")
-    error_tables = [pq.read_table(staging / f"errors-{k:05d}.parquet", schema=store.ERRORS_SCHEMA)
-                    for k in range(len(chunks))]
+    error_tables = [pq.read_table(_chunk_errors(w, k), schema=store.ERRORS_SCHEMA)
+                    for k in range(n_chunks)]
     errors = pa.concat_tables(error_tables) if error_tables else store.ERRORS_SCHEMA.empty_table()
-    store.write_errors(assembled, errors.to_pylist())
-    ok = sum(splits.values())
+    store.write_errors(w.errors, errors.to_pylist())
+    ok = sum(f["rows"] for f in store.describe_files(w.data, checksums=False))
     expected = int(images_manifest["counts"]["ok"])
     if ok + errors.num_rows != expected:
-        raise StoreError(f"{staging}: {ok} embeddings + {errors.num_rows} errors != {expected} "
+        raise StoreError(f"{w.staging}: {ok} embeddings + {errors.num_rows} errors != {expected} "
                          "images; staged chunks are inconsistent, rerun with --overwrite")
-    seconds = time.perf_counter() - t0
+    return ok, errors.num_rows
+
+
+def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, run_key: str,
+              images_manifest: dict[str, Any], ok: int, errors: int, chunks: int,
+              seconds: float) -> dict[str, Any]:
     conf = spark.sparkContext.getConf()
     spark_conf = {k: conf.get(k) for k in (
         "spark.executor.resource.gpu.amount", "spark.task.resource.gpu.amount",
         "spark.executor.cores", "spark.task.cpus", "spark.python.worker.reuse",
         "spark.sql.execution.arrow.maxRecordsPerBatch") if conf.contains(k)}
     spark_conf["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(cfg.arrow_batch_rows)
-    manifest = store.base_manifest(
+    expected = int(images_manifest["counts"]["ok"])
+    return store.base_manifest(
         "features",
         name=name,
         run_key=run_key,
@@ -241,20 +237,17 @@ def _assemble_and_commit(spark: Any, layout: store.Layout, staging: Path, target
         preprocessing=info["preprocessing"],
         precision=info["precision"],
         dim=info["dim"],
-        counts={"ok": ok, "errors": errors.num_rows, "splits": splits},
+        counts={"ok": ok, "errors": errors},
         input={"table": "images", "fingerprint": images_manifest["input_fingerprint"],
+               "content_fingerprint": images_manifest.get("content_fingerprint"),
                "created": images_manifest.get("created"), "rows": expected},
         attributes=images_manifest.get("attributes", []),
         spark={"master": spark.sparkContext.master, "version": spark.version,
                "conf": spark_conf},
         timing={"seconds": round(seconds, 2),
                 "images_per_second": round(expected / seconds, 2) if seconds else None},
-        chunks=len(chunks),
+        chunks=chunks,
     )
-    store.write_manifest(assembled, manifest)
-    store.commit(assembled, target)
-    shutil.rmtree(staging, ignore_errors=True)
-    return ok, errors.num_rows, splits
 
 
 def with_overrides(cfg: ExtractConfig, **kw: Any) -> ExtractConfig:

@@ -61,7 +61,7 @@ def _patch_petastorm() -> None:
 def _cache_url(path: str | os.PathLike[str], cache_dir: str | None) -> str:
     if cache_dir:
         return cache_dir if "://" in cache_dir else Path(cache_dir).resolve().as_uri()
-    cache = store.Layout(path).staging / "petastorm-cache"
+    cache = store.Layout(path).meta / "cache" / "petastorm"
     cache.mkdir(parents=True, exist_ok=True)
     return cache.as_uri()
 

@@ -1,8 +1,8 @@
 """Reduce: PCA of a feature set, fitted on its train split, applied to every split.
 
-``features/<source>/`` -> ``features/<source>-pca<k>/`` for each requested ``k``: the same layout
+``features/feature_set=<source>/`` -> ``features/feature_set=<source>-pca<k>/`` for each requested ``k``: the same layout
 and :data:`featstore.store.FEATURES_SCHEMA` as extract's output (``embedding`` is a float32 array
-of length ``k``), a manifest, and ``_pca.npz`` (mean, the ``k`` components, their explained
+of length ``k``), a manifest, and ``pca.npz`` (mean, the ``k`` components, their explained
 variance) so the same projection can be applied to new data (:func:`load_projection`).
 
 How (built for the full CelebA set, 202,599 x 2,048 float32, on a small driver):
@@ -23,8 +23,8 @@ How (built for the full CelebA set, 202,599 x 2,048 float32, on a small driver):
   float64, stored as float32, persisted (MEMORY_AND_DISK); each ``k`` is written from it with
   ``F.slice`` (PCA components are nested: the first ``k`` of ``kmax``).
 
-Each set is written into ``_staging``, its manifest written last, then renamed into place
-(``store.commit``), like extract. A re-run with the same source (same ``run_key``) skips the
+Each set is written through :class:`featstore.store.TableWriter` (staging, manifest, commit),
+like extract; its ``pca.npz`` is a sidecar in the set's metadata folder. A re-run with the same source (same ``run_key``) skips the
 dimensions already committed unless ``overwrite``. Bad input raises a :class:`StoreError` or
 :class:`ConfigError` before anything is written.
 """
@@ -32,8 +32,6 @@ dimensions already committed unless ``overwrite``. Bad input raises a :class:`St
 from __future__ import annotations
 
 import logging
-import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,13 +51,14 @@ logger = logging.getLogger(__name__)
 
 REDUCER = "pca"
 FIT_SPLIT = "train"
-PCA_FILE = "_pca.npz"
+PCA_FILE = "pca.npz"  # a sidecar in the set's metadata folder (store.Layout.table_meta)
 SIGN_CONVENTION = ("each component's loading of largest absolute value is positive "
                    "(scikit-learn svd_flip, u_based_decision=False)")
 SHIFT_ROWS = 1024  # rows of the first train file whose mean is the fit's shift
 # source manifest keys that describe how the source was made and still apply to a reduction
 _NOT_INHERITED = {"schema_version", "table", "code_version", "created", "name", "run_key", "dim",
-                  "counts", "spark", "timing", "chunks"}
+                  "counts", "spark", "timing", "chunks", "files", "errors_files", "data_path",
+                  "errors_path", "content_fingerprint", "sidecars"}
 _PARTIAL_SCHEMA = "n long, bad long, s binary, g binary"
 
 
@@ -131,33 +130,7 @@ def output_name(source: str, k: int) -> str:
     return f"{source}-pca{k}"
 
 
-def _check_name(name: str) -> str:
-    if not name or name.startswith(("_", ".")) or "/" in name or "\\" in name:
-        raise ConfigError(f"invalid feature set name {name!r}")
-    return name
-
-
 # ---------------------------------------------------------------- plan (validation, no Spark)
-
-
-def _footer_counts(source_dir: Path) -> tuple[dict[str, int], list[Path]]:
-    """Rows per split from the Parquet footers of a feature set's data files (cheap)."""
-    splits: dict[str, int] = {}
-    files: list[Path] = []
-    for path in sorted(source_dir.rglob("*.parquet")):
-        rel = path.relative_to(source_dir).parts
-        if any(p.startswith(("_", ".")) for p in rel):
-            continue  # _errors/, staging leftovers: not data
-        if len(rel) != 2 or not rel[0].startswith("split="):
-            raise StoreError(f"{path}: data file outside a split=<name>/ folder")
-        try:
-            meta = pq.ParquetFile(path).metadata
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"{path}: not a readable Parquet file ({exc})") from None
-        split = rel[0].split("=", 1)[1]
-        splits[split] = splits.get(split, 0) + meta.num_rows
-        files.append(path)
-    return splits, files
 
 
 def _check_embedding_type(path: Path) -> None:
@@ -171,45 +144,28 @@ def _check_embedding_type(path: Path) -> None:
 
 
 def _run_key(source_manifest: dict[str, Any]) -> str:
-    source_key = source_manifest.get("run_key") or store.fingerprint(
-        [str(source_manifest.get("created")), str(source_manifest.get("counts"))])
-    return store.fingerprint([REDUCER, FIT_SPLIT, source_manifest.get("name", ""), source_key])
+    """The exact committed content of the source (a rebuilt source re-derives its sets)."""
+    return store.fingerprint([REDUCER, FIT_SPLIT, source_manifest.get("name", ""),
+                              store.fs_fingerprint(source_manifest)])
 
 
 def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
     """Validate the input and decide what to compute. Raises StoreError / ConfigError (one line
-    each) for: no store folder, an unknown or uncommitted source, a source whose Parquet row
-    count disagrees with its manifest, no train rows, a dimension < 1 or larger than the
-    embedding dimension or the number of train rows."""
+    each) for: no store folder, an unknown or uncommitted source, a source whose files disagree
+    with its manifest, no train rows, a dimension < 1 or larger than the embedding dimension or
+    the number of train rows, an output name that is not a valid feature-set name."""
     layout = store.open_store(store_path)
     if not cfg.feature_set:
         raise ConfigError("reduce needs a source feature set (--feature-set NAME)")
-    source = _check_name(cfg.feature_set)
+    source = store.check_name(cfg.feature_set)
+    manifest = store.check_feature_set(layout.root, source)
     source_dir = layout.features(source)
-    if not source_dir.is_dir():
-        known = [t["name"] for t in store.list_tables(layout.root) if t["kind"] == "features"]
-        raise StoreError(f"{layout.root}: no feature set {source!r} "
-                         f"(committed: {', '.join(known) or 'none'})")
-    manifest = store.read_manifest(source_dir)
-    if manifest is None:
-        raise StoreError(f"{source_dir}: feature set {source!r} is not committed (no "
-                         f"{store.MANIFEST}: a run in progress or killed; re-run it)")
     try:
         dim = int(manifest["dim"])
-        ok = int(manifest["counts"]["ok"])
     except (KeyError, TypeError, ValueError):
-        raise StoreError(f"{source_dir / store.MANIFEST}: no dim or counts.ok") from None
-
-    splits, files = _footer_counts(source_dir)
-    rows = sum(splits.values())
-    if rows != ok:
-        raise StoreError(f"{source_dir}: the Parquet files hold {rows:,} rows but the manifest "
-                         f"says counts.ok = {ok:,}; the feature set is damaged, rebuild it")
-    manifest_splits = manifest["counts"].get("splits")
-    if isinstance(manifest_splits, dict) and {k: int(v) for k, v in manifest_splits.items()
-                                              if int(v)} != splits:
-        raise StoreError(f"{source_dir}: rows per split {splits} disagree with the manifest's "
-                         f"counts.splits {manifest_splits}")
+        raise StoreError(f"{layout.manifest_path(store.features_id(source))}: no dim") from None
+    splits = store.rows_per_split(manifest["files"])
+    files = [source_dir / f["path"] for f in manifest["files"]]
     n_train = splits.get(FIT_SPLIT, 0)
     if n_train < 2:
         raise StoreError(f"{source_dir}: PCA is fitted on the {FIT_SPLIT!r} split, which has "
@@ -228,11 +184,12 @@ def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
         if k > n_train:
             raise ConfigError(f"reduce dimension {k} is larger than the {n_train:,} "
                               f"{FIT_SPLIT} rows of {source!r}")
+        store.check_name(output_name(source, k))
 
     run_key = _run_key(manifest)
     done: dict[int, dict[str, Any]] = {}
     for k in dims:
-        existing = store.read_manifest(layout.features(_check_name(output_name(source, k))))
+        existing = store.read_manifest(layout, store.features_id(output_name(source, k)))
         if existing is not None and existing.get("run_key") == run_key and not cfg.overwrite:
             done[k] = existing
     todo = tuple(k for k in dims if k not in done)
@@ -425,9 +382,13 @@ def save_projection(table_dir: Path, fit: PCAFit, k: int) -> Path:
     return path
 
 
-def load_projection(table_dir: str | Path) -> Projection:
-    """The projection of a committed PCA feature set (``features/<set>/_pca.npz``)."""
-    with np.load(Path(table_dir) / PCA_FILE) as z:
+def load_projection(store_path: str | Path, name: str) -> Projection:
+    """The projection of the committed PCA feature set ``name``."""
+    manifest = store.feature_set_manifest(store_path, name)
+    if manifest.get("pca_file") != PCA_FILE:
+        raise StoreError(f"feature set {name!r} is not a PCA set (it has no projection)")
+    layout = store.Layout(store_path)
+    with np.load(layout.table_meta(store.features_id(name)) / PCA_FILE) as z:
         return Projection(z["mean"], z["components"], z["explained_variance"],
                           z["explained_variance_ratio"])
 
@@ -435,28 +396,7 @@ def load_projection(table_dir: str | Path) -> Projection:
 # ---------------------------------------------------------------- the job
 
 
-def _clean_old_staging(layout: store.Layout, name: str) -> None:
-    if not layout.staging.is_dir():
-        return
-    pattern = re.compile(rf"^features-{re.escape(name)}-[0-9a-f]{{12}}$")
-    for entry in layout.staging.iterdir():
-        if pattern.match(entry.name):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _assemble(written: Path, table_dir: Path) -> dict[str, int]:
-    """Move the Parquet files Spark wrote into ``table_dir/split=<s>/``; rows per split."""
-    splits: dict[str, int] = {}
-    for part in sorted(written.glob("split=*/*.parquet")):
-        split = part.parent.name.split("=", 1)[1]
-        splits[split] = splits.get(split, 0) + pq.ParquetFile(part).metadata.num_rows
-        dest = table_dir / part.parent.name
-        dest.mkdir(parents=True, exist_ok=True)
-        part.rename(dest / part.name)
-    return splits
-
-
-def _manifest(plan: ReducePlan, fit: PCAFit, k: int, name: str, splits: dict[str, int],
+def _manifest(plan: ReducePlan, fit: PCAFit, k: int, name: str,
               spark: Any, arrow_rows: int, seconds: dict[str, float]) -> dict[str, Any]:
     src = plan.manifest
     inherited = {key: v for key, v in src.items() if key not in _NOT_INHERITED}
@@ -468,6 +408,7 @@ def _manifest(plan: ReducePlan, fit: PCAFit, k: int, name: str, splits: dict[str
         "reducer": REDUCER,
         "dim": k,
         "source": {"name": plan.source, "run_key": src.get("run_key"),
+                   "content_fingerprint": src.get("content_fingerprint"),
                    "created": src.get("created"), "dim": plan.dim, "counts": src.get("counts")},
         "fit_split": FIT_SPLIT,
         "n_fit": fit.n,
@@ -477,7 +418,7 @@ def _manifest(plan: ReducePlan, fit: PCAFit, k: int, name: str, splits: dict[str
         "total_variance": fit.total_variance,
         "sign_convention": SIGN_CONVENTION,
         "pca_file": PCA_FILE,
-        "counts": {"ok": sum(splits.values()), "errors": 0, "splits": splits},
+        "counts": {"ok": int(sum(plan.splits.values())), "errors": 0},
         "spark": {"master": spark.sparkContext.master, "version": spark.version,
                   "conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_rows)}},
         "timing": {key: round(v, 2) for key, v in seconds.items()},
@@ -530,27 +471,21 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
             for k in sorted(plan.todo, reverse=True):
                 tk = time.perf_counter()
                 name = output_name(plan.source, k)
-                _clean_old_staging(plan.layout, name)
-                staging = plan.layout.new_staging(f"features-{name}")
-                try:
+                with store.TableWriter(plan.layout, store.features_id(name), spark=spark) as w:
                     (projected.select("image_id", "split",
                                       F.slice("embedding", 1, k).alias("embedding"))
-                     .write.partitionBy("split").parquet(store.spark_uri(staging / "spark")))
-                    table_dir = staging / "table"
-                    table_dir.mkdir()
-                    splits = _assemble(staging / "spark", table_dir)
-                    if splits != plan.splits:
-                        raise StoreError(f"{staging}: wrote {splits} rows per split, the source "
-                                         f"has {plan.splits}; nothing committed")
-                    store.write_errors(table_dir, [])
-                    save_projection(table_dir, fit, k)
-                    manifest = _manifest(plan, fit, k, name, splits, spark, cfg.arrow_batch_rows,
+                     .write.partitionBy("split").parquet(store.spark_uri(w.data),
+                                                          mode="overwrite"))
+                    store.write_errors(w.errors, [])
+                    save_projection(w.meta, fit, k)
+                    manifest = _manifest(plan, fit, k, name, spark, cfg.arrow_batch_rows,
                                          {"fit_seconds": fit_seconds,
                                           "write_seconds": time.perf_counter() - tk})
-                    store.write_manifest(table_dir, manifest)
-                    store.commit(table_dir, plan.layout.features(name))
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+                    manifest = w.commit(manifest)
+                splits = manifest["counts"]["splits"]
+                if splits != plan.splits:  # pragma: no cover - the writer counted the rows
+                    raise StoreError(f"{name}: wrote {splits} rows per split, the source has "
+                                     f"{plan.splits}")
                 written[k] = ReducedSet(name, k, manifest["explained_variance_ratio_sum"])
                 logger.info("committed %s (%d rows, %.1f%% of the variance) in %.1f s", name,
                             sum(splits.values()), 100 * written[k].explained_variance_ratio_sum,

@@ -572,7 +572,7 @@ def _choose_map_set(store_path: str | os.PathLike[str], ok: pd.DataFrame,
 
 def _choose_color(store_path: str | os.PathLike[str], summary: pd.DataFrame,
                   color_by: str | None) -> str | None:
-    labels = store.read_manifest(store.Layout(store_path).labels)
+    labels = store.read_manifest(store.Layout(store_path), "labels")
     known = list(labels["attributes"]) if labels else []
     if color_by:
         if color_by not in known:
@@ -594,14 +594,12 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
 
     Raises StoreError (nothing written) for a store without a committed results table, an
     unknown feature set or attribute."""
-    from featstore.train.grid import read_results
-
     layout = store.open_store(store_path)
-    results_manifest = store.read_manifest(layout.results)
+    results_manifest = store.read_manifest(layout, "results")
     if results_manifest is None:
         raise StoreError(f"{layout.results}: no committed results table (run `featstore train` "
                          "first)")
-    results = read_results(layout.root)
+    results = store.read_results(layout.root)
     ok = ok_rows(results)
     failed = results[results["status"] != "ok"].reset_index(drop=True)
     map_set = _choose_map_set(layout.root, ok, feature_set)  # bad names fail before any work

@@ -1,25 +1,37 @@
-"""The feature store: layout, the one declaration of every table's schema, manifests, commits.
+"""The feature store: layout, the one declaration of every table's schema, manifests, the one
+writer every table goes through, readers.
 
-Layout (``<store>/``)::
+Layout 2 (``<store>/``)::
 
-    images/split=<s>/part-*.parquet      image_id, split, content, width, height, source_path
-    images/_manifest.json                written last: the ingest is committed
-    images/_errors/part-*.parquet        image_id, split, source_path, stage, error
-    labels/part-*.parquet                image_id, split, one bool column per attribute
-    labels/_manifest.json
-    features/<set>/split=<s>/part-*.parquet   image_id, split, embedding
-    features/<set>/_manifest.json
-    features/<set>/_errors/part-*.parquet
+    images/split=<s>/part-*.parquet                    image_id, split, content, width, height, source_path
+    labels/part-*.parquet                              image_id, split, one bool column per attribute
+    features/feature_set=<name>/split=<s>/part-*.parquet   image_id, split, embedding
+    results/part-*.parquet                             one row per fit (RESULTS_SCHEMA)
+    errors/images/part-*.parquet                       image_id, split, source_path, stage, error
+    errors/features/feature_set=<name>/part-*.parquet
+    models/<cell key>/<attribute>.joblib               saved fits (train.save_models)
+    _featstore/                                        everything that is not a table's data:
+        store.json                                     layout version
+        tables/<table id>/manifest.json                (+ sidecars, e.g. a PCA set's pca.npz)
+        cells/<cell key>.parquet                       finished fits of the grid (its resume state)
+        staging/  journal/  locks/
 
-Error tables live in ``_errors`` (not ``errors`` as first sketched) because Spark, pyarrow and
-petastorm all skip ``_``-prefixed entries when they read a partitioned folder: an ``errors`` folder
-inside ``split=...`` partitions breaks Spark's partition discovery.
+Every data folder holds only its table's Parquet data files, so any reader that globs a table
+(``features/**/*.parquet``, with or without hive partitioning; ``polars.scan_parquet(folder)``;
+``spark.read.parquet(folder)``) gets exactly the committed rows. One hive root holds all feature
+sets, so ``features/**/*.parquet`` with hive partitioning reads every set with its name as the
+``feature_set`` column. Table ids: ``images``, ``labels``, ``results``, ``features/<name>``.
 
-A table is *committed* when its ``_manifest.json`` exists. Tables are built in
-``<store>/_staging/<name>-<token>/`` and moved into place with a rename after the manifest is
-written, so a killed job leaves nothing that readers see.
-
-Schemas are declared once here as Arrow schemas; Spark schemas are derived from them.
+One writer (:class:`TableWriter`) for every table: it takes the table's lock (a lock file with
+owner, host, pid and a heartbeat; a stale one is broken with a message, a live one makes a
+second writer stop with one line naming the holder), rolls forward a commit that a killed writer
+left half done, stages the new table under ``_featstore/staging/`` (a resumable writer keeps its
+staging across failures, others drop it), restores the Spark settings it changed, and commits:
+the manifest (rows per file and split, a sha256 per data file, a content fingerprint) is staged
+beside the data, a journal names the renames, and the renames then put data, errors and metadata
+in place (old versions moved aside, deleted last). A table is committed when its manifest
+exists; until a re-write commits, the old table stays readable. A killed commit is finished by
+the next writer or reader of that table (the journal makes every step idempotent).
 
 Where the store lives: a directory of a POSIX file system that the driver and every executor see
 at the same path (local disk in local mode; NFS, Lustre, EFS, a FUSE mount of object storage on a
@@ -27,17 +39,24 @@ cluster), because commits are renames and manifests are written by the driver. `
 are accepted; other schemes (``hdfs://``, ``s3a://``, ``gs://``) are refused with one line, not
 misread as relative local paths. Spark is always handed ``file:`` URIs (:func:`spark_uri`), so a
 cluster whose ``fs.defaultFS`` is HDFS still reads and writes the store where the driver does.
+
+Schemas are declared once here as Arrow schemas; Spark schemas are derived from them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import getpass
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -46,14 +65,16 @@ from typing import Any
 import pyarrow as pa
 
 from featstore import __version__
-from featstore.errors import StoreError
+from featstore.errors import ConfigError, StoreError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-MANIFEST = "_manifest.json"
-ERRORS_DIR = "_errors"
-STAGING_DIR = "_staging"
+SCHEMA_VERSION = 2
+LAYOUT_VERSION = 2
+META_DIR = "_featstore"
+MANIFEST = "manifest.json"
+V1_MANIFEST = "_manifest.json"  # layout 1 kept manifests inside the data folders
+PARTITION = "feature_set"
 
 IMAGES_SCHEMA = pa.schema(
     [
@@ -84,6 +105,42 @@ FEATURES_SCHEMA = pa.schema(
     ]
 )
 
+RESULTS_SCHEMA = pa.schema([
+    pa.field("attribute", pa.string()),
+    pa.field("feature_set", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("train_size", pa.int64()),  # requested; 0 = the whole train split
+    pa.field("seed", pa.int64()),
+    pa.field("status", pa.string()),  # ok | error
+    pa.field("reason", pa.string()),
+    pa.field("n_train", pa.int64()),
+    pa.field("n_val", pa.int64()),
+    pa.field("n_test", pa.int64()),
+    pa.field("dim", pa.int64()),
+    pa.field("accuracy", pa.float64()),
+    pa.field("balanced_accuracy", pa.float64()),
+    pa.field("f1", pa.float64()),
+    pa.field("roc_auc", pa.float64()),
+    pa.field("tn", pa.int64()),
+    pa.field("fp", pa.int64()),
+    pa.field("fn", pa.int64()),
+    pa.field("tp", pa.int64()),
+    pa.field("majority_baseline", pa.float64()),
+    pa.field("ci_low", pa.float64()),
+    pa.field("ci_high", pa.float64()),
+    pa.field("params", pa.string()),  # JSON: chosen hyper-parameters
+    pa.field("history", pa.string()),  # JSON: dense training curves
+    pa.field("fit_seconds", pa.float64()),
+    pa.field("y_true", pa.list_(pa.int8())),  # test labels, in image_id order
+    pa.field("y_pred", pa.list_(pa.int8())),  # test predictions, same order (for McNemar)
+    pa.field("cell", pa.string()),
+    pa.field("created", pa.string()),
+    # the saved model, relative to the store root (train.save_models); null when not saved
+    pa.field("model_path", pa.string()),
+    # the feature set's committed content the fit saw (its manifest's content_fingerprint)
+    pa.field("feature_set_content", pa.string()),
+])
+
 
 def labels_schema(attributes: Sequence[str]) -> pa.Schema:
     return pa.schema(
@@ -102,7 +159,11 @@ def spark_schema(schema: pa.Schema) -> Any:
     return from_arrow_schema(schema)
 
 
+# ---------------------------------------------------------------- paths and names
+
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(//)?")
+_GLOB_CHARS = set("*?[]{}\\")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
 
 def local_path(path: str | os.PathLike[str]) -> Path:
@@ -130,16 +191,43 @@ def local_path(path: str | os.PathLike[str]) -> Path:
 
 def spark_uri(path: str | os.PathLike[str]) -> str:
     """``file:///...`` for a local path: what Spark reads and writes, whatever ``fs.defaultFS``
-    says (a bare ``/data/store`` would mean ``hdfs:///data/store`` on a YARN cluster)."""
-    return local_path(path).as_uri()
+    says (a bare ``/data/store`` would mean ``hdfs:///data/store`` on a YARN cluster).
+
+    The path is *not* percent-encoded: Hadoop's ``Path`` takes the text literally, so an encoded
+    ``%20`` would become a folder named ``%20`` (spaces, ``%``, ``#`` and unicode round-trip this
+    way). Spark expands glob characters in read paths, so a path holding any is refused."""
+    p = local_path(path)
+    bad = sorted(_GLOB_CHARS & set(str(p)))
+    if bad:
+        raise StoreError(f"{p}: Spark reads {' '.join(bad)} in a path as a glob pattern; move "
+                         "the store to a path without them")
+    return "file://" + str(p)
+
+
+def check_name(name: str, what: str = "feature set") -> str:
+    """A table or feature-set name: letters, digits and ``._+-``, not starting with ``.``/``_``
+    (names are folder names and hive partition values)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"invalid {what} name {name!r}: use letters, digits and ._+- "
+                          "(starting with a letter or digit, at most 200 characters)")
+    return name
+
+
+def features_id(name: str) -> str:
+    return f"features/{check_name(name)}"
+
+
+def _safe(tid: str) -> str:
+    return tid.replace("/", "__")
 
 
 class Layout:
-    """Paths inside a store."""
+    """Paths inside a store (see the module docstring)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = local_path(root)
 
+    # data (what analysts read)
     @property
     def images(self) -> Path:
         return self.root / "images"
@@ -153,96 +241,78 @@ class Layout:
         return self.root / "features"
 
     def features(self, name: str) -> Path:
-        return self.features_root / name
+        return self.features_root / f"{PARTITION}={check_name(name)}"
 
     @property
     def results(self) -> Path:
         return self.root / "results"
 
     @property
+    def errors_root(self) -> Path:
+        return self.root / "errors"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def data(self, tid: str) -> Path:
+        if tid.startswith("features/"):
+            return self.features(tid.split("/", 1)[1])
+        if tid in ("images", "labels", "results"):
+            return self.root / tid
+        raise StoreError(f"unknown table {tid!r}")
+
+    def errors(self, tid: str) -> Path:
+        if tid.startswith("features/"):
+            return self.errors_root / "features" / f"{PARTITION}={check_name(tid.split('/', 1)[1])}"
+        return self.errors_root / tid
+
+    # metadata (featstore's own)
+    @property
+    def meta(self) -> Path:
+        return self.root / META_DIR
+
+    def table_meta(self, tid: str) -> Path:
+        return self.meta / "tables" / tid
+
+    def manifest_path(self, tid: str) -> Path:
+        return self.table_meta(tid) / MANIFEST
+
+    @property
+    def cells(self) -> Path:
+        return self.meta / "cells"
+
+    @property
     def staging(self) -> Path:
-        return self.root / STAGING_DIR
+        return self.meta / "staging"
 
-    def new_staging(self, name: str) -> Path:
-        path = self.staging / f"{name}-{uuid.uuid4().hex[:12]}"
-        path.mkdir(parents=True)
-        return path
+    def journal(self, tid: str) -> Path:
+        return self.meta / "journal" / f"{_safe(tid)}.json"
+
+    def lock_path(self, tid: str) -> Path:
+        return self.meta / "locks" / f"{_safe(tid)}.lock"
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
 
 
-# ---------------------------------------------------------------- manifests
+# ---------------------------------------------------------------- small file helpers
 
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def base_manifest(table: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "table": table,
-        "code_version": __version__,
-        "created": now_iso(),
-        **fields,
-    }
-
-
-def write_manifest(table_dir: Path, manifest: dict[str, Any]) -> Path:
-    """Write ``_manifest.json`` atomically (temp file + rename)."""
-    path = Path(table_dir) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(path: Path, obj: Any) -> Path:
+    """Write JSON atomically (temp file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
-
-
-def read_manifest(table_dir: Path) -> dict[str, Any] | None:
-    """The committed manifest of a table, or None if the table is not committed.
-
-    Raises StoreError for a manifest of a schema_version this code does not know."""
-    path = Path(table_dir) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: schema_version {version!r} is not supported by featstore {__version__} "
-            f"(expects {SCHEMA_VERSION}); upgrade featstore or rebuild the table"
-        )
-    return manifest
-
-
-def commit(staged: Path, target: Path) -> None:
-    """Move a staged table (manifest already written inside it) into place, replacing ``target``.
-
-    The old table is first renamed aside, so there is no moment when a half-written table is
-    visible; if the process dies between the two renames the old table is in ``_staging`` and
-    ``target`` is absent (uncommitted), never mixed."""
-    if not (staged / MANIFEST).is_file():
-        raise StoreError(f"{staged}: refusing to commit a table without {MANIFEST}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    trash = None
-    if target.exists():
-        trash = staged.parent / f"trash-{target.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(target, trash)
-    os.replace(staged, target)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def clean_staging(layout: Layout, prefix: str) -> None:
-    """Remove staged leftovers of earlier killed runs whose name starts with ``prefix``."""
-    if not layout.staging.is_dir():
-        return
-    for entry in layout.staging.iterdir():
-        if entry.name.startswith(prefix):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- fingerprints
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -261,114 +331,623 @@ def fingerprint(parts: Iterable[str | bytes]) -> str:
     return h.hexdigest()
 
 
-# ---------------------------------------------------------------- errors tables
+def base_manifest(table: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "table": table,
+        "code_version": __version__,
+        "created": now_iso(),
+        **fields,
+    }
 
 
-def write_errors(table_dir: Path, rows: Sequence[dict[str, Any]]) -> int:
-    """Write an ``_errors`` table (always, even empty, so readers find the schema)."""
+def parquet_files(folder: Path) -> list[Path]:
+    """The Parquet data files under ``folder`` (recursively, sorted; hidden files skipped)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.parquet")
+                  if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts))
+
+
+def describe_files(folder: Path, *, checksums: bool = True) -> list[dict[str, Any]]:
+    """One entry per data file: path (relative to ``folder``), rows (footer), bytes, sha256."""
     import pyarrow.parquet as pq
 
-    path = Path(table_dir) / ERRORS_DIR
-    path.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in parquet_files(folder):
+        entry: dict[str, Any] = {"path": f.relative_to(folder).as_posix(),
+                                 "rows": pq.ParquetFile(f).metadata.num_rows,
+                                 "bytes": f.stat().st_size}
+        if checksums:
+            entry["sha256"] = sha256_file(f)
+        out.append(entry)
+    return out
+
+
+def rows_per_split(files: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Rows per ``split=<s>`` partition of a file list (:func:`describe_files`)."""
+    rows: dict[str, int] = {}
+    for f in files:
+        for part in f["path"].split("/")[:-1]:
+            if part.startswith("split="):
+                s = part.split("=", 1)[1]
+                rows[s] = rows.get(s, 0) + int(f["rows"])
+    return rows
+
+
+# ---------------------------------------------------------------- locks
+
+
+class LockedError(StoreError):
+    """Another live featstore job holds the table's lock."""
+
+
+HEARTBEAT_S = 5.0
+STALE_S = 120.0  # a lock whose heartbeat is older than this is stale (its holder is gone)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class TableLock:
+    """An exclusive lock on one table: ``_featstore/locks/<table>.lock`` created with O_EXCL
+    (which NFS v3+ honours), holding owner, host, pid and start time; its mtime is the heartbeat,
+    touched every few seconds. A lock whose holder is a dead process on this host, or whose
+    heartbeat stopped for :data:`STALE_S` seconds, is broken with a warning."""
+
+    def __init__(self, layout: Layout, tid: str, *, wait_s: float = 0.0) -> None:
+        self.layout, self.tid, self.wait_s = layout, tid, wait_s
+        self.path = layout.lock_path(tid)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.info = {"table": tid, "owner": _user(), "host": socket.gethostname(),
+                     "pid": os.getpid(), "started": now_iso()}
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            text = self.path.read_text()
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            holder = json.loads(text)
+        except json.JSONDecodeError:
+            holder = {}
+        holder["_age"] = age
+        return holder
+
+    def _stale(self, holder: dict[str, Any]) -> str | None:
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            if not _pid_alive(holder["pid"]):
+                return f"its process {holder['pid']} is gone"
+        if holder["_age"] > STALE_S:
+            return f"no heartbeat for {holder['_age']:.0f} s"
+        if not holder.get("pid") and holder["_age"] > HEARTBEAT_S * 2:
+            return "the lock file is unreadable"
+        return None
+
+    def acquire(self) -> TableLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:
+                    continue  # released in between
+                why = self._stale(holder)
+                if why:
+                    logger.warning("breaking the stale lock of table %s held by %s@%s pid %s "
+                                   "since %s (%s)", self.tid, holder.get("owner"),
+                                   holder.get("host"), holder.get("pid"), holder.get("started"),
+                                   why)
+                    aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(self.path, aside)
+                        aside.unlink()
+                    continue
+                if time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
+                raise LockedError(
+                    f"table {self.tid} is being written by another featstore job: "
+                    f"{holder.get('owner')}@{holder.get('host')} pid {holder.get('pid')} since "
+                    f"{holder.get('started')} (lock {self.path}); wait for it to finish, or "
+                    "delete the lock file if that job is gone") from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(self.info) + "\n")
+            break
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name=f"featstore-lock-{self.tid}")
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        holder = self._holder()
+        if holder and holder.get("pid") == os.getpid() and holder.get("started") == \
+                self.info["started"]:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def __enter__(self) -> TableLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this container
+        return str(os.getuid())
+
+
+# ---------------------------------------------------------------- commits
+
+
+def _roll_forward(layout: Layout, journal: Path) -> None:
+    """Finish the commit a journal describes. Every step checks what is already done, so a
+    commit killed at any point is finished by running this again."""
+    entry = json.loads(journal.read_text())
+    staging = layout.root / entry["staging"]
+    for i, (src_rel, dst_rel) in enumerate(entry["moves"]):
+        src, dst = layout.root / src_rel, layout.root / dst_rel
+        if not src.exists():
+            continue  # moved already
+        if dst.exists():
+            aside = staging / f"old-{i}"
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.replace(dst, aside)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    journal.unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+    for _, dst_rel in entry["moves"]:  # a removed table leaves no empty partition folders
+        dst = layout.root / dst_rel
+        if not dst.exists():
+            _prune_empty(dst.parent, layout.root)
+
+
+def _prune_empty(folder: Path, stop: Path) -> None:
+    while folder != stop and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def recover(layout: Layout, tid: str, *, locked: bool = False) -> bool:
+    """Finish a commit of ``tid`` that a killed writer left half done. Returns True if one was
+    finished. Without ``locked``, it waits for a live writer instead (whose commit finishes
+    within moments)."""
+    journal = layout.journal(tid)
+    if not journal.is_file():
+        return False
+    if locked:
+        logger.warning("table %s: finishing a commit that an interrupted job left half done", tid)
+        _roll_forward(layout, journal)
+        return True
+    try:
+        lock = TableLock(layout, tid, wait_s=10.0).acquire()
+    except (LockedError, OSError):
+        return False  # read-only store or a live writer: the reader sees the previous commit
+    try:
+        return recover(layout, tid, locked=True)
+    finally:
+        lock.release()
+
+
+class TableWriter:
+    """The one way a table is written (see the module docstring).
+
+    ::
+
+        with TableWriter(layout, "features/x", resume_key=run_key, spark=spark) as w:
+            df.write.parquet(spark_uri(w.data))        # or w.chunk(k) for resumable chunks
+            write_errors(w.errors, rows)
+            w.commit(base_manifest("features", ...))
+
+    ``resume_key``: the staging folder is named by it and survives a failure, so a re-run with
+    the same key finds its finished chunks; without it staging is private to this run and
+    dropped on failure. ``overwrite`` discards resumable staging. ``extra_moves``: further
+    ``(staged, target)`` folders committed with the table (the grid's cells)."""
+
+    def __init__(self, layout: Layout, tid: str, *, resume_key: str | None = None,
+                 overwrite: bool = False, spark: Any = None, lock_wait_s: float = 0.0) -> None:
+        self.layout, self.tid = layout, tid
+        self.resume_key, self.overwrite, self.spark = resume_key, overwrite, spark
+        self.lock = TableLock(layout, tid, wait_s=lock_wait_s)
+        self.committed: dict[str, Any] | None = None
+        self._conf: dict[str, str | None] = {}
+        token = resume_key[:12] if resume_key else uuid.uuid4().hex[:12]
+        self.staging = layout.staging / f"{_safe(tid)}-{token}"
+
+    @property
+    def data(self) -> Path:
+        return self.staging / "data"
+
+    @property
+    def errors(self) -> Path:
+        return self.staging / "errors"
+
+    @property
+    def meta(self) -> Path:
+        return self.staging / "meta"
+
+    def chunk(self, k: int) -> Path:
+        return self.staging / "chunks" / f"chunk-{k:05d}"
+
+    def __enter__(self) -> TableWriter:
+        ensure_layout(self.layout)
+        self.lock.acquire()
+        try:
+            recover(self.layout, self.tid, locked=True)
+            # leftovers of earlier runs of this table (we hold its lock: they are dead); the
+            # exact pattern, so table "x" never touches the staging of "x-pca8"
+            mine = re.compile(rf"^{re.escape(_safe(self.tid))}-[0-9a-f]{{12}}$")
+            if self.layout.staging.is_dir():
+                for entry in self.layout.staging.iterdir():
+                    if mine.match(entry.name) and entry != self.staging:
+                        shutil.rmtree(entry, ignore_errors=True)
+            if self.overwrite and self.staging.exists():
+                shutil.rmtree(self.staging)
+            for d in (self.data, self.errors, self.meta):
+                d.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def set_spark_conf(self, key: str, value: str) -> None:
+        """Set a Spark SQL setting for this write; the previous value is restored on exit."""
+        if key not in self._conf:
+            self._conf[key] = self.spark.conf.get(key, None)
+        self.spark.conf.set(key, value)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            for key, value in self._conf.items():
+                if value is None:
+                    self.spark.conf.unset(key)
+                else:
+                    self.spark.conf.set(key, value)
+            if self.committed is None and (exc_type is None or self.resume_key is None):
+                shutil.rmtree(self.staging, ignore_errors=True)
+        finally:
+            self.lock.release()
+
+    def commit(self, manifest: dict[str, Any], *, has_errors: bool = True,
+               extra_moves: Sequence[tuple[Path, Path]] = ()) -> dict[str, Any]:
+        """Describe the staged files in the manifest and commit data, errors and metadata.
+
+        Checks before anything moves: the manifest's ``counts.ok`` (or ``counts.rows``) equals
+        the rows of the data files, ``counts.errors`` the rows of the errors files."""
+        layout = self.layout
+        for folder in (self.data, self.errors):  # Spark's _SUCCESS and .crc files: not data
+            keep = set(parquet_files(folder))
+            for p in folder.rglob("*") if folder.is_dir() else []:
+                if p.is_file() and p not in keep:
+                    p.unlink()
+        files = describe_files(self.data)
+        rows = sum(f["rows"] for f in files)
+        counts = manifest.setdefault("counts", {})
+        declared = counts.get("ok", counts.get("rows"))
+        if declared is not None and int(declared) != rows:
+            raise StoreError(f"{self.staging}: the staged data holds {rows} rows, the job "
+                             f"counted {declared}; nothing committed")
+        splits = rows_per_split(files)
+        if splits:
+            counts["splits"] = splits
+        manifest["files"] = files
+        manifest["data_path"] = layout.rel(layout.data(self.tid))
+        manifest["content_fingerprint"] = fingerprint(
+            [f"{f['path']}:{f['sha256']}" for f in files])
+        moves: list[tuple[Path, Path]] = [(self.data, layout.data(self.tid))]
+        if has_errors:
+            err_files = describe_files(self.errors)
+            err_rows = sum(f["rows"] for f in err_files)
+            if counts.get("errors") is not None and int(counts["errors"]) != err_rows:
+                raise StoreError(f"{self.staging}: the staged errors table holds {err_rows} rows, "
+                                 f"the job counted {counts['errors']}; nothing committed")
+            manifest["errors_files"] = err_files
+            manifest["errors_path"] = layout.rel(layout.errors(self.tid))
+            moves.append((self.errors, layout.errors(self.tid)))
+        else:
+            moves.append((self.errors, layout.errors(self.tid)))  # removes an old one
+            shutil.rmtree(self.errors, ignore_errors=True)
+        moves.extend(extra_moves)
+        manifest["sidecars"] = sorted(p.name for p in self.meta.iterdir() if p.name != MANIFEST)
+        write_json(self.meta / MANIFEST, manifest)
+        moves.append((self.meta, layout.table_meta(self.tid)))  # last: the commit point
+        write_json(layout.journal(self.tid), {
+            "table": self.tid, "staging": layout.rel(self.staging), "created": now_iso(),
+            "moves": [[layout.rel(a), layout.rel(b)] for a, b in moves]})
+        _roll_forward(layout, layout.journal(self.tid))
+        self.committed = manifest
+        return manifest
+
+
+def write_errors(folder: Path, rows: Sequence[dict[str, Any]], name: str = "part-00000") -> int:
+    """Write an errors table file into ``folder`` (a writer's ``errors``; always, even empty, so
+    readers find the schema)."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(list(rows), schema=ERRORS_SCHEMA)
-    pq.write_table(table, path / "part-00000.parquet")
+    tmp = folder / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, folder / f"{name}.parquet")
     return table.num_rows
 
 
-def read_errors(table_dir: Path) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    path = Path(table_dir) / ERRORS_DIR
-    if not path.is_dir():
-        return ERRORS_SCHEMA.empty_table()
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        return ERRORS_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(f, schema=ERRORS_SCHEMA) for f in files])
-
-
-def require_committed(table_dir: Path, what: str) -> dict[str, Any]:
-    manifest = read_manifest(table_dir)
-    if manifest is None:
-        hint = " (run `featstore ingest` first)" if what in ("images", "labels") else ""
-        raise StoreError(f"{table_dir}: no committed {what} table{hint}")
-    return manifest
+def remove_table(layout: Layout, tid: str) -> None:
+    """Drop a committed table (data, errors, metadata) through a journalled commit."""
+    with TableLock(layout, tid):
+        recover(layout, tid, locked=True)
+        staging = layout.staging / f"{_safe(tid)}-{uuid.uuid4().hex[:12]}"
+        staging.mkdir(parents=True)
+        moves = [(layout.table_meta(tid), staging / "gone-meta"),
+                 (layout.data(tid), staging / "gone-data"),
+                 (layout.errors(tid), staging / "gone-errors")]
+        write_json(layout.journal(tid), {
+            "table": tid, "staging": layout.rel(staging), "created": now_iso(),
+            "moves": [[layout.rel(a), layout.rel(b)] for a, b in moves]})
+        _roll_forward(layout, layout.journal(tid))
 
 
-# ---------------------------------------------------------------- listing
+# ---------------------------------------------------------------- the store itself
+
+
+def _v1_tables(root: Path) -> list[Path]:
+    found = [root / t / V1_MANIFEST for t in ("images", "labels", "results")]
+    if (root / "features").is_dir():
+        found += [p / V1_MANIFEST for p in (root / "features").iterdir() if p.is_dir()]
+    return [p for p in found if p.is_file()]
+
+
+def check_layout(layout: Layout) -> None:
+    """Refuse a store written by layout 1 (manifests inside data folders), naming the fix."""
+    marker = layout.meta / "store.json"
+    if marker.is_file():
+        try:
+            version = json.loads(marker.read_text()).get("layout_version")
+        except json.JSONDecodeError:
+            version = None
+        if version != LAYOUT_VERSION:
+            raise StoreError(f"{marker}: store layout {version!r} is not supported by featstore "
+                             f"{__version__} (expects {LAYOUT_VERSION})")
+        return
+    if _v1_tables(layout.root):
+        raise StoreError(f"{layout.root}: this store was written by an older featstore (layout 1: "
+                         "manifests inside the data folders); run `featstore migrate "
+                         f"{layout.root}` once to convert it in place")
+
+
+def ensure_layout(layout: Layout) -> None:
+    """Create the store folder and its layout marker if new; refuse an old layout."""
+    check_layout(layout)
+    marker = layout.meta / "store.json"
+    if not marker.is_file():
+        write_json(marker, {"layout_version": LAYOUT_VERSION, "created": now_iso(),
+                            "code_version": __version__})
 
 
 def open_store(path: str | os.PathLike[str]) -> Layout:
     layout = Layout(path)
     if not layout.root.is_dir():
         raise StoreError(f"{layout.root}: no such store folder")
+    check_layout(layout)
     return layout
 
 
-def list_tables(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Committed tables and feature sets of a store: name, kind, manifest. Uncommitted ones (no
-    manifest: a run in progress or killed) are not listed."""
+# ---------------------------------------------------------------- manifests
+
+
+def read_manifest(layout: Layout, tid: str) -> dict[str, Any] | None:
+    """The committed manifest of a table, or None if it is not committed. A commit a killed
+    writer left half done is finished first. Raises StoreError (naming the file) for a damaged
+    manifest or one of a schema_version this code does not know."""
+    recover(layout, tid)
+    path = layout.manifest_path(tid)
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path}: damaged manifest of table {tid} (not valid JSON: {exc}); "
+                         "rebuild the table with --overwrite") from None
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{path}: damaged manifest of table {tid} (not a JSON object)")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema_version {version!r} is not supported by featstore {__version__} "
+            f"(expects {SCHEMA_VERSION}); upgrade featstore or rebuild the table"
+        )
+    return manifest
+
+
+def require_committed(layout: Layout, tid: str) -> dict[str, Any]:
+    manifest = read_manifest(layout, tid)
+    if manifest is None:
+        hint = " (run `featstore ingest` first)" if tid in ("images", "labels") else ""
+        raise StoreError(f"{layout.root}: no committed {tid} table{hint}")
+    return manifest
+
+
+def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
+                deep: bool = False) -> None:
+    """Check the files on disk against the manifest: every file present with its size and row
+    count (cheap: footers only), no extra data files, the counts consistent with the files;
+    ``deep`` also compares every file's sha256. Raises StoreError naming the first damage."""
+    import pyarrow.parquet as pq
+
+    damaged = f"table {tid} is damaged"
+    fix = "rebuild it with --overwrite"
+    for key, folder in (("files", layout.data(tid)), ("errors_files", layout.errors(tid))):
+        listed = manifest.get(key)
+        if listed is None:
+            if key == "files":
+                raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: its manifest lists no "
+                                 f"files; {fix}")
+            continue
+        names = {f["path"] for f in listed}
+        extra = [p.relative_to(folder).as_posix() for p in parquet_files(folder)
+                 if p.relative_to(folder).as_posix() not in names]
+        if extra:
+            raise StoreError(f"{folder / extra[0]}: {damaged}: a data file its manifest does "
+                             f"not list; {fix}")
+        for f in listed:
+            path = folder / f["path"]
+            if not path.is_file():
+                raise StoreError(f"{path}: {damaged}: file missing; {fix}")
+            if path.stat().st_size != f["bytes"]:
+                raise StoreError(f"{path}: {damaged}: {path.stat().st_size} bytes, the manifest "
+                                 f"says {f['bytes']}; {fix}")
+            try:
+                rows = pq.ParquetFile(path).metadata.num_rows
+            except Exception as exc:  # ArrowInvalid and friends: one line, not a traceback
+                raise StoreError(f"{path}: {damaged}: not a readable Parquet file "
+                                 f"({str(exc).splitlines()[0]}); {fix}") from None
+            if rows != f["rows"]:
+                raise StoreError(f"{path}: {damaged}: {rows} rows, the manifest says "
+                                 f"{f['rows']}; {fix}")
+            if deep and sha256_file(path) != f["sha256"]:
+                raise StoreError(f"{path}: {damaged}: checksum differs from the manifest's "
+                                 f"(the file changed after it was committed); {fix}")
+    counts = manifest.get("counts", {})
+    rows = sum(int(f["rows"]) for f in manifest["files"])
+    declared = counts.get("ok", counts.get("rows"))
+    if declared is not None and int(declared) != rows:
+        raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: counts say {declared} rows, "
+                         f"its files hold {rows}; {fix}")
+    splits = rows_per_split(manifest["files"])
+    if splits and {k: int(v) for k, v in counts.get("splits", {}).items() if v} != splits:
+        raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: counts.splits "
+                         f"{counts.get('splits')} disagree with its files {splits}; {fix}")
+    if manifest.get("errors_files") is not None and counts.get("errors") is not None:
+        err_rows = sum(int(f["rows"]) for f in manifest["errors_files"])
+        if int(counts["errors"]) != err_rows:
+            raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: counts.errors "
+                             f"{counts['errors']} but its errors table holds {err_rows}; {fix}")
+
+
+def table_ids(layout: Layout) -> list[str]:
+    """Ids of every table with a manifest (committed or damaged), in a stable order."""
+    tables = layout.meta / "tables"
+    out = [t for t in ("images", "labels", "results") if (tables / t / MANIFEST).is_file()]
+    if (tables / "features").is_dir():
+        out += [f"features/{p.name}" for p in sorted((tables / "features").iterdir())
+                if (p / MANIFEST).is_file()]
+    for journal in sorted((layout.meta / "journal").glob("*.json")) \
+            if (layout.meta / "journal").is_dir() else []:
+        tid = journal.stem.replace("__", "/")  # a commit in flight or interrupted
+        if tid not in out:
+            out.append(tid)
+    return out
+
+
+def _entry(layout: Layout, tid: str, manifest: dict[str, Any] | None,
+           damage: str | None = None) -> dict[str, Any]:
+    kind = "features" if tid.startswith("features/") else "table"
+    name = tid.split("/", 1)[1] if kind == "features" else tid
+    return {"name": name, "id": tid, "kind": kind, "path": str(layout.data(tid)),
+            "errors_path": str(layout.errors(tid)) if manifest and "errors_path" in manifest
+            else None,
+            "manifest": manifest, "damaged": damage}
+
+
+def list_tables(path: str | os.PathLike[str], *, damaged: bool = False) -> list[dict[str, Any]]:
+    """Committed tables and feature sets of a store: name, id, kind, paths, manifest. A table
+    whose manifest is damaged is left out (``damaged=True``: listed with the reason in
+    ``damaged``), and the others stay readable. Uncommitted ones (a run in progress or killed)
+    are not listed."""
     layout = open_store(path)
     out: list[dict[str, Any]] = []
-    for name, table_dir in (("images", layout.images), ("labels", layout.labels),
-                            ("results", layout.results)):
-        manifest = read_manifest(table_dir)
+    for tid in table_ids(layout):
+        try:
+            manifest = read_manifest(layout, tid)
+        except StoreError as exc:
+            if damaged:
+                out.append(_entry(layout, tid, None, str(exc)))
+            continue
         if manifest is not None:
-            out.append({"name": name, "kind": "table", "path": str(table_dir),
-                        "manifest": manifest})
-    if layout.features_root.is_dir():
-        for entry in sorted(layout.features_root.iterdir()):
-            if entry.name.startswith(("_", ".")) or not entry.is_dir():
-                continue
-            manifest = read_manifest(entry)
-            if manifest is not None:
-                out.append({"name": entry.name, "kind": "features", "path": str(entry),
-                            "manifest": manifest})
+            out.append(_entry(layout, tid, manifest))
     return out
 
 
 def find_table(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    tables = list_tables(path)
-    for t in tables:
-        if t["name"] == name:
-            return t
-    known = ", ".join(t["name"] for t in tables) or "none"
-    raise StoreError(f"{Layout(path).root}: no committed table or feature set {name!r} "
-                     f"(committed: {known})")
+    """The table ``images``/``labels``/``results`` or the feature set ``name``."""
+    layout = open_store(path)
+    tid = name if name in ("images", "labels", "results") else features_id(name)
+    manifest = read_manifest(layout, tid)  # a damaged one raises its own line
+    if manifest is None:
+        known = ", ".join(t["name"] for t in list_tables(layout.root)) or "none"
+        raise StoreError(f"{layout.root}: no committed table or feature set {name!r} "
+                         f"(committed: {known})")
+    return _entry(layout, tid, manifest)
+
+
+def feature_set_names(path: str | os.PathLike[str]) -> list[str]:
+    return [t["name"] for t in list_tables(path) if t["kind"] == "features"]
+
+
+def feature_set_manifest(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """The manifest of a committed feature set (StoreError if unknown or uncommitted)."""
+    layout = open_store(path)
+    manifest = read_manifest(layout, features_id(name))
+    if manifest is None:
+        known = ", ".join(feature_set_names(layout.root)) or "none"
+        raise StoreError(f"{layout.root}: no committed feature set {name!r} (committed: {known})")
+    return manifest
+
+
+def check_table(path: str | os.PathLike[str], name: str, *, deep: bool = False
+                ) -> dict[str, Any]:
+    """The manifest of table or feature set ``name`` after :func:`check_files`."""
+    table = find_table(path, name)
+    check_files(Layout(path), table["id"], table["manifest"], deep=deep)
+    return table["manifest"]
+
+
+def check_feature_set(path: str | os.PathLike[str], name: str, *,
+                      deep: bool = False) -> dict[str, Any]:
+    """Manifest of feature set ``name`` after checking its files (see :func:`check_files`)."""
+    manifest = feature_set_manifest(path, name)
+    check_files(Layout(path), features_id(name), manifest, deep=deep)
+    return manifest
 
 
 # ---------------------------------------------------------------- readers
 
 
-def feature_set_manifest(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """The manifest of a committed feature set (StoreError if unknown or uncommitted)."""
-    table = find_table(path, name)
-    if table["kind"] != "features":
-        raise StoreError(f"{name!r} is a table, not a feature set")
-    return table["manifest"]
-
-
-def parquet_rows(table_dir: Path) -> dict[str, int]:
-    """Rows per split partition, from the Parquet footers only (cheap)."""
+def read_errors(path: str | os.PathLike[str], name: str) -> pa.Table:
+    """The errors table of ``images`` or of feature set ``name`` (empty if it has none)."""
     import pyarrow.parquet as pq
 
-    rows: dict[str, int] = {}
-    for part in Path(table_dir).glob("split=*/*.parquet"):
-        split = part.parent.name.split("=", 1)[1]
-        rows[split] = rows.get(split, 0) + pq.ParquetFile(part).metadata.num_rows
-    return rows
-
-
-def check_feature_set(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """Manifest of ``name`` after checking that the rows on disk are the rows it declares."""
-    manifest = feature_set_manifest(path, name)
-    table_dir = Layout(path).features(name)
-    on_disk = parquet_rows(table_dir)
-    declared = {k: int(v) for k, v in manifest.get("counts", {}).get("splits", {}).items() if v}
-    if on_disk != declared:
-        raise StoreError(f"{table_dir}: rows on disk {on_disk} disagree with the manifest "
-                         f"{declared}; the feature set is damaged, rebuild it with --overwrite")
-    return manifest
+    table = find_table(path, name)
+    layout = Layout(path)
+    files = [layout.errors(table["id"]) / f["path"]
+             for f in table["manifest"].get("errors_files") or []]
+    if not files:
+        return ERRORS_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(f, schema=ERRORS_SCHEMA) for f in files])
 
 
 def _check_selection(path: str | os.PathLike[str], name: str, manifest: dict[str, Any],
@@ -380,7 +959,7 @@ def _check_selection(path: str | os.PathLike[str], name: str, manifest: dict[str
         if s not in have_splits:
             raise StoreError(f"feature set {name!r} has no split {s!r} (it has "
                              f"{', '.join(have_splits)})")
-    labels_manifest = require_committed(Layout(path).labels, "labels")
+    labels_manifest = require_committed(Layout(path), "labels")
     known = labels_manifest["attributes"]
     want_attrs = list(known) if attributes is None else list(attributes)
     for a in want_attrs:
@@ -388,6 +967,18 @@ def _check_selection(path: str | os.PathLike[str], name: str, manifest: dict[str
             raise StoreError(f"unknown attribute {a!r}; the labels table has {len(known)}: "
                              f"{', '.join(known[:8])}{', ...' if len(known) > 8 else ''}")
     return want_splits, want_attrs
+
+
+def _data_files(layout: Layout, tid: str, manifest: dict[str, Any],
+                splits: Sequence[str] | None = None) -> list[Path]:
+    folder = layout.data(tid)
+    out = []
+    for f in manifest["files"]:
+        split = next((p.split("=", 1)[1] for p in f["path"].split("/")[:-1]
+                      if p.startswith("split=")), None)
+        if splits is None or split in splits:
+            out.append(folder / f["path"])
+    return out
 
 
 def read_spark(spark: Any, path: str | os.PathLike[str], name: str, *,
@@ -409,24 +1000,42 @@ def read_spark(spark: Any, path: str | os.PathLike[str], name: str, *,
                                                            *want_attrs)
 
 
+def read_table(path: str | os.PathLike[str], name: str,
+               columns: Sequence[str] | None = None) -> pa.Table:
+    """A committed table (images, labels, results) as pyarrow, after the cheap file check."""
+    import pyarrow.dataset as ds
+
+    layout = Layout(path)
+    manifest = check_table(path, name)
+    tid = name if name in ("images", "labels", "results") else features_id(name)
+    files = [str(p) for p in _data_files(layout, tid, manifest)]
+    dataset = ds.dataset(files, format="parquet", partitioning=ds.partitioning(
+        flavor="hive"), partition_base_dir=str(layout.data(tid)))
+    return dataset.to_table(columns=list(columns) if columns is not None else None)
+
+
 def read_arrow(path: str | os.PathLike[str], name: str, *,
                splits: Sequence[str] | None = None,
                attributes: Sequence[str] | None = None) -> pa.Table:
     """The same rows as :func:`read_spark`, as a pyarrow Table (no Spark), sorted by image_id."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
 
     manifest = check_feature_set(path, name)
     want_splits, want_attrs = _check_selection(path, name, manifest, splits, attributes)
     layout = Layout(path)
-    dataset = ds.dataset(layout.features(name), format="parquet", partitioning="hive",
-                         ignore_prefixes=["_", "."])
-    feats = dataset.to_table(columns=["image_id", "split", "embedding"],
-                             filter=ds.field("split").isin(want_splits))
+    tid = features_id(name)
+    files = [str(p) for p in _data_files(layout, tid, manifest, want_splits)]
+    try:
+        dataset = ds.dataset(files, format="parquet", partitioning=ds.partitioning(
+            flavor="hive"), partition_base_dir=str(layout.data(tid)))
+        feats = dataset.to_table(columns=["image_id", "split", "embedding"])
+    except (pa.ArrowException, OSError) as exc:
+        raise StoreError(f"{layout.data(tid)}: table {tid} is damaged: "
+                         f"{str(exc).splitlines()[0]}; rebuild it with --overwrite") from None
     feats = feats.sort_by("image_id")
     if want_attrs:
-        labels = pq.read_table(layout.labels, columns=["image_id", *want_attrs])
+        labels = read_table(path, "labels", columns=["image_id", *want_attrs])
         # take() by position instead of a hash join: Acero cannot carry list columns
         idx = pc.index_in(feats["image_id"], value_set=labels["image_id"])
         if idx.null_count:
@@ -475,3 +1084,21 @@ def load_xy(path: str | os.PathLike[str], name: str, attribute: str,
     x = embedding_matrix(table, int(feature_set_manifest(path, name)["dim"]), name)
     y = table[attribute].to_numpy(zero_copy_only=False).astype(np.int8)
     return x, y, table["image_id"].to_pylist()
+
+
+def read_results(path: str | os.PathLike[str]) -> Any:
+    """The committed results table as pandas (``y_true``/``y_pred`` as int8 arrays)."""
+    import numpy as np
+
+    table = read_table(path, "results")
+    df = table.select(RESULTS_SCHEMA.names).cast(RESULTS_SCHEMA).to_pandas()
+    for col in ("y_true", "y_pred"):
+        df[col] = [np.asarray(v, dtype=np.int8) if v is not None else None for v in df[col]]
+    return df
+
+
+def fs_fingerprint(manifest: dict[str, Any]) -> str:
+    """What a result derived from a table depends on: the exact committed content."""
+    return manifest.get("content_fingerprint") or fingerprint(
+        [str(manifest.get("created")), json.dumps(manifest.get("counts"), sort_keys=True)])
+

@@ -99,16 +99,19 @@ def use_backend(backend: str | None) -> None:
 
 
 def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
-                  cpu_threads: int = 0, backend: str | None = None) -> Iterator[pd.DataFrame]:
+                  cpu_threads: int = 0, backend: str | None = None,
+                  weights_sha256: str | None = None) -> Iterator[pd.DataFrame]:
     """The UDF body, runnable without Spark: Series of JPEG bytes -> DataFrame(embedding, error).
 
-    ``backend``: the Keras backend to run on (the driver's; see :func:`use_backend`)."""
+    ``backend``: the Keras backend to run on (the driver's; see :func:`use_backend`).
+    ``weights_sha256``: the weights file's content hash the driver recorded; it keys the
+    worker's embedder cache, so a weights file rewritten between two runs is loaded again."""
     use_backend(backend)
     pin_gpu()
     limit_cpu_threads(cpu_threads)
     from featstore.embed import get_embedder
 
-    embedder = get_embedder(cfg)
+    embedder = get_embedder(cfg, weights_sha256)
     pending: list[int] = []
 
     def contents() -> Iterator[list[bytes | None]]:
@@ -131,7 +134,7 @@ EMBED_RESULT_DDL = "embedding array<float>, error string"
 
 
 def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
-                   backend: str | None = None) -> Any:
+                   backend: str | None = None, weights_sha256: str | None = None) -> Any:
     """A pandas UDF ``content binary -> struct<embedding array<float>, error string>``.
 
     ``df.withColumn("out", make_embed_udf(cfg)("content"))``; rows whose image cannot be decoded
@@ -140,6 +143,6 @@ def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
 
     @pandas_udf(EMBED_RESULT_DDL)  # type: ignore[call-overload]
     def embed_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        yield from embed_batches(cfg, batches, cpu_threads, backend)
+        yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256)
 
     return embed_udf

@@ -1,4 +1,4 @@
-"""``featstore ls STORE`` and ``featstore describe STORE NAME``: read manifests, no Spark."""
+"""``featstore ls``, ``featstore describe`` and ``featstore migrate``: manifests only, no Spark."""
 
 from __future__ import annotations
 
@@ -11,16 +11,21 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import from the repository, not from jobs/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from jobs.common import EXIT_OK
+from jobs.common import EXIT_BAD_INPUT, EXIT_OK
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("store", help="store folder")
     if name == "describe":
         p.add_argument("name", help="table (images, labels, results) or feature set name")
-        p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+        p.add_argument("--json", action="store_true",
+                       help="print the manifest as JSON, with the data and errors paths")
         p.add_argument("--check", action="store_true",
-                       help="also check that the rows on disk are the rows the manifest declares")
+                       help="check the files on disk against the manifest (sizes, row counts)")
+        p.add_argument("--deep", action="store_true",
+                       help="with --check: also verify every data file's sha256")
+    if name == "migrate":
+        p.add_argument("--dry-run", action="store_true", help="say what would move; move nothing")
     p.set_defaults(_catalog=name)
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -38,28 +43,52 @@ def _rows(manifest: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore import store
 
+    if args._catalog == "migrate":
+        from featstore.migrate import migrate
+
+        moved = migrate(args.store, dry_run=args.dry_run)
+        verb = "would migrate" if args.dry_run else "migrated"
+        print(f"{verb} {len(moved)} tables to store layout {store.LAYOUT_VERSION}: "
+              f"{', '.join(moved) or 'none'} -> {store.Layout(args.store).root}")
+        return EXIT_OK
     if args._catalog == "ls":
-        tables = store.list_tables(args.store)
+        tables = store.list_tables(args.store, damaged=True)
         if not tables:
             print(f"{store.Layout(args.store).root}: no committed tables")
+        bad = 0
         for t in tables:
+            if t["damaged"]:
+                bad += 1
+                print(f"{t['name']:<40} {t['kind']:<9} DAMAGED: {t['damaged']}")
+                continue
             m = t["manifest"]
             extra = f"dim {m['dim']}" if "dim" in m else ""
             print(f"{t['name']:<40} {t['kind']:<9} {_rows(m):<28} {extra:<9} {m.get('created', '')}")
+        if bad:
+            print(f"featstore: error: {bad} damaged table(s); the others are readable",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
         return EXIT_OK
     table = store.find_table(args.store, args.name)
     manifest = table["manifest"]
     checked = ""
-    if args.check and table["kind"] == "features":
-        store.check_feature_set(args.store, args.name)
-        checked = "rows on disk match the manifest"
+    if args.check or args.deep:
+        store.check_table(args.store, args.name, deep=args.deep)
+        checked = (f"{len(manifest.get('files', []))} files match the manifest "
+                   f"(sizes, row counts{', sha256' if args.deep else ''})")
     if args.json:
-        print(json.dumps(manifest, indent=2, sort_keys=True))
+        print(json.dumps({**manifest, "paths": {"data": table["path"],
+                                                "errors": table["errors_path"]}},
+                         indent=2, sort_keys=True))
         return EXIT_OK
     print(f"{table['name']} ({table['kind']}) at {table['path']}")
+    if table["errors_path"]:
+        print(f"  errors table at {table['errors_path']}")
     for key in sorted(manifest):
         value = manifest[key]
-        if isinstance(value, (dict, list)):
+        if key in ("files", "errors_files"):
+            value = f"{len(value)} files"
+        elif isinstance(value, (dict, list)):
             value = json.dumps(value, sort_keys=True)
         print(f"  {key:<20} {value}")
     if checked:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("jobs.report", "HTML report of the results table: summary, plots, manifests"),
     "ls": ("jobs.catalog", "list the tables and feature sets of a store"),
     "describe": ("jobs.catalog", "show a table's or feature set's manifest"),
+    "migrate": ("jobs.catalog", "convert a store written by an older featstore to this layout"),
     "demo": ("jobs.demo", "the whole chain on built-in synthetic data"),
 }
 

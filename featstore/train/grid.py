@@ -2,17 +2,17 @@
 
 One Spark task per fit (a *cell*). Each task reads its data from the store (pyarrow, cached per
 Python worker), fits, evaluates on the test split, and writes its result row straight to
-``results/_cells/<key>.parquet`` (temp file + rename), so results stream to the store as fits
-finish and an interrupted grid resumes where it stopped: a re-run skips cells whose file exists.
-At the end the driver merges the cells into ``results/part-00000.parquet`` and writes
-``results/_manifest.json``.
+``_featstore/cells/<key>.parquet`` (temp file + rename), so results stream to the store as fits
+finish and an interrupted grid resumes where it stopped: a re-run skips cells whose rows are all
+``ok`` and fits again those that ended in an error. At the end the driver merges the cells into
+the ``results`` table and commits it through :class:`featstore.store.TableWriter`.
 
 Problems of one cell (a single-class training sample, a missing feature set, a training size
 larger than the split) give a row with ``status = "error"`` and the reason; the rest of the grid
 runs.
 
 With ``save_models`` on, each ok fit's estimator is saved too, under
-``results/_models/<key>/<attribute>.joblib`` (a multilabel cell: ``_multilabel.joblib``), by the
+``models/<key>/<attribute>.joblib`` (a multilabel cell: ``_multilabel.joblib``), by the
 task that fitted it and before the cell's row (whose ``model_path`` names the file); a finished
 cell whose model files are missing is run again. See :mod:`featstore.train.saved`.
 """
@@ -41,44 +41,12 @@ from featstore.errors import ConfigError, FeatstoreError
 
 logger = logging.getLogger(__name__)
 
-CELLS_DIR = "_cells"
 ALL_ATTRIBUTES = "*"  # attribute of a multilabel cell (one fit for all attributes)
 BASE_MODELS = ("lasso", "forest", "dense", "multilabel")
 FOREST_SELECTIONS = ("oob", "cv")  # featstore.train.forest.SELECTIONS (not imported: sklearn)
 
-RESULTS_SCHEMA = pa.schema([
-    pa.field("attribute", pa.string()),
-    pa.field("feature_set", pa.string()),
-    pa.field("model", pa.string()),
-    pa.field("train_size", pa.int64()),  # requested; 0 = the whole train split
-    pa.field("seed", pa.int64()),
-    pa.field("status", pa.string()),  # ok | error
-    pa.field("reason", pa.string()),
-    pa.field("n_train", pa.int64()),
-    pa.field("n_val", pa.int64()),
-    pa.field("n_test", pa.int64()),
-    pa.field("dim", pa.int64()),
-    pa.field("accuracy", pa.float64()),
-    pa.field("balanced_accuracy", pa.float64()),
-    pa.field("f1", pa.float64()),
-    pa.field("roc_auc", pa.float64()),
-    pa.field("tn", pa.int64()),
-    pa.field("fp", pa.int64()),
-    pa.field("fn", pa.int64()),
-    pa.field("tp", pa.int64()),
-    pa.field("majority_baseline", pa.float64()),
-    pa.field("ci_low", pa.float64()),
-    pa.field("ci_high", pa.float64()),
-    pa.field("params", pa.string()),  # JSON: chosen hyper-parameters
-    pa.field("history", pa.string()),  # JSON: dense training curves
-    pa.field("fit_seconds", pa.float64()),
-    pa.field("y_true", pa.list_(pa.int8())),  # test labels, in image_id order
-    pa.field("y_pred", pa.list_(pa.int8())),  # test predictions, same order (for McNemar)
-    pa.field("cell", pa.string()),
-    pa.field("created", pa.string()),
-    # the saved model, relative to the store root (train.save_models); null when not saved
-    pa.field("model_path", pa.string()),
-])
+RESULTS_SCHEMA = store.RESULTS_SCHEMA  # declared once, in the store
+read_results = store.read_results
 
 
 @dataclass(frozen=True)
@@ -124,10 +92,13 @@ class Cell:
     model: str
     train_size: int
     seed: int
+    #: the feature set's committed content (store.fs_fingerprint): a rebuilt set re-fits
+    feature_set_content: str = ""
 
     def key(self, cfg: GridConfig) -> str:
-        """The cell's identity for resume: the cell and the settings its fit depends on
-        (:func:`cell_settings`), so changing ``dense_epochs`` re-fits dense heads, not lassos."""
+        """The cell's identity for resume: the cell, the exact content of its feature set and
+        the settings its fit depends on (:func:`cell_settings`), so changing ``dense_epochs``
+        re-fits dense heads, not lassos, and a rebuilt feature set re-fits its cells."""
         raw = json.dumps([asdict(self), cell_settings(cfg, self.model)], sort_keys=True,
                          default=str)
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
@@ -185,8 +156,12 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
                           "train.feature_sets in the config)")
     for m in cfg.models:
         parse_model(m)
-    labels = store.require_committed(store.Layout(path).labels, "labels")
+    layout = store.open_store(path)
+    labels = store.require_committed(layout, "labels")
     known = list(labels["attributes"])
+    contents = {}
+    for fs in cfg.feature_sets:  # every named set committed, before Spark starts
+        contents[fs] = store.fs_fingerprint(store.feature_set_manifest(layout.root, fs))
     attributes = list(cfg.attributes) or known
     for a in attributes:
         if a not in known:
@@ -202,10 +177,11 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
             for seed in cfg.seeds:
                 for model in cfg.models:
                     if model == "multilabel":
-                        cells.append(Cell(ALL_ATTRIBUTES, fs, model, int(size), int(seed)))
+                        cells.append(Cell(ALL_ATTRIBUTES, fs, model, int(size), int(seed),
+                                          contents[fs]))
                         continue
                     for a in attributes:
-                        cells.append(Cell(a, fs, model, int(size), int(seed)))
+                        cells.append(Cell(a, fs, model, int(size), int(seed), contents[fs]))
     return cells
 
 
@@ -213,11 +189,11 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
 
 
 @lru_cache(maxsize=4)
-def _split_arrays(path: str, feature_set: str, created: str,
+def _split_arrays(path: str, feature_set: str, content: str,
                   dim: int, first_n: int, custom: tuple[int, ...], seed: int
                   ) -> dict[str, Any]:
     """{split: (X float32, ids)} plus the label table, for one feature set (cached per worker;
-    ``created`` is in the key so a rebuilt feature set is re-read). With ``custom``, the first
+    ``content`` is in the key so a rebuilt feature set is re-read). With ``custom``, the first
     ``first_n`` images are shuffled by ``seed`` (the cell's seed: every model of one seed sees
     the same split, so McNemar pairs them; each seed is a new draw) and cut by the counts."""
     table = store.read_arrow(path, feature_set)
@@ -273,7 +249,7 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
     key = cell.key(cfg)
     try:
         manifest = store.feature_set_manifest(path, cell.feature_set)
-        data = _split_arrays(path, cell.feature_set, manifest["created"],
+        data = _split_arrays(path, cell.feature_set, store.fs_fingerprint(manifest),
                              int(manifest["dim"]), cfg.first_n,
                              tuple(cfg.custom_split),
                              cell.seed if cfg.custom_split else 0)
@@ -306,7 +282,7 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
         m = evaluate.metrics(y_te, fit.y_pred, fit.y_score, y_train=y_tr)
         lo, hi = evaluate.bootstrap_ci(y_te, fit.y_pred, n_boot=cfg.bootstrap, seed=cell.seed)
         row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
-                              cell.seed), key)
+                              cell.seed, cell.feature_set_content), key)
         row.update(
             status="ok", n_train=len(x_tr), n_val=len(x_va), n_test=len(x_te),
             dim=int(x_tr.shape[1]), ci_low=lo, ci_high=hi,
@@ -342,6 +318,11 @@ def _save_models(path: str, cell: Cell, cfg: GridConfig, key: str, fits: dict[st
 
 def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: np.ndarray,
          data: dict[str, Any], pick: np.ndarray, attrs: list[str]) -> dict[str, Any]:
+    """``{attribute: FitResult | FitError}`` of one cell. One rule for every model: training
+    labels of one class only raise :class:`~featstore.train.base.SingleClassError` for a
+    single-attribute model (the cell's error row), and give that attribute a
+    :class:`~featstore.train.base.FitError` with the same message in a multilabel cell (its
+    other attributes are fitted; all of them of one class: the error is raised)."""
     from featstore.train import dense, forest, lasso
     from featstore.train.base import check_binary
 
@@ -428,57 +409,75 @@ class GridSummary:
 
 def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -> GridSummary:
     """Run the grid (one Spark task per cell; ``parallel=False`` runs the same cells in this
-    process, one after another — the baseline of the speed-up benchmark)."""
+    process, one after another — the baseline of the speed-up benchmark).
+
+    Resume: a cell whose file holds only ``ok`` rows is kept; a cell with an ``error`` row is
+    fitted again (its cause may be gone). ``overwrite`` fits every cell into a fresh cells
+    folder that replaces the old one only when the new results table commits, so the old
+    results stay readable and complete until then. The results table is written through the
+    store's one writer, which also locks it against a second train."""
     t0 = time.perf_counter()
-    layout = store.Layout(path)
-    if not layout.root.is_dir():
-        raise store.StoreError(f"{layout.root}: no such store folder")
+    layout = store.open_store(path)
     cells = plan(path, cfg)
-    cells_dir = layout.results / CELLS_DIR
-    if cfg.overwrite and layout.results.exists():
-        import shutil
+    with store.TableWriter(layout, "results", spark=spark) as w:
+        cells_dir = w.staging / "cells" if cfg.overwrite else layout.cells
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        keys = {c.key(cfg) for c in cells}
+        done = {k for k in keys if _cell_ok(cells_dir / f"{k}.parquet")}
+        if cfg.save_models:  # a finished cell whose model files are missing runs again
+            from featstore.train.saved import cell_lacks_models
 
-        shutil.rmtree(layout.results)
-    cells_dir.mkdir(parents=True, exist_ok=True)
-    done = {p.stem for p in cells_dir.glob("*.parquet")}
-    if cfg.save_models:  # a finished cell whose model files are missing runs again
-        from featstore.train.saved import cell_lacks_models
-
-        lacking = {k for k in {c.key(cfg) for c in cells} & done
-                   if cell_lacks_models(layout.root, cells_dir / f"{k}.parquet")}
-        if lacking:
-            logger.info("%d finished fits have no saved model: running them again", len(lacking))
-        done -= lacking
-    todo = [c for c in cells if c.key(cfg) not in done]
-    resumed = len(cells) - len(todo)
-    if resumed:
-        logger.info("%d of %d fits already in the results table (resumed)", resumed, len(cells))
-    if todo:
-        logger.info("running %d fits", len(todo))
-        if parallel:
-            cpu_threads = int(spark.conf.get("spark.task.cpus", "1")) if spark else 1
-            fn = _task(str(layout.root), cfg, str(cells_dir), cpu_threads)
-            rdd = spark.sparkContext.parallelize(todo, len(todo))
-            spark.sparkContext.setJobDescription(f"featstore train: {len(todo)} fits")
-            for key, model, attribute, status, secs in rdd.mapPartitions(fn).collect():
-                logger.debug("fit %s %s %s: %s in %.1f s", key, model, attribute, status, secs)
-        else:
-            fn = _task(str(layout.root), cfg, str(cells_dir), 0)
-            list(fn(iter(todo)))
-    merged = _merge_cells(cells_dir)
-    ok = int(sum(1 for s in merged["status"].to_pylist() if s == "ok"))
-    tmp = layout.results / f".part-00000.{uuid.uuid4().hex[:8]}.tmp"
-    pq.write_table(merged, tmp)
-    os.replace(tmp, layout.results / "part-00000.parquet")
-    store.write_manifest(layout.results, store.base_manifest(
-        "results",
-        counts={"ok": ok, "errors": merged.num_rows - ok, "rows": merged.num_rows},
-        last_grid={"cells": len(cells), "ran": len(todo), "resumed": resumed,
-                   **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}},
-        seconds=round(time.perf_counter() - t0, 2),
-    ))
+            lacking = {k for k in done if cell_lacks_models(layout.root, cells_dir / f"{k}.parquet")}
+            if lacking:
+                logger.info("%d finished fits have no saved model: running them again",
+                            len(lacking))
+            done -= lacking
+        retried = sum(1 for k in keys - done if (cells_dir / f"{k}.parquet").is_file())
+        todo = [c for c in cells if c.key(cfg) not in done]
+        resumed = len(cells) - len(todo)
+        if resumed:
+            logger.info("%d of %d fits already in the results table (resumed)", resumed,
+                        len(cells))
+        if retried:
+            logger.info("%d fits that ended in an error run again", retried)
+        if todo:
+            logger.info("running %d fits", len(todo))
+            if parallel:
+                cpu_threads = int(spark.conf.get("spark.task.cpus", "1")) if spark else 1
+                fn = _task(str(layout.root), cfg, str(cells_dir), cpu_threads)
+                rdd = spark.sparkContext.parallelize(todo, len(todo))
+                spark.sparkContext.setJobDescription(f"featstore train: {len(todo)} fits")
+                for key, model, attribute, status, secs in rdd.mapPartitions(fn).collect():
+                    logger.debug("fit %s %s %s: %s in %.1f s", key, model, attribute, status,
+                                 secs)
+            else:
+                fn = _task(str(layout.root), cfg, str(cells_dir), 0)
+                list(fn(iter(todo)))
+        merged = _merge_cells(cells_dir)
+        ok = int(sum(1 for s in merged["status"].to_pylist() if s == "ok"))
+        pq.write_table(merged, w.data / "part-00000.parquet")
+        w.commit(store.base_manifest(
+            "results",
+            counts={"ok": ok, "errors": merged.num_rows - ok, "rows": merged.num_rows},
+            feature_sets={c.feature_set: c.feature_set_content for c in cells},
+            last_grid={"cells": len(cells), "ran": len(todo), "resumed": resumed,
+                       **{k: list(v) if isinstance(v, tuple) else v
+                          for k, v in asdict(cfg).items()}},
+            seconds=round(time.perf_counter() - t0, 2),
+        ), has_errors=False, extra_moves=[(cells_dir, layout.cells)] if cfg.overwrite else ())
     return GridSummary(str(layout.root), len(cells), len(todo), resumed, ok,
                        merged.num_rows - ok, time.perf_counter() - t0)
+
+
+def _cell_ok(cell_file: Path) -> bool:
+    """True when a finished cell's file exists and every row of it is ``ok``."""
+    if not cell_file.is_file():
+        return False
+    try:
+        status = pq.read_table(cell_file, columns=["status"])["status"].to_pylist()
+    except Exception:  # a damaged cell file: fit the cell again
+        return False
+    return bool(status) and all(s == "ok" for s in status)
 
 
 def _merge_cells(cells_dir: Path) -> pa.Table:
@@ -497,13 +496,3 @@ def _merge_cells(cells_dir: Path) -> pa.Table:
             newest[k] = i
     keep = sorted(newest.values(), key=lambda i: tuple(str(cols[c][i]) for c in keys))
     return table.take(pa.array(keep, type=pa.int64()))
-
-
-def read_results(path: str | os.PathLike[str]) -> Any:
-    """The committed results table as pandas (``y_true``/``y_pred`` as int8 arrays)."""
-    layout = store.Layout(path)
-    store.require_committed(layout.results, "results")
-    df = pq.read_table(layout.results / "part-00000.parquet").to_pandas()
-    for col in ("y_true", "y_pred"):
-        df[col] = [np.asarray(v, dtype=np.int8) if v is not None else None for v in df[col]]
-    return df

@@ -1,16 +1,16 @@
 """The fitted models the training grid saves (``train.save_models: true``), and how to use them.
 
-Layout (``_``-prefixed, so Parquet readers of ``results/`` skip it)::
+Layout (beside the tables, not inside one, so no Parquet glob meets them)::
 
-    <store>/results/_models/<cell key>/<attribute>.joblib   one per ok fit (lasso, forest,
-                                                            dense, bottleneck<k>-lasso|forest)
-    <store>/results/_models/<cell key>/_multilabel.joblib   one per multilabel cell: the one head
-                                                            of all its attributes
+    <store>/models/<cell key>/<attribute>.joblib   one per ok fit (lasso, forest, dense,
+                                                   bottleneck<k>-lasso|forest)
+    <store>/models/<cell key>/_multilabel.joblib   one per multilabel cell: the one head of all
+                                                   its attributes
 
 The results row of a saved fit names its file in ``model_path`` (relative to the store root,
 ``/``-separated; null when no model was saved). Each file is written by the Spark task that
-fitted the model (temp file + ``os.replace``) before the cell's row; ``--overwrite`` deletes
-them with the rest of ``results/``. Attribute names are percent-quoted in file names
+fitted the model (temp file + ``os.replace``) before the cell's row; a fit run again replaces
+its cell's files. Attribute names are percent-quoted in file names
 (:func:`urllib.parse.quote`, nothing kept but letters, digits and ``_.-~``).
 
 A file holds a plain dict (``joblib.load`` reads it without featstore's help, though unpickling a
@@ -59,7 +59,6 @@ from featstore import store
 from featstore.errors import StoreError
 from featstore.train.base import as_features
 
-MODELS_DIR = "_models"
 MULTILABEL_FILE = "_multilabel.joblib"
 FORMAT = 1
 LISTING_COLUMNS = ["attribute", "feature_set", "model", "train_size", "seed", "cell", "path"]
@@ -69,15 +68,15 @@ LISTING_COLUMNS = ["attribute", "feature_set", "model", "train_size", "seed", "c
 
 
 def cell_dir(root: str | os.PathLike[str], cell_key: str) -> Path:
-    """``<store>/results/_models/<cell key>``."""
-    return store.Layout(root).results / MODELS_DIR / cell_key
+    """``<store>/models/<cell key>``."""
+    return store.Layout(root).models / cell_key
 
 
 def model_relpath(cell_key: str, model: str, attribute: str) -> str:
     """Where the fit of ``attribute`` in cell ``cell_key`` (of ``model``) is saved, relative to
     the store root: a multilabel cell keeps one file for all its attributes."""
     name = MULTILABEL_FILE if model == "multilabel" else f"{quote(attribute, safe='')}.joblib"
-    return f"results/{MODELS_DIR}/{cell_key}/{name}"
+    return f"models/{cell_key}/{name}"
 
 
 # ------------------------------------------------------------------ saving (in the Spark task)
@@ -139,13 +138,11 @@ def save_fits(root: str | os.PathLike[str], cell_key: str, model: str, feature_s
 
 
 def cell_lacks_models(root: str | os.PathLike[str], cell_file: Path) -> bool:
-    """True when one of the ok rows of a finished cell (its ``results/_cells`` file) has no saved
+    """True when one of the ok rows of a finished cell (its ``_featstore/cells`` file) has no saved
     model: no ``model_path`` (fitted with ``save_models`` off) or a file that is gone."""
     import pyarrow.parquet as pq
 
-    from featstore.train.grid import RESULTS_SCHEMA
-
-    table = pq.read_table(cell_file, schema=RESULTS_SCHEMA, columns=["status", "model_path"])
+    table = pq.read_table(cell_file, columns=["status", "model_path"])
     root_path = store.Layout(root).root
     for status, rel in zip(table["status"].to_pylist(), table["model_path"].to_pylist()):
         if status == "ok" and (not rel or not (root_path / rel).is_file()):
@@ -253,9 +250,7 @@ def saved_models(root: str | os.PathLike[str]) -> Any:
     ``model_path`` (the file itself is not opened; :func:`load_model` checks it)."""
     import pandas as pd
 
-    from featstore.train.grid import read_results
-
-    res = read_results(root)
+    res = store.read_results(root)
     if "model_path" not in res.columns:  # a results table from before models were saved
         return pd.DataFrame(columns=LISTING_COLUMNS)
     ok = res[(res["status"] == "ok") & res["model_path"].notna()].reset_index(drop=True)
