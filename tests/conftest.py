@@ -57,3 +57,46 @@ def foreign_default_fs(spark):
         yield
     finally:
         conf.set("fs.defaultFS", before)
+
+
+JOB_FS = "mobilenetv2-out_relu-avg-32x32-random0"  # what the job_store fixture's extract names
+JOB_N = 40  # images the synthetic set lists; JOB_BAD of them are bad files
+JOB_BAD = {"000007.jpg": b"not an image at all", "000011.jpg": None}  # None: truncated JPEG
+
+
+def build_job_store(spark, root: Path, *, train: bool = True) -> Path:
+    """A store built by the real jobs from a synthetic CelebA-format set with bad images:
+    ingest (errors table with rows), extract (a tiny MobileNetV2, random weights), reduce (PCA 4)
+    and, with ``train``, a small grid with saved models."""
+    from featstore.sources.synthetic import generate
+    from jobs import extract as extract_job
+    from jobs import ingest as ingest_job
+    from jobs import reduce as reduce_job
+    from jobs import train as train_job
+
+    generate(root / "celeba", JOB_N, seed=5)
+    img = root / "celeba" / "img_align_celeba"
+    for name, data in JOB_BAD.items():
+        full = (img / name).read_bytes()
+        (img / name).write_bytes(data if data is not None else full[: len(full) // 3])
+    store_dir = root / "store"
+    assert ingest_job.main(["--store", str(store_dir), "--path", str(root / "celeba")],
+                           spark=spark) == 1  # finished, bad images recorded
+    assert extract_job.main(["--store", str(store_dir), "--model", "mobilenetv2", "--weights",
+                             "random", "--input-size", "32x32", "--batch-size", "8"],
+                            spark=spark) == 0
+    assert reduce_job.main(["--store", str(store_dir), "--feature-set", JOB_FS, "--dims", "4"],
+                           spark=spark) == 0
+    if train:
+        assert train_job.main(["--store", str(store_dir), "--feature-sets", f"{JOB_FS}-pca4",
+                               "--attributes", "Smiling,Male", "--models", "lasso",
+                               "--set", "train.save_models=true", "--set", "train.folds=3"],
+                              spark=spark) == 0
+    return store_dir
+
+
+@pytest.fixture(scope="session")
+def job_store(spark, tmp_path_factory) -> Path:
+    """One store built by the real jobs for the whole suite: read it, never change it (copy it
+    with ``shutil.copytree`` first)."""
+    return build_job_store(spark, tmp_path_factory.mktemp("job-store"))

@@ -1,4 +1,6 @@
-"""Small hand-made stores for reader tests: known values, no CNN, no ingest."""
+"""Small stores with known values for reader tests: no CNN, no ingest, but written through the
+store's one writer (:class:`featstore.store.TableWriter`), so they have the layout, manifests,
+checksums and errors tables that the jobs write."""
 
 from __future__ import annotations
 
@@ -23,32 +25,30 @@ def make_store(root: Path, n: int = 12, dim: int = 4, name: str = "toy-avg",
     x = rng.normal(size=(n, dim)).astype(np.float32)
     labels = {a: rng.random(n) < 0.5 for a in ATTRS}
 
-    lab_dir = root / "labels"
-    lab_dir.mkdir(parents=True)
+    layout = store.Layout(root)
     lab = pa.table({"image_id": ids, "split": splits, **{a: labels[a] for a in ATTRS}},
                    schema=store.labels_schema(ATTRS))
-    pq.write_table(lab, lab_dir / "part-00000.parquet")
-    store.write_manifest(lab_dir, store.base_manifest("labels", attributes=ATTRS,
-                                                      counts={"rows": n}))
+    with store.TableWriter(layout, "labels") as w:
+        pq.write_table(lab, w.data / "part-00000.parquet")
+        w.commit(store.base_manifest("labels", attributes=ATTRS, counts={"rows": n}),
+                 has_errors=False)
     write_feature_set(root, name, ids, splits, x)
     return {"ids": ids, "splits": splits, "x": x, "labels": labels, "name": name}
 
 
-def write_feature_set(root: Path, name: str, ids: list[str], splits: list[str], x: np.ndarray,
-                      *, commit: bool = True) -> Path:
-    out = root / "features" / name
-    counts: dict[str, int] = {}
-    for s in sorted(set(splits)):
-        rows = [i for i, sp in enumerate(splits) if sp == s]
-        part = out / f"split={s}"
-        part.mkdir(parents=True)
-        table = pa.table({"image_id": [ids[i] for i in rows],
-                          "embedding": pa.array([x[i].tolist() for i in rows],
-                                                type=pa.list_(pa.float32()))})
-        pq.write_table(table, part / "part-00000.parquet")
-        counts[s] = len(rows)
-    if commit:
-        store.write_manifest(out, store.base_manifest(
-            "features", name=name, dim=int(x.shape[1]), model="toy",
-            counts={"ok": len(ids), "errors": 0, "splits": counts}))
-    return out
+def write_feature_set(root: Path, name: str, ids: list[str], splits: list[str],
+                      x: np.ndarray) -> Path:
+    layout = store.Layout(root)
+    with store.TableWriter(layout, store.features_id(name)) as w:
+        for s in sorted(set(splits)):
+            rows = [i for i, sp in enumerate(splits) if sp == s]
+            part = w.data / f"split={s}"
+            part.mkdir(parents=True)
+            table = pa.table({"image_id": [ids[i] for i in rows],
+                              "embedding": pa.array([x[i].tolist() for i in rows],
+                                                    type=pa.list_(pa.float32()))})
+            pq.write_table(table, part / "part-00000.parquet")
+        store.write_errors(w.errors, [])
+        w.commit(store.base_manifest("features", name=name, dim=int(x.shape[1]), model="toy",
+                                     counts={"ok": len(ids), "errors": 0}))
+    return layout.features(name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql.types import (
@@ -19,7 +21,7 @@ from pyspark.sql.types import (
 from featstore import store
 from featstore.errors import StoreError
 from jobs.cli import main as cli_main
-from tests.storefakes import make_store, write_feature_set
+from tests.storefakes import make_store
 
 
 @pytest.fixture()
@@ -72,7 +74,8 @@ def test_duckdb_reads_a_feature_set_joined_with_labels_by_path(toy):
     con = duckdb.connect()
     rows = con.execute(f"""
         SELECT f.image_id, f.split, len(f.embedding) AS dim, l.Smiling
-        FROM read_parquet('{root}/features/toy-avg/*/*.parquet', hive_partitioning = true) f
+        FROM read_parquet('{root}/features/feature_set=toy-avg/*/*.parquet',
+                          hive_partitioning = true) f
         JOIN read_parquet('{root}/labels/*.parquet') l USING (image_id)
         WHERE f.split = 'train'
         ORDER BY f.image_id
@@ -83,16 +86,21 @@ def test_duckdb_reads_a_feature_set_joined_with_labels_by_path(toy):
 
 
 def test_uncommitted_feature_set_is_invisible(toy):
-    write_feature_set(toy["root"], "half-done", toy["ids"], toy["splits"], toy["x"],
-                      commit=False)
+    layout = store.Layout(toy["root"])
+    with pytest.raises(RuntimeError), store.TableWriter(layout, "features/half-done") as w:
+        (w.data / "split=train").mkdir()
+        pq.write_table(pa.table({"image_id": ["a"]}), w.data / "split=train" / "p.parquet")
+        raise RuntimeError("failed before the commit")
     names = [t["name"] for t in store.list_tables(toy["root"])]
+    assert not layout.features("half-done").exists()
+    assert not list(layout.staging.iterdir())  # a non-resumable writer drops its staging
     assert "half-done" not in names and "toy-avg" in names
-    with pytest.raises(StoreError, match="no committed table or feature set 'half-done'"):
+    with pytest.raises(StoreError, match="no committed feature set 'half-done'"):
         store.read_arrow(toy["root"], "half-done")
 
 
 def test_unknown_schema_version_is_refused(toy):
-    path = toy["root"] / "features" / "toy-avg" / "_manifest.json"
+    path = store.Layout(toy["root"]).manifest_path("features/toy-avg")
     manifest = json.loads(path.read_text())
     manifest["schema_version"] = 99
     path.write_text(json.dumps(manifest))
@@ -113,14 +121,14 @@ def test_bad_selection_is_one_clear_error(toy, kwargs, message):
 
 
 def test_row_count_disagreeing_with_manifest_is_refused(toy, capsys):
-    path = toy["root"] / "features" / "toy-avg" / "_manifest.json"
+    path = store.Layout(toy["root"]).manifest_path("features/toy-avg")
     manifest = json.loads(path.read_text())
     manifest["counts"]["splits"]["train"] += 1
     path.write_text(json.dumps(manifest))
-    with pytest.raises(StoreError, match="disagree with the manifest"):
+    with pytest.raises(StoreError, match=r"table features/toy-avg is damaged: counts.splits"):
         store.load_xy(toy["root"], "toy-avg", "Male", "train")
     assert cli_main(["describe", str(toy["root"]), "toy-avg", "--check"]) == 2
-    assert "disagree with the manifest" in capsys.readouterr().err
+    assert "counts.splits" in capsys.readouterr().err
 
 
 def test_cli_ls_and_describe_feature_set(toy, capsys):
@@ -129,7 +137,7 @@ def test_cli_ls_and_describe_feature_set(toy, capsys):
     assert "toy-avg" in out and "features" in out and "dim 4" in out
     assert cli_main(["describe", str(toy["root"]), "toy-avg", "--check"]) == 0
     out = capsys.readouterr().out
-    assert "toy-avg (features)" in out and "rows on disk match" in out
+    assert "toy-avg (features)" in out and "3 files match the manifest" in out
     assert cli_main(["ls", str(toy["root"] / "nope")]) == 2
     assert "no such store folder" in capsys.readouterr().err
 
