@@ -14,12 +14,12 @@ compiles once.
 from __future__ import annotations
 
 import functools
-import io
+import hashlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from featstore.errors import ConfigError, FeatstoreError
+from featstore.decode import MAX_PIXELS, DecodeError, open_rgb
+from featstore.decode import one_line as _one_line
+from featstore.errors import ConfigError
 
 if TYPE_CHECKING:
     import keras
@@ -37,19 +39,6 @@ if TYPE_CHECKING:
     from featstore.models import ModelSpec, WeightsInfo
 
 logger = logging.getLogger(__name__)
-
-#: Images above this many pixels are refused before decoding (decompression-bomb guard).
-MAX_PIXELS = 50_000_000
-#: Use ``Image.draft`` (JPEG DCT scaling) when the source is at least this many times larger.
-_DRAFT_FACTOR = 2
-
-
-class DecodeError(FeatstoreError):
-    """One image could not be turned into pixels; ``str(exc)`` is a short one-line reason."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 # --------------------------------------------------------------------------- config
@@ -86,92 +75,30 @@ class EmbedConfig:
 # --------------------------------------------------------------------------- decoding
 
 
-def _one_line(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def decode_image(
     data: bytes | None, hw: tuple[int, int], *, max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
     """Image bytes -> ``uint8 (h, w, 3)`` RGB at the model input size ``hw = (h, w)``.
 
-    Any format Pillow reads (a PNG named .jpg too); grayscale, CMYK, palette, RGBA, ... are
-    converted to RGB. Resized (bilinear) only when the size differs; a JPEG much larger than
-    the target is first decoded at a reduced DCT scale (``Image.draft``). Raises
-    :class:`DecodeError` for empty, truncated, undecodable or too large (> ``max_pixels``) data.
-    Truncated images are never patched up (``LOAD_TRUNCATED_IMAGES`` stays off).
+    Decoding is :func:`featstore.decode.open_rgb`, the decoder ingest validates with: any format
+    Pillow reads (a PNG named .jpg too); grayscale, CMYK, palette, RGBA, ... are converted to
+    RGB. Resized (bilinear) only when the size differs; a JPEG much larger than the target is
+    first decoded at a reduced DCT scale (``Image.draft``). Raises :class:`DecodeError` for
+    empty, truncated, undecodable or too large (> ``max_pixels``) data. Truncated images are
+    never patched up (``LOAD_TRUNCATED_IMAGES`` stays off).
     """
-    if data is None:
-        raise DecodeError("missing content (null)")
-    if len(data) == 0:
-        raise DecodeError("empty content")
     th, tw = int(hw[0]), int(hw[1])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DecodeError("image too large (decompression bomb guard)") from None
-    except UnidentifiedImageError:
-        raise DecodeError("not an image (cannot identify)") from None
-    except Exception as exc:  # Pillow plugins raise OSError, SyntaxError, ValueError, ...
-        kind = _sniff(data)
-        if "truncated" in str(exc).lower():
-            raise DecodeError(f"truncated {kind} (header)") from None
-        raise DecodeError(_one_line(f"corrupt {kind} header: {exc}")) from None
-    fmt = img.format or "image"
-    with img:
-        w0, h0 = img.size
-        if w0 <= 0 or h0 <= 0:
-            raise DecodeError(f"empty {fmt} ({w0}x{h0})")
-        if w0 * h0 > max_pixels:
-            raise DecodeError(f"image too large ({w0}x{h0} > {max_pixels / 1e6:g} MP)")
-        if fmt == "JPEG" and w0 >= _DRAFT_FACTOR * tw and h0 >= _DRAFT_FACTOR * th:
-            # DCT-domain downscale (1/2, 1/4, 1/8) to the smallest size still >= target.
-            img.draft("RGB", (tw, th))
+    with open_rgb(data, max_pixels=max_pixels, draft=(tw, th)) as rgb:
         try:
-            img.load()
-        except OSError as exc:
-            if "truncated" in str(exc).lower():
-                raise DecodeError(f"truncated {fmt}") from None
-            raise DecodeError(_one_line(f"corrupt {fmt}: {exc}")) from None
+            img = rgb if rgb.size == (tw, th) else rgb.resize((tw, th), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
         except Exception as exc:
-            raise DecodeError(_one_line(f"corrupt {fmt}: {type(exc).__name__}: {exc}")) from None
-        try:
-            rgb = _to_rgb(img)
-            if rgb.size != (tw, th):
-                rgb = rgb.resize((tw, th), Image.Resampling.BILINEAR)
-            arr = np.asarray(rgb, dtype=np.uint8)
-        except Exception as exc:
-            raise DecodeError(_one_line(f"cannot convert {fmt} {img.mode}: {exc}")) from None
+            raise DecodeError(
+                _one_line(f"cannot convert {rgb.format or 'image'} {rgb.mode}: {exc}")
+            ) from None
     if arr.shape != (th, tw, 3):
         raise DecodeError(f"decoded to unexpected shape {arr.shape}")
     return arr
-
-
-def _sniff(data: bytes) -> str:
-    if data[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    return "image"
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in ("P", "PA") or (mode in ("L", "LA") and "transparency" in img.info):
-        img = img.convert("RGBA")  # palette/transparency first, else Pillow warns
-        mode = "RGBA"
-    if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit / float grayscale: scale the actual range to 0..255.
-        a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-        img = Image.fromarray(a.round().astype(np.uint8), "L")
-    return img.convert("RGB")
 
 
 @dataclass
@@ -597,18 +524,31 @@ class Embedder:
 
 # --------------------------------------------------------------------------- per-process cache
 
-_EMBEDDERS: dict[EmbedConfig, Embedder] = {}
+_EMBEDDERS: dict[tuple[EmbedConfig, str | None], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
-def get_embedder(cfg: EmbedConfig) -> Embedder:
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def get_embedder(cfg: EmbedConfig, weights_sha256: str | None = None) -> Embedder:
     """The process-wide :class:`Embedder` for ``cfg`` (built on first use, then reused), so a
-    reused Python worker builds the model once."""
+    reused Python worker builds the model once. ``weights_sha256`` (the weights file's content
+    hash, as the driver recorded it) is part of the key: a file rewritten under the same path
+    gets a new embedder, not the old weights. Without it, a weights file is hashed here."""
+    if weights_sha256 is None and cfg.weights not in ("imagenet", "random"):
+        weights_sha256 = _sha256(cfg.weights) if os.path.isfile(cfg.weights) else None
+    key = (cfg, weights_sha256)
     with _EMBEDDERS_LOCK:
-        emb = _EMBEDDERS.get(cfg)
+        emb = _EMBEDDERS.get(key)
         if emb is None:
             emb = Embedder(cfg)
-            _EMBEDDERS[cfg] = emb
+            _EMBEDDERS[key] = emb
         return emb
 
 

@@ -10,7 +10,6 @@ Counts always add up: ``ok + errors == images listed + images present but not li
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from featstore import store
+from featstore import decode, store
 from featstore.config import IngestConfig
 from featstore.errors import ConfigError, InputError
 from featstore.sources.base import SPLITS, STAGE_DECODE, Listing
@@ -77,41 +76,28 @@ def annotation_hashes(listing: Listing) -> dict[str, str]:
 
 
 def check_image(data: bytes) -> tuple[int, int, str | None]:
-    """(width, height, error) of one file's bytes; error is None for a decodable JPEG."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        return 0, 0, "empty file"
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = img.format
-            width, height = img.size
-            if fmt != "JPEG":
-                return width, height, f"not a JPEG (the file holds {fmt or 'unknown'} data)"
-            img.load()  # full decode: catches truncated and corrupt files at ingest time
-    except UnidentifiedImageError:
-        return 0, 0, "not an image (cannot identify the file's format)"
-    except Image.DecompressionBombError as exc:
-        return 0, 0, f"image too large ({exc})"
-    except OSError as exc:
-        return 0, 0, f"corrupt or truncated JPEG ({exc})"
-    return width, height, None
+    """(width, height, error) of one file's bytes, by the rule ingest stores images with
+    (:func:`featstore.decode.ingest_image`): error is None for anything Pillow decodes."""
+    _, width, height, error = decode.ingest_image(data)
+    return width, height, error
 
 
 def _validate_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: read each listed file and validate it."""
+    """mapInPandas body: read each listed file and validate it; the content stored is what
+    :func:`featstore.decode.ingest_image` makes of it (a JPEG unchanged, another format that
+    decodes re-encoded as JPEG)."""
     for pdf in batches:
         rows: dict[str, list[Any]] = {k: [] for k in _STATUS_FIELDS}
         for image_id, split, path in zip(pdf["image_id"], pdf["split"], pdf["source_path"]):
             try:
                 data = Path(path).read_bytes()
             except OSError as exc:
-                data, width, height, error = b"", 0, 0, f"cannot read file ({exc.strerror})"
+                content, width, height, error = None, 0, 0, f"cannot read file ({exc.strerror})"
             else:
-                width, height, error = check_image(data)
+                content, width, height, error = decode.ingest_image(data)
             rows["image_id"].append(image_id)
             rows["split"].append(split)
-            rows["content"].append(data if error is None else None)
+            rows["content"].append(content)
             rows["width"].append(width)
             rows["height"].append(height)
             rows["source_path"].append(path)
@@ -141,96 +127,88 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
     file_hashes = annotation_hashes(listing)  # hashed once: fingerprint and manifest
     fp = listing_fingerprint(listing, cfg, file_hashes)
 
-    current = store.read_manifest(layout.images)
-    if current is not None and current.get("input_fingerprint") == fp and not cfg.overwrite:
-        if store.read_manifest(layout.labels) is not None:
-            logger.info("store %s already holds this input (fingerprint %s); nothing to do",
-                        layout.root, fp[:12])
-            return IngestSummary(
-                store=str(layout.root),
-                ok=int(current["counts"]["ok"]),
-                errors=int(current["counts"]["errors"]),
-                split_counts=dict(current["counts"]["splits"]),
-                skipped=True,
-            )
-
-    layout.root.mkdir(parents=True, exist_ok=True)
-    store.clean_staging(layout, "images-")
-    store.clean_staging(layout, "labels-")
-    stage_images = layout.new_staging("images")
-    stage_labels = layout.new_staging("labels")
+    if layout.root.exists():
+        store.check_layout(layout)
+        current = store.read_manifest(layout, "images")
+        if current is not None and current.get("input_fingerprint") == fp and not cfg.overwrite:
+            if store.read_manifest(layout, "labels") is not None:
+                logger.info("store %s already holds this input (fingerprint %s); nothing to do",
+                            layout.root, fp[:12])
+                return IngestSummary(
+                    store=str(layout.root),
+                    ok=int(current["counts"]["ok"]),
+                    errors=int(current["counts"]["errors"]),
+                    split_counts=dict(current["counts"]["splits"]),
+                    skipped=True,
+                )
 
     n = len(listing.images)
-    n_parts = max(1, math.ceil(n / cfg.rows_per_file), spark.sparkContext.defaultParallelism)
-    listed = spark.createDataFrame(
-        listing.images[["image_id", "split", "source_path"]].astype(str)
-    ).repartitionByRange(n_parts, "image_id")
-    checked = listed.mapInPandas(_validate_partition, schema=_status_schema()).persist(
-        StorageLevel.DISK_ONLY
-    )
-    try:
-        ok_df = checked.filter(F.col("error").isNull()).select(*store.IMAGES_SCHEMA.names)
-        (
-            ok_df.sortWithinPartitions("image_id")
-            .write.option("parquet.block.size", cfg.row_group_mb * 1024 * 1024)
-            .option("maxRecordsPerFile", cfg.rows_per_file)
-            .partitionBy("split")
-            .parquet(store.spark_uri(stage_images), mode="overwrite")
+    with store.TableWriter(layout, "labels") as w_labels, \
+            store.TableWriter(layout, "images") as w_images:
+        n_parts = max(1, math.ceil(n / cfg.rows_per_file), spark.sparkContext.defaultParallelism)
+        listed = spark.createDataFrame(
+            listing.images[["image_id", "split", "source_path"]].astype(str)
+        ).repartitionByRange(n_parts, "image_id")
+        checked = listed.mapInPandas(_validate_partition, schema=_status_schema()).persist(
+            StorageLevel.DISK_ONLY
         )
-        bad = (
-            checked.filter(F.col("error").isNotNull())
-            .select("image_id", "split", "source_path", "error")
-            .toPandas()
-        )
-        ok_ids = checked.filter(F.col("error").isNull()).select("image_id", "split").toPandas()
-    finally:
-        checked.unpersist()
+        try:
+            ok_df = checked.filter(F.col("error").isNull()).select(*store.IMAGES_SCHEMA.names)
+            (
+                ok_df.sortWithinPartitions("image_id")
+                .write.option("parquet.block.size", cfg.row_group_mb * 1024 * 1024)
+                .option("maxRecordsPerFile", cfg.rows_per_file)
+                .partitionBy("split")
+                .parquet(store.spark_uri(w_images.data), mode="overwrite")
+            )
+            bad = (
+                checked.filter(F.col("error").isNotNull())
+                .select("image_id", "split", "source_path", "error")
+                .toPandas()
+            )
+            ok_ids = checked.filter(F.col("error").isNull()).select("image_id", "split").toPandas()
+        finally:
+            checked.unpersist()
 
-    error_rows = [
-        {"image_id": p.image_id, "split": p.split,
-         "source_path": p.source_path, "stage": p.stage, "error": p.error}
-        for p in listing.problems
-    ] + [
-        {"image_id": r.image_id, "split": r.split, "source_path": r.source_path,
-         "stage": STAGE_DECODE, "error": r.error}
-        for r in bad.itertuples(index=False)
-    ]
-    for row in error_rows:
-        logger.warning("image %s (%s): %s", row["image_id"], row["source_path"], row["error"])
+        error_rows = [
+            {"image_id": p.image_id, "split": p.split,
+             "source_path": p.source_path, "stage": p.stage, "error": p.error}
+            for p in listing.problems
+        ] + [
+            {"image_id": r.image_id, "split": r.split, "source_path": r.source_path,
+             "stage": STAGE_DECODE, "error": r.error}
+            for r in bad.itertuples(index=False)
+        ]
+        for row in error_rows:
+            logger.warning("image %s (%s): %s", row["image_id"], row["source_path"], row["error"])
 
-    split_counts = {s: int((ok_ids["split"] == s).sum()) for s in SPLITS}
-    split_counts = {s: c for s, c in split_counts.items() if c} or split_counts
-    counts = {"ok": len(ok_ids), "errors": len(error_rows), "splits": split_counts,
-              "listed": n, "unlisted_or_missing": len(listing.problems)}
-    if counts["ok"] + counts["errors"] != n + len(listing.problems):
-        raise AssertionError(f"ingest counts do not add up: {counts}")
+        split_counts = {s: int((ok_ids["split"] == s).sum()) for s in SPLITS}
+        split_counts = {s: c for s, c in split_counts.items() if c} or split_counts
+        counts = {"ok": len(ok_ids), "errors": len(error_rows), "splits": split_counts,
+                  "listed": n, "unlisted_or_missing": len(listing.problems)}
+        if counts["ok"] + counts["errors"] != n + len(listing.problems):
+            raise AssertionError(f"ingest counts do not add up: {counts}")
 
-    # labels of the images that made it, same ids as the images table
-    labels = listing.labels[listing.labels["image_id"].isin(set(ok_ids["image_id"]))]
-    labels = labels[["image_id", "split", *listing.attributes]].reset_index(drop=True)
-    _write_labels(labels, listing.attributes, stage_labels)
+        # labels of the images that made it, same ids as the images table
+        labels = listing.labels[listing.labels["image_id"].isin(set(ok_ids["image_id"]))]
+        labels = labels[["image_id", "split", *listing.attributes]].reset_index(drop=True)
+        _write_labels(labels, listing.attributes, w_labels.data)
 
-    store.write_errors(stage_images, error_rows)
-    common = {
-        "source": listing.source,
-        "source_path": str(Path(cfg.path).resolve()),
-        "input_fingerprint": fp,
-        "annotation_files": file_hashes,
-        "attributes": list(listing.attributes),
-        "spark": {"master": spark.sparkContext.master, "version": spark.version},
-    }
-    store.write_manifest(
-        stage_labels,
-        store.base_manifest("labels", counts={"rows": len(labels), "splits": split_counts},
-                            **common),
-    )
-    store.write_manifest(
-        stage_images,
-        store.base_manifest("images", counts=counts, rows_per_file=cfg.rows_per_file, **common),
-    )
-    # labels first: the images manifest is what marks the ingest as done
-    store.commit(stage_labels, layout.labels)
-    store.commit(stage_images, layout.images)
+        store.write_errors(w_images.errors, error_rows)
+        common = {
+            "source": listing.source,
+            "source_path": str(Path(cfg.path).resolve()),
+            "input_fingerprint": fp,
+            "annotation_files": file_hashes,
+            "attributes": list(listing.attributes),
+            "spark": {"master": spark.sparkContext.master, "version": spark.version},
+        }
+        # labels first: the images manifest is what marks the ingest as done
+        w_labels.commit(store.base_manifest(
+            "labels", counts={"rows": len(labels), "splits": split_counts}, **common),
+            has_errors=False)
+        w_images.commit(store.base_manifest(
+            "images", counts=counts, rows_per_file=cfg.rows_per_file, **common))
     return IngestSummary(
         store=str(layout.root),
         ok=counts["ok"],

@@ -78,7 +78,7 @@ def test_spark_embeddings_equal_direct_keras(spark, celeba_store, saved_base, pa
                            "--feature-set", name, "--set", f"extract.partitions={partitions}"],
                           spark=spark)
     assert rc == 0
-    got = spark.read.parquet(str(celeba_store / "features" / name))
+    got = spark.read.parquet(str(store.Layout(celeba_store).features(name)))
     assert got.count() == N
     direct = _direct_embeddings(base, celeba_store)
     # random-init activations are tiny: compare relative to the largest one (1e-4 of it)
@@ -90,7 +90,7 @@ def test_spark_embeddings_equal_direct_keras(spark, celeba_store, saved_base, pa
         "image_id", "i", (F.col("value") * F.lit(scale)).alias("value"))
     assert_approx_df_equality(exploded, expected, precision=1e-4, ignore_row_order=True,
                               ignore_nullable=True)
-    manifest = json.loads((celeba_store / "features" / name / "_manifest.json").read_text())
+    manifest = store.check_feature_set(celeba_store, name, deep=True)
     assert manifest["dim"] == 1280 and manifest["model"] == "mobilenetv2"
     assert manifest["weights"]["source"] == "file"
     assert manifest["weights"]["sha256"] == store.sha256_file(weights)
@@ -103,13 +103,13 @@ def test_rerun_skips_and_overwrite_gives_same_values(spark, celeba_store, capsys
             "--set", "extract.seed=3"]
     assert extract_job.main(args, spark=spark) == 0
     name = "mobilenetv2-out_relu-avg-218x178-random3"
-    path = celeba_store / "features" / name
+    path = store.Layout(celeba_store).features(name)
     first = pq.read_table(path).sort_by("image_id")
-    created = json.loads((path / "_manifest.json").read_text())["created"]
+    created = store.feature_set_manifest(celeba_store, name)["created"]
     capsys.readouterr()
     assert extract_job.main(args, spark=spark) == 0
     assert "already extracted" in capsys.readouterr().out
-    assert json.loads((path / "_manifest.json").read_text())["created"] == created
+    assert store.feature_set_manifest(celeba_store, name)["created"] == created
     assert extract_job.main([*args, "--overwrite"], spark=spark) == 0
     second = pq.read_table(path).sort_by("image_id")
     assert second.num_rows == N
@@ -119,14 +119,16 @@ def test_rerun_skips_and_overwrite_gives_same_values(spark, celeba_store, capsys
 
 def _write_images_table(store_dir: Path, rows: list[tuple[str, bytes]]) -> None:
     """An images table as another tool might have written it (no ingest-time validation)."""
-    part = store_dir / "images" / "split=test"
-    part.mkdir(parents=True)
     table = pa.Table.from_pylist(
         [{"image_id": i, "split": "test", "content": c, "width": 0, "height": 0,
           "source_path": f"/x/{i}"} for i, c in rows], schema=store.IMAGES_SCHEMA)
-    pq.write_table(table.drop(["split"]), part / "part-0.parquet")
-    store.write_manifest(store_dir / "images", store.base_manifest(
-        "images", input_fingerprint="handmade", counts={"ok": len(rows), "errors": 0}))
+    with store.TableWriter(store.Layout(store_dir), "images") as w:
+        part = w.data / "split=test"
+        part.mkdir(parents=True)
+        pq.write_table(table.drop(["split"]), part / "part-0.parquet")
+        store.write_errors(w.errors, [])
+        w.commit(store.base_manifest("images", input_fingerprint="handmade",
+                                     counts={"ok": len(rows), "errors": 0}))
 
 
 def _jpeg(img: Image.Image, **kw) -> bytes:
@@ -155,15 +157,18 @@ def test_bad_images_go_to_errors(spark, tmp_path):
     rc = extract_job.main(["--store", str(st), *MODEL, "--weights", "random",
                            "--feature-set", "bad"], spark=spark)
     assert rc == 1
-    feats = pq.read_table(st / "features" / "bad").to_pandas()
+    feats = pq.read_table(store.Layout(st).features("bad")).to_pandas()
     assert sorted(feats.image_id) == ["a-good.jpg", "b-gray.jpg", "c-cmyk.jpg", "d-png.jpg",
                                       "e-large.jpg"]
     assert all(len(e) == 1280 and np.isfinite(e).all() for e in feats.embedding)
-    errors = pq.read_table(st / "features" / "bad" / "_errors").to_pandas().set_index("image_id")
+    errors = store.read_errors(st, "bad").to_pandas().set_index("image_id")
     assert sorted(errors.index) == ["f-truncated.jpg", "g-empty.jpg", "h-garbage.jpg"]
     assert (errors.stage == "embed").all() and errors.error.str.len().gt(3).all()
-    manifest = json.loads((st / "features" / "bad" / "_manifest.json").read_text())
+    manifest = store.check_feature_set(st, "bad", deep=True)
     assert manifest["counts"]["ok"] + manifest["counts"]["errors"] == len(rows)
+    # the errors table is queryable by path too, and holds exactly those rows
+    by_path = pq.read_table(store.Layout(st).errors("features/bad"))
+    assert sorted(by_path["image_id"].to_pylist()) == sorted(errors.index)
 
 
 @pytest.mark.parametrize(
@@ -201,11 +206,11 @@ def test_killed_run_commits_nothing_and_rerun_resumes(spark, celeba_store, tmp_p
            "--set", "extract.chunk_rows=5"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
-    staging = celeba_store / "_staging"
+    staging = store.Layout(celeba_store).staging
     deadline = time.time() + 240
     done: list[Path] = []
     while time.time() < deadline and proc.poll() is None:
-        done = list(staging.glob(f"features-{name}-*/chunk-*/_SUCCESS"))
+        done = list(staging.glob(f"features__{name}-*/chunks/chunk-*/_SUCCESS"))
         if done:
             break
         time.sleep(0.2)
@@ -215,9 +220,9 @@ def test_killed_run_commits_nothing_and_rerun_resumes(spark, celeba_store, tmp_p
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
-    assert not (celeba_store / "features" / name).exists()
+    assert not store.Layout(celeba_store).features(name).exists()
     assert name not in [t["name"] for t in store.list_tables(celeba_store)]
-    staged = list(staging.glob(f"features-{name}-*/chunk-*/_SUCCESS"))
+    staged = list(staging.glob(f"features__{name}-*/chunks/chunk-*/_SUCCESS"))
     assert 1 <= len(staged) < 4  # 20 images in chunks of 5: killed part-way
 
     from featstore.config import load_config
@@ -229,9 +234,10 @@ def test_killed_run_commits_nothing_and_rerun_resumes(spark, celeba_store, tmp_p
     summary = extract(spark, cfg.extract, str(celeba_store))
     assert summary.chunks_resumed == len(staged)
     assert summary.chunks_resumed + summary.chunks_done == 4
-    ids = pq.read_table(celeba_store / "features" / name, columns=["image_id"])["image_id"]
+    ids = pq.read_table(store.Layout(celeba_store).features(name),
+                        columns=["image_id"])["image_id"]
     assert sorted(ids.to_pylist()) == [f"{i:06d}.jpg" for i in range(1, N + 1)]
-    assert not list(staging.glob(f"features-{name}-*"))
+    assert not list(staging.glob(f"features__{name}-*"))
 
 
 GPU_PROBE = textwrap.dedent("""

@@ -67,8 +67,11 @@ def test_ingest_writes_images_and_labels(spark, celeba_src, tmp_path):
     for code in part[1::2]:
         want[code] += 1
     assert splits == {"train": want["0"], "val": want["1"], "test": want["2"]}
-    assert sorted(p.name for p in (st / "images").iterdir() if p.is_dir()) == [
-        "_errors", "split=test", "split=train", "split=val"]
+    # the data folder holds only its Parquet data (no manifest, errors, _SUCCESS or .crc)
+    assert sorted(p.name for p in (st / "images").iterdir()) == [
+        "split=test", "split=train", "split=val"]
+    assert all(p.suffix == ".parquet" for p in (st / "images").rglob("*") if p.is_file())
+    assert (st / "errors" / "images").is_dir()  # the errors table exists, even empty
 
 
 def test_labels_table_matches_attribute_file(spark, celeba_src, tmp_path):
@@ -82,7 +85,7 @@ def test_labels_table_matches_attribute_file(spark, celeba_src, tmp_path):
         image_id, *values = line.decode().split()
         row = labels.loc[image_id]
         assert [bool(row[a]) for a in names] == [v == "1" for v in values]
-    manifest = json.loads((st / "labels" / "_manifest.json").read_text())
+    manifest = store.read_manifest(store.Layout(st), "labels")
     assert manifest["attributes"] == names and manifest["schema_version"] == store.SCHEMA_VERSION
 
 
@@ -92,7 +95,7 @@ def _bad_jpegs(img_dir: Path) -> None:
     (img_dir / "000003.jpg").write_bytes(b"")  # empty
     buf = io.BytesIO()
     Image.new("RGB", (178, 218), "red").save(buf, "PNG")
-    (img_dir / "000004.jpg").write_bytes(buf.getvalue())  # PNG in a .jpg
+    (img_dir / "000004.jpg").write_bytes(buf.getvalue())  # PNG in a .jpg: converted, not an error
     (img_dir / "000005.jpg").write_bytes(b"this is not an image at all" * 10)  # garbage
     (img_dir / "000006.jpg").unlink()  # listed but missing
     shutil.copy(img_dir / "000001.jpg", img_dir / "999999.jpg")  # present but not listed
@@ -104,26 +107,29 @@ def test_bad_images_go_to_errors_table_and_counts_add_up(spark, celeba_src, tmp_
     st = tmp_path / "store"
     assert _ingest(spark, st, src) == 1  # finished, with per-image errors recorded
 
-    errors = pq.read_table(st / "images" / "_errors").to_pandas().set_index("image_id")
-    assert sorted(errors.index) == ["000002.jpg", "000003.jpg", "000004.jpg", "000005.jpg",
-                                    "000006.jpg", "999999.jpg"]
+    errors = store.read_errors(st, "images").to_pandas().set_index("image_id")
+    assert sorted(errors.index) == ["000002.jpg", "000003.jpg", "000005.jpg", "000006.jpg",
+                                    "999999.jpg"]
     assert "truncated" in errors.loc["000002.jpg", "error"]
-    assert errors.loc["000003.jpg", "error"] == "empty file"
-    assert "PNG" in errors.loc["000004.jpg", "error"]
+    assert errors.loc["000003.jpg", "error"] == "empty content"
     assert "not an image" in errors.loc["000005.jpg", "error"]
     assert errors.loc["000006.jpg", "stage"] == "listing"
     assert errors.loc["999999.jpg", "stage"] == "listing"
     assert errors.loc["000002.jpg", "stage"] == "decode"
 
     images = spark.read.parquet(str(st / "images"))
-    assert images.count() == N - 5
+    assert images.count() == N - 4
     assert images.filter("image_id in ('000002.jpg','000006.jpg','999999.jpg')").count() == 0
-    manifest = json.loads((st / "images" / "_manifest.json").read_text())
+    png = images.filter("image_id = '000004.jpg'").select("content", "width", "height").first()
+    with Image.open(io.BytesIO(bytes(png.content))) as stored:  # the PNG, stored as a JPEG
+        assert (stored.format, stored.size, (png.width, png.height)) == ("JPEG", (178, 218),
+                                                                          (178, 218))
+    manifest = store.read_manifest(store.Layout(st), "images")
     c = manifest["counts"]
-    assert (c["ok"], c["errors"], c["listed"]) == (N - 5, 6, N - 1)
+    assert (c["ok"], c["errors"], c["listed"]) == (N - 4, 5, N - 1)
     assert c["ok"] + c["errors"] == N + 1  # every file seen: 24 listed + 1 unlisted
     labels = pq.read_table(st / "labels").to_pandas()
-    assert len(labels) == N - 5 and "000002.jpg" not in set(labels["image_id"])
+    assert len(labels) == N - 4 and "000002.jpg" not in set(labels["image_id"])
 
 
 def test_bad_annotation_stops_before_writing(spark, celeba_src, tmp_path, capsys):
@@ -142,19 +148,19 @@ def test_bad_annotation_stops_before_writing(spark, celeba_src, tmp_path, capsys
 def test_rerun_is_idempotent_and_overwrite_rebuilds(spark, celeba_src, tmp_path, capsys):
     st = tmp_path / "store"
     assert _ingest(spark, st, celeba_src) == 0
-    first = json.loads((st / "images" / "_manifest.json").read_text())
+    first = store.read_manifest(store.Layout(st), "images")
     files = sorted(p.relative_to(st) for p in st.rglob("*.parquet"))
     capsys.readouterr()
     assert _ingest(spark, st, celeba_src) == 0
     assert "already ingested" in capsys.readouterr().out
-    assert json.loads((st / "images" / "_manifest.json").read_text()) == first
+    assert store.read_manifest(store.Layout(st), "images") == first
     assert sorted(p.relative_to(st) for p in st.rglob("*.parquet")) == files
 
     assert _ingest(spark, st, celeba_src, "--overwrite") == 0
     again = spark.read.parquet(str(st / "images"))
     assert again.count() == N
     assert again.select("image_id").distinct().count() == N
-    assert not any((st / "_staging").iterdir())
+    assert not any(store.Layout(st).staging.iterdir())
 
 
 def test_folder_source(spark, tmp_path):

@@ -41,10 +41,14 @@ def _embeddings(n: int, seed: int) -> np.ndarray:
 def write_source(store_dir: Path, name: str = SOURCE, splits: dict[str, int] | None = None,
                  *, manifest_ok: int | None = None, commit: bool = True,
                  seed: int = 0) -> dict[str, np.ndarray]:
-    """A feature set as extract writes it: features/<name>/split=<s>/part-*.parquet + manifest
-    (unless ``commit`` is False). Returns {split: embeddings, split + "_ids": image ids}."""
+    """A feature set as extract writes it, through the store's writer: features/feature_set=
+    <name>/split=<s>/part-*.parquet + manifest (unless ``commit`` is False: the writer fails
+    before its commit). ``manifest_ok``: a manifest edited afterwards to declare that many rows
+    (a damaged table). Returns {split: embeddings, split + "_ids": image ids}."""
     splits = SPLITS if splits is None else splits
-    table_dir = store_dir / "features" / name
+    writer = store.TableWriter(store.Layout(store_dir), store.features_id(name))
+    writer.__enter__()
+    table_dir = writer.data
     x = _embeddings(sum(splits.values()), seed)
     out: dict[str, np.ndarray] = {}
     start = 0
@@ -61,13 +65,21 @@ def write_source(store_dir: Path, name: str = SOURCE, splits: dict[str, int] | N
                 {"image_id": ids[a:b].tolist(), "split": [split] * (b - a),
                  "embedding": list(xs[a:b])}, schema=store.FEATURES_SCHEMA)
             pq.write_table(table.drop(["split"]), part / f"part-{j:05d}.parquet")
-    if commit:
-        ok = sum(splits.values()) if manifest_ok is None else manifest_ok
-        store.write_manifest(table_dir, store.base_manifest(
-            "features", name=name, run_key=f"key-{name}-{seed}", model="synthnet",
-            layers=["block9"], pooling="avg", weights={"source": "random", "sha256": None},
-            dim=D, counts={"ok": ok, "errors": 0, "splits": dict(splits)},
-            input={"table": "images", "fingerprint": "f00"}))
+    if not commit:
+        writer.__exit__(RuntimeError, RuntimeError("killed"), None)
+        return out
+    store.write_errors(writer.errors, [])
+    writer.commit(store.base_manifest(
+        "features", name=name, run_key=f"key-{name}-{seed}", model="synthnet",
+        layers=["block9"], pooling="avg", weights={"source": "random", "sha256": None},
+        dim=D, counts={"ok": sum(splits.values()), "errors": 0},
+        input={"table": "images", "fingerprint": "f00"}))
+    writer.__exit__(None, None, None)
+    if manifest_ok is not None:
+        path = store.Layout(store_dir).manifest_path(store.features_id(name))
+        m = json.loads(path.read_text())
+        m["counts"]["ok"] = manifest_ok
+        path.write_text(json.dumps(m))
     return out
 
 
@@ -100,7 +112,7 @@ def reduced(spark, tmp_path_factory):
 def test_reduced_features_equal_sklearn_pca_on_all_splits(reduced, k):
     root, data = reduced
     reference = PCA(n_components=k, svd_solver="full").fit(data["train"].astype(np.float64))
-    got = _read_set(root / "features" / f"{SOURCE}-pca{k}")
+    got = _read_set(store.Layout(root).features(f"{SOURCE}-pca{k}"))
     assert sorted(got) == sorted(SPLITS)
     scale = reference.transform(data["train"].astype(np.float64)).std(axis=0)
     for split, n in SPLITS.items():
@@ -120,8 +132,8 @@ def test_reduced_features_equal_sklearn_pca_on_all_splits(reduced, k):
 def test_manifest_and_projection_file(reduced, k):
     root, data = reduced
     reference = PCA(n_components=k, svd_solver="full").fit(data["train"].astype(np.float64))
-    table_dir = root / "features" / f"{SOURCE}-pca{k}"
-    m = store.read_manifest(table_dir)
+    table_dir = store.Layout(root).features(f"{SOURCE}-pca{k}")
+    m = store.feature_set_manifest(root, f"{SOURCE}-pca{k}")
     assert m["reducer"] == "pca" and m["dim"] == k and m["fit_split"] == "train"
     assert m["n_fit"] == SPLITS["train"]
     assert m["source"]["name"] == SOURCE and m["source"]["run_key"] == f"key-{SOURCE}-0"
@@ -132,7 +144,7 @@ def test_manifest_and_projection_file(reduced, k):
     assert m["explained_variance_ratio_sum"] == pytest.approx(
         reference.explained_variance_ratio_.sum(), rel=1e-9)
     # the saved projection reproduces the stored features on new data (here: the test split)
-    proj = load_projection(table_dir)
+    proj = load_projection(root, f"{SOURCE}-pca{k}")
     assert proj.components.shape == (k, D)
     # sign convention: the largest-|value| loading of every component is positive
     assert (proj.components[np.arange(k), np.abs(proj.components).argmax(axis=1)] > 0).all()
@@ -146,7 +158,7 @@ def test_listing_shows_the_new_sets(reduced):
     root, _ = reduced
     names = [t["name"] for t in store.list_tables(root) if t["kind"] == "features"]
     assert names == sorted([SOURCE, *(f"{SOURCE}-pca{k}" for k in DIMS)])
-    assert not list((root / "_staging").iterdir())
+    assert not list(store.Layout(root).staging.iterdir())
 
 
 def test_rerun_skips_committed_sets_and_overwrite_recomputes(spark, tmp_path, capsys):
@@ -154,9 +166,9 @@ def test_rerun_skips_committed_sets_and_overwrite_recomputes(spark, tmp_path, ca
     write_source(root, seed=1)
     args = ["--store", str(root), "--feature-set", SOURCE, "--dims", "2,4"]
     assert reduce_job.main(args, spark=spark) == 0
-    created = {k: store.read_manifest(root / "features" / f"{SOURCE}-pca{k}")["created"]
+    created = {k: store.feature_set_manifest(root, f"{SOURCE}-pca{k}")["created"]
                for k in (2, 4)}
-    first = pq.read_table(root / "features" / f"{SOURCE}-pca4").sort_by("image_id")
+    first = pq.read_table(store.Layout(root).features(f"{SOURCE}-pca4")).sort_by("image_id")
     capsys.readouterr()
     assert reduce_job.main(args, spark=None) == 0  # nothing to do: no Spark session needed
     out = capsys.readouterr().out
@@ -164,17 +176,17 @@ def test_rerun_skips_committed_sets_and_overwrite_recomputes(spark, tmp_path, ca
     # one more dimension: only that set is written, the others are left as they are
     assert reduce_job.main([*args[:-1], "2,4,6"], spark=spark) == 0
     for k in (2, 4):
-        m = store.read_manifest(root / "features" / f"{SOURCE}-pca{k}")
+        m = store.feature_set_manifest(root, f"{SOURCE}-pca{k}")
         assert m["created"] == created[k]
-    m6 = store.read_manifest(root / "features" / f"{SOURCE}-pca6")
+    m6 = store.feature_set_manifest(root, f"{SOURCE}-pca6")
     assert m6["dim"] == 6
-    six = pq.read_table(root / "features" / f"{SOURCE}-pca6").sort_by("image_id")
+    six = pq.read_table(store.Layout(root).features(f"{SOURCE}-pca6")).sort_by("image_id")
     np.testing.assert_allclose(np.stack(six["embedding"].to_numpy(zero_copy_only=False))[:, :4],
                                np.stack(first["embedding"].to_numpy(zero_copy_only=False)),
                                rtol=0, atol=1e-5)  # nested: pca6 starts with pca4
     assert reduce_job.main([*args, "--overwrite"], spark=spark) == 0
-    assert store.read_manifest(root / "features" / f"{SOURCE}-pca4")["run_key"] == m6["run_key"]
-    second = pq.read_table(root / "features" / f"{SOURCE}-pca4").sort_by("image_id")
+    assert store.feature_set_manifest(root, f"{SOURCE}-pca4")["run_key"] == m6["run_key"]
+    second = pq.read_table(store.Layout(root).features(f"{SOURCE}-pca4")).sort_by("image_id")
     assert second["image_id"].equals(first["image_id"])
     np.testing.assert_allclose(np.stack(second["embedding"].to_numpy(zero_copy_only=False)),
                                np.stack(first["embedding"].to_numpy(zero_copy_only=False)),
@@ -182,7 +194,7 @@ def test_rerun_skips_committed_sets_and_overwrite_recomputes(spark, tmp_path, ca
     # a reduced set is a feature set like any other: it can be reduced again
     assert reduce_job.main(["--store", str(root), "--feature-set", f"{SOURCE}-pca6",
                             "--dims", "2"], spark=spark) == 0
-    m = store.read_manifest(root / "features" / f"{SOURCE}-pca6-pca2")
+    m = store.feature_set_manifest(root, f"{SOURCE}-pca6-pca2")
     assert m["source"]["name"] == f"{SOURCE}-pca6" and m["dim"] == 2 and m["model"] == "synthnet"
     assert m["explained_variance_ratio_sum"] > m6["explained_variance_ratio"][0]
 
@@ -200,13 +212,13 @@ def _bad_source(kind: str, root: Path) -> tuple[list[str], str]:
         return ["--dims", "4,11"], "larger than the 10 train rows"
     if kind == "count-mismatch":
         write_source(root, manifest_ok=299)
-        return [], "counts.ok = 299"
+        return [], "counts say 299 rows, its files hold 300"
     if kind == "uncommitted":
         write_source(root, commit=False)
-        return [], "is not committed"
+        return [], f"no committed feature set {SOURCE!r}"
     if kind == "unknown-set":
         write_source(root)
-        return ["--feature-set", "nope"], "no feature set 'nope'"
+        return ["--feature-set", "nope"], f"no committed feature set 'nope' (committed: {SOURCE})"
     if kind == "no-train-rows":
         write_source(root, splits={"val": 20, "test": 20})
         return ["--dims", "2"], "'train' split, which has 0 rows"
@@ -239,7 +251,8 @@ def test_script_entry_point_reports_bad_input(tmp_path):
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("featstore: error: ")
-    assert "128" in proc.stderr and not (root / "_staging").exists()
-    assert json.loads((root / "features" / SOURCE / store.MANIFEST).read_text())["dim"] == D
-    assert not list((root / "features").glob("*-pca*"))
-    assert PCA_FILE not in [p.name for p in (root / "features" / SOURCE).iterdir()]
+    layout = store.Layout(root)
+    assert "128" in proc.stderr and not list(layout.staging.iterdir())
+    assert store.feature_set_manifest(root, SOURCE)["dim"] == D
+    assert not list(layout.features_root.glob("*-pca*"))
+    assert PCA_FILE not in [p.name for p in layout.table_meta(f"features/{SOURCE}").iterdir()]

@@ -11,6 +11,11 @@ with a generator seeded by ``(seed, crc32(class name))`` and cut by ``fractions`
 class therefore depends only on the seed, the class name and its file names (adding a class does
 not move the images of another), and every class with at least 3 images has at least one image
 in each split whose fraction is above 0.
+
+Every file listed is an image to ingest: the ingest job decodes it with the one decoder of ingest
+and extract (:mod:`featstore.decode`), so a PNG (or a BMP, WebP, ... listed with ``extensions``)
+is stored, converted to JPEG; a file that does not decode, whatever its name, goes to the errors
+table. The extension only selects what is listed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from featstore.sources.base import SPLITS, Listing
 
 logger = logging.getLogger(__name__)
 
+#: What is listed by default; any format Pillow decodes is ingested (PNG: converted to JPEG).
 DEFAULT_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 _RESERVED_COLUMNS = frozenset({"image_id", "split"})
 

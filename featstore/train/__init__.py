@@ -1,5 +1,6 @@
 """Pure fitting functions on numpy arrays (no Spark): each returns a :class:`FitResult` for the
-test rows. ``featstore.train.grid`` runs them, one Spark task per fit.
+test rows (``fit_multilabel``: one per attribute, a :class:`FitError` for an attribute whose
+training labels have one class only). ``featstore.train.grid`` runs them, one Spark task per fit.
 
     from featstore.train import fit_lasso, fit_forest, fit_dense, fit_bottleneck, fit_multilabel
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from featstore.train.base import FitResult, SingleClassError, check_binary
+from featstore.train.base import FitError, FitResult, SingleClassError, check_binary
 
 __all__ = [
+    "FitError",
     "FitResult",
     "SingleClassError",
     "check_binary",

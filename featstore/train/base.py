@@ -1,8 +1,14 @@
-"""What every fitting function shares: the result type, label checks, fold counts, helpers.
+"""What every fitting function shares: the result types, label checks, fold counts, helpers.
 
 The fitting functions (``lasso.fit_lasso``, ``forest.fit_forest``, ``dense.fit_dense``, ...) are pure:
 numpy arrays in, a :class:`FitResult` for the test rows out. No Spark here; ``featstore.train.grid``
 runs each of them inside one Spark task.
+
+One rule for every model: training labels of one class only (or none) cannot train a classifier.
+A single-attribute fit raises :class:`SingleClassError` (the grid records an error row with its
+message); a fit of several attributes at once (``dense.fit_multilabel``) gives a
+:class:`FitError` with the same message for each such attribute and fits the others. The message
+is :func:`single_class_reason`'s, whichever model.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -46,6 +52,9 @@ class FitResult:
     fit_seconds: float
     history: dict[str, list[float]] | None = None
     estimator: Any = field(default=None, repr=False, compare=False)
+    #: Always "ok" (a :class:`FitError` says "error"); ``reason`` is None.
+    status: ClassVar[str] = "ok"
+    reason: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         self.y_score = np.asarray(self.y_score, dtype=np.float32).reshape(-1)
@@ -62,6 +71,17 @@ class FitResult:
         if y.shape != self.y_pred.shape:
             raise ValueError(f"{y.shape[0]} test labels for {self.y_pred.shape[0]} predictions")
         return float(np.mean(y == self.y_pred))
+
+
+@dataclass(frozen=True)
+class FitError:
+    """An attribute that a fit of several attributes could not fit (in place of its
+    :class:`FitResult`): ``status`` "error", ``reason`` the one line to record (for one class
+    only: the :class:`SingleClassError` message a single-attribute fit would raise)."""
+
+    model: str
+    reason: str
+    status: ClassVar[str] = "error"
 
 
 def jsonable(value: Any) -> Any:
@@ -104,17 +124,29 @@ def as_labels(y: Any, what: str = "labels") -> np.ndarray:
     return arr.astype(np.int8)
 
 
-def check_binary(y: Any, what: str = "training sample") -> None:
-    """Raise :class:`SingleClassError` if ``y`` holds only one class (or is empty)."""
+def one_class_message(n: int, value: int, what: str = "training sample") -> str:
+    """The reason a sample of ``n`` labels, all ``value``, cannot train a classifier."""
+    return (f"{what} has one class only: all {n} labels are {value}; "
+            f"a classifier needs both 0 and 1")
+
+
+def single_class_reason(y: Any, what: str = "training sample") -> str | None:
+    """Why ``y`` cannot train a classifier (empty, or one class only), or None when it holds
+    both classes. The one wording of that rule, for every model."""
     arr = as_labels(y, what)
     if arr.size == 0:
-        raise SingleClassError(f"{what} is empty: a classifier needs rows of both classes")
+        return f"{what} is empty: a classifier needs rows of both classes"
     positives = int(arr.sum())
     if positives == 0 or positives == arr.size:
-        value = int(arr[0])
-        raise SingleClassError(
-            f"{what} has one class only: all {arr.size} labels are {value}; "
-            f"a classifier needs both 0 and 1")
+        return one_class_message(arr.size, int(arr[0]), what)
+    return None
+
+
+def check_binary(y: Any, what: str = "training sample") -> None:
+    """Raise :class:`SingleClassError` if ``y`` holds only one class (or is empty)."""
+    reason = single_class_reason(y, what)
+    if reason is not None:
+        raise SingleClassError(reason)
 
 
 def check_xy(x: Any, y: Any, what: str = "training sample") -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ the same code runs with ``KERAS_BACKEND=tensorflow`` (default), ``jax`` or ``tor
 - :func:`fit_bottleneck`: the original study's method: train that head with a k-unit last hidden
   layer, use the k activations as features for :func:`~featstore.train.lasso.fit_lasso` or
   :func:`~featstore.train.forest.fit_forest`.
-- :func:`fit_multilabel`: one head with a sigmoid output per attribute, all trained at once.
+- :func:`fit_multilabel`: one head with a sigmoid output per attribute, all trained at once; an
+  attribute with one class only in its training labels gets a :class:`FitError` and no output.
 - :func:`train_dense_head`: the shared trainer; it returns a :class:`DenseHead` (model, history,
   ``predict_proba``, ``activations`` of any hidden layer).
 
@@ -38,6 +39,7 @@ import keras
 import numpy as np
 
 from featstore.train.base import (
+    FitError,
     FitResult,
     SingleClassError,
     as_features,
@@ -45,7 +47,9 @@ from featstore.train.base import (
     check_binary,
     check_test,
     jsonable,
+    one_class_message,
     scores_to_result,
+    single_class_reason,
     stopwatch,
 )
 
@@ -209,8 +213,7 @@ def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None
     for j in range(outputs):
         if positives[j] in (0, n_rows):
             what = "training sample" if outputs == 1 else f"training sample of {labels[j]}"
-            message = (f"{what} has one class only: all {n_rows} labels are "
-                       f"{int(positives[j] > 0)}; a classifier needs both 0 and 1")
+            message = one_class_message(int(n_rows), int(positives[j] > 0), what)
             if outputs == 1:
                 raise SingleClassError(message)
             logger.warning("dense: %s (its output will learn a constant)", message)
@@ -350,32 +353,85 @@ def fit_multilabel(x_train: Any | None, Y_train: Any | None, x_val: Any | None,
                    hidden: Sequence[int] = (20,), epochs: int = 50, batch_size: int = 256,
                    patience: int = 5, learning_rate: float = 1e-3, seed: int = 0,
                    train_data: Any = None, steps_per_epoch: int | None = None,
-                   validation_fraction: float = 0.1) -> dict[str, FitResult]:
-    """One dense head with ``len(attributes)`` sigmoid outputs trained on all attributes at once
+                   validation_fraction: float = 0.1) -> dict[str, FitResult | FitError]:
+    """One dense head with a sigmoid output per attribute, trained on all of them at once
     (binary cross-entropy averaged over them; early stopping on that average on the validation
     split). ``Y_*`` are ``(n, len(attributes))`` 0/1 in the order of ``attributes``.
 
-    Returns ``{attribute: FitResult}`` (model "multilabel"); the history, the head, the params
-    other than ``attribute`` and ``fit_seconds`` (the one shared training) are the same for all.
-    An attribute with one class in the training labels is warned about, not an error: its
-    output learns a constant (the other attributes still get their results).
+    Returns ``{attribute: FitResult | FitError}`` in the order of ``attributes`` (model
+    "multilabel"); the history, the head, the params other than ``attribute`` and
+    ``fit_seconds`` (the one shared training) are the same for all the fitted attributes.
+
+    One class only: the same rule as every other model. An attribute whose training labels have
+    one class only gets a :class:`FitError` (status "error", reason the message
+    :class:`SingleClassError` gives for a single-attribute fit) and is dropped from the head's
+    outputs: it cannot be learnt, its constant loss term would only dilute the average that early
+    stopping watches, and a saved head's outputs are then exactly the attributes that have a
+    result. ``params["outputs"]`` lists the head's outputs, in column order. The other
+    attributes get their results. When no attribute has both classes, :class:`SingleClassError`
+    (nothing to fit). With ``train_data`` (the caller's batches, read once more for this check)
+    the column cannot be cut from the batches: it stays an output of the head (learning a
+    constant) and still gets a :class:`FitError`.
     """
     names = list(attributes)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"attributes must be distinct and non-empty, got {names}")
+    if train_data is None:
+        if x_train is None or Y_train is None:
+            raise ValueError("give x_train and Y_train, or train_data")
+        y_all = _labels_matrix(Y_train, "training labels")
+        _check_columns(y_all, names, "training labels")
+        reasons = {n: single_class_reason(y_all[:, j]) for j, n in enumerate(names)}
+    else:
+        _, _, positives, n_rows, _ = _dataset_summary(train_data, steps_per_epoch)
+        _check_columns(positives[None, :], names, "train_data labels")
+        reasons = {n: one_class_message(n_rows, int(positives[j] > 0))
+                   if positives[j] in (0, n_rows) else None for j, n in enumerate(names)}
+    failed = {n: r for n, r in reasons.items() if r is not None}
+    if len(failed) == len(names):
+        if len(names) == 1:
+            raise SingleClassError(failed[names[0]])
+        by_reason: dict[str, list[str]] = {}
+        for n, r in failed.items():
+            by_reason.setdefault(r, []).append(n)
+        raise SingleClassError("no attribute can be fitted: " + "; ".join(
+            f"{', '.join(ns)}: {r}" for r, ns in by_reason.items()))
+    outputs = names if train_data is not None else [n for n in names if n not in failed]
+    if failed:
+        logger.warning("multilabel: %d of %d attributes have one class only in the training "
+                       "sample (%s): error results for them%s", len(failed), len(names),
+                       ", ".join(failed), "" if train_data is not None
+                       else f"; the head has the other {len(outputs)} outputs")
+    cols = [names.index(n) for n in outputs]
+    y_fit = None if train_data is not None else y_all[:, cols]
+    y_val = None
+    if Y_val is not None:
+        y_val = _labels_matrix(Y_val, "validation labels")
+        _check_columns(y_val, names, "validation labels")
+        y_val = y_val[:, cols]
     with stopwatch() as sw:
-        head = train_dense_head(x_train, Y_train, x_val, Y_val, hidden=hidden, epochs=epochs,
-                                batch_size=batch_size, patience=patience,
-                                learning_rate=learning_rate, seed=seed, train_data=train_data,
-                                steps_per_epoch=steps_per_epoch,
-                                validation_fraction=validation_fraction, names=names)
+        head = train_dense_head(x_train if train_data is None else None, y_fit, x_val, y_val,
+                                hidden=hidden, epochs=epochs, batch_size=batch_size,
+                                patience=patience, learning_rate=learning_rate, seed=seed,
+                                train_data=train_data, steps_per_epoch=steps_per_epoch,
+                                validation_fraction=validation_fraction, names=outputs)
         n_features = int(head.model.inputs[0].shape[-1])
         scores = head.predict_proba(check_test(x_test, n_features))
     shared = _head_params(head, epochs=epochs, batch_size=batch_size, patience=patience,
                           learning_rate=learning_rate, n_features=n_features)
-    shared["n_attributes"] = len(names)
-    return {name: scores_to_result("multilabel", scores[:, j],
-                                   jsonable({**shared, "attribute": name}), sw.seconds,
-                                   history={key: list(v) for key, v in head.history.items()},
-                                   estimator=head)
-            for j, name in enumerate(names)}
+    shared.update(n_attributes=len(names), outputs=outputs)
+    results: dict[str, FitResult | FitError] = {}
+    for name in names:
+        if name in failed:
+            results[name] = FitError(model="multilabel", reason=failed[name])
+            continue
+        results[name] = scores_to_result(
+            "multilabel", scores[:, outputs.index(name)], jsonable({**shared, "attribute": name}),
+            sw.seconds, history={key: list(v) for key, v in head.history.items()},
+            estimator=head)
+    return results
+
+
+def _check_columns(y: np.ndarray, names: list[str], what: str) -> None:
+    if y.shape[1] != len(names):
+        raise ValueError(f"{what} have {y.shape[1]} column(s) for {len(names)} attributes")

@@ -274,9 +274,19 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
         row["reason"] = reason
         return [row]
 
-    model_paths, note = _save_models(path, cell, cfg, key, fits, int(x_tr.shape[1]))
+    # an attribute a multilabel fit could not fit (one class only) gets the error row a
+    # single-attribute cell of it gets; only the fitted attributes have a model to save
+    failed = {a: f.reason for a, f in fits.items() if f.status == "error"}
+    fitted = {a: f for a, f in fits.items() if a not in failed}
+    model_paths, note = _save_models(path, cell, cfg, key, fitted, int(x_tr.shape[1]))
     rows = []
     for attribute, fit in fits.items():
+        if attribute in failed:
+            row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
+                                  cell.seed, cell.feature_set_content), key)
+            row["reason"] = failed[attribute]
+            rows.append(row)
+            continue
         y_tr = data["labels"]["train"][attribute][pick]
         y_te = data["labels"]["test"][attribute]
         m = evaluate.metrics(y_te, fit.y_pred, fit.y_score, y_train=y_tr)
@@ -411,7 +421,7 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
     """Run the grid (one Spark task per cell; ``parallel=False`` runs the same cells in this
     process, one after another — the baseline of the speed-up benchmark).
 
-    Resume: a cell whose file holds only ``ok`` rows is kept; a cell with an ``error`` row is
+    Resume: a cell whose file holds an ``ok`` row is kept; a cell that ended in an error is
     fitted again (its cause may be gone). ``overwrite`` fits every cell into a fresh cells
     folder that replaces the old one only when the new results table commits, so the old
     results stay readable and complete until then. The results table is written through the
@@ -470,14 +480,16 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
 
 
 def _cell_ok(cell_file: Path) -> bool:
-    """True when a finished cell's file exists and every row of it is ``ok``."""
+    """True when a finished cell's file exists and holds an ``ok`` row: a cell that ended in an
+    error is fitted again. (A multilabel cell's rows are ok except for attributes with one class
+    only, which its next fit on the same data would give again.)"""
     if not cell_file.is_file():
         return False
     try:
         status = pq.read_table(cell_file, columns=["status"])["status"].to_pylist()
     except Exception:  # a damaged cell file: fit the cell again
         return False
-    return bool(status) and all(s == "ok" for s in status)
+    return any(s == "ok" for s in status)
 
 
 def _merge_cells(cells_dir: Path) -> pa.Table:
