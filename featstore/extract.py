@@ -1,12 +1,14 @@
-"""Extract: the store's ``images`` table -> ``features/<feature_set>/``, on Spark.
+"""Extract: the store's ``images`` table -> ``features/feature_set=<name>/``, on Spark.
 
 The work is cut into *chunks* of consecutive image ids (the images table is sorted by image id, so
-Parquet statistics let each chunk read only its row groups). Each chunk is one Spark write into
-``_staging/features-<set>-<key>/chunk-<k>/`` whose ``_SUCCESS`` marks it done; a killed run
-leaves only staged chunks, and a re-run with the same settings skips the finished ones (resume).
-When every chunk is done the files are assembled under one folder, the errors merged, the
-manifest written last, and the folder renamed into place (commit). ``overwrite`` discards staged
-chunks and recomputes.
+Parquet statistics let each chunk read only its row groups). Everything goes through the store's
+writer (:class:`featstore.store.TableWriter`, resumable: its staging folder is named by the run
+key, ``_featstore/staging/features__<name>-<key>/``). Each chunk is one Spark write into
+``chunks/chunk-<k>/`` whose ``_SUCCESS`` marks it done; a killed run leaves only staged chunks,
+and a re-run with the same settings skips the finished ones (resume). When every chunk is done
+the files are moved into the staged table (restartable: a kill during that step is finished by
+the re-run), the errors merged, and the writer commits. ``overwrite`` discards staged chunks
+and recomputes.
 
 Counts add up: ``ok + errors == images in the images table``.
 """
@@ -85,6 +87,22 @@ def _plan_chunks(images: Any, chunk_rows: int) -> list[tuple[str, str, int]]:
             for i in range(0, len(ids), size)]
 
 
+def preflight(cfg: ExtractConfig, store_path: str
+              ) -> tuple[store.Layout, dict[str, Any], dict[str, Any], str]:
+    """Everything that can be checked without Spark: the settings, the store and its images
+    table, the model, layers and weights, the feature-set name. Returns (layout, the images
+    manifest, the model's description, the feature-set name); raises one InputError line."""
+    if cfg.chunk_rows < 1:
+        raise ConfigError(f"extract.chunk_rows must be >= 1, got {cfg.chunk_rows}")
+    if cfg.feature_set:
+        store.check_name(cfg.feature_set)
+    layout = store.open_store(store_path)
+    images_manifest = store.require_committed(layout, "images")
+    info = validate_config(embed_config(cfg))  # one clear line for bad model / layer / weights
+    name = store.check_name(cfg.feature_set or default_name(info, cfg))
+    return layout, images_manifest, info, name
+
+
 def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     """Run the extraction (see the module docstring). Raises InputError before any Spark work
     for an unknown model or layer, missing weights, or a store without a committed images table."""
@@ -94,13 +112,8 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     from featstore.udf import make_embed_udf
 
     t0 = time.perf_counter()
-    if cfg.chunk_rows < 1:
-        raise ConfigError(f"extract.chunk_rows must be >= 1, got {cfg.chunk_rows}")
-    layout = store.open_store(store_path)
-    images_manifest = store.require_committed(layout, "images")
+    layout, images_manifest, info, name = preflight(cfg, store_path)
     ecfg = embed_config(cfg)
-    info = validate_config(ecfg)  # one clear line for bad model / layer / weights
-    name = store.check_name(cfg.feature_set or default_name(info, cfg))
     tid = store.features_id(name)
 
     settings = {k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing",

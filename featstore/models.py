@@ -337,6 +337,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def resolve_weights(
     spec: ModelSpec, weights: str, *, input_hw: tuple[int, int] | None = None
 ) -> WeightsInfo:
@@ -368,6 +371,11 @@ def resolve_weights(
         )
     if not path.is_file():
         raise ConfigError(f"weights file not found: {path}")
+    with open(path, "rb") as fh:
+        signature = fh.read(8)
+    if signature != HDF5_SIGNATURE:
+        raise ConfigError(f"weights file {path} is not an HDF5 file (it does not start with the "
+                          "HDF5 signature); pass a .weights.h5 saved by model.save_weights")
     source = "imagenet" if path.name in spec.imagenet_weights_files() else "file"
     return WeightsInfo(source, str(path.resolve()), file_sha256(path))
 

@@ -792,10 +792,13 @@ def require_committed(layout: Layout, tid: str) -> dict[str, Any]:
 
 
 def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
-                deep: bool = False) -> None:
+                checksums: bool = False, deep: bool = False) -> None:
     """Check the files on disk against the manifest: every file present with its size and row
-    count (cheap: footers only), no extra data files, the counts consistent with the files;
-    ``deep`` also compares every file's sha256. Raises StoreError naming the first damage."""
+    count (cheap: footers only; what every reader does), no extra data files, the counts
+    consistent with the files. ``checksums``: also every file's sha256 (finds a flipped bit).
+    ``deep``: checksums, and every file decoded in full (finds damage that was already there
+    when the table was committed). Raises StoreError naming the first damage."""
+    checksums = checksums or deep
     import pyarrow.parquet as pq
 
     damaged = f"table {tid} is damaged"
@@ -828,9 +831,15 @@ def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
             if rows != f["rows"]:
                 raise StoreError(f"{path}: {damaged}: {rows} rows, the manifest says "
                                  f"{f['rows']}; {fix}")
-            if deep and sha256_file(path) != f["sha256"]:
+            if checksums and sha256_file(path) != f["sha256"]:
                 raise StoreError(f"{path}: {damaged}: checksum differs from the manifest's "
                                  f"(the file changed after it was committed); {fix}")
+            if deep:
+                try:
+                    pq.read_table(path)
+                except Exception as exc:
+                    raise StoreError(f"{path}: {damaged}: cannot be decoded "
+                                     f"({str(exc).splitlines()[0]}); {fix}") from None
     counts = manifest.get("counts", {})
     rows = sum(int(f["rows"]) for f in manifest["files"])
     declared = counts.get("ok", counts.get("rows"))
@@ -918,19 +927,19 @@ def feature_set_manifest(path: str | os.PathLike[str], name: str) -> dict[str, A
     return manifest
 
 
-def check_table(path: str | os.PathLike[str], name: str, *, deep: bool = False
-                ) -> dict[str, Any]:
+def check_table(path: str | os.PathLike[str], name: str, *, checksums: bool = False,
+                deep: bool = False) -> dict[str, Any]:
     """The manifest of table or feature set ``name`` after :func:`check_files`."""
     table = find_table(path, name)
-    check_files(Layout(path), table["id"], table["manifest"], deep=deep)
+    check_files(Layout(path), table["id"], table["manifest"], checksums=checksums, deep=deep)
     return table["manifest"]
 
 
-def check_feature_set(path: str | os.PathLike[str], name: str, *,
+def check_feature_set(path: str | os.PathLike[str], name: str, *, checksums: bool = False,
                       deep: bool = False) -> dict[str, Any]:
     """Manifest of feature set ``name`` after checking its files (see :func:`check_files`)."""
     manifest = feature_set_manifest(path, name)
-    check_files(Layout(path), features_id(name), manifest, deep=deep)
+    check_files(Layout(path), features_id(name), manifest, checksums=checksums, deep=deep)
     return manifest
 
 

@@ -21,9 +21,10 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
         p.add_argument("--json", action="store_true",
                        help="print the manifest as JSON, with the data and errors paths")
         p.add_argument("--check", action="store_true",
-                       help="check the files on disk against the manifest (sizes, row counts)")
+                       help="check the files on disk against the manifest: sizes, row counts "
+                       "and every file's sha256")
         p.add_argument("--deep", action="store_true",
-                       help="with --check: also verify every data file's sha256")
+                       help="with --check: also decode every data file in full")
     if name == "migrate":
         p.add_argument("--dry-run", action="store_true", help="say what would move; move nothing")
     p.set_defaults(_catalog=name)
@@ -73,9 +74,9 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     manifest = table["manifest"]
     checked = ""
     if args.check or args.deep:
-        store.check_table(args.store, args.name, deep=args.deep)
+        store.check_table(args.store, args.name, checksums=True, deep=args.deep)
         checked = (f"{len(manifest.get('files', []))} files match the manifest "
-                   f"(sizes, row counts{', sha256' if args.deep else ''})")
+                   f"(sizes, row counts, sha256{'; every file decoded' if args.deep else ''})")
     if args.json:
         print(json.dumps({**manifest, "paths": {"data": table["path"],
                                                 "errors": table["errors_path"]}},

@@ -1,4 +1,4 @@
-"""Run every image of the store through a conv base; write features/<feature_set>/.
+"""Run every image of the store through a conv base; write features/feature_set=<name>/.
 
     spark-submit --properties-file conf/cluster-gpu/spark-defaults.conf jobs/extract.py \
         --store /data/store --model vgg16 --layers block5_pool --pooling avg --input-size native
@@ -35,9 +35,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "extract") -> None:
 
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
-    from featstore.embed import validate_config
+    from featstore import store
     from featstore.errors import ConfigError
-    from featstore.extract import embed_config, extract
+    from featstore.extract import extract, preflight
 
     cfg = config_from_args(args, store=args.store, extract={
         "model": args.model, "layers": args.layers, "pooling": args.pooling,
@@ -47,13 +47,13 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     })
     if not cfg.store:
         raise ConfigError("extract needs a store folder (--store STORE)")
-    validate_config(embed_config(cfg.extract))  # bad model / layer / weights: before Spark starts
+    preflight(cfg.extract, cfg.store)  # settings, store, model, weights: before Spark starts
     session = SparkProvider(args, spark)(cfg)
     s = extract(session, cfg.extract, cfg.store)
     verb = "already extracted" if s.skipped else "extracted"
     print(f"{verb}: {s.feature_set} ({s.dim} floats) for {s.ok:,} images, {s.errors:,} errors, "
-          f"{s.seconds:.1f} s ({s.images_per_second:,.1f} img/s) -> {s.store}/features/"
-          f"{s.feature_set}")
+          f"{s.seconds:.1f} s ({s.images_per_second:,.1f} img/s) -> "
+          f"{store.Layout(s.store).features(s.feature_set)}")
     return EXIT_IMAGE_ERRORS if s.errors else EXIT_OK
 
 

@@ -40,6 +40,12 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.ingest import read_source
 
     read_source(cfg.ingest)
+    from featstore import store
+
+    layout = store.Layout(cfg.store)
+    if layout.root.exists():
+        store.check_layout(layout)  # an older store: say how to migrate, before Spark starts
+    store.spark_uri(layout.root)  # a path Spark cannot take as it is: before Spark starts
     session = SparkProvider(args, spark)(cfg)
     summary = ingest(session, cfg.ingest, cfg.store)
     splits = ", ".join(f"{k} {v:,}" for k, v in summary.split_counts.items())

@@ -1,4 +1,4 @@
-"""PCA of a feature set, fitted on its train split: features/<set>-pca<k>/ for several k.
+"""PCA of a feature set, fitted on its train split: features/feature_set=<set>-pca<k>/ for several k.
 
     spark-submit jobs/reduce.py --store /data/store --feature-set vgg16-block5_pool-avg
     python jobs/reduce.py --store demo/store --feature-set mobilenetv2-out_relu-avg --dims 8,64
@@ -19,7 +19,7 @@ from jobs.common import EXIT_OK, SparkProvider, add_common, config_from_args
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "reduce") -> None:
     p.add_argument("--store", help="store folder with a committed feature set")
-    p.add_argument("--feature-set", help="the source feature set (features/NAME/)")
+    p.add_argument("--feature-set", help="the source feature set (features/feature_set=NAME/)")
     p.add_argument("--dims", help="comma-separated PCA dimensions (default 8,16,32,64,128,256)")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="recompute the sets even if committed from the same source")

@@ -137,7 +137,7 @@ def test_cli_ls_and_describe_feature_set(toy, capsys):
     assert "toy-avg" in out and "features" in out and "dim 4" in out
     assert cli_main(["describe", str(toy["root"]), "toy-avg", "--check"]) == 0
     out = capsys.readouterr().out
-    assert "toy-avg (features)" in out and "3 files match the manifest" in out
+    assert "toy-avg (features)" in out and "3 files match the manifest (sizes, row counts, sha256)" in out
     assert cli_main(["ls", str(toy["root"] / "nope")]) == 2
     assert "no such store folder" in capsys.readouterr().err
 
