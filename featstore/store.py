@@ -636,8 +636,8 @@ class TableWriter:
                extra_moves: Sequence[tuple[Path, Path]] = ()) -> dict[str, Any]:
         """Describe the staged files in the manifest and commit data, errors and metadata.
 
-        Checks before anything moves: the manifest's ``counts.ok`` (or ``counts.rows``) equals
-        the rows of the data files, ``counts.errors`` the rows of the errors files."""
+        Checks before anything moves: the manifest's ``counts.rows`` (or, without it,
+        ``counts.ok``) equals the rows of the data files, ``counts.errors`` the rows of the errors files."""
         layout = self.layout
         for folder in (self.data, self.errors):  # Spark's _SUCCESS and .crc files: not data
             keep = set(parquet_files(folder))
@@ -647,7 +647,7 @@ class TableWriter:
         files = describe_files(self.data)
         rows = sum(f["rows"] for f in files)
         counts = manifest.setdefault("counts", {})
-        declared = counts.get("ok", counts.get("rows"))
+        declared = counts.get("rows", counts.get("ok"))
         if declared is not None and int(declared) != rows:
             raise StoreError(f"{self.staging}: the staged data holds {rows} rows, the job "
                              f"counted {declared}; nothing committed")
@@ -842,7 +842,7 @@ def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
                                      f"({str(exc).splitlines()[0]}); {fix}") from None
     counts = manifest.get("counts", {})
     rows = sum(int(f["rows"]) for f in manifest["files"])
-    declared = counts.get("ok", counts.get("rows"))
+    declared = counts.get("rows", counts.get("ok"))
     if declared is not None and int(declared) != rows:
         raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: counts say {declared} rows, "
                          f"its files hold {rows}; {fix}")
