@@ -574,6 +574,7 @@ class TableWriter:
         self.resume_key, self.overwrite, self.spark = resume_key, overwrite, spark
         self.lock = TableLock(layout, tid, wait_s=lock_wait_s)
         self.committed: dict[str, Any] | None = None
+        self._journalled = False  # the commit's journal exists: its staging must stay
         self._conf: dict[str, str | None] = {}
         token = resume_key[:12] if resume_key else uuid.uuid4().hex[:12]
         self.staging = layout.staging / f"{_safe(tid)}-{token}"
@@ -627,7 +628,10 @@ class TableWriter:
                     self.spark.conf.unset(key)
                 else:
                     self.spark.conf.set(key, value)
-            if self.committed is None and (exc_type is None or self.resume_key is None):
+            if self._journalled and self.committed is None:
+                logger.warning("table %s: the commit was interrupted; the next reader or writer "
+                               "of the table finishes it", self.tid)
+            elif self.committed is None and (exc_type is None or self.resume_key is None):
                 shutil.rmtree(self.staging, ignore_errors=True)
         finally:
             self.lock.release()
@@ -678,6 +682,7 @@ class TableWriter:
         write_json(layout.journal(self.tid), {
             "table": self.tid, "staging": layout.rel(self.staging), "created": now_iso(),
             "moves": [[layout.rel(a), layout.rel(b)] for a, b in moves]})
+        self._journalled = True
         _roll_forward(layout, layout.journal(self.tid))
         self.committed = manifest
         return manifest

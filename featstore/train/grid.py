@@ -161,7 +161,7 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
     known = list(labels["attributes"])
     contents = {}
     for fs in cfg.feature_sets:  # every named set committed, before Spark starts
-        contents[fs] = store.fs_fingerprint(store.feature_set_manifest(layout.root, fs))
+        contents[fs] = store.fs_fingerprint(store.check_feature_set(layout.root, fs))
     attributes = list(cfg.attributes) or known
     for a in attributes:
         if a not in known:
