@@ -69,8 +69,9 @@ def split_sizes(rows: int) -> dict[str, int]:
 
 def generate(store_dir: Path, sizes: dict[str, int], dim: int, rank: int, chunk_rows: int,
              file_rows: int, seed: int = 0) -> None:
-    """features/<NAME>/split=<s>/part-*.parquet + a committed manifest, chunk by chunk: memory
-    stays at a few chunks whatever the size."""
+    """features/feature_set=<NAME>/split=<s>/part-*.parquet, committed through the store's
+    writer (manifest with checksums), chunk by chunk: memory stays at a few chunks whatever the
+    size."""
     from featstore import store
 
     rng = np.random.default_rng(seed)
@@ -78,34 +79,42 @@ def generate(store_dir: Path, sizes: dict[str, int], dim: int, rank: int, chunk_
                 * (0.9 ** np.arange(rank, dtype=np.float32))[:, None])
     offset = rng.uniform(0.0, 2.0, size=dim).astype(np.float32)
     file_schema = pa.schema([f for f in store.FEATURES_SCHEMA if f.name != "split"])
-    table_dir = store_dir / "features" / NAME
-    for split, n in sizes.items():
-        part_dir = table_dir / f"split={split}"
-        part_dir.mkdir(parents=True)
-        for f, start in enumerate(range(0, n, file_rows)):
-            stop = min(n, start + file_rows)
-            with pq.ParquetWriter(part_dir / f"part-{f:05d}.parquet", file_schema,
-                                  compression="snappy") as writer:
-                for a in range(start, stop, chunk_rows):
-                    b = min(stop, a + chunk_rows)
-                    x = rng.standard_normal((b - a, rank), dtype=np.float32) @ loadings
-                    x += 0.3 * rng.standard_normal((b - a, dim), dtype=np.float32) + offset
-                    values = pa.array(x.reshape(-1))
-                    offsets = pa.array(np.arange(0, (b - a + 1) * dim, dim, dtype=np.int32))
-                    emb = pa.ListArray.from_arrays(offsets, values)
-                    ids = pa.array([f"{split}-{i:06d}.jpg" for i in range(a, b)])
-                    writer.write_table(pa.Table.from_arrays([ids, emb], schema=file_schema),
-                                       row_group_size=chunk_rows)
-    store.write_manifest(table_dir, store.base_manifest(
-        "features", name=NAME, run_key=store.fingerprint([NAME, str(sizes), str(dim)]),
-        model="synthetic", layers=["none"], pooling="avg", dim=dim,
-        counts={"ok": sum(sizes.values()), "errors": 0, "splits": sizes}))
+    with store.TableWriter(store.Layout(store_dir), store.features_id(NAME)) as w:
+        for split, n in sizes.items():
+            part_dir = w.data / f"split={split}"
+            part_dir.mkdir(parents=True)
+            for f, start in enumerate(range(0, n, file_rows)):
+                stop = min(n, start + file_rows)
+                with pq.ParquetWriter(part_dir / f"part-{f:05d}.parquet", file_schema,
+                                      compression="snappy") as writer:
+                    for a in range(start, stop, chunk_rows):
+                        b = min(stop, a + chunk_rows)
+                        x = rng.standard_normal((b - a, rank), dtype=np.float32) @ loadings
+                        x += 0.3 * rng.standard_normal((b - a, dim), dtype=np.float32) + offset
+                        values = pa.array(x.reshape(-1))
+                        offsets = pa.array(np.arange(0, (b - a + 1) * dim, dim, dtype=np.int32))
+                        emb = pa.ListArray.from_arrays(offsets, values)
+                        ids = pa.array([f"{split}-{i:06d}.jpg" for i in range(a, b)])
+                        writer.write_table(pa.Table.from_arrays([ids, emb], schema=file_schema),
+                                           row_group_size=chunk_rows)
+        store.write_errors(w.errors, [])
+        # the writer adds the files, their checksums and the rows per split
+        w.commit(store.base_manifest(
+            "features", name=NAME, run_key=store.fingerprint([NAME, str(sizes), str(dim)]),
+            model="synthetic", layers=["none"], pooling="avg", dim=dim,
+            counts={"ok": sum(sizes.values()), "errors": 0}))
 
 
-def _reusable(source_dir: Path, sizes: dict[str, int], dim: int) -> bool:
+def _reusable(store_dir: Path, sizes: dict[str, int], dim: int) -> bool:
     from featstore import store
+    from featstore.errors import StoreError
 
-    manifest = store.read_manifest(source_dir) if source_dir.is_dir() else None
+    if not store_dir.is_dir():
+        return False
+    try:
+        manifest = store.read_manifest(store.Layout(store_dir), store.features_id(NAME))
+    except StoreError:  # an older layout or a damaged manifest: generate it again
+        return False
     return bool(manifest and manifest["dim"] == dim and manifest["counts"]["splits"] == sizes)
 
 
@@ -156,6 +165,7 @@ def gib(n_bytes: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from featstore import store
     from featstore.config import load_config
     from featstore.reduce import reduce, summary_line
     from jobs.common import setup_logging
@@ -172,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
           f"rank-{args.rank} structure + noise, in {work}")
     try:
         tg = time.perf_counter()
-        source_dir = store_dir / "features" / NAME
-        if _reusable(source_dir, sizes, args.dim):
+        layout = store.Layout(store_dir)
+        source_dir = layout.features(NAME)
+        if _reusable(store_dir, sizes, args.dim):
             print(f"generate: reusing {source_dir} (--dir of an earlier --keep run)")
         else:
             shutil.rmtree(store_dir, ignore_errors=True)
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             spark.stop()
         peak = sampler.stop()
         out = sum(p.stat().st_size for k in summary.sets
-                  for p in (store_dir / "features" / k.name).rglob("*.parquet"))
+                  for p in layout.features(k.name).rglob("*.parquet"))
         print(summary_line(summary))
         print(f"spark: {args.master} (parallelism {parallelism}), session start "
               f"{start_seconds:.1f} s, conf {conf}, arrow batch {cfg.reduce.arrow_batch_rows} rows")

@@ -37,21 +37,33 @@ def make_store(root: Path, n: int, dim: int, attrs: list[str], seed: int = 0) ->
     x = rng.normal(size=(n, dim)).astype(np.float32)
     labels = {a: (x[:, i % dim] + 0.8 * rng.normal(size=n)) > 0.3 * (i % 3)
               for i, a in enumerate(attrs)}
-    (root / "labels").mkdir(parents=True)
-    pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
-                            schema=store.labels_schema(attrs)), root / "labels" / "p.parquet")
-    store.write_manifest(root / "labels", store.base_manifest("labels", attributes=attrs))
-    counts = {}
-    for s in ("train", "val", "test"):
-        m = splits == s
-        (root / "features" / "bench" / f"split={s}").mkdir(parents=True)
-        emb = pa.FixedSizeListArray.from_arrays(pa.array(x[m].ravel()), dim).cast(
-            pa.list_(pa.float32()))
-        pq.write_table(pa.table({"image_id": list(np.asarray(ids)[m]), "embedding": emb}),
-                       root / "features" / "bench" / f"split={s}" / "p.parquet")
-        counts[s] = int(m.sum())
-    store.write_manifest(root / "features" / "bench", store.base_manifest(
-        "features", name="bench", dim=dim, counts={"ok": n, "errors": 0, "splits": counts}))
+    layout = store.Layout(root)
+    with store.TableWriter(layout, "labels") as w:
+        pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
+                                schema=store.labels_schema(attrs)), w.data / "p.parquet")
+        w.commit(store.base_manifest("labels", attributes=attrs, counts={"rows": n}),
+                 has_errors=False)
+    with store.TableWriter(layout, store.features_id("bench")) as w:
+        for s in ("train", "val", "test"):
+            m = splits == s
+            (w.data / f"split={s}").mkdir(parents=True)
+            emb = pa.FixedSizeListArray.from_arrays(pa.array(x[m].ravel()), dim).cast(
+                pa.list_(pa.float32()))
+            pq.write_table(pa.table({"image_id": list(np.asarray(ids)[m]), "embedding": emb}),
+                           w.data / f"split={s}" / "p.parquet")
+        store.write_errors(w.errors, [])
+        # the writer adds the files, their checksums and the rows per split
+        w.commit(store.base_manifest("features", name="bench", dim=dim,
+                                     counts={"ok": n, "errors": 0}))
+
+
+def forget_results(root: Path) -> None:
+    """Drop the results table and the grid's finished cells, so the next grid fits every cell."""
+    from featstore import store
+
+    layout = store.Layout(root)
+    store.remove_table(layout, "results")
+    shutil.rmtree(layout.cells, ignore_errors=True)
 
 
 def main() -> None:
@@ -92,14 +104,17 @@ def main() -> None:
     run_grid(None, str(grid_store), warm, parallel=False)
     run_grid(spark, str(grid_store), replace(warm, overwrite=True))
 
-    shutil.rmtree(grid_store / "results", ignore_errors=True)
+    forget_results(grid_store)
     t = time.perf_counter()
-    run_grid(None, str(grid_store), cfg, parallel=False)
+    seq_run = run_grid(None, str(grid_store), cfg, parallel=False)
     seq = time.perf_counter() - t
-    shutil.rmtree(grid_store / "results", ignore_errors=True)
+    forget_results(grid_store)
     t = time.perf_counter()
-    run_grid(spark, str(grid_store), cfg)
+    par_run = run_grid(spark, str(grid_store), cfg)
     par = time.perf_counter() - t
+    if (seq_run.ran, par_run.ran) != (n_fits, n_fits):  # a resumed fit would skew the figures
+        raise SystemExit(f"bench_train: expected {n_fits} fits in each timed grid, ran "
+                         f"{seq_run.ran} and {par_run.ran}")
     print(f"bench_train: grid of {n_fits} fits (4 attributes x lasso, forest, dense; "
           f"{args.grid_rows} rows x {args.dim} dims; 5-fold CV, 100 trees)")
     print(f"  sequential loop, one process: {seq:7.1f} s")
@@ -108,6 +123,7 @@ def main() -> None:
     spark.stop()
 
     if args.skip_full:
+        shutil.rmtree(work, ignore_errors=True)
         return
     full_store = work / "full"
     make_store(full_store, args.full_rows, args.dim, ["A1"])

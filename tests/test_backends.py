@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
+from featstore import store
 from featstore.sources.synthetic import generate
 from jobs import extract as extract_job
 from jobs import ingest as ingest_job
@@ -49,14 +49,15 @@ def test_spark_extract_on_jax_equals_tensorflow(spark, tmp_path):
                           capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    manifests = {b: json.loads((root / "features" / f"on-{b}" / "_manifest.json").read_text())
+    layout = store.Layout(root)
+    manifests = {b: store.read_manifest(layout, store.features_id(f"on-{b}"))
                  for b in ("tf", "jax")}
     assert manifests["tf"]["backend"] == "tensorflow"
     assert manifests["jax"]["backend"] == "jax"
     assert manifests["jax"]["counts"] == manifests["tf"]["counts"]
     assert manifests["jax"]["counts"]["ok"] == N
-    tf_df = spark.read.parquet(str(root / "features" / "on-tf"))
-    jax_df = spark.read.parquet(str(root / "features" / "on-jax"))
+    tf_df = spark.read.parquet(store.spark_uri(layout.features("on-tf")))
+    jax_df = spark.read.parquet(store.spark_uri(layout.features("on-jax")))
     largest = tf_df.select(F.max(F.array_max(F.transform("embedding", F.abs)))).first()[0]
     assert largest > 0
     # relative to the largest activation (random-init activations are small)

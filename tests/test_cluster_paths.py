@@ -58,10 +58,11 @@ def test_chain_runs_when_the_default_file_system_is_not_local(spark, foreign_def
                            spark=spark) == 0
 
     root = tmp_path / "store"
-    for table in (root / "images", root / "labels", root / "features" / FEATURE_SET,
-                  root / "features" / f"{FEATURE_SET}-pca3"):
-        manifest = json.loads((table / store.MANIFEST).read_text())
-        assert manifest["counts"]["ok" if "ok" in manifest["counts"] else "rows"] == N, table
+    layout = store.Layout(root)
+    for tid in ("images", "labels", store.features_id(FEATURE_SET),
+                store.features_id(f"{FEATURE_SET}-pca3")):
+        manifest = json.loads(layout.manifest_path(tid).read_text())
+        assert manifest["counts"]["ok" if "ok" in manifest["counts"] else "rows"] == N, tid
     df = store.read_spark(spark, uri, f"{FEATURE_SET}-pca3", attributes=["Male"])
     rows = df.collect()
     assert len(rows) == N and {len(r.embedding) for r in rows} == {3}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from featstore import store
 from jobs.cli import main as cli_main
 
 
@@ -23,7 +24,10 @@ def test_demo_runs_the_whole_chain(spark, tmp_path, capsys):
     report = Path(text.split("report: ", 1)[1].split()[0])
     assert report == out / "report" / "index.html" and report.is_file()
     assert "Smiling" in text and "Male" in text  # the summary table is printed
-    names = sorted(p.name for p in (out / "store" / "features").iterdir())
-    assert names == ["resnet50-conv5_block3_out-avg-64x64-random0",
-                     "resnet50-conv5_block3_out-avg-64x64-random0-pca4",
-                     "resnet50-conv5_block3_out-avg-64x64-random0-pca8"]
+    want = ["resnet50-conv5_block3_out-avg-64x64-random0",
+            "resnet50-conv5_block3_out-avg-64x64-random0-pca4",
+            "resnet50-conv5_block3_out-avg-64x64-random0-pca8"]
+    layout = store.Layout(out / "store")
+    assert sorted(p.name for p in layout.features_root.iterdir()) == [
+        f"{store.PARTITION}={name}" for name in want]
+    assert sorted(store.feature_set_names(layout.root)) == want  # all of them committed

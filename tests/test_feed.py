@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featstore import feed
+from featstore import feed, store
 from featstore.errors import StoreError
 from tests.storefakes import make_store
 
@@ -45,8 +45,8 @@ def test_keras_head_trains_one_epoch_from_the_feed(spark, toy):
         model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
         history = model.fit(ds, epochs=1, verbose=0)
     assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
-    # the petastorm cache is removed when the feed closes
-    assert not any((toy["root"] / "_staging" / "petastorm-cache").iterdir())
+    # the petastorm cache (in the store's metadata tree) is removed when the feed closes
+    assert not any((store.Layout(toy["root"]).meta / "cache" / "petastorm").iterdir())
 
 
 class _LateVentilator:
@@ -114,7 +114,6 @@ def test_feed_without_attributes_is_refused(spark, toy):
 
 def test_dense_probe_fit_from_the_petastorm_feed(spark, toy):
     """The dense probe of featstore.train trains from the feed (driver-side training path)."""
-    from featstore import store
     from featstore.train.dense import fit_dense
 
     x_val, y_val, _ = store.load_xy(toy["root"], "toy-avg", "Smiling", "val")

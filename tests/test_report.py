@@ -57,15 +57,24 @@ def _write_signal_store(root: Path, n: int = 300, seed: int = 0) -> Path:
         "Male": x[:, 1] - 0.5 * x[:, 2] + 0.3 * rng.normal(size=n) > 0.2,
         "Bald": np.array([s != "train" and i % 2 == 0 for i, s in enumerate(splits)]),
     }
-    (root / "labels").mkdir(parents=True)
-    pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
-                            schema=store.labels_schema(list(labels))),
-                   root / "labels" / "part-00000.parquet")
-    store.write_manifest(root / "labels", store.base_manifest("labels", attributes=list(labels)))
+    with store.TableWriter(store.Layout(root), "labels") as w:
+        pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
+                                schema=store.labels_schema(list(labels))),
+                       w.data / "part-00000.parquet")
+        w.commit(store.base_manifest("labels", attributes=list(labels), counts={"rows": n}),
+                 has_errors=False)
     write_feature_set(root, "sig", ids, splits, x)
     write_feature_set(root, "sig-pca4", ids, splits, x[:, :4].copy())
     write_feature_set(root, "sig-pca2", ids, splits, x[:, 1:3].copy())
     return root
+
+
+def _commit_results(root: Path, table: pa.Table) -> None:
+    """A hand-made results table, committed through the store's writer."""
+    with store.TableWriter(store.Layout(root), "results") as w:
+        pq.write_table(table, w.data / "part-00000.parquet")
+        w.commit(store.base_manifest("results", counts={"rows": table.num_rows}),
+                 has_errors=False)
 
 
 def results_store(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
@@ -218,10 +227,7 @@ def test_results_with_only_failed_fits_still_report_them(tmp_path):
     row = {f.name: None for f in RESULTS_SCHEMA}
     row.update(attribute="Bald", feature_set="sig", model="lasso", train_size=0, seed=0,
                status="error", reason="training sample has one class only")
-    (root / "results").mkdir()
-    pq.write_table(pa.Table.from_pylist([row], schema=RESULTS_SCHEMA),
-                   root / "results" / "part-00000.parquet")
-    store.write_manifest(root / "results", store.base_manifest("results"))
+    _commit_results(root, pa.Table.from_pylist([row], schema=RESULTS_SCHEMA))
     out = tmp_path / "report"
     rc, stdout = _run_report(["--store", str(root), "--out", str(out)])
     assert rc == 0
@@ -377,12 +383,10 @@ def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_pa
 
     # the files: summary.csv, summary.md, index.html
     root = _write_signal_store(tmp_path / "store", n=30)
-    (root / "results").mkdir()
     table = pa.Table.from_pylist(
         [{**r, "y_true": r["y_true"].tolist(), "y_pred": r["y_pred"].tolist()}
          for r in results.to_dict("records")], schema=RESULTS_SCHEMA)
-    pq.write_table(table, root / "results" / "part-00000.parquet")
-    store.write_manifest(root / "results", store.base_manifest("results"))
+    _commit_results(root, table)
     out = tmp_path / "report"
     made = build_report(root, out)
     csv = pd.read_csv(out / "summary.csv").set_index("attribute")

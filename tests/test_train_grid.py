@@ -18,6 +18,16 @@ FAST = ["--set", "train.folds=3", "--set", "train.forest_folds=3", "--set", "tra
         "train.dense_epochs=8", "--set", "train.bootstrap=200", "--set", "train.lasso_cs=4"]
 
 
+def write_labels(root, ids, splits, labels):
+    """A committed labels table (one bool column per attribute), through the store's writer."""
+    attrs = list(labels)
+    with store.TableWriter(store.Layout(root), "labels") as w:
+        pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
+                                schema=store.labels_schema(attrs)), w.data / "p.parquet")
+        w.commit(store.base_manifest("labels", attributes=attrs, counts={"rows": len(ids)}),
+                 has_errors=False)
+
+
 def _signal_store(root, n=360, dim=8, seed=0):
     """Labels: Smiling follows feature 0, Male follows feature 1, Bald has one class in the
     train split, Attractive is independent of the features."""
@@ -31,11 +41,7 @@ def _signal_store(root, n=360, dim=8, seed=0):
         "Bald": np.array([s != "train" and i % 2 == 0 for i, s in enumerate(splits)]),
         "Attractive": rng.random(n) < 0.5,
     }
-    attrs = list(labels)
-    (root / "labels").mkdir(parents=True)
-    pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
-                            schema=store.labels_schema(attrs)), root / "labels" / "p.parquet")
-    store.write_manifest(root / "labels", store.base_manifest("labels", attributes=attrs))
+    write_labels(root, ids, splits, labels)
     write_feature_set(root, "sig", ids, splits, x)
     write_feature_set(root, "sig-pca4", ids, splits, x[:, :4].copy())
     return root
@@ -47,23 +53,26 @@ def sig_store(tmp_path):
 
 
 def test_every_cell_once_and_error_rows(spark, sig_store, capsys):
-    rc = train_job.main(["--store", str(sig_store), "--feature-sets", "sig,missing",
-                         "--attributes", "Smiling,Male,Bald,Attractive",
-                         "--models", "lasso,forest,dense", "--train-sizes", "0,5000",
-                         *FAST], spark=spark)
+    grid = ["--attributes", "Smiling,Male,Bald,Attractive", "--models", "lasso,forest,dense",
+            "--train-sizes", "0,5000", *FAST]
+    # a feature set that is not committed: refused before Spark starts, nothing written
+    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig,missing", *grid],
+                          spark=spark) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("featstore:")]
+    assert len(err) == 1 and "no committed feature set 'missing'" in err[0], err
+    assert store.read_manifest(store.Layout(sig_store), "results") is None
+
+    rc = train_job.main(["--store", str(sig_store), "--feature-sets", "sig", *grid], spark=spark)
     assert rc == 0
     res = read_results(sig_store)
     keys = ["attribute", "feature_set", "model", "train_size", "seed"]
-    assert len(res) == 4 * 2 * 2 * 3 and not res.duplicated(keys).any()
-    assert set(res.feature_set) == {"sig", "missing"}
+    assert len(res) == 4 * 1 * 2 * 3 and not res.duplicated(keys).any()
+    assert set(res.feature_set) == {"sig"}
 
-    missing = res[res.feature_set == "missing"]
-    assert (missing.status == "error").all()
-    assert missing.reason.str.contains("no committed table or feature set 'missing'").all()
-    too_big = res[(res.train_size == 5000) & (res.feature_set != "missing")]
+    too_big = res[res.train_size == 5000]
     assert (too_big.status == "error").all()
     assert too_big.reason.str.contains("larger than the train split").all()
-    bald = res[(res.attribute == "Bald") & (res.feature_set != "missing") & (res.train_size < 5000)]
+    bald = res[(res.attribute == "Bald") & (res.train_size < 5000)]
     assert (bald.status == "error").all() and bald.reason.str.contains("one class").all()
 
     ok = res[res.status == "ok"]
@@ -97,14 +106,15 @@ def test_interrupted_grid_resumes_without_repeating_fits(spark, sig_store):
     args = ["--store", str(sig_store), "--feature-sets", "sig-pca4", "--attributes",
             "Smiling,Male", "--models", "lasso,forest", "--train-sizes", "0,100", *FAST]
     assert train_job.main(args, spark=spark) == 0
-    cells = sorted((sig_store / "results" / "_cells").glob("*.parquet"))
+    layout = store.Layout(sig_store)
+    cells = sorted(layout.cells.glob("*.parquet"))
     assert len(cells) == 8
     # as if the job had died before these two fits finished: their files never got written
     for lost in cells[:2]:
         lost.unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in cells[2:]}
     assert train_job.main(args, spark=spark) == 0
-    manifest = json.loads((sig_store / "results" / "_manifest.json").read_text())
+    manifest = store.read_manifest(layout, "results")
     assert manifest["last_grid"]["ran"] == 2 and manifest["last_grid"]["resumed"] == 6
     assert {p.name: p.stat().st_mtime_ns for p in cells[2:]} == kept  # not re-fitted
     res = read_results(sig_store)
@@ -119,7 +129,9 @@ def test_bad_grid_fails_before_spark(sig_store, capsys):
     assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig",
                            "--attributes", "Smilling"]) == 2
     assert "unknown attribute 'Smilling'" in capsys.readouterr().err
-    assert not (sig_store / "results").exists()
+    layout = store.Layout(sig_store)
+    assert not layout.results.exists() and not layout.cells.exists()
+    assert store.read_manifest(layout, "results") is None
 
 
 def test_original_study_protocol_first_n_and_custom_split(spark, sig_store):
@@ -155,7 +167,9 @@ def test_forest_selection_config_key(tmp_path, capsys):
     assert train_job.main(["--store", str(store_root), "--feature-sets", "sig",
                            "--set", "train.forest_selection=bag"]) == 2
     assert "train.forest_selection: expected one of oob, cv" in capsys.readouterr().err
-    assert not (store_root / "results").exists()
+    layout = store.Layout(store_root)
+    assert not layout.results.exists() and not layout.cells.exists()
+    assert store.read_manifest(layout, "results") is None
 
 
 @pytest.mark.parametrize("selection", ["oob", "cv"])

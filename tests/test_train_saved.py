@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
+from featstore import store
 from featstore.errors import StoreError
 from featstore.store import load_xy
 from featstore.train.base import THRESHOLD
@@ -26,11 +25,11 @@ def sig_store(tmp_path):
 
 def _model_files(root):
     return sorted(p.relative_to(root).as_posix()
-                  for p in (root / "results" / "_models").rglob("*") if p.is_file())
+                  for p in store.Layout(root).models.rglob("*") if p.is_file())
 
 
 def _last_grid(root):
-    return json.loads((root / "results" / "_manifest.json").read_text())["last_grid"]
+    return store.read_manifest(store.Layout(root), "results")["last_grid"]
 
 
 def _predict(root, row):
@@ -47,10 +46,12 @@ def test_saved_models_of_every_kind_reproduce_the_results_predictions(spark, sig
     res = read_results(sig_store)
     ok = res[res.status == "ok"]
     # Smiling, Male x 4 single-attribute models; multilabel: every attribute of the labels table
-    assert len(ok) == 8 + 4 and set(ok[ok.model == "multilabel"].attribute) == {
-        "Smiling", "Male", "Bald", "Attractive"}
+    # but Bald (one class in the train split: an error row, as for every other model)
+    assert len(ok) == 8 + 3 and set(ok[ok.model == "multilabel"].attribute) == {
+        "Smiling", "Male", "Attractive"}
     failed = res[res.status != "ok"]
-    assert len(failed) == 4 and failed.model_path.isna().all()  # Bald: one class, no model
+    assert len(failed) == 5 and failed.model_path.isna().all()  # Bald: one class, no model
+    assert set(failed.attribute) == {"Bald"} and failed.reason.str.contains("one class only").all()
 
     # a file per ok fit (one per multilabel cell), and nothing else
     assert ok.model_path.notna().all()
@@ -58,7 +59,7 @@ def test_saved_models_of_every_kind_reproduce_the_results_predictions(spark, sig
     assert len(_model_files(sig_store)) == 8 + 1
     for row in ok.itertuples():
         name = "_multilabel" if row.model == "multilabel" else row.attribute
-        assert row.model_path == f"results/_models/{row.cell}/{name}.joblib"
+        assert row.model_path == f"models/{row.cell}/{name}.joblib"
         assert row.reason is None
 
     # loading each and scoring the test split gives the results row's predictions exactly
@@ -76,7 +77,7 @@ def test_saved_models_of_every_kind_reproduce_the_results_predictions(spark, sig
     listing = saved_models(sig_store)
     assert list(listing.columns) == ["attribute", "feature_set", "model", "train_size", "seed",
                                      "cell", "path"]
-    assert len(listing) == 12 and all(
+    assert len(listing) == 11 and all(
         p == str(sig_store / r) for p, r in zip(listing.path, ok.model_path))
     assert _last_grid(sig_store)["save_models"] is True
 
@@ -85,22 +86,27 @@ def test_turning_save_models_on_refits_only_cells_without_files(spark, sig_store
     args = ["--store", str(sig_store), "--feature-sets", "sig-pca4", "--attributes",
             "Smiling,Male,Bald", "--models", "lasso,forest", *QUICK]
     assert train_job.main(args, spark=spark) == 0
-    assert not (sig_store / "results" / "_models").exists()  # off: nothing saved
+    assert not store.Layout(sig_store).models.exists()  # off: nothing saved
     assert read_results(sig_store).model_path.isna().all()
     assert saved_models(sig_store).empty
 
-    # on, for the finished grid: the 4 ok cells run again (the 2 error cells have no model)
+    # on, for the finished grid: the 4 ok cells run again to save their models; the 2 error
+    # cells (Bald: one class) run again too, as they do on every train
     assert train_job.main([*args, *SAVE], spark=spark) == 0
-    assert (_last_grid(sig_store)["ran"], _last_grid(sig_store)["resumed"]) == (4, 2)
+    assert (_last_grid(sig_store)["ran"], _last_grid(sig_store)["resumed"]) == (6, 0)
     res = read_results(sig_store)
     ok = res[res.status == "ok"]
     assert len(ok) == 4 and len(_model_files(sig_store)) == 4
     assert _model_files(sig_store) == sorted(ok.model_path)
+    failed = res[res.status != "ok"]
+    assert set(failed.attribute) == {"Bald"} and failed.model_path.isna().all()
+    error_cells = {f"{c}.parquet" for c in failed.cell}
+    assert len(error_cells) == 2
 
-    # every file there: nothing runs; one file gone: only its cell runs
+    # every file there: no ok cell runs (only the error cells); one file gone: its cell runs
     assert train_job.main([*args, *SAVE], spark=spark) == 0
-    assert _last_grid(sig_store)["ran"] == 0
-    cells = sig_store / "results" / "_cells"
+    assert (_last_grid(sig_store)["ran"], _last_grid(sig_store)["resumed"]) == (2, 4)
+    cells = store.Layout(sig_store).cells
     before = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.parquet")}
     lost = ok[(ok.model == "forest") & (ok.attribute == "Male")].iloc[0]
     (sig_store / lost.model_path).unlink()
@@ -114,18 +120,19 @@ def test_turning_save_models_on_refits_only_cells_without_files(spark, sig_store
         load_model(sig_store, lost.cell, "Nope")
 
     assert train_job.main([*args, *SAVE], spark=spark) == 0
-    assert (_last_grid(sig_store)["ran"], _last_grid(sig_store)["resumed"]) == (1, 5)
+    assert (_last_grid(sig_store)["ran"], _last_grid(sig_store)["resumed"]) == (1 + 2, 5 - 2)
     after = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.parquet")}
-    assert {n for n in after if after[n] != before[n]} == {f"{lost.cell}.parquet"}
+    assert {n for n in after if after[n] != before[n]} == {f"{lost.cell}.parquet", *error_cells}
     assert len(_model_files(sig_store)) == 4
     res = read_results(sig_store)
     row = res[(res.model == "forest") & (res.attribute == "Male")].iloc[0]
     assert row.cell == lost.cell and row.model_path == lost.model_path
     np.testing.assert_array_equal(_predict(sig_store, row), row.y_pred)
 
-    # off again: finished cells are not touched, the files stay
+    # off again: finished ok cells are not touched (only the error cells run), the files stay
     assert train_job.main(args, spark=spark) == 0
-    assert _last_grid(sig_store)["ran"] == 0 and len(_model_files(sig_store)) == 4
+    assert (_last_grid(sig_store)["ran"], _last_grid(sig_store)["resumed"]) == (2, 4)
+    assert len(_model_files(sig_store)) == 4
 
 
 def test_a_model_that_cannot_be_saved_leaves_an_ok_row_to_refit(sig_store):
@@ -133,8 +140,7 @@ def test_a_model_that_cannot_be_saved_leaves_an_ok_row_to_refit(sig_store):
 
     cfg = GridConfig(feature_sets=("sig",), folds=3, lasso_cs=3, bootstrap=100,
                      save_models=True)
-    (sig_store / "results").mkdir()
-    (sig_store / "results" / "_models").write_text("not a folder")
+    store.Layout(sig_store).models.write_text("not a folder")
     (row,) = run_cell(str(sig_store), Cell("Male", "sig", "lasso", 0, 0), cfg)
     assert row["status"] == "ok" and row["model_path"] is None
     assert row["reason"].startswith("model not saved: ")

@@ -7,8 +7,8 @@ finish and an interrupted grid resumes where it stopped: a re-run skips cells wh
 ``ok`` and fits again those that ended in an error. At the end the driver merges the cells into
 the ``results`` table and commits it through :class:`featstore.store.TableWriter`.
 
-Problems of one cell (a single-class training sample, a missing feature set, a training size
-larger than the split) give a row with ``status = "error"`` and the reason; the rest of the grid
+Problems of one cell (a single-class training sample, a training size larger than the split)
+give a row with ``status = "error"`` and the reason; the rest of the grid
 runs.
 
 With ``save_models`` on, each ok fit's estimator is saved too, under
@@ -434,6 +434,7 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
         cells_dir.mkdir(parents=True, exist_ok=True)
         keys = {c.key(cfg) for c in cells}
         done = {k for k in keys if _cell_ok(cells_dir / f"{k}.parquet")}
+        lacking: set[str] = set()
         if cfg.save_models:  # a finished cell whose model files are missing runs again
             from featstore.train.saved import cell_lacks_models
 
@@ -442,7 +443,7 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
                 logger.info("%d finished fits have no saved model: running them again",
                             len(lacking))
             done -= lacking
-        retried = sum(1 for k in keys - done if (cells_dir / f"{k}.parquet").is_file())
+        retried = sum(1 for k in keys - done - lacking if (cells_dir / f"{k}.parquet").is_file())
         todo = [c for c in cells if c.key(cfg) not in done]
         resumed = len(cells) - len(todo)
         if resumed:
