@@ -75,6 +75,9 @@ META_DIR = "_featstore"
 MANIFEST = "manifest.json"
 V1_MANIFEST = "_manifest.json"  # layout 1 kept manifests inside the data folders
 PARTITION = "feature_set"
+#: tables with one instance per feature set, ``<kind>/<set>``, under one hive root each
+#: (``<kind>/feature_set=<set>/``): the feature sets themselves, and what is derived per set
+PER_SET_TABLES = ("features", "retrieval")
 
 IMAGES_SCHEMA = pa.schema(
     [
@@ -256,15 +259,17 @@ class Layout:
         return self.root / "models"
 
     def data(self, tid: str) -> Path:
-        if tid.startswith("features/"):
-            return self.features(tid.split("/", 1)[1])
+        kind, _, name = tid.partition("/")
+        if kind in PER_SET_TABLES and name:
+            return self.root / kind / f"{PARTITION}={check_name(name)}"
         if tid in ("images", "labels", "results"):
             return self.root / tid
         raise StoreError(f"unknown table {tid!r}")
 
     def errors(self, tid: str) -> Path:
-        if tid.startswith("features/"):
-            return self.errors_root / "features" / f"{PARTITION}={check_name(tid.split('/', 1)[1])}"
+        kind, _, name = tid.partition("/")
+        if kind in PER_SET_TABLES and name:
+            return self.errors_root / kind / f"{PARTITION}={check_name(name)}"
         return self.errors_root / tid
 
     # metadata (featstore's own)
@@ -866,9 +871,10 @@ def table_ids(layout: Layout) -> list[str]:
     """Ids of every table with a manifest (committed or damaged), in a stable order."""
     tables = layout.meta / "tables"
     out = [t for t in ("images", "labels", "results") if (tables / t / MANIFEST).is_file()]
-    if (tables / "features").is_dir():
-        out += [f"features/{p.name}" for p in sorted((tables / "features").iterdir())
-                if (p / MANIFEST).is_file()]
+    for kind in PER_SET_TABLES:
+        if (tables / kind).is_dir():
+            out += [f"{kind}/{p.name}" for p in sorted((tables / kind).iterdir())
+                    if (p / MANIFEST).is_file()]
     for journal in sorted((layout.meta / "journal").glob("*.json")) \
             if (layout.meta / "journal").is_dir() else []:
         tid = journal.stem.replace("__", "/")  # a commit in flight or interrupted
@@ -879,8 +885,9 @@ def table_ids(layout: Layout) -> list[str]:
 
 def _entry(layout: Layout, tid: str, manifest: dict[str, Any] | None,
            damage: str | None = None) -> dict[str, Any]:
-    kind = "features" if tid.startswith("features/") else "table"
-    name = tid.split("/", 1)[1] if kind == "features" else tid
+    prefix = tid.partition("/")[0]
+    kind = prefix if prefix in PER_SET_TABLES and "/" in tid else "table"
+    name = tid.split("/", 1)[1] if kind == "features" else tid  # "retrieval/<set>" stays whole
     return {"name": name, "id": tid, "kind": kind, "path": str(layout.data(tid)),
             "errors_path": str(layout.errors(tid)) if manifest and "errors_path" in manifest
             else None,
@@ -907,9 +914,15 @@ def list_tables(path: str | os.PathLike[str], *, damaged: bool = False) -> list[
 
 
 def find_table(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """The table ``images``/``labels``/``results`` or the feature set ``name``."""
+    """The table ``images``/``labels``/``results``, a per-set table ``retrieval/<set>``, or the
+    feature set ``name``."""
     layout = open_store(path)
-    tid = name if name in ("images", "labels", "results") else features_id(name)
+    if name in ("images", "labels", "results"):
+        tid = name
+    elif "/" in name and name.partition("/")[0] in PER_SET_TABLES:
+        tid = f"{name.partition('/')[0]}/{check_name(name.partition('/')[2])}"
+    else:
+        tid = features_id(name)
     manifest = read_manifest(layout, tid)  # a damaged one raises its own line
     if manifest is None:
         known = ", ".join(t["name"] for t in list_tables(layout.root)) or "none"
@@ -1016,12 +1029,14 @@ def read_spark(spark: Any, path: str | os.PathLike[str], name: str, *,
 
 def read_table(path: str | os.PathLike[str], name: str,
                columns: Sequence[str] | None = None) -> pa.Table:
-    """A committed table (images, labels, results) as pyarrow, after the cheap file check."""
+    """A committed table (images, labels, results, retrieval/<set>) as pyarrow, after the cheap
+    file check."""
     import pyarrow.dataset as ds
 
     layout = Layout(path)
-    manifest = check_table(path, name)
-    tid = name if name in ("images", "labels", "results") else features_id(name)
+    table = find_table(path, name)
+    check_files(layout, table["id"], table["manifest"])
+    manifest, tid = table["manifest"], table["id"]
     files = [str(p) for p in _data_files(layout, tid, manifest)]
     dataset = ds.dataset(files, format="parquet", partitioning=ds.partitioning(
         flavor="hive"), partition_base_dir=str(layout.data(tid)))
