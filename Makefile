@@ -8,7 +8,8 @@ DEMO_N ?= 3000
 
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
-export TF_CPP_MIN_LOG_LEVEL := 2
+# TensorFlow/absl/Spark start-up noise is silenced by featstore itself (featstore/quiet.py; -v
+# shows it): no TF_CPP_MIN_LOG_LEVEL here, so -v really shows everything
 
 .PHONY: venv demo test lint check-java browser bench clean
 

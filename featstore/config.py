@@ -2,7 +2,9 @@
 
 A config file is a YAML mapping of sections (``spark``, ``ingest``, ``extract``, ...). A file may
 name a parent with ``extends: base.yaml`` (relative to itself); keys are merged section by section.
-``--set extract.model=resnet50`` overrides one key; values are parsed as YAML scalars and coerced to
+``--config NAME.yaml`` is looked up in the working folder, then among featstore's own configs
+(conf/ of a checkout, shipped inside the wheel). ``--set extract.model=resnet50`` overrides one
+key; values are parsed as YAML scalars and coerced to
 the field's type. Unknown sections or keys are errors (a typo must not silently do nothing).
 """
 
@@ -21,7 +23,40 @@ from featstore.embed import EmbedConfig
 from featstore.errors import ConfigError
 from featstore.train.grid import GridConfig
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """The configuration files featstore ships: ``featstore/conf/`` inside an installed wheel
+    (package data, see pyproject.toml), ``conf/`` at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "base.yaml").is_file():
+            return candidate
+    return here / "conf"
+
+
+CONF_DIR = _conf_dir()
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.name for p in CONF_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``--config`` as given: a file relative to the working folder (or absolute), else one of
+    featstore's own configs by name (``train.yaml`` or ``conf/train.yaml``). ConfigError naming
+    both places when neither has it."""
+    given = Path(path).expanduser()
+    if given.is_file():
+        return given.resolve()
+    if not given.is_absolute():
+        name = given.parts[1:] if given.parts[:1] == ("conf",) else given.parts
+        packaged = CONF_DIR.joinpath(*name) if name else CONF_DIR
+        if packaged.is_file():
+            return packaged.resolve()
+        raise ConfigError(f"config file not found: {path} (looked in {Path.cwd()} and in "
+                          f"featstore's own configs {CONF_DIR}: "
+                          f"{', '.join(packaged_configs()) or 'none'})")
+    raise ConfigError(f"config file not found: {given}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +99,22 @@ class ReduceConfig:
 
 
 @dataclass(frozen=True)
+class RetrieveConfig:
+    """The retrieval evaluation (featstore/retrieval.py): nearest train images of each test
+    image by embedding distance, scored on the labels."""
+
+    feature_set: str = ""  # the feature set to evaluate (features/<name>/)
+    queries: str = "test"  # split whose images are the queries
+    items: str = "train"  # split searched (the same split as queries: a query never finds itself)
+    metric: str = "cosine"  # cosine | l2
+    k: tuple[int, ...] = (1, 5, 10)  # neighbours per query; one set of rows per k
+    attributes: tuple[str, ...] = ()  # empty: every attribute (class) of the labels table
+    backend: str = "faiss"  # faiss (exact IndexFlat) | numpy (blocked matrix products)
+    query_block: int = 4096  # queries searched per block (bounds the driver's memory)
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     store: str = ""
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -71,6 +122,7 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     train: GridConfig = field(default_factory=GridConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -88,7 +140,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     parent = data.pop("extends", None)
     if parent:
-        base = _read_yaml((path.parent / parent).resolve(), (*seen, path))
+        # beside the file, else one of featstore's own (a user's file may extend base.yaml)
+        beside = (path.parent / parent).resolve()
+        packaged = (CONF_DIR / parent).resolve()
+        target = beside if beside.is_file() or not packaged.is_file() else packaged
+        base = _read_yaml(target, (*seen, path))
         return _merge(base, data)
     return data
 
@@ -195,8 +251,14 @@ def load_config(
 ) -> Config:
     """Load ``path`` (default conf/base.yaml), apply ``--set`` overrides, then ``direct`` values
     given as nested dicts by command-line flags (e.g. ``extract={"model": "resnet50"}``)."""
-    base_path = Path(path) if path else CONF_DIR / "base.yaml"
-    data = _read_yaml(base_path.resolve()) if base_path.exists() or path else {}
+    if path:
+        data = _read_yaml(resolve_config_path(path))
+    else:
+        base_path = CONF_DIR / "base.yaml"
+        if not base_path.is_file():  # never silently run without base.yaml's settings
+            raise ConfigError(f"featstore's default config {base_path} is missing: reinstall "
+                              "featstore (conf/ ships inside the package) or pass --config FILE")
+        data = _read_yaml(base_path.resolve())
     for key, value in direct.items():
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if v is not None}

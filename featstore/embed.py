@@ -36,7 +36,7 @@ from featstore.errors import ConfigError
 if TYPE_CHECKING:
     import keras
 
-    from featstore.models import ModelSpec, WeightsInfo
+    from featstore.modelspecs import ModelSpec, WeightsInfo
 
 logger = logging.getLogger(__name__)
 
@@ -269,8 +269,8 @@ class _Resolved:
 
 
 def _resolve(cfg: EmbedConfig) -> _Resolved:
-    """Cheap checks of every field (no model built)."""
-    from featstore import models
+    """Cheap checks of every field (no model built, no Keras imported)."""
+    from featstore import modelspecs as models
 
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}")
@@ -307,6 +307,32 @@ def _checked_dim(name: str, input_hw: tuple[int, int], layers: tuple[str, ...],
     return int(sum(models.pooled_dim(base.get_layer(n).output.shape, pooling) for n in layers))
 
 
+def check_config(cfg: EmbedConfig) -> dict[str, Any]:
+    """The checks of :func:`validate_config` that need no Keras: every field, the model name,
+    the input size, the weights (the file exists and is HDF5; imagenet: in the Keras cache) and
+    the layer names (from the generated table, :func:`featstore.modelspecs.known_layers`; when
+    it cannot say, :func:`validate_config` checks them by building the base). Raises
+    :class:`ConfigError` with one line; returns the settings that need no model (no ``dim``,
+    ``backend`` or ``keras_version``)."""
+    from featstore import modelspecs
+
+    r = _resolve(cfg)
+    modelspecs.check_layers_static(r.spec, r.layers)
+    return {
+        "model": r.spec.name,
+        "layers": list(r.layers),
+        "pooling": cfg.pooling,
+        "input_hw": list(r.input_hw),
+        "preprocessing": r.spec.preprocessing,
+        "precision": cfg.precision,
+        "batch_size": cfg.batch_size,
+        "weights_source": r.weights.source,
+        "weights_path": r.weights.path,
+        "weights_sha256": r.weights.sha256,
+        "seed": cfg.seed if r.weights.source == "random" else None,
+    }
+
+
 def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
     """Check everything an :class:`Embedder` would need, before any Spark work.
 
@@ -315,6 +341,9 @@ def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
     resolved settings (the fields of :meth:`Embedder.describe` that need no model).
     """
     r = _resolve(cfg)
+    from featstore import modelspecs
+
+    modelspecs.check_layers_static(r.spec, r.layers)  # the same message with or without Keras
     dim = _checked_dim(r.spec.name, tuple(r.input_hw), tuple(r.layers), cfg.pooling)
     return _describe(cfg, r, int(dim))
 

@@ -29,8 +29,9 @@ import pyarrow.parquet as pq
 
 from featstore import store
 from featstore.config import ExtractConfig
-from featstore.embed import EmbedConfig, validate_config
+from featstore.embed import EmbedConfig, check_config, validate_config
 from featstore.errors import ConfigError, StoreError
+from featstore.progress import Progress, spark_feed
 
 logger = logging.getLogger(__name__)
 
@@ -89,18 +90,60 @@ def _plan_chunks(images: Any, chunk_rows: int) -> list[tuple[str, str, int]]:
 
 def preflight(cfg: ExtractConfig, store_path: str
               ) -> tuple[store.Layout, dict[str, Any], dict[str, Any], str]:
-    """Everything that can be checked without Spark: the settings, the store and its images
-    table, the model, layers and weights, the feature-set name. Returns (layout, the images
-    manifest, the model's description, the feature-set name); raises one InputError line."""
+    """Everything that can be checked without Spark or Keras: the settings, the store and its
+    images table, the model, layers and weights (:func:`featstore.embed.check_config`), the
+    feature-set name. Returns (layout, the images manifest, the model's settings without
+    ``dim``, the feature-set name); raises one InputError line."""
     if cfg.chunk_rows < 1:
         raise ConfigError(f"extract.chunk_rows must be >= 1, got {cfg.chunk_rows}")
     if cfg.feature_set:
         store.check_name(cfg.feature_set)
     layout = store.open_store(store_path)
     images_manifest = store.require_committed(layout, "images")
-    info = validate_config(embed_config(cfg))  # one clear line for bad model / layer / weights
+    info = check_config(embed_config(cfg))  # one clear line for bad model / layer / weights
     name = store.check_name(cfg.feature_set or default_name(info, cfg))
     return layout, images_manifest, info, name
+
+
+@dataclass(frozen=True)
+class ExtractPlan:
+    """What :func:`extract` would do (``featstore extract --dry-run``), from the settings and
+    the store's manifests only: no Spark, no Keras, nothing written."""
+
+    store: str
+    feature_set: str
+    model: str
+    layers: tuple[str, ...]
+    input_hw: tuple[int, int]
+    weights: str
+    images: int
+    splits: dict[str, int]
+    chunks: list[tuple[str, str, int]]
+    committed: str | None  # created time of the committed feature set of that name, if any
+    staged_chunks: int  # finished chunks staged by earlier runs of that name (resumed when the
+    #                     settings are the same)
+
+
+def plan_extract(cfg: ExtractConfig, store_path: str) -> ExtractPlan:
+    """:func:`preflight`, then the chunks the images table would be cut into (the same
+    :func:`_plan_chunks`) and what the store already holds under that feature-set name."""
+    layout, images_manifest, info, name = preflight(cfg, store_path)
+    chunks = _plan_chunks(store.read_table(layout.root, "images", ["image_id"]), cfg.chunk_rows)
+    existing = store.read_manifest(layout, store.features_id(name))
+    prefix = store.features_id(name).replace("/", "__")
+    staged = sum(len(list(d.glob("chunks/chunk-*/_SUCCESS")))
+                 for d in layout.staging.glob(f"{prefix}-*") if d.is_dir()) \
+        if layout.staging.is_dir() else 0
+    counts = images_manifest.get("counts", {})
+    order = {"train": 0, "val": 1, "test": 2}
+    splits = dict(sorted(counts.get("splits", {}).items(), key=lambda kv: order.get(kv[0], 3)))
+    return ExtractPlan(
+        str(layout.root), name, info["model"], tuple(info["layers"]),
+        (int(info["input_hw"][0]), int(info["input_hw"][1])),
+        info["weights_source"] if info["weights_source"] == "random"
+        else str(info["weights_path"]),
+        int(counts.get("ok", sum(c[2] for c in chunks))), splits,
+        chunks, existing.get("created", "?") if existing else None, staged)
 
 
 def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
@@ -112,8 +155,9 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     from featstore.udf import make_embed_udf
 
     t0 = time.perf_counter()
-    layout, images_manifest, info, name = preflight(cfg, store_path)
+    layout, images_manifest, _, name = preflight(cfg, store_path)
     ecfg = embed_config(cfg)
+    info = validate_config(ecfg)  # builds the base (Keras): the embedding width, the backend
     tid = store.features_id(name)
 
     settings = {k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing",
@@ -143,15 +187,18 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
 
         w.set_spark_conf("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
         cpu_threads = int(spark.conf.get("spark.task.cpus", "1"))
+        embedded = spark.sparkContext.accumulator(0)  # rows through the model: the progress
         embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"],
-                                   weights_sha256=info["weights_sha256"])
+                                   weights_sha256=info["weights_sha256"], counter=embedded)
         images = spark.read.parquet(store.spark_uri(layout.images))
         parallelism = spark.sparkContext.defaultParallelism
-        resumed = 0
+        resumed = resumed_rows = 0
+        bar = Progress("extract", sum(c[2] for c in chunks), "images")
         for k, (first, last, rows) in enumerate(chunks):
             chunk_dir = w.chunk(k)
             if (chunk_dir / "_SUCCESS").is_file():
                 resumed += 1
+                resumed_rows += rows
                 logger.info("chunk %d/%d already done (resumed)", k + 1, len(chunks))
                 continue
             tc = time.perf_counter()
@@ -165,18 +212,24 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
             out = df.select("image_id", "split", embed_udf("content").alias("r")).select(
                 "image_id", "split", "r.embedding", "r.error"
             ).persist(StorageLevel.MEMORY_AND_DISK)
-            try:
-                bad = out.filter(F.col("error").isNotNull()).select(
-                    "image_id", "split", "error").toPandas()
-                _write_chunk_errors(_chunk_errors(w, k), bad)
-                (out.filter(F.col("error").isNull()).select("image_id", "split", "embedding")
-                 .write.partitionBy("split").parquet(store.spark_uri(chunk_dir), mode="overwrite"))
+            try:  # progress: rows embedded by the finished tasks (accumulator) + resumed chunks
+                with spark_feed(spark, bar, accumulator=embedded, offset=resumed_rows):
+                    bad = out.filter(F.col("error").isNotNull()).select(
+                        "image_id", "split", "error").toPandas()
+                    _write_chunk_errors(_chunk_errors(w, k), bad)
+                    (out.filter(F.col("error").isNull()).select("image_id", "split", "embedding")
+                     .write.partitionBy("split").parquet(store.spark_uri(chunk_dir),
+                                                         mode="overwrite"))
+            except BaseException:
+                bar.close()
+                raise
             finally:
                 out.unpersist()
             dt = time.perf_counter() - tc
             logger.info("chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors", k + 1,
                         len(chunks), rows, dt, rows / dt if dt else 0.0, len(bad))
 
+        bar.close()
         ok, errors = _assemble(w, len(chunks), images_manifest)
         seconds = time.perf_counter() - t0
         w.commit(_manifest(spark, info, cfg, name, run_key, images_manifest, ok, errors,

@@ -10,6 +10,7 @@ Counts always add up: ``ok + errors == images listed + images present but not li
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pandas as pd
 from featstore import decode, store
 from featstore.config import IngestConfig
 from featstore.errors import ConfigError, InputError
+from featstore.progress import Progress, spark_feed
 from featstore.sources.base import SPLITS, STAGE_DECODE, Listing
 
 logger = logging.getLogger(__name__)
@@ -149,9 +151,19 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         listed = spark.createDataFrame(
             listing.images[["image_id", "split", "source_path"]].astype(str)
         ).repartitionByRange(n_parts, "image_id")
-        checked = listed.mapInPandas(_validate_partition, schema=_status_schema()).persist(
+        validated = spark.sparkContext.accumulator(0)  # files read and checked: the progress
+
+        def validate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for out in _validate_partition(batches):
+                yield out
+                validated.add(len(out))
+
+        checked = listed.mapInPandas(validate, schema=_status_schema()).persist(
             StorageLevel.DISK_ONLY
         )
+        progress = contextlib.ExitStack()
+        progress.enter_context(spark_feed(
+            spark, progress.enter_context(Progress("ingest", n, "images")), accumulator=validated))
         try:
             ok_df = checked.filter(F.col("error").isNull()).select(*store.IMAGES_SCHEMA.names)
             (
@@ -168,6 +180,7 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
             )
             ok_ids = checked.filter(F.col("error").isNull()).select("image_id", "split").toPandas()
         finally:
+            progress.close()
             checked.unpersist()
 
         error_rows = [

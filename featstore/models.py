@@ -1,4 +1,8 @@
-"""Conv-base registry: name -> Keras constructor, input size, preprocessing, layers, weights.
+"""Conv bases as Keras models: building the base and the extractor, on-device preprocessing.
+
+The registry (name -> constructor, input size, preprocessing, layers, weights files), input
+sizes, weights resolution and layer checks are in :mod:`featstore.modelspecs` (no Keras there)
+and re-exported here.
 
 Everything here is Keras 3 API (``keras``, ``keras.ops``) plus numpy: no TensorFlow, no Spark,
 so the same code runs with ``KERAS_BACKEND=tensorflow``, ``jax`` or ``torch``.
@@ -15,15 +19,11 @@ inside the model (on the device), and its single output is ``float32 (N, dim)``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -31,353 +31,45 @@ from keras import ops
 
 from featstore.errors import ConfigError
 
+# The registry, input sizes, weights resolution and layer checks need no Keras: they live in
+# featstore.modelspecs (what the command line checks before anything heavy starts).
+from featstore.modelspecs import (
+    CELEBA_HW,
+    HDF5_SIGNATURE,
+    MAX_INPUT_SIDE,
+    MODELS,
+    POOLINGS,
+    PRECISIONS,
+    PREPROCESSING_MODES,
+    WEIGHT_SOURCES,
+    ModelSpec,
+    PoolingName,
+    PrecisionName,
+    WeightsInfo,
+    check_layers,
+    file_sha256,
+    get_spec,
+    keras_models_dir,
+    known_layers,
+    known_models,
+    resolve_input_size,
+    resolve_weights,
+)
+
 logger = logging.getLogger(__name__)
 
-#: CelebA aligned images are 178 wide, 218 high; ``(h, w)`` like every size here.
-CELEBA_HW: tuple[int, int] = (218, 178)
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
-POOLINGS = ("avg", "max", "flatten")
-PRECISIONS = ("float32", "bfloat16", "float16")
-WEIGHT_SOURCES = ("imagenet", "random", "file")
-#: Largest input side accepted; larger inputs are almost certainly a typo.
-MAX_INPUT_SIDE = 2048
+__all__ = [
+    "CELEBA_HW", "HDF5_SIGNATURE", "MAX_INPUT_SIDE", "MODELS", "POOLINGS", "PRECISIONS",
+    "PREPROCESSING_MODES", "WEIGHT_SOURCES", "ImagePreprocess", "ModelSpec", "PoolingName",
+    "PrecisionName", "WeightsInfo", "build_base", "build_extractor", "check_layers",
+    "file_sha256", "get_spec", "keras_models_dir", "known_layers", "known_models",
+    "list_layers", "pooled_dim", "preprocess_ops", "resolve_input_size", "resolve_weights",
+]
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 _TORCH_STD_RGB = (0.229, 0.224, 0.225)
 _MIXED_POLICY = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-_HASH_CHUNK = 1 << 20
-
-PoolingName = Literal["avg", "max", "flatten"]
-PrecisionName = Literal["float32", "bfloat16", "float16"]
-
-
-# --------------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What featstore needs to know about one ``keras.applications`` conv base."""
-
-    name: str
-    #: ``keras.applications`` constructor, called with ``include_top=False, weights=None``.
-    constructor: Callable[..., Any]
-    #: ``keras.applications`` submodule whose ``preprocess_input`` this model expects.
-    family: str
-    #: Default input ``(h, w)``.
-    default_hw: tuple[int, int]
-    #: "caffe" (RGB->BGR, minus ImageNet means), "tf" (x/127.5 - 1), "torch" (x/255, mean/std)
-    #: or "none" (the base rescales its input itself).
-    preprocessing: str
-    #: Layer used when none is asked for: the output of the last conv block.
-    default_layer: str
-    #: File name of the ImageNet no-top weights in the Keras cache (at the default size).
-    weights_file: str
-    #: Smallest input ``(h, w)`` the architecture accepts.
-    min_hw: tuple[int, int] = (32, 32)
-    #: With ImageNet weights the input must be exactly this ``(h, w)``.
-    imagenet_hw: tuple[int, int] | None = None
-    #: ``((side, file name), ...)``: square sizes with their own ImageNet weights file.
-    weights_files_by_side: tuple[tuple[int, str], ...] = ()
-    #: Graph difference between Keras' ``weights="imagenet"`` build and ``weights=None``.
-    imagenet_fixup: str | None = None
-
-    def imagenet_weights_file(self, input_hw: tuple[int, int] | None = None) -> str:
-        """The cache file name Keras uses for this base's no-top ImageNet weights."""
-        if input_hw is not None and input_hw[0] == input_hw[1]:
-            for side, fname in self.weights_files_by_side:
-                if side == input_hw[0]:
-                    return fname
-        return self.weights_file
-
-    def imagenet_weights_files(self) -> tuple[str, ...]:
-        return (self.weights_file, *(f for _, f in self.weights_files_by_side))
-
-    def preprocess_input(self) -> Callable[..., Any]:
-        """The host-side ``keras.applications.<family>.preprocess_input`` (for tests/reference)."""
-        return getattr(keras.applications, self.family).preprocess_input
-
-
-def _registry() -> dict[str, ModelSpec]:
-    apps = keras.applications
-    specs: list[ModelSpec] = []
-    tf_notop = "_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    for name, ctor in (("vgg16", apps.VGG16), ("vgg19", apps.VGG19)):
-        specs.append(
-            ModelSpec(name, ctor, name, (224, 224), "caffe", "block5_pool", name + tf_notop)
-        )
-    for name, ctor in (
-        ("resnet50", apps.ResNet50),
-        ("resnet101", apps.ResNet101),
-        ("resnet152", apps.ResNet152),
-    ):
-        specs.append(
-            ModelSpec(
-                name, ctor, "resnet", (224, 224), "caffe", "conv5_block3_out", name + tf_notop
-            )
-        )
-    for name, ctor in (
-        ("resnet50v2", apps.ResNet50V2),
-        ("resnet101v2", apps.ResNet101V2),
-        ("resnet152v2", apps.ResNet152V2),
-    ):
-        specs.append(
-            ModelSpec(name, ctor, "resnet_v2", (224, 224), "tf", "post_relu", name + tf_notop)
-        )
-    specs.append(
-        ModelSpec(
-            "inceptionv3",
-            apps.InceptionV3,
-            "inception_v3",
-            (299, 299),
-            "tf",
-            "mixed10",
-            "inception_v3" + tf_notop,
-            min_hw=(75, 75),
-        )
-    )
-    specs.append(
-        ModelSpec(
-            "xception",
-            apps.Xception,
-            "xception",
-            (299, 299),
-            "tf",
-            "block14_sepconv2_act",
-            "xception" + tf_notop,
-            min_hw=(71, 71),
-        )
-    )
-    mnv2 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{}_no_top.h5"
-    specs.append(
-        ModelSpec(
-            "mobilenetv2",
-            apps.MobileNetV2,
-            "mobilenet_v2",
-            (224, 224),
-            "tf",
-            "out_relu",
-            mnv2.format(224),
-            # Keras picks weights trained at the input side when square and one of these.
-            weights_files_by_side=tuple((s, mnv2.format(s)) for s in (96, 128, 160, 192, 224)),
-        )
-    )
-    # MobileNetV3 and ConvNeXt end in an unnamed layer; names are renumbered per model
-    # (see _stabilize_layer_names) so these are the same in every process.
-    specs.append(
-        ModelSpec(
-            "mobilenetv3small",
-            apps.MobileNetV3Small,
-            "mobilenet_v3",
-            (224, 224),
-            "none",
-            "activation_17",
-            "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
-        )
-    )
-    specs.append(
-        ModelSpec(
-            "mobilenetv3large",
-            apps.MobileNetV3Large,
-            "mobilenet_v3",
-            (224, 224),
-            "none",
-            "activation_19",
-            "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-        )
-    )
-    for name, ctor in (
-        ("densenet121", apps.DenseNet121),
-        ("densenet169", apps.DenseNet169),
-        ("densenet201", apps.DenseNet201),
-    ):
-        specs.append(
-            ModelSpec(name, ctor, "densenet", (224, 224), "torch", "relu", name + tf_notop)
-        )
-    effnet_sides = (224, 240, 260, 300, 380, 456, 528, 600)
-    for i, side in enumerate(effnet_sides):
-        name = f"efficientnetb{i}"
-        specs.append(
-            ModelSpec(
-                name,
-                getattr(apps, f"EfficientNetB{i}"),
-                "efficientnet",
-                (side, side),
-                "none",
-                "top_activation",
-                f"{name}_notop.h5",
-                imagenet_fixup="efficientnet_stddev",
-            )
-        )
-    specs.append(
-        ModelSpec(
-            "nasnetmobile",
-            apps.NASNetMobile,
-            "nasnet",
-            (224, 224),
-            "tf",
-            "activation_187",
-            "nasnet_mobile_no_top.h5",
-            imagenet_hw=(224, 224),
-        )
-    )
-    for size in ("tiny", "small", "base"):
-        specs.append(
-            ModelSpec(
-                f"convnext{size}",
-                getattr(apps, f"ConvNeXt{size.capitalize()}"),
-                "convnext",
-                (224, 224),
-                "none",
-                "layer_normalization",
-                f"convnext_{size}_notop.h5",
-            )
-        )
-    return {s.name: s for s in specs}
-
-
-MODELS: dict[str, ModelSpec] = _registry()
-
-
-def known_models() -> list[str]:
-    return sorted(MODELS)
-
-
-def get_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` registered under ``name`` (case-insensitive)."""
-    key = str(name).strip().lower()
-    try:
-        return MODELS[key]
-    except KeyError:
-        raise ConfigError(f"unknown model '{name}'; known: {', '.join(known_models())}") from None
-
-
-# --------------------------------------------------------------------------- input size
-
-_HW_RE = re.compile(r"^\s*(\d+)\s*[xX\u00d7]\s*(\d+)\s*$")
-
-
-def resolve_input_size(
-    spec: ModelSpec, input_size: str, *, weights: str | None = None
-) -> tuple[int, int]:
-    """``"default"`` (the model's), ``"native"`` (CelebA 218x178) or ``"HxW"`` -> ``(h, w)``.
-
-    ``weights`` (the weights setting, e.g. ``"imagenet"``) lets models whose ImageNet weights
-    need a fixed size refuse other sizes.
-    """
-    text = str(input_size).strip().lower()
-    if text == "default":
-        hw = spec.default_hw
-    elif text == "native":
-        hw = CELEBA_HW
-    else:
-        m = _HW_RE.match(text)
-        if m is None and text.isdigit():
-            hw = (int(text), int(text))
-        elif m is None:
-            raise ConfigError(
-                f"bad input size '{input_size}': expected default, native or HxW (e.g. 224x224)"
-            )
-        else:
-            hw = (int(m.group(1)), int(m.group(2)))
-    h, w = hw
-    if h < spec.min_hw[0] or w < spec.min_hw[1]:
-        raise ConfigError(
-            f"input size {h}x{w} too small for {spec.name}: "
-            f"at least {spec.min_hw[0]}x{spec.min_hw[1]}"
-        )
-    if h > MAX_INPUT_SIDE or w > MAX_INPUT_SIDE:
-        raise ConfigError(f"input size {h}x{w} too large: at most {MAX_INPUT_SIDE} per side")
-    if weights == "imagenet" and spec.imagenet_hw is not None and hw != spec.imagenet_hw:
-        ih, iw = spec.imagenet_hw
-        raise ConfigError(
-            f"{spec.name} with imagenet weights needs input size {ih}x{iw}, got {h}x{w}; "
-            f"use --input-size default, or random/file weights"
-        )
-    return hw
-
-
-# --------------------------------------------------------------------------- weights
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """Where the base's weights come from; recorded in the feature-set manifest."""
-
-    source: str  # "imagenet" | "random" | "file"
-    path: str | None = None
-    sha256: str | None = None
-
-
-def keras_models_dir() -> Path:
-    """The folder Keras caches application weights in: ``$KERAS_HOME/models`` or
-    ``~/.keras/models``."""
-    home = os.environ.get("KERAS_HOME")
-    root = Path(home).expanduser() if home else Path.home() / ".keras"
-    return root / "models"
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file, read in 1 MiB chunks; cached per (path, size, mtime)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    cached = _SHA_CACHE.get(key)
-    if cached is not None:
-        return cached
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    _SHA_CACHE[key] = digest
-    return digest
-
-
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def resolve_weights(
-    spec: ModelSpec, weights: str, *, input_hw: tuple[int, int] | None = None
-) -> WeightsInfo:
-    """``"imagenet"``, ``"random"`` or a path (``.weights.h5`` from ``save_weights`` of the
-    same base, or the Keras ImageNet ``.h5`` file itself) -> :class:`WeightsInfo`.
-
-    Never downloads. ``input_hw`` matters only for bases with per-size ImageNet files
-    (MobileNetV2).
-    """
-    text = str(weights).strip()
-    if text.lower() == "random":
-        return WeightsInfo("random")
-    if text.lower() == "imagenet":
-        fname = spec.imagenet_weights_file(input_hw)
-        folder = keras_models_dir()
-        path = folder / fname
-        if not path.is_file():
-            raise ConfigError(
-                f"ImageNet weights for {spec.name} not found: put {fname} in {folder} "
-                f"(the Keras cache; KERAS_HOME moves it) or pass --weights /path/to/{fname}; "
-                f"featstore never downloads"
-            )
-        return WeightsInfo("imagenet", str(path), file_sha256(path))
-    path = Path(text).expanduser()
-    if not (path.name.endswith(".h5") or path.name.endswith(".hdf5")):
-        raise ConfigError(
-            f"bad weights '{weights}': expected imagenet, random, or a path to a "
-            f".weights.h5 (model.save_weights of the {spec.name} base) or the Keras ImageNet .h5"
-        )
-    if not path.is_file():
-        raise ConfigError(f"weights file not found: {path}")
-    with open(path, "rb") as fh:
-        signature = fh.read(8)
-    if signature != HDF5_SIGNATURE:
-        raise ConfigError(f"weights file {path} is not an HDF5 file (it does not start with the "
-                          "HDF5 signature); pass a .weights.h5 saved by model.save_weights")
-    source = "imagenet" if path.name in spec.imagenet_weights_files() else "file"
-    return WeightsInfo(source, str(path.resolve()), file_sha256(path))
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -544,30 +236,6 @@ def build_base(
     return base
 
 
-def _suggest_layers(names: Sequence[str], default: str, k: int = 10) -> list[str]:
-    pat = re.compile(r"pool|out|relu|act|mixed|concat")
-    picked = [n for n in names if pat.search(n)][-k:] or list(names[-k:])
-    if default in names and default not in picked:
-        picked.append(default)
-    return picked
-
-
-def check_layers(spec: ModelSpec, base_layer_names: Sequence[str], layers: Sequence[str]) -> None:
-    """ConfigError for an unknown or repeated layer name."""
-    seen: set[str] = set()
-    known = set(base_layer_names)
-    for name in layers:
-        if name in seen:
-            raise ConfigError(f"layer '{name}' asked for twice")
-        seen.add(name)
-        if name not in known:
-            hint = ", ".join(_suggest_layers(base_layer_names, spec.default_layer))
-            raise ConfigError(
-                f"unknown layer '{name}' for {spec.name}; e.g. {hint} "
-                f"(list_layers('{spec.name}') shows all {len(base_layer_names)})"
-            )
-
-
 def pooled_dim(shape: Sequence[int | None], pooling: str) -> int:
     """Embedding width of one feature map ``(None, h, w, c)`` after ``pooling``."""
     dims = [int(d) for d in shape[1:] if d is not None]
@@ -645,3 +313,59 @@ def build_extractor(
         model.output.shape[-1],
     )
     return model
+
+
+# --------------------------------------------------------------------------- size and cost
+
+
+def _shape(t: Any) -> tuple[int, ...]:
+    return tuple(int(d) if d is not None else 1 for d in t.shape)
+
+
+def layer_macs(layer: keras.layers.Layer) -> int:
+    """Multiply-accumulates of one call of ``layer`` on one image: convolutions (grouped,
+    depthwise, separable) and dense layers (on any rank; ConvNeXt's pointwise layers are
+    Dense on (h, w, c)). Other layers (normalisation, activations, pooling, additions) cost
+    a few operations per element and are not counted."""
+    if isinstance(layer, keras.Model):
+        return sum(layer_macs(inner) for inner in layer.layers)
+    cls = keras.layers
+    try:
+        inp, out = _shape(layer.input), _shape(layer.output)
+    except (AttributeError, ValueError):  # an input layer, or a layer called several times
+        return 0
+    positions = int(np.prod(out[1:-1])) if len(out) > 2 else 1
+    if isinstance(layer, cls.SeparableConv2D):
+        kh, kw = layer.kernel_size
+        mid = inp[-1] * layer.depth_multiplier
+        return positions * (mid * kh * kw + mid * out[-1])
+    if isinstance(layer, cls.DepthwiseConv2D):
+        kh, kw = layer.kernel_size
+        return positions * inp[-1] * layer.depth_multiplier * kh * kw
+    if isinstance(layer, cls.Conv2D):
+        kh, kw = layer.kernel_size
+        return positions * out[-1] * kh * kw * inp[-1] // max(1, int(layer.groups))
+    if isinstance(layer, cls.Dense):
+        return positions * inp[-1] * out[-1]
+    return 0
+
+
+def count_flops(model: keras.Model) -> int:
+    """FLOPs of one forward pass of one image: 2 x the multiply-accumulates of the model's
+    convolution and dense layers (:func:`layer_macs`), the usual convention."""
+    return 2 * sum(layer_macs(layer) for layer in model.layers)
+
+
+def describe_base(name: str, input_size: str = "default") -> dict[str, Any]:
+    """A registered base built (random weights) at ``input_size``: its default layer, input
+    size, parameter count and FLOPs per image, measured on the Keras model."""
+    spec = get_spec(name)
+    hw = resolve_input_size(spec, input_size)
+    base = build_base(spec, input_hw=hw, weights=WeightsInfo("random"))
+    try:
+        return {"model": spec.name, "default_layer": spec.default_layer, "input_hw": list(hw),
+                "params": int(base.count_params()), "flops": int(count_flops(base)),
+                "layers": len(base.layers), "preprocessing": spec.preprocessing}
+    finally:
+        del base
+        keras.backend.clear_session()

@@ -31,6 +31,7 @@ dimensions already committed unless ``overwrite``. Bad input raises a :class:`St
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ import pyarrow.parquet as pq
 from featstore import store
 from featstore.config import ReduceConfig
 from featstore.errors import ConfigError, StoreError
+from featstore.progress import Progress, spark_feed
 
 logger = logging.getLogger(__name__)
 
@@ -453,6 +455,11 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
     source_df = (spark.read.schema(store.spark_schema(store.FEATURES_SCHEMA))
                  .parquet(store.spark_uri(plan.source_dir)))
     train_files = [f for f in plan.files if f.parent.name == f"split={FIT_SPLIT}"]
+    # progress: the finished Spark tasks of the fit, projection and writes (their total grows
+    # as Spark plans each job's stages)
+    progress = contextlib.ExitStack()
+    progress.enter_context(spark_feed(
+        spark, progress.enter_context(Progress("reduce", 0, "tasks")), tasks_total=True))
     try:
         tf = time.perf_counter()
         shift = shift_from_file(train_files[0], plan.dim)
@@ -494,6 +501,7 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
             projected.unpersist()
         project_seconds = time.perf_counter() - tp
     finally:
+        progress.close()
         if previous_arrow is None:
             spark.conf.unset(arrow_key)
         else:

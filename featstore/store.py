@@ -20,7 +20,9 @@ Every data folder holds only its table's Parquet data files, so any reader that 
 (``features/**/*.parquet``, with or without hive partitioning; ``polars.scan_parquet(folder)``;
 ``spark.read.parquet(folder)``) gets exactly the committed rows. One hive root holds all feature
 sets, so ``features/**/*.parquet`` with hive partitioning reads every set with its name as the
-``feature_set`` column. Table ids: ``images``, ``labels``, ``results``, ``features/<name>``.
+``feature_set`` column. Table ids: ``images``, ``labels``, ``results``, ``features/<name>``,
+``retrieval/<name>`` (``retrieval/feature_set=<name>/part-*.parquet``, RETRIEVAL_SCHEMA: the
+retrieval evaluation of feature set ``<name>``, featstore/retrieval.py).
 
 One writer (:class:`TableWriter`) for every table: it takes the table's lock (a lock file with
 owner, host, pid and a heartbeat; a stale one is broken with a message, a live one makes a
@@ -142,6 +144,31 @@ RESULTS_SCHEMA = pa.schema([
     pa.field("model_path", pa.string()),
     # the feature set's committed content the fit saw (its manifest's content_fingerprint)
     pa.field("feature_set_content", pa.string()),
+])
+
+#: retrieval/feature_set=<set>/: one row per (queries, items, metric, k, target, attribute)
+#: (featstore/retrieval.py defines the metrics). ``feature_set`` is not a column of the files:
+#: it is the hive partition (``retrieval/**/*.parquet`` with hive partitioning), like features.
+RETRIEVAL_SCHEMA = pa.schema([
+    pa.field("queries", pa.string()),  # split of the query images
+    pa.field("items", pa.string()),  # split searched
+    pa.field("metric", pa.string()),  # cosine | l2
+    pa.field("k", pa.int64()),
+    # attribute: one attribute (attribute = its name); mean: the mean of the attribute rows;
+    # exact / jaccard: the multi-label variants over all the run's attributes; class: a
+    # class-per-folder source (attribute = a class: its queries; "*": every query)
+    pa.field("target", pa.string()),
+    pa.field("attribute", pa.string()),  # "*" for mean, exact, jaccard and the all-class row
+    pa.field("n_queries", pa.int64()),
+    pa.field("n_items", pa.int64()),
+    pa.field("n_relevant_queries", pa.int64()),  # queries with >= 1 relevant item (mAP's)
+    pa.field("top_k_accuracy", pa.float64()),
+    pa.field("top_k_precision", pa.float64()),
+    pa.field("map_at_k", pa.float64()),  # null for jaccard (graded relevance)
+    pa.field("chance_precision", pa.float64()),  # top-k precision of random items; null: jaccard
+    pa.field("dim", pa.int64()),
+    pa.field("feature_set_content", pa.string()),  # store.fs_fingerprint of the searched set
+    pa.field("created", pa.string()),
 ])
 
 

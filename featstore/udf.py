@@ -100,12 +100,15 @@ def use_backend(backend: str | None) -> None:
 
 def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
                   cpu_threads: int = 0, backend: str | None = None,
-                  weights_sha256: str | None = None) -> Iterator[pd.DataFrame]:
+                  weights_sha256: str | None = None, counter: Any = None
+                  ) -> Iterator[pd.DataFrame]:
     """The UDF body, runnable without Spark: Series of JPEG bytes -> DataFrame(embedding, error).
 
     ``backend``: the Keras backend to run on (the driver's; see :func:`use_backend`).
     ``weights_sha256``: the weights file's content hash the driver recorded; it keys the
-    worker's embedder cache, so a weights file rewritten between two runs is loaded again."""
+    worker's embedder cache, so a weights file rewritten between two runs is loaded again.
+    ``counter``: a Spark accumulator that gets the rows of each batch done (the driver's
+    progress bar)."""
     use_backend(backend)
     pin_gpu()
     limit_cpu_threads(cpu_threads)
@@ -128,13 +131,16 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
         for pos, reason in result.errors:
             err[int(pos)] = reason
         yield pd.DataFrame({"embedding": emb, "error": err})
+        if counter is not None:
+            counter.add(n)
 
 
 EMBED_RESULT_DDL = "embedding array<float>, error string"
 
 
 def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
-                   backend: str | None = None, weights_sha256: str | None = None) -> Any:
+                   backend: str | None = None, weights_sha256: str | None = None,
+                   counter: Any = None) -> Any:
     """A pandas UDF ``content binary -> struct<embedding array<float>, error string>``.
 
     ``df.withColumn("out", make_embed_udf(cfg)("content"))``; rows whose image cannot be decoded
@@ -143,6 +149,6 @@ def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
 
     @pandas_udf(EMBED_RESULT_DDL)  # type: ignore[call-overload]
     def embed_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256)
+        yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256, counter)
 
     return embed_udf

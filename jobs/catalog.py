@@ -15,9 +15,13 @@ from jobs.common import EXIT_BAD_INPUT, EXIT_OK
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
-    p.add_argument("store", help="store folder")
+    # the store as the other commands take it (--store STORE), or positionally as before
+    p.add_argument("--store", dest="store_opt", metavar="STORE", help="store folder")
     if name == "describe":
-        p.add_argument("name", help="table (images, labels, results) or feature set name")
+        p.usage = "featstore describe [-h] [--store STORE | STORE] NAME [options]"
+        p.add_argument("positional", nargs="*", metavar="[STORE] NAME",
+                       help="the store folder (unless --store is given) and a table (images, "
+                       "labels, results) or feature set name")
         p.add_argument("--json", action="store_true",
                        help="print the manifest as JSON, with the data and errors paths")
         p.add_argument("--check", action="store_true",
@@ -25,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
                        "and every file's sha256")
         p.add_argument("--deep", action="store_true",
                        help="with --check: also decode every data file in full")
+    else:
+        p.add_argument("positional", nargs="?", metavar="STORE",
+                       help="store folder (or --store STORE)")
     if name == "migrate":
         p.add_argument("--dry-run", action="store_true", help="say what would move; move nothing")
     p.set_defaults(_catalog=name)
@@ -41,8 +48,33 @@ def _rows(manifest: dict[str, Any]) -> str:
     return text
 
 
+def _resolve_args(args: argparse.Namespace) -> None:
+    """Set ``args.store`` (and ``args.name`` for describe) from --store and the positionals."""
+    from featstore.errors import ConfigError
+
+    given = args.positional if isinstance(args.positional, list) else (
+        [args.positional] if args.positional else [])
+    wanted = 1 if args._catalog == "describe" else 0  # positionals besides the store
+    if args.store_opt is not None:
+        if len(given) != wanted:
+            what = "a table or feature set NAME" if wanted else "no other argument"
+            raise ConfigError(f"{args._catalog}: with --store, expected {what}; got "
+                              f"{' '.join(given) or 'nothing'}")
+        args.store = args.store_opt
+    else:
+        if len(given) != wanted + 1:
+            usage = "[--store] STORE NAME" if wanted else "[--store] STORE"
+            raise ConfigError(f"{args._catalog}: expected {usage}; got "
+                              f"{' '.join(given) or 'nothing'}")
+        args.store = given[0]
+    if wanted:
+        args.name = given[-1]
+
+
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore import store
+
+    _resolve_args(args)
 
     if args._catalog == "migrate":
         from featstore.migrate import migrate

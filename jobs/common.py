@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from featstore import errors
+from featstore import errors, quiet
 from featstore.config import Config, load_config
 from featstore.errors import FeatstoreError, InputError
 
@@ -69,7 +68,9 @@ def setup_logging(verbose: bool = False) -> None:
     root.setLevel(level)
     for noisy in ("py4j", "absl", "matplotlib", "PIL", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # library noise (TensorFlow/absl/XLA/CUDA, Spark's JVM start-up) off unless -v: set in the
+    # environment before anything heavy is imported, inherited by the Python workers
+    quiet.configure(verbose)
 
 
 def config_from_args(args: argparse.Namespace, **direct: Any) -> Config:

@@ -31,13 +31,16 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "extract") -> None:
     p.add_argument("--feature-set", help="name of the feature set (default from the settings)")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="recompute even if committed or partly staged")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything and show the images, chunks and feature-set name; "
+                   "no Spark, no model built, nothing written")
     add_common(p)
 
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore import store
     from featstore.errors import ConfigError
-    from featstore.extract import extract, preflight
+    from featstore.extract import extract, plan_extract, preflight
 
     cfg = config_from_args(args, store=args.store, extract={
         "model": args.model, "layers": args.layers, "pooling": args.pooling,
@@ -47,6 +50,21 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     })
     if not cfg.store:
         raise ConfigError("extract needs a store folder (--store STORE)")
+    if args.dry_run:
+        p = plan_extract(cfg.extract, cfg.store)
+        splits = ", ".join(f"{k} {v:,}" for k, v in p.splits.items())
+        sizes = sorted({c[2] for c in p.chunks})
+        state = (f"committed {p.committed}: a run with the same settings does nothing, other "
+                 "settings (or --overwrite) rebuild it" if p.committed else "not committed")
+        print(f"feature set: {p.feature_set} ({state})")
+        print(f"model:       {p.model} layers {','.join(p.layers)} at {p.input_hw[0]}x"
+              f"{p.input_hw[1]}, weights {p.weights}")
+        print(f"images:      {p.images:,} ({splits})")
+        print(f"chunks:      {len(p.chunks)} of {'-'.join(f'{s:,}' for s in sizes)} images"
+              + (f"; {p.staged_chunks} staged by an earlier run (resumed if its settings were "
+                 "the same)" if p.staged_chunks else ""))
+        print(f"dry run: nothing was run or written -> {store.Layout(p.store).features(p.feature_set)}")
+        return EXIT_OK
     preflight(cfg.extract, cfg.store)  # settings, store, model, weights: before Spark starts
     session = SparkProvider(args, spark)(cfg)
     s = extract(session, cfg.extract, cfg.store)

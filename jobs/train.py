@@ -27,12 +27,15 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "train") -> None:
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="discard earlier results of this store and run every fit again")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the fits the grid would run and skip (resumed); no Spark, "
+                   "nothing written")
     add_common(p)
 
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.errors import ConfigError
-    from featstore.train.grid import plan, run_grid
+    from featstore.train.grid import plan, plan_run, run_grid
 
     cfg = config_from_args(args, store=args.store, train={
         "feature_sets": args.feature_sets, "attributes": args.attributes,
@@ -41,11 +44,31 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     })
     if not cfg.store:
         raise ConfigError("train needs a store folder (--store STORE)")
+    if args.dry_run:
+        return _dry_run(plan_run(cfg.store, cfg.train))
     plan(cfg.store, cfg.train)  # a bad grid is reported before Spark starts
     session = SparkProvider(args, spark)(cfg)
     s = run_grid(session, cfg.store, cfg.train)
     print(f"trained: {s.cells} fits ({s.ran} run, {s.resumed} already done) in {s.seconds:.1f} s;"
           f" results: {s.ok_rows} ok, {s.error_rows} errors -> {s.store}/results")
+    return EXIT_OK
+
+
+def _dry_run(p: Any) -> int:
+    """Print the fits a run would do and skip: one line per fit, then the totals."""
+    done = {id(c) for c in p.done}
+    for c in p.cells:
+        verb = "skip" if id(c) in done else "run "
+        size = c.train_size or "all"
+        print(f"{verb} {c.model:<20} {c.attribute:<22} {c.feature_set}  train_size={size} "
+              f"seed={c.seed}")
+    extra = []
+    if p.retried:
+        extra.append(f"{p.retried} of them ended in an error before")
+    if p.lacking_models:
+        extra.append(f"{p.lacking_models} lack their saved models")
+    print(f"dry run: {len(p.cells)} fits: {len(p.todo)} to run, {len(p.done)} already done "
+          f"(skipped){'; ' + ', '.join(extra) if extra else ''}; nothing was run or written")
     return EXIT_OK
 
 

@@ -213,10 +213,11 @@ def test_explicit_weights_paths(vgg_base_h5, tmp_path):
     spec = models.get_spec("vgg16")
     assert models.resolve_weights(spec, str(imagenet_path)).source == "imagenet"
     own = tmp_path / "tuned.weights.h5"
-    own.write_bytes(b"not really weights")
+    fake = models.HDF5_SIGNATURE + b"not really weights"  # HDF5 by its signature only
+    own.write_bytes(fake)
     info = models.resolve_weights(spec, str(own))
     assert (info.source, info.path) == ("file", str(own.resolve()))
-    assert info.sha256 == hashlib.sha256(b"not really weights").hexdigest()
+    assert info.sha256 == hashlib.sha256(fake).hexdigest()
     with pytest.raises(ConfigError, match="weights file not found"):
         models.resolve_weights(spec, str(tmp_path / "absent.weights.h5"))
     with pytest.raises(ConfigError, match="bad weights"):

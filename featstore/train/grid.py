@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from featstore import store
 from featstore.errors import ConfigError, FeatstoreError
+from featstore.progress import Progress, spark_feed
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class GridConfig:
     seeds: tuple[int, ...] = (0,)
     folds: int = 10
     lasso_cs: int = 10
+    lasso_max_iter: int = 1000  # solver iterations per lasso fit (liblinear / saga)
     forest_trees: int = 200
     forest_max_features: tuple[str, ...] = ("sqrt", "0.1", "0.3")
     # max_features chosen by out-of-bag score ("oob": one forest per candidate on all rows,
@@ -110,7 +112,7 @@ GRID_AXES = ("feature_sets", "attributes", "models", "train_sizes", "seeds", "ov
              "save_models")
 #: Fields every cell depends on: which rows it sees and its confidence interval.
 DATA_SETTINGS = ("first_n", "custom_split", "bootstrap")
-LASSO_SETTINGS = ("folds", "lasso_cs", "cv_max_rows")
+LASSO_SETTINGS = ("folds", "lasso_cs", "lasso_max_iter", "cv_max_rows")
 FOREST_SETTINGS = ("forest_trees", "forest_max_features", "forest_selection",
                    "forest_max_samples")
 FOREST_CV_SETTINGS = ("forest_folds", "cv_max_rows")  # only with forest_selection = "cv"
@@ -350,7 +352,8 @@ def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: 
     y_tr, y_va = lab_tr[a], lab_va[a]
     check_binary(y_tr)
     lasso_kw = {"folds": cfg.folds, "cs": cfg.lasso_cs, "seed": cell.seed,
-                "cv_max_rows": cfg.cv_max_rows}
+                "cv_max_rows": cfg.cv_max_rows, "max_iter": cfg.lasso_max_iter,
+                "what": f"{a} on {cell.feature_set}"}
     forest_kw = {"folds": cfg.forest_folds, "n_estimators": cfg.forest_trees,
                  "seed": cell.seed,
                  "max_features": tuple(_num(v) for v in cfg.forest_max_features),
@@ -432,18 +435,9 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
     with store.TableWriter(layout, "results", spark=spark) as w:
         cells_dir = w.staging / "cells" if cfg.overwrite else layout.cells
         cells_dir.mkdir(parents=True, exist_ok=True)
-        keys = {c.key(cfg) for c in cells}
-        done = {k for k in keys if _cell_ok(cells_dir / f"{k}.parquet")}
-        lacking: set[str] = set()
-        if cfg.save_models:  # a finished cell whose model files are missing runs again
-            from featstore.train.saved import cell_lacks_models
-
-            lacking = {k for k in done if cell_lacks_models(layout.root, cells_dir / f"{k}.parquet")}
-            if lacking:
-                logger.info("%d finished fits have no saved model: running them again",
-                            len(lacking))
-            done -= lacking
-        retried = sum(1 for k in keys - done - lacking if (cells_dir / f"{k}.parquet").is_file())
+        done, lacking, retried = _resume_state(layout.root, cells, cfg, cells_dir)
+        if lacking:
+            logger.info("%d finished fits have no saved model: running them again", lacking)
         todo = [c for c in cells if c.key(cfg) not in done]
         resumed = len(cells) - len(todo)
         if resumed:
@@ -457,10 +451,12 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
                 cpu_threads = int(spark.conf.get("spark.task.cpus", "1")) if spark else 1
                 fn = _task(str(layout.root), cfg, str(cells_dir), cpu_threads)
                 rdd = spark.sparkContext.parallelize(todo, len(todo))
-                spark.sparkContext.setJobDescription(f"featstore train: {len(todo)} fits")
-                for key, model, attribute, status, secs in rdd.mapPartitions(fn).collect():
-                    logger.debug("fit %s %s %s: %s in %.1f s", key, model, attribute, status,
-                                 secs)
+                # one task per fit: the status tracker's finished tasks are the fits done
+                with Progress("train", len(todo), "fits") as bar, spark_feed(spark, bar):
+                    spark.sparkContext.setJobDescription(f"featstore train: {len(todo)} fits")
+                    for key, model, attribute, status, secs in rdd.mapPartitions(fn).collect():
+                        logger.debug("fit %s %s %s: %s in %.1f s", key, model, attribute,
+                                     status, secs)
             else:
                 fn = _task(str(layout.root), cfg, str(cells_dir), 0)
                 list(fn(iter(todo)))
@@ -478,6 +474,47 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
         ), has_errors=False, extra_moves=[(cells_dir, layout.cells)] if cfg.overwrite else ())
     return GridSummary(str(layout.root), len(cells), len(todo), resumed, ok,
                        merged.num_rows - ok, time.perf_counter() - t0)
+
+
+def _resume_state(root: Path, cells: list[Cell], cfg: GridConfig, cells_dir: Path
+                  ) -> tuple[set[str], int, int]:
+    """(keys of the cells already done, how many finished cells lack their saved models and run
+    again, how many cells that ended in an error run again): the resume state of
+    :func:`run_grid` and :func:`plan_run`."""
+    keys = {c.key(cfg) for c in cells}
+    done = {k for k in keys if _cell_ok(cells_dir / f"{k}.parquet")}
+    lacking: set[str] = set()
+    if cfg.save_models:  # a finished cell whose model files are missing runs again
+        from featstore.train.saved import cell_lacks_models
+
+        lacking = {k for k in done if cell_lacks_models(root, cells_dir / f"{k}.parquet")}
+        done -= lacking
+    retried = sum(1 for k in keys - done - lacking if (cells_dir / f"{k}.parquet").is_file())
+    return done, len(lacking), retried
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """What :func:`run_grid` would do now (``featstore train --dry-run``): every cell, and which
+    of them it would fit (``todo``) and skip as already done (``done``)."""
+
+    cells: list[Cell]
+    todo: list[Cell]
+    done: list[Cell]
+    retried: int  # of todo: cells that ended in an error and run again
+    lacking_models: int  # of todo: finished cells whose saved models are missing
+
+
+def plan_run(path: str | os.PathLike[str], cfg: GridConfig) -> GridPlan:
+    """:func:`plan` plus the resume state in the store, as :func:`run_grid` would see it now;
+    no Spark, nothing written, no lock taken."""
+    layout = store.open_store(path)
+    cells = plan(path, cfg)
+    if cfg.overwrite:  # a fresh cells folder: every fit runs
+        return GridPlan(cells, list(cells), [], 0, 0)
+    done, lacking, retried = _resume_state(layout.root, cells, cfg, layout.cells)
+    return GridPlan(cells, [c for c in cells if c.key(cfg) not in done],
+                    [c for c in cells if c.key(cfg) in done], retried, lacking)
 
 
 def _cell_ok(cell_file: Path) -> bool:

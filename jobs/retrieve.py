@@ -1,0 +1,62 @@
+"""Retrieval evaluation of a feature set: each query image's k nearest item images by embedding
+distance, scored on the labels -> retrieval/feature_set=<set>/ (featstore/retrieval.py).
+
+    python jobs/retrieve.py --store demo/store --feature-set mobilenetv2-out_relu-avg --k 1,5,10
+    spark-submit jobs/retrieve.py --store /data/store --feature-set vgg16-block5_pool-avg-pca64
+
+The search is exact and runs on the driver (faiss or blocked numpy products on the Arrow data):
+no SparkSession is started, so it runs the same under spark-submit and python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: import from the repository, not from jobs/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from jobs.common import EXIT_OK, add_common, config_from_args
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str = "retrieve") -> None:
+    p.add_argument("--store", help="store folder with a committed feature set and labels")
+    p.add_argument("--feature-set", help="the feature set to evaluate (features/feature_set=NAME/)")
+    p.add_argument("--queries", help="split of the query images (default test)")
+    p.add_argument("--items", help="split searched for their neighbours (default train)")
+    p.add_argument("--metric", help="cosine (default) or l2")
+    p.add_argument("--k", help="comma-separated neighbour counts (default 1,5,10)")
+    p.add_argument("--attributes", help="comma-separated attributes, or classes of a "
+                   "class-per-folder source (default: all)")
+    p.add_argument("--backend", help="faiss (default) or numpy (blocked matrix products)")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="recompute even if this run is committed for the set's content")
+    add_common(p, spark=False)
+
+
+def run(args: argparse.Namespace, spark: Any = None) -> int:
+    from featstore.errors import ConfigError
+    from featstore.retrieval import plan_retrieve, retrieve, summary_line
+
+    cfg = config_from_args(args, store=args.store, retrieve={
+        "feature_set": args.feature_set, "queries": args.queries, "items": args.items,
+        "metric": args.metric, "k": args.k, "attributes": args.attributes,
+        "backend": args.backend, "overwrite": args.overwrite,
+    })
+    if not cfg.store:
+        raise ConfigError("retrieve needs a store folder (--store STORE)")
+    plan = plan_retrieve(cfg.retrieve, cfg.store)  # bad input: one line, nothing read or written
+    print(summary_line(retrieve(plan)))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None, spark: Any = None) -> int:
+    from jobs.cli import main as cli_main
+
+    return cli_main(["retrieve", *(sys.argv[1:] if argv is None else argv)], spark)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
