@@ -318,6 +318,11 @@ def check_config(cfg: EmbedConfig) -> dict[str, Any]:
 
     r = _resolve(cfg)
     modelspecs.check_layers_static(r.spec, r.layers)
+    return _settings(cfg, r)
+
+
+def _settings(cfg: EmbedConfig, r: _Resolved) -> dict[str, Any]:
+    """The resolved settings that need no model (shared by check_config and validate_config)."""
     return {
         "model": r.spec.name,
         "layers": list(r.layers),
@@ -351,22 +356,8 @@ def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
 def _describe(cfg: EmbedConfig, r: _Resolved, dim: int) -> dict[str, Any]:
     import keras
 
-    return {
-        "model": r.spec.name,
-        "layers": list(r.layers),
-        "pooling": cfg.pooling,
-        "input_hw": list(r.input_hw),
-        "preprocessing": r.spec.preprocessing,
-        "precision": cfg.precision,
-        "dim": dim,
-        "batch_size": cfg.batch_size,
-        "weights_source": r.weights.source,
-        "weights_path": r.weights.path,
-        "weights_sha256": r.weights.sha256,
-        "seed": cfg.seed if r.weights.source == "random" else None,
-        "backend": keras.backend.backend(),
-        "keras_version": keras.version(),
-    }
+    return {**_settings(cfg, r), "dim": dim, "backend": keras.backend.backend(),
+            "keras_version": keras.version()}
 
 
 class Embedder:
