@@ -481,6 +481,9 @@ class TableLock:
                                    "since %s (%s)", self.tid, holder.get("owner"),
                                    holder.get("host"), holder.get("pid"), holder.get("started"),
                                    why)
+                    # renamed aside, not unlinked; still, two jobs breaking the same stale lock
+                    # at the same moment can race (the second may move the first's fresh lock):
+                    # a window of microseconds, accepted for a lock that NFS honours
                     aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
                     with contextlib.suppress(FileNotFoundError):
                         os.replace(self.path, aside)
