@@ -115,6 +115,16 @@ class RetrieveConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    """The base-comparison study (``featstore compare``, featstore/compare.py): every base is
+    extracted with the ``extract`` settings (its own model name), reduced to ``reduce.dims``,
+    probed with the ``train`` grid and evaluated by retrieval with the ``retrieve`` settings."""
+
+    bases: tuple[str, ...] = ()  # conv bases of featstore.models, e.g. vgg16,resnet50
+    retrieve_on: str = "all"  # which of a base's sets retrieval runs on: raw | reduced | all
+
+
+@dataclass(frozen=True)
 class Config:
     store: str = ""
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -123,6 +133,7 @@ class Config:
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     train: GridConfig = field(default_factory=GridConfig)
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

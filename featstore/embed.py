@@ -295,16 +295,33 @@ def _resolve(cfg: EmbedConfig) -> _Resolved:
 
 
 @functools.lru_cache(maxsize=16)
-def _checked_dim(name: str, input_hw: tuple[int, int], layers: tuple[str, ...],
-                 pooling: str) -> int:
-    """Build the base (random weights) once per process to check layer names and get the
-    embedding width; weights are resolved afresh on every call (the file may change)."""
+def _checked_base(name: str, input_hw: tuple[int, int], layers: tuple[str, ...],
+                  pooling: str) -> tuple[int, int, int]:
+    """Build the base (random weights) once per process to check layer names; returns the
+    embedding width, the base's parameter count and its FLOPs per image
+    (:func:`featstore.models.count_flops`). Weights are resolved afresh on every call."""
     from featstore import models
 
     spec = models.get_spec(name)
     base = models.build_base(spec, input_hw=input_hw, weights=models.WeightsInfo("random"))
     models.check_layers(spec, [lyr.name for lyr in base.layers], layers)
-    return int(sum(models.pooled_dim(base.get_layer(n).output.shape, pooling) for n in layers))
+    dim = int(sum(models.pooled_dim(base.get_layer(n).output.shape, pooling) for n in layers))
+    return dim, int(base.count_params()), int(models.count_flops(base))
+
+
+def _checked_dim(name: str, input_hw: tuple[int, int], layers: tuple[str, ...],
+                 pooling: str) -> int:
+    return _checked_base(name, input_hw, layers, pooling)[0]
+
+
+def base_cost(cfg: EmbedConfig) -> dict[str, int]:
+    """The conv base's ``params`` (``count_params()``, ``include_top=False``) and ``flops`` (one
+    forward pass of one image at the configured input size), from the same base
+    :func:`validate_config` builds (built once per process and settings)."""
+    r = _resolve(cfg)
+    _, params, flops = _checked_base(r.spec.name, tuple(r.input_hw), tuple(r.layers),
+                                     cfg.pooling)
+    return {"params": params, "flops": flops}
 
 
 def check_config(cfg: EmbedConfig) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from featstore import store
 from featstore.config import ExtractConfig
-from featstore.embed import EmbedConfig, check_config, validate_config
+from featstore.embed import EmbedConfig, base_cost, check_config, validate_config
 from featstore.errors import ConfigError, StoreError
 from featstore.progress import Progress, spark_feed
 
@@ -158,6 +158,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     layout, images_manifest, _, name = preflight(cfg, store_path)
     ecfg = embed_config(cfg)
     info = validate_config(ecfg)  # builds the base (Keras): the embedding width, the backend
+    cost = base_cost(ecfg)  # the same (cached) base: parameters and FLOPs per image
     tid = store.features_id(name)
 
     settings = {k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing",
@@ -233,7 +234,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         ok, errors = _assemble(w, len(chunks), images_manifest)
         seconds = time.perf_counter() - t0
         w.commit(_manifest(spark, info, cfg, name, run_key, images_manifest, ok, errors,
-                           len(chunks), seconds))
+                           len(chunks), seconds, cost))
     return ExtractSummary(str(layout.root), name, ok, errors, info["dim"],
                           time.perf_counter() - t0, chunks_done=len(chunks) - resumed,
                           chunks_resumed=resumed)
@@ -279,7 +280,7 @@ def _assemble(w: store.TableWriter, n_chunks: int,
 
 def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, run_key: str,
               images_manifest: dict[str, Any], ok: int, errors: int, chunks: int,
-              seconds: float) -> dict[str, Any]:
+              seconds: float, cost: dict[str, int] | None = None) -> dict[str, Any]:
     conf = spark.sparkContext.getConf()
     spark_conf = {k: conf.get(k) for k in (
         "spark.executor.resource.gpu.amount", "spark.task.resource.gpu.amount",
@@ -303,6 +304,8 @@ def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, r
         preprocessing=info["preprocessing"],
         precision=info["precision"],
         dim=info["dim"],
+        # the conv base at this input size: parameters, FLOPs per image (featstore.models)
+        base={"params": (cost or {}).get("params"), "flops": (cost or {}).get("flops")},
         counts={"ok": ok, "errors": errors},
         input={"table": "images", "fingerprint": images_manifest["input_fingerprint"],
                "content_fingerprint": images_manifest.get("content_fingerprint"),

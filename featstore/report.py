@@ -86,6 +86,7 @@ ALPHA = 0.05
 #: Section ids and headings of index.html, in order.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Summary"),
+    ("bases", "Which conv base"),  # only when the results / retrieval tables hold >1 base
     ("dimension", "Accuracy against feature dimension"),
     ("train-size", "Accuracy against training-set size"),
     ("confusion", "Confusion matrices of the best models"),
@@ -216,6 +217,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _fmt_int(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{int(value):,}"
 
 
 def _acc_ci(row: pd.Series, model: str) -> str:
@@ -467,6 +473,65 @@ def plot_map(xy: np.ndarray, y: np.ndarray, *, title: str, color_by: str) -> Any
     return fig
 
 
+#: The "Which conv base" plots: (column of featstore.compare.base_table, axis label, log axis,
+#: higher is cheaper) for the costs, (column, axis label) for the scores.
+BASE_COSTS: tuple[tuple[str, str, bool, bool], ...] = (
+    ("params", "parameters", True, False),
+    ("flops", "FLOPs per image", True, False),
+    ("images_per_second", "extraction images/s (measured)", True, True),
+)
+BASE_SCORES: tuple[tuple[str, str], ...] = (
+    ("accuracy", "mean probe accuracy"),
+    ("balanced_accuracy", "mean balanced accuracy"),
+    ("retrieval_top5", "retrieval top-5 accuracy"),
+)
+
+
+def plot_bases(bases: pd.DataFrame) -> Any:
+    """Scores against costs per conv base (featstore.compare.base_table): one labelled scatter
+    per (score, cost), the Pareto front (featstore.compare.pareto_front: cheaper and more
+    accurate is better) drawn as a step line through its bases, which are filled."""
+    from featstore.compare import pareto_front
+
+    scores = [sc for sc in BASE_SCORES if bases[sc[0]].notna().any()]
+    fig, axes = _figure(len(scores) * len(BASE_COSTS), ncols_max=len(BASE_COSTS), w=3.6, h=3.0)
+    panels = [(sc, co) for sc in scores for co in BASE_COSTS]
+    for ax, ((score, score_label), (cost, cost_label, log, higher)) in zip(
+            axes, panels, strict=True):
+        d = bases[bases[score].notna() & bases[cost].notna()]
+        if d.empty:
+            ax.text(0.5, 0.5, f"no {cost_label} recorded", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8)
+        else:
+            x = d[cost].to_numpy(float)
+            y = d[score].to_numpy(float)
+            front = pareto_front(-x if higher else x, y)
+            ax.scatter(x[~front], y[~front], s=28, facecolors="none", edgecolors="C0",
+                       label="dominated")
+            ax.scatter(x[front], y[front], s=32, color="C3", label="Pareto front")
+            order = np.argsort(x[front])
+            ax.plot(x[front][order], y[front][order], color="C3", lw=1, ls="--",
+                    drawstyle="steps-pre" if higher else "steps-post")
+            for xi, yi, name in zip(x, y, d["base"], strict=True):
+                right = len(x) > 1 and xi == x.max()  # the rightmost label ends at its point
+                ax.annotate(name, (xi, yi), xytext=(-3 if right else 3, 3),
+                            textcoords="offset points", fontsize=7,
+                            ha="right" if right else "left")
+            if log and (x > 0).all() and x.max() / x.min() >= 8:  # else minor labels collide
+                from matplotlib.ticker import NullFormatter
+
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^6, 3x10^6... overlap
+            ax.margins(x=0.25, y=0.15)  # room for the labels of the outermost bases
+        ax.set_xlabel(cost_label + (" (higher: cheaper)" if higher else ""), fontsize=8)
+        ax.set_ylabel(score_label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    if axes:
+        axes[0].legend(fontsize=7, loc="best")
+    return fig
+
+
 def representative_curves(ok: pd.DataFrame, summary: pd.DataFrame, *,
                           k: int = MAX_CURVES) -> pd.DataFrame:
     """Up to ``k`` dense fits with a training history, on the summary's feature set of each
@@ -653,6 +718,32 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     else:
         parts["summary"].append(_p("No successful fits in the results table."))
 
+    # --- which conv base (several bases in the results or retrieval tables)
+    from featstore.compare import base_table
+
+    at_group = (ok[(ok["train_size"] == train_size) & (ok["seed"] == seed)]
+                if not ok.empty else ok)
+    bases = base_table(layout.root, at_group)
+    if len(bases) > 1:
+        parts["bases"].append(_table(
+            ["base", "input", "params", "GFLOPs", "images/s", "accuracy", "balanced acc.",
+             "best probe", "retrieval top-5"],
+            [[r.base, r.input_hw, _fmt_int(r.params), _fmt(r.flops / 1e9, 2),
+              _fmt(r.images_per_second, 1), _fmt(r.accuracy), _fmt(r.balanced_accuracy),
+              r.probe, _fmt(r.retrieval_top5)] for r in bases.itertuples(index=False)]))
+        if bases[[c for c, _ in BASE_SCORES]].notna().any().any():
+            add_figure("bases", "which_base", plot_bases(bases),
+                       f"Each conv base's scores against its cost. Accuracy and balanced accuracy: "
+                       f"the best (feature set, probe) pair's mean over attributes of test accuracy "
+                       f"at training size {train_size}, seed {seed} (picked on the test images). "
+                       "Retrieval top-5: top-5 accuracy (a neighbour shares the query's label), "
+                       "mean over attributes, the best of the base's retrieval runs. Parameters "
+                       "and FLOPs per image of the base at its input size, and images/s of its "
+                       "extraction, from the feature set's manifest. Filled and joined: the "
+                       "Pareto front (no other base is both cheaper and more accurate).")
+    else:
+        parts.pop("bases")
+
     # --- accuracy against dimension
     if not ok.empty:
         at_size = ok[(ok["train_size"] == train_size) & (ok["seed"] == seed)]
@@ -748,9 +839,10 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title in SECTIONS)
+    shown = [(sid, title) for sid, title in SECTIONS if sid in parts]
+    nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title in shown)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{"".join(parts[sid])}'
-                   "</section>" for sid, title in SECTIONS)
+                   "</section>" for sid, title in shown)
     meta = (f"Store {layout.root} · results table of {results_manifest.get('created', '?')}: "
             f"{len(ok)} successful and {len(failed)} failed fits, {ok['attribute'].nunique()} "
             f"attributes, models {', '.join(models) or '–'} · report made {created}")

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jobs.train", "fit and evaluate the grid of probes on feature sets (Spark)"),
     "retrieve": ("jobs.retrieve", "nearest-neighbour retrieval metrics of a feature set "
                  "(top-k accuracy/precision, mAP@k)"),
+    "compare": ("jobs.compare", "which conv base: extract, reduce, probe and retrieve several "
+                "bases (conf/compare_bases.yaml)"),
     "report": ("jobs.report", "HTML report of the results table: summary, plots, manifests"),
     "ls": ("jobs.catalog", "list the tables and feature sets of a store"),
     "describe": ("jobs.catalog", "show a table's or feature set's manifest"),

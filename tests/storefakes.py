@@ -37,7 +37,7 @@ def make_store(root: Path, n: int = 12, dim: int = 4, name: str = "toy-avg",
 
 
 def write_feature_set(root: Path, name: str, ids: list[str], splits: list[str],
-                      x: np.ndarray) -> Path:
+                      x: np.ndarray, row_group_size: int | None = None) -> Path:
     layout = store.Layout(root)
     with store.TableWriter(layout, store.features_id(name)) as w:
         for s in sorted(set(splits)):
@@ -47,7 +47,7 @@ def write_feature_set(root: Path, name: str, ids: list[str], splits: list[str],
             table = pa.table({"image_id": [ids[i] for i in rows],
                               "embedding": pa.array([x[i].tolist() for i in rows],
                                                     type=pa.list_(pa.float32()))})
-            pq.write_table(table, part / "part-00000.parquet")
+            pq.write_table(table, part / "part-00000.parquet", row_group_size=row_group_size)
         store.write_errors(w.errors, [])
         w.commit(store.base_manifest("features", name=name, dim=int(x.shape[1]), model="toy",
                                      counts={"ok": len(ids), "errors": 0}))

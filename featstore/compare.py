@@ -1,0 +1,206 @@
+"""Which conv base? The base-comparison study (``featstore compare``, conf/compare_bases.yaml).
+
+For each base of ``compare.bases``: extract (featstore.extract) -> reduce (featstore.reduce) ->
+retrieval (featstore.retrieval); then one grid of probes (featstore.train.grid) over every base's
+reduced sets. Every stage is the library's own and resumes the way it always does (a committed
+feature set with the same settings, a finished grid cell, a committed retrieval run are
+skipped), so a re-run after a failure, or with one more base, does only what is missing.
+
+:func:`base_table` reads the outcome back from the store: one row per base with its cost
+(parameters and FLOPs per image from the extract manifest, measured extraction images/s) and its
+scores (mean probe accuracy and balanced accuracy over attributes, retrieval top-5);
+:func:`pareto_front` marks the bases no other base beats on both cost and score. The report's
+"Which conv base" section (featstore/report.py) plots them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from featstore import store
+from featstore.errors import ConfigError, StoreError
+
+logger = logging.getLogger(__name__)
+
+RETRIEVE_ON = ("raw", "reduced", "all")
+#: the retrieval row the study reads: k and target
+RETRIEVAL_K = 5
+RETRIEVAL_TARGET = "mean"
+
+
+def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
+    """Boolean mask of the points on the Pareto front when a lower ``cost`` and a higher
+    ``score`` are better: a point is on it when no other point has a cost <= and a score >=
+    with at least one strictly better. Points with a NaN cost or score are never on it (and
+    never dominate)."""
+    c = np.asarray(cost, dtype=float)
+    s = np.asarray(score, dtype=float)
+    if c.shape != s.shape or c.ndim != 1:
+        raise ValueError(f"cost and score must be 1-d of one length, got {c.shape}, {s.shape}")
+    valid = ~(np.isnan(c) | np.isnan(s))
+    front = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = valid & (c <= c[i]) & (s >= s[i]) & ((c < c[i]) | (s > s[i]))
+        if others.any():
+            front[i] = False
+    return front
+
+
+def check_bases(cfg: Any) -> tuple[str, ...]:
+    """The study's bases, checked without Spark or Keras (names, input size, weights, layers:
+    :func:`featstore.embed.check_config`). Raises one ConfigError line."""
+    from featstore.embed import check_config
+    from featstore.extract import embed_config
+
+    bases = tuple(b.strip().lower() for b in cfg.compare.bases if b.strip())
+    if not bases:
+        raise ConfigError("compare.bases is empty: name the conv bases to compare, e.g. "
+                          "--bases vgg16,resnet50 (see conf/compare_bases.yaml)")
+    if len(set(bases)) != len(bases):
+        raise ConfigError(f"compare.bases names a base twice: {', '.join(bases)}")
+    if cfg.compare.retrieve_on not in RETRIEVE_ON:
+        raise ConfigError(f"compare.retrieve_on must be one of {', '.join(RETRIEVE_ON)}, got "
+                          f"{cfg.compare.retrieve_on!r}")
+    if cfg.extract.feature_set:
+        raise ConfigError("extract.feature_set must be empty for a study: each base's set is "
+                          "named after its settings")
+    for b in bases:
+        check_config(embed_config(replace(cfg.extract, model=b)))
+    return bases
+
+
+def plan_compare(cfg: Any, store_path: str) -> tuple[str, ...]:
+    """:func:`check_bases`, then each base's extract preflight against the store (a committed
+    images table): everything checked before Spark starts. Returns the bases."""
+    from featstore.extract import preflight
+
+    bases = check_bases(cfg)
+    for b in bases:
+        preflight(replace(cfg.extract, model=b), store_path)
+    return bases
+
+
+@dataclass(frozen=True)
+class CompareSummary:
+    store: str
+    bases: tuple[str, ...]
+    feature_sets: dict[str, tuple[str, ...]]  # base -> its raw set, then its reduced sets
+    grid_cells: int
+    retrieval_runs: int
+    seconds: float
+
+
+def run_compare(spark: Any, cfg: Any, store_path: str) -> CompareSummary:
+    """The study (module docstring) with the settings of ``cfg`` (a featstore.config.Config).
+    Every base is checked first (:func:`check_bases` and each extract's preflight), so a bad
+    name or a store without images fails before any Spark work."""
+    from featstore.extract import extract
+    from featstore.reduce import reduce
+    from featstore.retrieval import plan_retrieve, retrieve, summary_line
+    from featstore.train.grid import run_grid
+
+    t0 = time.perf_counter()
+    bases = plan_compare(cfg, store_path)
+    sets: dict[str, tuple[str, ...]] = {}
+    runs = 0
+    for i, b in enumerate(bases, 1):
+        logger.info("base %d/%d: %s", i, len(bases), b)
+        ex = extract(spark, replace(cfg.extract, model=b), store_path)
+        red = reduce(spark, replace(cfg.reduce, feature_set=ex.feature_set), store_path)
+        reduced = tuple(r.name for r in sorted(red.sets, key=lambda r: r.dim))
+        sets[b] = (ex.feature_set, *reduced)
+        on = {"raw": (ex.feature_set,), "reduced": reduced, "all": sets[b]}[cfg.compare.retrieve_on]
+        for name in on:
+            s = retrieve(plan_retrieve(replace(cfg.retrieve, feature_set=name), store_path))
+            logger.info("%s", summary_line(s))
+            runs += 1
+    probed = cfg.train.feature_sets or tuple(n for b in bases for n in sets[b][1:])
+    g = run_grid(spark, store_path, replace(cfg.train, feature_sets=tuple(probed)))
+    return CompareSummary(str(store.open_store(store_path).root), bases, sets, g.cells, runs,
+                          time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- reading back
+
+
+def base_of(store_path: str | Any, name: str) -> tuple[str, dict[str, Any]] | None:
+    """(conv base, the extract manifest) a feature set comes from: itself, or the source of a
+    reduced set. None when no committed manifest says."""
+    seen: set[str] = set()
+    while name not in seen:
+        seen.add(name)
+        try:
+            m = store.feature_set_manifest(store_path, name)
+        except StoreError:
+            return None
+        source = m.get("source") if isinstance(m.get("source"), dict) else None
+        if m.get("reducer") and source and source.get("name"):
+            name = source["name"]
+            continue
+        return (str(m["model"]), m) if m.get("model") else None
+    return None
+
+
+def _retrieval_rows(store_path: str | Any) -> pd.DataFrame:
+    from featstore.retrieval import read_retrieval
+
+    frames = [read_retrieval(store_path, t["id"].partition("/")[2])
+              for t in store.list_tables(store_path) if t["id"].startswith("retrieval/")]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
+    """One row per conv base found in ``ok`` (the successful results rows) or in the retrieval
+    tables: ``base``, ``params``, ``flops``, ``images_per_second`` (extract manifest), the best
+    mean over attributes of a (feature set, probe) pair's test ``accuracy`` and
+    ``balanced_accuracy`` (with that pair in ``probe``), and the best ``retrieval_top5`` (top-5
+    accuracy, mean over attributes) of the base's retrieval runs."""
+    sets = set(ok["feature_set"].dropna().unique()) if not ok.empty else set()
+    ret = _retrieval_rows(store_path)
+    if not ret.empty:
+        ret = ret[(ret["k"] == RETRIEVAL_K) & (ret["target"] == RETRIEVAL_TARGET)]
+        sets |= set(ret["feature_set"].unique())
+    owner: dict[str, str] = {}
+    costs: dict[str, dict[str, Any]] = {}
+    for name in sorted(sets):
+        found = base_of(store_path, name)
+        if found is None:
+            continue
+        b, m = found
+        owner[name] = b
+        cost = m.get("base") if isinstance(m.get("base"), dict) else {}
+        timing = m.get("timing") if isinstance(m.get("timing"), dict) else {}
+        costs.setdefault(b, {"params": cost.get("params"), "flops": cost.get("flops"),
+                             "images_per_second": timing.get("images_per_second"),
+                             "input_hw": "x".join(map(str, m.get("input_hw") or []))})
+    rows = []
+    for b in sorted(costs):
+        row: dict[str, Any] = {"base": b, **costs[b], "accuracy": np.nan,
+                               "balanced_accuracy": np.nan, "probe": "", "retrieval_top5": np.nan}
+        mine = ok[ok["feature_set"].map(owner.get) == b] if not ok.empty else ok
+        if not mine.empty:
+            per = mine.groupby(["feature_set", "model"], as_index=False).agg(
+                accuracy=("accuracy", "mean"), balanced_accuracy=("balanced_accuracy", "mean"))
+            best = per.sort_values(["accuracy", "feature_set", "model"],
+                                   ascending=[False, True, True]).iloc[0]
+            row.update(accuracy=float(best["accuracy"]),
+                       balanced_accuracy=float(per["balanced_accuracy"].max()),
+                       probe=f"{best['model']} on {best['feature_set']}")
+        if not ret.empty:
+            r = ret[ret["feature_set"].map(owner.get) == b]["top_k_accuracy"].dropna()
+            if len(r):
+                row["retrieval_top5"] = float(r.max())
+        rows.append(row)
+    cols = ["base", "input_hw", "params", "flops", "images_per_second", "accuracy",
+            "balanced_accuracy", "probe", "retrieval_top5"]
+    out = pd.DataFrame(rows, columns=cols)
+    for c in ("params", "flops", "images_per_second"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    return out

@@ -1,0 +1,90 @@
+"""The base-comparison study: the Pareto front, the command's bad input, the report section."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from featstore import store
+from featstore.compare import base_table, pareto_front
+from featstore.config import load_config, packaged_configs
+from tests.conftest import JOB_FS, REPO
+
+STUDY_BASES = ("vgg16", "resnet50", "mobilenetv2", "efficientnetb0", "inceptionv3", "xception",
+               "densenet121")
+
+
+def test_pareto_front_on_a_constructed_case():
+    # cost, score: a (1, .5) and c (3, .9) are on the front; b (2, .4) is beaten by a;
+    # d (3, .8) by c; e (1, .5) ties a (neither dominates); f has no cost
+    cost = [1, 2, 3, 3, 1, np.nan]
+    score = [0.5, 0.4, 0.9, 0.8, 0.5, 0.99]
+    assert pareto_front(cost, score).tolist() == [True, False, True, False, True, False]
+
+
+def test_compare_bases_yaml_is_packaged_and_lists_the_study():
+    assert "compare_bases.yaml" in packaged_configs()
+    cfg = load_config("compare_bases.yaml")
+    assert set(STUDY_BASES) <= set(cfg.compare.bases) and cfg.reduce.dims and 5 in cfg.retrieve.k
+
+
+def test_unknown_base_is_one_line_before_spark(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "compare", "--store", str(tmp_path / "s"),
+         "--bases", "mobilenetv2,vgg17", "--set", "extract.weights=random"],
+        capture_output=True, text=True, cwd=REPO, timeout=60)
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert (proc.returncode, len(lines), lines[0].startswith("featstore: error: unknown model "
+                                                               "'vgg17'")) == (2, 1, True)
+
+
+@pytest.fixture(scope="module")
+def two_base_store(spark, job_store, tmp_path_factory):
+    """A copy of job_store (mobilenetv2 at 32x32) with the study run for a second base: the
+    mobilenetv2 set, its PCA and the grid cell are resumed, efficientnetb0 is new."""
+    from jobs import compare as compare_job
+
+    root = tmp_path_factory.mktemp("compare") / "store"
+    shutil.copytree(job_store, root)
+    assert compare_job.main([
+        "--store", str(root), "--bases", "mobilenetv2,efficientnetb0", "--dims", "4",
+        "--set", "extract.weights=random", "--set", "extract.input_size=32x32",
+        "--set", "extract.batch_size=8", "--set", "compare.retrieve_on=reduced",
+        "--set", "train.attributes=Smiling,Male", "--set", "train.models=lasso",
+        "--set", "train.folds=3", "--set", "train.save_models=true",
+        "--set", "retrieve.backend=numpy", "--set", "retrieve.k=1,5"], spark=spark) == 0
+    return root
+
+
+def test_study_records_cost_and_reads_back_per_base(two_base_store):
+    from featstore.report import ok_rows
+
+    ok = ok_rows(store.read_results(two_base_store))
+    table = base_table(two_base_store, ok).set_index("base")
+    assert sorted(ok["feature_set"].unique()) == sorted(
+        [f"{JOB_FS}-pca4", "efficientnetb0-top_activation-avg-32x32-random0-pca4"])
+    manifest = store.feature_set_manifest(
+        two_base_store, "efficientnetb0-top_activation-avg-32x32-random0")
+    assert manifest["base"]["params"] == int(table.loc["efficientnetb0", "params"]) > 0
+    assert table[["flops", "images_per_second", "accuracy", "retrieval_top5"]].notna().all().all()
+
+
+def test_report_has_the_which_base_section(two_base_store, tmp_path):
+    from featstore.report import build_report
+
+    rep = build_report(two_base_store, tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    section = re.search(r'<section id="bases">(.*?)</section>', page, re.S)
+    assert "which_base" in rep.figures and section and "efficientnetb0" in section.group(1)
+
+
+def test_report_of_one_base_has_no_which_base_section(job_store, tmp_path):
+    from featstore.report import build_report
+
+    build_report(job_store, tmp_path / "report")
+    assert 'id="bases"' not in (tmp_path / "report" / "index.html").read_text()
