@@ -100,3 +100,34 @@ def job_store(spark, tmp_path_factory) -> Path:
     """One store built by the real jobs for the whole suite: read it, never change it (copy it
     with ``shutil.copytree`` first)."""
     return build_job_store(spark, tmp_path_factory.mktemp("job-store"))
+
+
+def kill_job_when(cmd: list[str], staging: Path, pattern: str, *, timeout: float = 240,
+                  ) -> list[Path]:
+    """Start a job (its own session: driver, JVM, Python workers), wait until ``staging``
+    holds a file matching ``pattern``, then SIGKILL the whole process group. Returns the files
+    matched. Fails the test if the job ends first or nothing matches within ``timeout``."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    found: list[Path] = []
+    while time.time() < deadline and proc.poll() is None:
+        found = list(staging.glob(pattern))
+        if found:
+            break
+        time.sleep(0.1)
+    if proc.poll() is not None:
+        pytest.fail(f"the job ended before it could be killed: "
+                    f"{proc.stdout.read().decode()[-2000:]}")
+    if not found:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"nothing matched {pattern} within {timeout:.0f} s")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    return found

@@ -5,11 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from featstore import store
 from featstore.sources.synthetic import generate
 from jobs import extract as extract_job
 from jobs import ingest as ingest_job
+from tests.conftest import kill_job_when
 
 REPO = Path(__file__).resolve().parents[1]
 N = 20
@@ -200,25 +199,11 @@ def test_killed_run_commits_nothing_and_rerun_resumes(spark, celeba_store, tmp_p
     """SIGKILL the job (driver and JVM) after its first chunk; nothing is committed; the re-run
     resumes from the staged chunk and writes every image exactly once."""
     name = "killed"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     cmd = [sys.executable, str(REPO / "jobs" / "extract.py"), "--store", str(celeba_store),
            *MODEL, "--weights", "random", "--feature-set", name, "--master", "local[1]",
            "--set", "extract.chunk_rows=5"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
     staging = store.Layout(celeba_store).staging
-    deadline = time.time() + 240
-    done: list[Path] = []
-    while time.time() < deadline and proc.poll() is None:
-        done = list(staging.glob(f"features__{name}-*/chunks/chunk-*/_SUCCESS"))
-        if done:
-            break
-        time.sleep(0.2)
-    if proc.poll() is not None:
-        pytest.fail(f"job ended before it could be killed: {proc.stdout.read().decode()[-2000:]}")
-    assert done, "no chunk finished within 240 s"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_job_when(cmd, staging, f"features__{name}-*/chunks/chunk-*/_SUCCESS")
 
     assert not store.Layout(celeba_store).features(name).exists()
     assert name not in [t["name"] for t in store.list_tables(celeba_store)]

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import pytest
 from featstore import store
 from featstore.errors import StoreError
 from jobs.cli import main as cli_main
-from tests.conftest import JOB_FS
+from tests.conftest import JOB_FS, kill_job_when
 
 REPO = Path(__file__).resolve().parents[1]
 V1_FIXTURE = REPO / "tests" / "data" / "store_v1.tar.gz"  # made by featstore before layout 2
@@ -141,22 +139,8 @@ def test_train_overwrite_killed_mid_grid_keeps_the_old_results(job_store, tmp_pa
     cmd = [sys.executable, str(REPO / "jobs" / "train.py"), "--store", str(root),
            "--feature-sets", f"{JOB_FS}-pca4", "--attributes", attrs, "--models", "lasso",
            "--set", "train.folds=3", "--overwrite", "--master", "local[1]"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYSPARK_PYTHON": sys.executable},
-                            start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
     staging = store.Layout(root).staging
-    deadline = time.time() + 240
-    fitted: list[Path] = []
-    while time.time() < deadline and proc.poll() is None:
-        fitted = list(staging.glob("results-*/cells/*.parquet"))
-        if fitted:
-            break
-        time.sleep(0.1)
-    if proc.poll() is not None:
-        pytest.fail(f"train ended before it could be killed: {proc.stdout.read().decode()[-2000:]}")
-    assert fitted, "no fit finished within 240 s"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_job_when(cmd, staging, "results-*/cells/*.parquet")  # after the first fit
 
     after = store.read_results(root).sort_values("cell").reset_index(drop=True)
     assert after[["cell", "attribute", "status", "accuracy"]].equals(
