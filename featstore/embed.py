@@ -334,8 +334,8 @@ def check_config(cfg: EmbedConfig) -> dict[str, Any]:
     from featstore import modelspecs
 
     r = _resolve(cfg)
-    modelspecs.check_layers_static(r.spec, r.layers)
-    return _settings(cfg, r)
+    checked = modelspecs.check_layers_static(r.spec, r.layers)
+    return {**_settings(cfg, r), "layers_checked": checked}
 
 
 def _settings(cfg: EmbedConfig, r: _Resolved) -> dict[str, Any]:
@@ -440,6 +440,21 @@ class Embedder:
     def describe(self) -> dict[str, Any]:
         """What made these embeddings, for the feature-set manifest."""
         return _describe(self.config, self._resolved, self._dim)
+
+    @functools.cached_property
+    def facts(self) -> dict[str, Any]:
+        """What the extract job's manifest records of the network that ran, measured on this
+        model (so the driver need not build it): the embedding width, the backend and Keras
+        version, and the conv base's ``params`` and ``flops`` per image (the part of it up to
+        the extracted layers, at the configured input size: :func:`featstore.models.count_flops`)."""
+        import keras
+
+        from featstore import models
+
+        base = self.model.get_layer(f"{self._spec.name}_features")
+        return {"dim": self._dim, "backend": keras.backend.backend(),
+                "keras_version": keras.version(), "params": int(base.count_params()),
+                "flops": int(models.count_flops(base))}
 
     # -- model side
 

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featstore import store
+from featstore import modelspecs, store
 from featstore.config import ExtractConfig
 from featstore.embed import EmbedConfig, base_cost, check_config, validate_config
 from featstore.errors import ConfigError, StoreError
@@ -50,6 +50,7 @@ class ExtractSummary:
     skipped: bool = False
     chunks_done: int = 0
     chunks_resumed: int = 0
+    timing: Timing | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -152,25 +153,24 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from featstore.udf import make_embed_udf
+    from featstore.udf import StatsParam, make_embed_udf
 
     t0 = time.perf_counter()
-    layout, images_manifest, _, name = preflight(cfg, store_path)
+    layout, images_manifest, info, name = preflight(cfg, store_path)
     ecfg = embed_config(cfg)
-    info = validate_config(ecfg)  # builds the base (Keras): the embedding width, the backend
-    cost = base_cost(ecfg)  # the same (cached) base: parameters and FLOPs per image
+    # No model on the driver: the layer names were checked against the generated table, and
+    # the workers report the width, parameters and FLOPs of the model they built. Only when the
+    # table cannot say (another Keras version) is the base built here to check the names.
+    if not info.pop("layers_checked", False):
+        validate_config(ecfg)
+    info["backend"] = modelspecs.keras_backend()
     tid = store.features_id(name)
-
-    settings = {k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing",
-                                     "precision", "dim")}
-    settings["weights_sha256"] = info["weights_sha256"]
-    settings["weights_source"] = info["weights_source"]
-    settings["seed"] = cfg.seed
-    run_key = store.fingerprint([images_manifest["input_fingerprint"],
-                                 json.dumps(settings, sort_keys=True, default=str)])
+    run_key = _run_key(images_manifest, info, cfg.seed)
+    cpu_threads = cfg.cpu_threads or int(spark.conf.get("spark.task.cpus", "1"))
 
     existing = store.read_manifest(layout, tid)
-    if existing is not None and existing.get("run_key") == run_key and not cfg.overwrite:
+    if existing is not None and not cfg.overwrite and existing.get("run_key") in (
+            run_key, _run_key(images_manifest, info, cfg.seed, existing.get("dim"))):
         logger.info("feature set %s is already committed with these settings; nothing to do", name)
         c = existing["counts"]
         return ExtractSummary(str(layout.root), name, c["ok"], c["errors"], existing["dim"],
@@ -186,15 +186,19 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
                                   cfg.chunk_rows)
             store.write_json(plan_path, {"run_key": run_key, "chunks": chunks})
 
+        if cfg.warmup:
+            _start_warmup(spark, ecfg, cpu_threads, info)
         w.set_spark_conf("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
-        cpu_threads = int(spark.conf.get("spark.task.cpus", "1"))
         embedded = spark.sparkContext.accumulator(0)  # rows through the model: the progress
+        worker_stats = spark.sparkContext.accumulator({}, StatsParam())  # timings, base facts
         embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"],
-                                   weights_sha256=info["weights_sha256"], counter=embedded)
+                                   weights_sha256=info["weights_sha256"], counter=embedded,
+                                   stats=worker_stats)
         images = spark.read.parquet(store.spark_uri(layout.images))
         parallelism = spark.sparkContext.defaultParallelism
         resumed = resumed_rows = 0
         bar = Progress("extract", sum(c[2] for c in chunks), "images")
+        t_pass = time.perf_counter()
         for k, (first, last, rows) in enumerate(chunks):
             chunk_dir = w.chunk(k)
             if (chunk_dir / "_SUCCESS").is_file():
@@ -226,18 +230,119 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
                 raise
             finally:
                 out.unpersist()
+            _save_facts(w, worker_stats.value.get("base"))
             dt = time.perf_counter() - tc
             logger.info("chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors", k + 1,
                         len(chunks), rows, dt, rows / dt if dt else 0.0, len(bad))
 
         bar.close()
+        t_commit = time.perf_counter()
+        facts = _load_facts(w) or _driver_facts(ecfg)
+        info.update(dim=facts["dim"], keras_version=facts.get("keras_version"))
         ok, errors = _assemble(w, len(chunks), images_manifest)
+        timing = Timing(driver={"plan": t_pass - t0, "pass": t_commit - t_pass},
+                        workers={k: v for k, v in worker_stats.value.items()
+                                 if k != "base"})
+        timing.driver["commit"] = time.perf_counter() - t_commit  # all but the final rename
         seconds = time.perf_counter() - t0
         w.commit(_manifest(spark, info, cfg, name, run_key, images_manifest, ok, errors,
-                           len(chunks), seconds, cost))
+                           len(chunks), seconds, facts, timing))
+    timing.driver["commit"] = time.perf_counter() - t_commit
     return ExtractSummary(str(layout.root), name, ok, errors, info["dim"],
                           time.perf_counter() - t0, chunks_done=len(chunks) - resumed,
-                          chunks_resumed=resumed)
+                          chunks_resumed=resumed, timing=timing)
+
+
+def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[str, Any]) -> None:
+    """One warm-up task per task slot (:func:`featstore.udf.warm_worker`), as a Spark job on a
+    background thread: the extract's own jobs queue behind its short tasks."""
+    import threading
+
+    from featstore.udf import make_warm_udf
+
+    sc = spark.sparkContext
+    slots = max(1, sc.defaultParallelism // max(1, int(spark.conf.get("spark.task.cpus", "1"))))
+    warm = make_warm_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"],
+                         weights_sha256=info["weights_sha256"])
+
+    def run() -> None:
+        try:
+            pids = [r[0] for r in spark.range(0, slots, 1, slots).select(warm("id")).collect()]
+            logger.debug("warm-up started in %d Python workers", len(set(pids)))
+        except Exception as exc:  # only a head start: the extract itself reports failures
+            logger.debug("warm-up job failed: %s", exc)
+
+    threading.Thread(target=run, name="featstore-warmup", daemon=True).start()
+
+
+def _run_key(images_manifest: dict[str, Any], info: dict[str, Any], seed: int,
+             dim: int | None = None) -> str:
+    """The settings' fingerprint: a committed set with the same key is not extracted again.
+    Keys written before the width was measured by the workers also held ``dim`` (a function
+    of the other settings): ``dim`` = the committed set's recomputes such a key."""
+    settings = {k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing",
+                                     "precision")}
+    if dim is not None:
+        settings["dim"] = dim
+    settings["weights_sha256"] = info["weights_sha256"]
+    settings["weights_source"] = info["weights_source"]
+    settings["seed"] = seed
+    return store.fingerprint([images_manifest["input_fingerprint"],
+                              json.dumps(settings, sort_keys=True, default=str)])
+
+
+FACTS = "_base.json"
+
+
+def _save_facts(w: store.TableWriter, facts: dict[str, Any] | None) -> None:
+    """Keep what the workers measured of the network beside the staged chunks (a resumed run
+    whose chunks are all done runs no task)."""
+    if facts and not (w.staging / FACTS).is_file():
+        store.write_json(w.staging / FACTS, facts)
+
+
+def _load_facts(w: store.TableWriter) -> dict[str, Any] | None:
+    path = w.staging / FACTS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _driver_facts(ecfg: EmbedConfig) -> dict[str, Any]:
+    """The same facts measured on the driver (builds the base): only when no task ran, i.e. an
+    images table with no images."""
+    import keras
+
+    d = validate_config(ecfg)
+    return {"dim": d["dim"], "keras_version": keras.version(), **base_cost(ecfg)}
+
+
+@dataclass
+class Timing:
+    """Where an extract's time went: the driver's wall clock per phase (``plan``: checks, the
+    plan, the UDF; ``pass``: the Spark jobs of every chunk; ``commit``) and the workers' summed
+    timings (:data:`featstore.udf.TIMINGS`, ``tasks``)."""
+
+    driver: dict[str, float]
+    workers: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"driver": {k: round(v, 3) for k, v in self.driver.items()},
+                "workers": {k: round(v, 3) for k, v in self.workers.items()}}
+
+    def line(self) -> str:
+        """``workers: model 84%, decode wait 3%, ... of 61.2 task-s; driver: plan 1.1 s, ...``"""
+        wk = self.workers
+        total = wk.get("task_s", 0.0)
+        parts = []
+        if total > 0:
+            shares = {"model": wk.get("model_s", 0.0), "decode wait": wk.get("decode_wait_s", 0.0),
+                      "Spark input": wk.get("input_s", 0.0), "Spark output": wk.get("output_s", 0.0),
+                      "worker start": wk.get("start_s", 0.0)}
+            shares["other"] = max(0.0, total - sum(shares.values()))
+            parts.append("workers: " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
+                         + f" of {total:.1f} task-s in {int(wk.get('tasks', 0))} tasks"
+                         + f" (decode {wk.get('decode_s', 0.0):.1f} s on its own thread)")
+        parts.append("driver: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.driver.items()))
+        return "; ".join(parts)
 
 
 def _chunk_errors(w: store.TableWriter, k: int) -> Path:
@@ -280,7 +385,8 @@ def _assemble(w: store.TableWriter, n_chunks: int,
 
 def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, run_key: str,
               images_manifest: dict[str, Any], ok: int, errors: int, chunks: int,
-              seconds: float, cost: dict[str, int] | None = None) -> dict[str, Any]:
+              seconds: float, cost: dict[str, Any] | None = None,
+              timing: Timing | None = None) -> dict[str, Any]:
     conf = spark.sparkContext.getConf()
     spark_conf = {k: conf.get(k) for k in (
         "spark.executor.resource.gpu.amount", "spark.task.resource.gpu.amount",
@@ -304,7 +410,8 @@ def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, r
         preprocessing=info["preprocessing"],
         precision=info["precision"],
         dim=info["dim"],
-        # the conv base at this input size: parameters, FLOPs per image (featstore.models)
+        # the conv base at this input size, as the workers built it (up to the extracted
+        # layers): parameters, FLOPs per image (featstore.models.count_flops)
         base={"params": (cost or {}).get("params"), "flops": (cost or {}).get("flops")},
         counts={"ok": ok, "errors": errors},
         input={"table": "images", "fingerprint": images_manifest["input_fingerprint"],
@@ -314,7 +421,8 @@ def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, r
         spark={"master": spark.sparkContext.master, "version": spark.version,
                "conf": spark_conf},
         timing={"seconds": round(seconds, 2),
-                "images_per_second": round(expected / seconds, 2) if seconds else None},
+                "images_per_second": round(expected / seconds, 2) if seconds else None,
+                **(timing.as_dict() if timing else {})},
         chunks=chunks,
     )
 

@@ -425,6 +425,28 @@ def installed_keras_version() -> str | None:
         return None
 
 
+def keras_backend() -> str:
+    """The backend Keras runs (or will run) on in this process, without importing Keras: the
+    running one when Keras is imported; else ``KERAS_BACKEND``, else ``keras.json``'s
+    ``backend`` in ``KERAS_HOME`` (default ``~/.keras``), else ``tensorflow`` — the order Keras
+    itself reads them in (keras/src/backend/config.py)."""
+    import os
+    import sys
+
+    if "keras" in sys.modules:
+        import keras
+
+        return str(keras.backend.backend())
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as fh:
+            return str(json.load(fh).get("backend") or "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
 @functools.lru_cache(maxsize=1)
 def _layer_table() -> dict[str, Any]:
     try:

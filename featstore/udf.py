@@ -21,10 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
+from pyspark.accumulators import AccumulatorParam
 
 from featstore.embed import EmbedConfig
 from featstore.errors import ConfigError
@@ -98,41 +100,130 @@ def use_backend(backend: str | None) -> None:
             "or run the driver with the workers' backend")
 
 
+#: The workers' timings an extract task adds to the job's stats accumulator (seconds, summed
+#: over tasks): ``start`` (backend import and model build, once per Python worker), ``input``
+#: (waiting for Spark's next Arrow batch), ``decode_wait`` (the model side waiting for decoded
+#: images), ``model`` (forward passes), ``output`` (Spark taking a result batch), ``task`` (the
+#: whole UDF). ``decode`` is the decoder's busy time, on its own thread (overlaps the model).
+TIMINGS = ("start_s", "input_s", "decode_s", "decode_wait_s", "model_s", "output_s", "task_s")
+
+
+class StatsParam(AccumulatorParam):
+    """A Spark accumulator of dicts: numbers are summed; other values (``base``: what the
+    workers measured of the network, the same in every task) keep the first one seen."""
+
+    def zero(self, value: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def addInPlace(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        for k, v in (b or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                a[k] = a.get(k, 0) + v
+            elif v is not None:
+                a.setdefault(k, v)
+        return a
+
+
 def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
                   cpu_threads: int = 0, backend: str | None = None,
-                  weights_sha256: str | None = None, counter: Any = None
-                  ) -> Iterator[pd.DataFrame]:
+                  weights_sha256: str | None = None, counter: Any = None,
+                  stats: Any = None) -> Iterator[pd.DataFrame]:
     """The UDF body, runnable without Spark: Series of JPEG bytes -> DataFrame(embedding, error).
 
     ``backend``: the Keras backend to run on (the driver's; see :func:`use_backend`).
     ``weights_sha256``: the weights file's content hash the driver recorded; it keys the
     worker's embedder cache, so a weights file rewritten between two runs is loaded again.
     ``counter``: a Spark accumulator that gets the rows of each batch done (the driver's
-    progress bar)."""
+    progress bar). ``stats``: a :class:`StatsParam` accumulator that gets this task's
+    :data:`TIMINGS`, ``tasks`` and ``base`` (:attr:`featstore.embed.Embedder.facts`)."""
+    t_task = time.perf_counter()
     use_backend(backend)
     pin_gpu()
     limit_cpu_threads(cpu_threads)
     from featstore.embed import get_embedder
 
     embedder = get_embedder(cfg, weights_sha256)
+    start_s = time.perf_counter() - t_task
+    before = embedder.stats.as_dict()
     pending: list[int] = []
+    waited = {"input_s": 0.0, "output_s": 0.0}
 
     def contents() -> Iterator[list[bytes | None]]:
-        for series in batches:
+        it = iter(batches)
+        while True:
+            t = time.perf_counter()
+            series = next(it, None)
+            waited["input_s"] += time.perf_counter() - t
+            if series is None:
+                return
             pending.append(len(series))
             yield [None if v is None else bytes(v) for v in series]
 
-    for result in embedder.embed_iter(contents()):
-        n = pending.pop(0)
-        emb: list[Any] = [None] * n
-        err: list[Any] = [None] * n
-        for row, pos in enumerate(result.ok_index):
-            emb[int(pos)] = result.embeddings[row]
-        for pos, reason in result.errors:
-            err[int(pos)] = reason
-        yield pd.DataFrame({"embedding": emb, "error": err})
-        if counter is not None:
-            counter.add(n)
+    try:
+        for result in embedder.embed_iter(contents()):
+            n = pending.pop(0)
+            emb: list[Any] = [None] * n
+            err: list[Any] = [None] * n
+            for row, pos in enumerate(result.ok_index):
+                emb[int(pos)] = result.embeddings[row]
+            for pos, reason in result.errors:
+                err[int(pos)] = reason
+            t = time.perf_counter()
+            yield pd.DataFrame({"embedding": emb, "error": err})
+            waited["output_s"] += time.perf_counter() - t
+            if counter is not None:
+                counter.add(n)
+    finally:
+        if stats is not None:
+            after = embedder.stats.as_dict()
+            # the input wait happens inside the decoder's read-ahead: not the decoder's fault
+            decode_wait = after["decode_wait_s"] - before["decode_wait_s"] - waited["input_s"]
+            stats.add({"tasks": 1, "start_s": start_s, **waited,
+                       "decode_s": after["decode_s"] - before["decode_s"],
+                       "decode_wait_s": max(0.0, decode_wait),
+                       "model_s": after["model_s"] - before["model_s"],
+                       "task_s": time.perf_counter() - t_task, "base": embedder.facts})
+
+
+def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = None,
+                weights_sha256: str | None = None, hold_s: float = 0.5) -> int:
+    """A warm-up task: start building this Python worker's embedder on a background thread
+    and return (after ``hold_s``, so that the job's other warm-up tasks land on other
+    workers). The worker is reused (``spark.python.worker.reuse``) by the extract tasks that
+    follow, whose :func:`featstore.embed.get_embedder` then waits for this build instead of
+    starting one: backend import and model build overlap the driver's planning and the input
+    shuffle. A build that fails here is only logged; the extract task builds again and reports
+    the error itself. Returns the worker's pid."""
+    import threading
+
+    use_backend(backend)
+    pin_gpu()
+    limit_cpu_threads(cpu_threads)
+    from featstore.embed import get_embedder
+
+    def build() -> None:
+        try:
+            get_embedder(cfg, weights_sha256)
+        except Exception as exc:  # the extract task reports it
+            logger.debug("warm-up build failed: %s", exc)
+
+    threading.Thread(target=build, name="featstore-warmup", daemon=True).start()
+    time.sleep(hold_s)
+    return os.getpid()
+
+
+def make_warm_udf(cfg: EmbedConfig, *, cpu_threads: int = 0, backend: str | None = None,
+                  weights_sha256: str | None = None) -> Any:
+    """:func:`warm_worker` as a pandas UDF ``long -> long`` (the pid). A pandas UDF, not an RDD
+    task: Spark keeps separate pools of Python workers for the two, and only a worker of the SQL
+    pool is reused by the extract UDF."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("long")  # type: ignore[call-overload]
+    def warm_udf(ids: pd.Series) -> pd.Series:
+        return ids.map(lambda _: warm_worker(cfg, cpu_threads, backend, weights_sha256))
+
+    return warm_udf
 
 
 EMBED_RESULT_DDL = "embedding array<float>, error string"
@@ -140,7 +231,7 @@ EMBED_RESULT_DDL = "embedding array<float>, error string"
 
 def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
                    backend: str | None = None, weights_sha256: str | None = None,
-                   counter: Any = None) -> Any:
+                   counter: Any = None, stats: Any = None) -> Any:
     """A pandas UDF ``content binary -> struct<embedding array<float>, error string>``.
 
     ``df.withColumn("out", make_embed_udf(cfg)("content"))``; rows whose image cannot be decoded
@@ -149,6 +240,7 @@ def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
 
     @pandas_udf(EMBED_RESULT_DDL)  # type: ignore[call-overload]
     def embed_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256, counter)
+        yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256, counter,
+                                 stats)
 
     return embed_udf

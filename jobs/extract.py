@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,16 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         print(f"dry run: nothing was run or written -> {store.Layout(p.store).features(p.feature_set)}")
         return EXIT_OK
     preflight(cfg.extract, cfg.store)  # settings, store, model, weights: before Spark starts
+    t = time.perf_counter()
     session = SparkProvider(args, spark)(cfg)
+    started = time.perf_counter() - t
     s = extract(session, cfg.extract, cfg.store)
     verb = "already extracted" if s.skipped else "extracted"
     print(f"{verb}: {s.feature_set} ({s.dim} floats) for {s.ok:,} images, {s.errors:,} errors, "
           f"{s.seconds:.1f} s ({s.images_per_second:,.1f} img/s) -> "
           f"{store.Layout(s.store).features(s.feature_set)}")
+    if s.timing is not None:
+        print(f"extract time: Spark start {started:.1f} s; {s.timing.line()}")
     return EXIT_IMAGE_ERRORS if s.errors else EXIT_OK
 
 

@@ -116,6 +116,35 @@ def test_rerun_skips_and_overwrite_gives_same_values(spark, celeba_store, capsys
                                   np.array(second["embedding"].to_pylist()))
 
 
+def test_workers_measure_the_network_and_say_where_the_time_went(spark, celeba_store, capsys):
+    """No model on the driver: the width, parameters and FLOPs in the manifest come from the
+    workers' model and equal the base measured directly; the job prints the workers' and the
+    driver's time split; the warm-up changes no value."""
+    from featstore.models import describe_base
+
+    args = ["--store", str(celeba_store), *MODEL, "--weights", "random", "--set",
+            "extract.seed=4"]
+    capsys.readouterr()
+    assert extract_job.main([*args, "--feature-set", "warm"], spark=spark) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("extract time: "))
+    assert "Spark start" in line and "workers: model " in line and "driver: plan " in line, line
+    assert extract_job.main([*args, "--feature-set", "cold", "--set", "extract.warmup=false"],
+                            spark=spark) == 0
+    man = store.feature_set_manifest(celeba_store, "warm")
+    direct = describe_base("mobilenetv2", "native")
+    assert man["dim"] == 1280
+    assert man["base"] == {"params": direct["params"], "flops": direct["flops"]}
+    wk = man["timing"]["workers"]
+    assert wk["tasks"] >= 1 and wk["model_s"] > 0 and wk["decode_s"] > 0
+    assert wk["task_s"] >= wk["model_s"] + wk["start_s"] + wk["output_s"]
+    assert set(man["timing"]["driver"]) == {"plan", "pass", "commit"}
+    warm, cold = (pq.read_table(store.Layout(celeba_store).features(n)).sort_by("image_id")
+                  for n in ("warm", "cold"))
+    np.testing.assert_array_equal(np.array(warm["embedding"].to_pylist()),
+                                  np.array(cold["embedding"].to_pylist()))
+
+
 def _write_images_table(store_dir: Path, rows: list[tuple[str, bytes]]) -> None:
     """An images table as another tool might have written it (no ingest-time validation)."""
     table = pa.Table.from_pylist(

@@ -190,7 +190,7 @@ def test_embedder_cache_sees_a_rewritten_weights_file(spark, job_store, tmp_path
     np.testing.assert_allclose(embeddings[2], fresh, rtol=0, atol=1e-5 * scale)
 
 
-def test_layout_1_store_is_refused_then_migrated(tmp_path, capsys):
+def test_layout_1_store_is_refused_then_migrated(tmp_path, capsys, spark):
     with tarfile.open(V1_FIXTURE) as tar:
         tar.extractall(tmp_path)
     root = tmp_path / "store"
@@ -226,3 +226,9 @@ def test_layout_1_store_is_refused_then_migrated(tmp_path, capsys):
     np.testing.assert_array_equal(pred, res.loc["Male", "y_pred"])
     assert cli_main(["migrate", str(root)]) == 0  # a second run has nothing to do
     assert "migrated 0 tables" in capsys.readouterr().out
+    # its feature set's run key still means "these settings" (keys then held the width too)
+    from jobs import extract as extract_job
+
+    assert extract_job.main(["--store", str(root), "--model", "mobilenetv2", "--weights",
+                             "random", "--input-size", "32x32"], spark=spark) == 0
+    assert f"already extracted: {fs}" in capsys.readouterr().out
