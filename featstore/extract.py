@@ -15,11 +15,13 @@ Counts add up: ``ok + errors == images in the images table``.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -77,16 +79,56 @@ def default_name(info: dict[str, Any], cfg: ExtractConfig) -> str:
     return "-".join(parts)
 
 
-def _plan_chunks(images: Any, chunk_rows: int) -> list[tuple[str, str, int]]:
-    """[(first_id, last_id, rows)] over the sorted image ids, ~chunk_rows each."""
-    ids = images.column("image_id").to_pylist()
-    ids.sort()
-    if not ids:
+def _plan_chunks(layout: store.Layout, manifest: dict[str, Any],
+                 chunk_rows: int) -> list[tuple[str, str, int]]:
+    """[(first_id, last_id, rows)] over the sorted image ids, ~chunk_rows each.
+
+    Streams: the images table's files are each sorted by image id (ingest sorts within its
+    tasks), so a k-way merge of their id columns, read in batches, finds the boundaries without
+    holding every id on the driver. A file that is not sorted (a table written by another tool)
+    makes it sort the ids in memory instead."""
+    store.check_files(layout, "images", manifest)
+    files = store.data_files(layout, "images", manifest)
+    total = sum(int(f["rows"]) for f in manifest["files"])
+    if not total:
         return []
-    n_chunks = max(1, math.ceil(len(ids) / chunk_rows))
-    size = math.ceil(len(ids) / n_chunks)
-    return [(ids[i], ids[min(i + size, len(ids)) - 1], min(size, len(ids) - i))
-            for i in range(0, len(ids), size)]
+    n_chunks = max(1, math.ceil(total / chunk_rows))
+    size = math.ceil(total / n_chunks)
+
+    def ids(path: Path) -> Iterator[str]:
+        last = None
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=["image_id"]):
+            for v in batch.column(0).to_pylist():
+                if last is not None and v < last:
+                    raise _Unsorted
+                last = v
+                yield v
+
+    try:
+        merged: Iterable[str] = list(_boundaries(heapq.merge(*(ids(f) for f in files)), size))
+    except _Unsorted:
+        every = sorted(v for f in files for v in pq.read_table(f, columns=["image_id"])
+                       .column(0).to_pylist())
+        merged = list(_boundaries(iter(every), size))
+    return list(merged)  # type: ignore[arg-type]
+
+
+class _Unsorted(Exception):
+    pass
+
+
+def _boundaries(ids: Iterator[str], size: int) -> Iterator[tuple[str, str, int]]:
+    first = last = None
+    rows = 0
+    for v in ids:
+        if rows == 0:
+            first = v
+        last, rows = v, rows + 1
+        if rows == size:
+            yield first, last, rows  # type: ignore[misc]
+            rows = 0
+    if rows:
+        yield first, last, rows  # type: ignore[misc]
 
 
 def preflight(cfg: ExtractConfig, store_path: str
@@ -129,7 +171,7 @@ def plan_extract(cfg: ExtractConfig, store_path: str) -> ExtractPlan:
     """:func:`preflight`, then the chunks the images table would be cut into (the same
     :func:`_plan_chunks`) and what the store already holds under that feature-set name."""
     layout, images_manifest, info, name = preflight(cfg, store_path)
-    chunks = _plan_chunks(store.read_table(layout.root, "images", ["image_id"]), cfg.chunk_rows)
+    chunks = _plan_chunks(layout, images_manifest, cfg.chunk_rows)
     existing = store.read_manifest(layout, store.features_id(name))
     prefix = store.features_id(name).replace("/", "__")
     staged = sum(len(list(d.glob("chunks/chunk-*/_SUCCESS")))
@@ -182,8 +224,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         if plan_path.is_file():
             chunks = [tuple(c) for c in json.loads(plan_path.read_text())["chunks"]]
         else:
-            chunks = _plan_chunks(store.read_table(layout.root, "images", ["image_id"]),
-                                  cfg.chunk_rows)
+            chunks = _plan_chunks(layout, images_manifest, cfg.chunk_rows)
             store.write_json(plan_path, {"run_key": run_key, "chunks": chunks})
 
         if cfg.warmup:

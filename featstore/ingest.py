@@ -148,9 +148,10 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
     with store.TableWriter(layout, "labels") as w_labels, \
             store.TableWriter(layout, "images") as w_images:
         n_parts = max(1, math.ceil(n / cfg.rows_per_file), spark.sparkContext.defaultParallelism)
-        listed = spark.createDataFrame(
-            listing.images[["image_id", "split", "source_path"]].astype(str)
-        ).repartitionByRange(n_parts, "image_id")
+        # The listing reaches the executors as a Parquet file in the staging folder (the store
+        # is on storage they share), not inside the tasks: 202,599 paths are ~13 MB of task.
+        listed = spark.read.parquet(store.spark_uri(_stage_listing(listing, w_images))
+                                    ).repartitionByRange(n_parts, "image_id")
         validated = spark.sparkContext.accumulator(0)  # files read and checked: the progress
 
         def validate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -173,12 +174,11 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
                 .partitionBy("split")
                 .parquet(store.spark_uri(w_images.data), mode="overwrite")
             )
-            bad = (
+            bad = (  # only the failures come back to the driver, never the list of every id
                 checked.filter(F.col("error").isNotNull())
                 .select("image_id", "split", "source_path", "error")
                 .toPandas()
             )
-            ok_ids = checked.filter(F.col("error").isNull()).select("image_id", "split").toPandas()
         finally:
             progress.close()
             checked.unpersist()
@@ -195,15 +195,23 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         for row in error_rows:
             logger.warning("image %s (%s): %s", row["image_id"], row["source_path"], row["error"])
 
-        split_counts = {s: int((ok_ids["split"] == s).sum()) for s in SPLITS}
+        # the images that made it: the listed ones but the failures (the driver holds the
+        # listing anyway: it read the annotation files)
+        ok_mask = ~listing.images["image_id"].isin(set(bad["image_id"]))
+        ok_split = listing.images.loc[ok_mask, "split"]
+        split_counts = {s: int((ok_split == s).sum()) for s in SPLITS}
         split_counts = {s: c for s, c in split_counts.items() if c} or split_counts
-        counts = {"ok": len(ok_ids), "errors": len(error_rows), "splits": split_counts,
+        counts = {"ok": int(ok_mask.sum()), "errors": len(error_rows), "splits": split_counts,
                   "listed": n, "unlisted_or_missing": len(listing.problems)}
         if counts["ok"] + counts["errors"] != n + len(listing.problems):
             raise AssertionError(f"ingest counts do not add up: {counts}")
+        written = sum(f["rows"] for f in store.describe_files(w_images.data, checksums=False))
+        if written != counts["ok"]:
+            raise AssertionError(f"ingest wrote {written} images but {counts['ok']} were valid")
 
         # labels of the images that made it, same ids as the images table
-        labels = listing.labels[listing.labels["image_id"].isin(set(ok_ids["image_id"]))]
+        labels = listing.labels[listing.labels["image_id"].isin(
+            set(listing.images.loc[ok_mask, "image_id"]))]
         labels = labels[["image_id", "split", *listing.attributes]].reset_index(drop=True)
         _write_labels(labels, listing.attributes, w_labels.data)
 
@@ -229,6 +237,19 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         split_counts=split_counts,
         error_examples=[f"{r['image_id']}: {r['error']}" for r in error_rows[:5]],
     )
+
+
+def _stage_listing(listing: Listing, w: store.TableWriter) -> Path:
+    """The listing's ``image_id, split, source_path`` as one Parquet file beside the staged
+    images table (``listing.parquet``: not part of the table, dropped with the staging)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = w.staging / "listing.parquet"  # no leading _: Spark skips such files
+    table = pa.Table.from_pandas(
+        listing.images[["image_id", "split", "source_path"]].astype(str), preserve_index=False)
+    pq.write_table(table, path, row_group_size=50_000)
+    return path
 
 
 def _write_labels(labels: pd.DataFrame, attributes: list[str], out: Path) -> None:

@@ -1026,6 +1026,12 @@ def _check_selection(path: str | os.PathLike[str], name: str, manifest: dict[str
     return want_splits, want_attrs
 
 
+def data_files(layout: Layout, tid: str, manifest: dict[str, Any],
+               splits: Sequence[str] | None = None) -> list[Path]:
+    """The committed data files of table ``tid`` that its manifest lists (of ``splits``)."""
+    return _data_files(layout, tid, manifest, splits)
+
+
 def _data_files(layout: Layout, tid: str, manifest: dict[str, Any],
                 splits: Sequence[str] | None = None) -> list[Path]:
     folder = layout.data(tid)

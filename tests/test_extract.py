@@ -159,6 +159,28 @@ def _write_images_table(store_dir: Path, rows: list[tuple[str, bytes]]) -> None:
                                      counts={"ok": len(rows), "errors": 0}))
 
 
+def test_chunks_cut_the_sorted_ids_whether_or_not_the_files_are_sorted(celeba_store, tmp_path):
+    from featstore.extract import _plan_chunks
+
+    def expected(ids: list[str], size: int) -> list[tuple[str, str, int]]:
+        ids = sorted(ids)
+        return [(ids[i], ids[min(i + size, len(ids)) - 1], min(size, len(ids) - i))
+                for i in range(0, len(ids), size)]
+
+    layout = store.Layout(celeba_store)  # ingest's files: one per split, each sorted
+    manifest = store.read_manifest(layout, "images")
+    assert len(manifest["files"]) >= 3
+    ids = store.read_table(celeba_store, "images", ["image_id"]).column(0).to_pylist()
+    assert _plan_chunks(layout, manifest, 6) == expected(ids, 5)  # 20 rows: 4 chunks of 5
+    assert _plan_chunks(layout, manifest, 50) == expected(ids, 20)
+
+    other = tmp_path / "handmade"  # one file, ids in reverse order
+    rev = [(f"{i:06d}.jpg", b"x") for i in range(9, 0, -1)]
+    _write_images_table(other, rev)
+    m2 = store.read_manifest(store.Layout(other), "images")
+    assert _plan_chunks(store.Layout(other), m2, 4) == expected([r[0] for r in rev], 3)
+
+
 def _jpeg(img: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", **kw)
