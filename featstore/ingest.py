@@ -25,6 +25,7 @@ from featstore.config import IngestConfig
 from featstore.errors import ConfigError, InputError
 from featstore.progress import Progress, spark_feed
 from featstore.sources.base import SPLITS, STAGE_DECODE, Listing
+from featstore.timing import Phases
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class IngestSummary:
     split_counts: dict[str, int]
     skipped: bool = False  # True when the store already held this exact input
     error_examples: list[str] = field(default_factory=list)
+    timing: Phases | None = None
 
     @property
     def seen(self) -> int:
@@ -122,6 +124,8 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
 
     if cfg.rows_per_file < 1:
         raise ConfigError(f"ingest.rows_per_file must be >= 1, got {cfg.rows_per_file}")
+    phases = Phases()
+    phases.lap("read listing")
     listing = read_source(cfg)
     if listing.images.empty:
         raise InputError(f"{cfg.path}: no usable images listed (all {len(listing.problems)} missing)")
@@ -162,6 +166,7 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         checked = listed.mapInPandas(validate, schema=_status_schema()).persist(
             StorageLevel.DISK_ONLY
         )
+        phases.lap("read+validate+write images (Spark)")
         progress = contextlib.ExitStack()
         progress.enter_context(spark_feed(
             spark, progress.enter_context(Progress("ingest", n, "images")), accumulator=validated))
@@ -195,6 +200,7 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         for row in error_rows:
             logger.warning("image %s (%s): %s", row["image_id"], row["source_path"], row["error"])
 
+        phases.lap("labels+errors+commit")
         # the images that made it: the listed ones but the failures (the driver holds the
         # listing anyway: it read the annotation files)
         ok_mask = ~listing.images["image_id"].isin(set(bad["image_id"]))
@@ -230,12 +236,14 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
             has_errors=False)
         w_images.commit(store.base_manifest(
             "images", counts=counts, rows_per_file=cfg.rows_per_file, **common))
+    phases.lap(None)
     return IngestSummary(
         store=str(layout.root),
         ok=counts["ok"],
         errors=counts["errors"],
         split_counts=split_counts,
         error_examples=[f"{r['image_id']}: {r['error']}" for r in error_rows[:5]],
+        timing=phases,
     )
 
 

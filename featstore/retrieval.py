@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from featstore import store
 from featstore.config import RetrieveConfig
 from featstore.errors import ConfigError, StoreError
+from featstore.timing import Phases
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class RetrieveSummary:
     headline: dict[str, float]  # e.g. {"mean top-5 accuracy": 0.93, ...}
     skipped: bool = False
     path: str = ""
+    timing: Phases | None = None
 
 
 # ---------------------------------------------------------------- plan (validation, no data)
@@ -459,6 +461,7 @@ def retrieve(plan: RetrievePlan) -> RetrieveSummary:
            "rows": new.num_rows, "created": created,
            "timing": {"read_s": round(t_read, 3), "search_s": round(t_search, 3),
                       "evaluate_s": round(t_eval, 3)}}
+    t3 = time.perf_counter()
     with store.TableWriter(plan.layout, table_id(plan.feature_set)) as w:
         pq.write_table(table, w.data / "part-00000.parquet")
         w.commit(store.base_manifest(
@@ -467,9 +470,13 @@ def retrieve(plan: RetrievePlan) -> RetrieveSummary:
             dim=plan.dim, definitions_version=DEFINITIONS_VERSION,
             counts={"rows": table.num_rows}, runs=[*kept_runs, run]), has_errors=False)
     headline = _headline(rows, plan)
+    phases = Phases()
+    phases.seconds.update({"read": t_read, "search": t_search, "metrics": t_eval,
+                           "commit": time.perf_counter() - t3})
     return RetrieveSummary(str(plan.layout.root), plan.feature_set, plan.queries, plan.items,
                            plan.metric, plan.ks, len(x_q), len(x_i), new.num_rows,
-                           time.perf_counter() - t0, t_search, headline, path=path)
+                           time.perf_counter() - t0, t_search, headline, path=path,
+                           timing=phases)
 
 
 def _headline(rows: list[dict[str, Any]], plan: RetrievePlan) -> dict[str, float]:
@@ -494,8 +501,9 @@ def summary_line(s: RetrieveSummary) -> str:
         return (f"{what}: already done for this feature set's committed content (--overwrite "
                 f"to recompute) -> {s.path}")
     scores = ", ".join(f"{name} {v:.3f}" for name, v in s.headline.items())
-    return (f"{what}: {s.n_queries:,} x {s.n_items:,} searched in {s.search_seconds:.1f} s "
+    line = (f"{what}: {s.n_queries:,} x {s.n_items:,} searched in {s.search_seconds:.1f} s "
             f"({s.seconds:.1f} s in all); {scores}; {s.rows} rows -> {s.path}")
+    return line + (f"\n{s.timing.line('retrieve')}" if s.timing is not None else "")
 
 
 def read_retrieval(store_path: str, name: str) -> Any:

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
           f"{summary.store}")
     for line in summary.error_examples:
         print(f"  error: {line}")
+    if summary.timing is not None:
+        print(summary.timing.line("ingest"))
     return EXIT_IMAGE_ERRORS if summary.errors else EXIT_OK
 
 

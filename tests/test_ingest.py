@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -147,7 +148,12 @@ def test_bad_annotation_stops_before_writing(spark, celeba_src, tmp_path, capsys
 
 def test_rerun_is_idempotent_and_overwrite_rebuilds(spark, celeba_src, tmp_path, capsys):
     st = tmp_path / "store"
+    capsys.readouterr()
     assert _ingest(spark, st, celeba_src) == 0
+    timing = re.search(r"^ingest time: read listing [\d.]+ s \(\d+%\), read\+validate\+write "
+                       r"images \(Spark\) [\d.]+ s \(\d+%\), labels\+errors\+commit [\d.]+ s "
+                       r"\(\d+%\) of ([\d.]+) s$", capsys.readouterr().out, re.M)
+    assert timing and float(timing.group(1)) > 0
     first = store.read_manifest(store.Layout(st), "images")
     files = sorted(p.relative_to(st) for p in st.rglob("*.parquet"))
     capsys.readouterr()

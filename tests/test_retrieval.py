@@ -235,6 +235,9 @@ def test_class_per_folder_source_is_single_label(tmp_path):
 def test_rerun_is_done_changed_set_reruns_other_settings_kept(tmp_path, capsys):
     info = _random_store(tmp_path)
     assert _run(tmp_path, "--feature-set", "toy-avg", "--k", "1,5") == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("retrieve time: read ") and " search " in line and " metrics " in line \
+        and " commit " in line, line
     manifest_path = store.Layout(tmp_path).manifest_path("retrieval/toy-avg")
     first = json.loads(manifest_path.read_text())
     assert first["feature_set_content"] == store.fs_fingerprint(
