@@ -126,7 +126,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default="ABC", help="which of A, B, C to run (default all)")
+    ap.add_argument("--only", default="ABC", help="which of A, B, C (and D: A with "
+                    "extract.cpu_threads=2) to run, in this order each round (default ABC)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra featstore --set KEY=VALUE for A (repeatable)")
     ap.add_argument("--workdir")
@@ -169,11 +170,13 @@ def main() -> None:
             "C": [py, __file__, "--bare", str(store), args.model, hw, str(args.batch_size),
                   str(args.seed)],
         }
+        # D: A with two backend threads per task (the thread policy's alternative)
+        cmds["D"] = [*cmds["A"], "--set", "extract.cpu_threads=2"]
         rows: dict[str, list[dict]] = {k: [] for k in args.only}
         for r in range(args.rounds):
             for k in args.only:
                 res = _run(cmds[k], env)
-                if k == "A":
+                if k in "AD":
                     res["pass_ips"], timing = _featstore_pass(store, name, args.cores)
                     res["timing"] = timing
                 elif k == "B":
@@ -183,7 +186,7 @@ def main() -> None:
                 res["e2e_ips"] = n / res["wall_s"]
                 rows[k].append(res)
                 extra = ""
-                if k == "A":
+                if k in "AD":
                     wk = res["timing"]["workers"]
                     extra = (
                         f"  workers: start {wk['start_s']:.1f} s, model {wk['model_s']:.1f} s, "
