@@ -1,7 +1,7 @@
 """featstore extract against a hand-written ``predict_batch_udf`` job and a bare Keras loop.
 
     .venv/bin/python bench/bench_extract_peer.py [--n 1000 3000] [--rounds 3] [--model resnet50]
-        [--input-size 112x96] [--batch-size 64] [--cores 2] [--workdir DIR]
+        [--input-size 112x96] [--batch-size 64] [--cores 2] [--load N] [--workdir DIR]
 
 One synthetic CelebA-format set per ``--n`` (178x218 JPEG), ingested once. Then, interleaved
 (A B C A B C ...) so that a change of load hits all three alike, each as its own process:
@@ -130,13 +130,41 @@ def main() -> None:
                     "extract.cpu_threads=2) to run, in this order each round (default ABC)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="extra featstore --set KEY=VALUE for A (repeatable)")
+    ap.add_argument("--load", type=int, default=0,
+                    help="start this many busy processes (another job's load: each runs numpy "
+                    "matrix products on one thread) for the whole run")
     ap.add_argument("--workdir")
     ap.add_argument("--bare", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--burn", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare:
         store, model, size, batch, seed = args.bare
         _bare_loop(store, model, tuple(int(v) for v in size.split("x")), int(batch), int(seed))
         return
+    if args.burn:
+        _burn()
+        return
+    burners = [subprocess.Popen([sys.executable, __file__, "--burn"],
+                                env={**os.environ, "OMP_NUM_THREADS": "1",
+                                     "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+               for _ in range(args.load)]
+    try:
+        _bench(args)
+    finally:
+        for b in burners:
+            b.kill()
+
+
+def _burn() -> None:
+    """A CPU-bound job on one thread, until killed."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((256, 256))
+    while True:
+        a = np.tanh(a @ a)
+
+
+def _bench(args: argparse.Namespace) -> None:
 
     py = sys.executable
     cli = str(Path(py).with_name("featstore"))
@@ -148,7 +176,8 @@ def main() -> None:
 
     print(f"bench_extract_peer: {args.model} random weights at {hw}, batch {args.batch_size}, "
           f"local[{args.cores}] / {args.cores} cores, {os.cpu_count()} CPUs, "
-          f"{platform.python_version()}; rounds {args.rounds}, interleaved {args.only}")
+          f"{platform.python_version()}; rounds {args.rounds}, interleaved {args.only}; "
+          f"{args.load} busy processes as other load")
     for n in args.n:
         store = work / f"store-{n}"
         if not (store / "_featstore" / "tables" / "images" / "manifest.json").is_file():
