@@ -11,6 +11,8 @@ What is here and why:
   without ``y_train`` the dict falls back to the test majority, which is optimistic and is marked
   as such in ``baseline_source``.
 * :func:`bootstrap_ci` -- percentile bootstrap confidence interval over test images.
+* :func:`roc_points` -- the ROC curve's vertices, thinned to a bounded number (what the results
+  table stores per fit, for the report's ROC plots).
 * :func:`mcnemar` -- the paired test of two classifiers on the same test images (statsmodels'
   conventions). Paired, because both models see the same images: an unpaired test of two
   accuracies would ignore that their errors are correlated and lose most of its power.
@@ -55,6 +57,7 @@ __all__ = [
     "majority_baseline",
     "mcnemar",
     "metrics",
+    "roc_points",
 ]
 
 #: Statistics :func:`bootstrap_ci` can resample.
@@ -254,6 +257,43 @@ def metrics(
         "majority_baseline": baseline,
         "baseline_source": source,
     }
+
+
+#: At most this many vertices of a test ROC curve are kept per fit (:func:`roc_points`).
+ROC_POINTS = 101
+
+
+def roc_points(y_true: Any, y_score: Any, *,
+               max_points: int = ROC_POINTS) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ROC curve of scores ``y_score`` on labels ``y_true`` as ``(fpr, tpr)`` float32 arrays,
+    from (0, 0) to (1, 1); None when ``y_true`` has one class only (no curve).
+
+    The points are vertices of the exact curve (``sklearn.metrics.roc_curve`` with
+    ``drop_intermediate=True``: one per distinct score where the curve turns). A curve with more
+    than ``max_points`` vertices is thinned to the ones nearest ``max_points`` positions evenly
+    spaced along it (by ``fpr + tpr``, which grows from 0 to 2 along the curve), first and last
+    always kept: every stored point lies on the exact curve, and two stored points are at most
+    one even step apart plus the exact curve's own straight segment that ends at the later."""
+    from sklearn.metrics import roc_curve
+
+    if max_points < 2:
+        raise ValueError(f"max_points must be at least 2, got {max_points!r}")
+    t = _binary("y_true", y_true)
+    score = np.asarray(y_score, dtype=np.float64)
+    if score.ndim != 1:
+        raise ValueError(f"y_score must be 1-D, got shape {score.shape}")
+    _same_length(y_true=t, y_score=score)
+    if not np.isfinite(score).all():
+        raise ValueError("y_score holds NaN or infinite values")
+    if t.min() == t.max():
+        return None
+    fpr, tpr, _ = roc_curve(t, score, drop_intermediate=True)
+    if len(fpr) > max_points:
+        along = fpr + tpr
+        idx = np.searchsorted(along, np.linspace(0.0, along[-1], max_points), side="left")
+        idx = np.unique(np.concatenate([[0], np.minimum(idx, len(fpr) - 1), [len(fpr) - 1]]))
+        fpr, tpr = fpr[idx], tpr[idx]
+    return fpr.astype(np.float32), tpr.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- bootstrap

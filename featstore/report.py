@@ -1,11 +1,15 @@
-"""The HTML report of a store's results table: summary, plots, manifests, failed fits.
+"""The HTML report of a store's results table: summary, heatmap, full table, plots, manifests.
 
 :func:`build_report` writes into ``out_dir``:
 
-* ``index.html`` -- one self-contained page: inline CSS, every plot a PNG embedded as a
-  ``data:image/png;base64`` URI, no script, no network access needed to view it;
+* ``index.html`` -- one self-contained page: inline CSS, a few lines of inline JavaScript (the
+  sortable tables), every plot a PNG embedded as a ``data:image/png;base64`` URI; nothing is
+  loaded from anywhere else. Its only links are relative: to the files below and to the store's
+  results and errors tables (``../store/errors/images/`` when the report sits beside the store),
+  so they work wherever the store and the report folder are opened together;
 * ``summary.csv`` -- the summary table, one row per attribute, machine-readable;
-* ``summary.md`` -- the same table formatted for a terminal, a pull request or a wiki.
+* ``summary.md`` -- the same table formatted for a terminal, a pull request or a wiki;
+* ``table.csv`` -- the full table, one row per attribute and model (:func:`full_table`).
 
 What the summary compares (one row per attribute):
 
@@ -15,6 +19,8 @@ What the summary compares (one row per attribute):
   largest dimension (or ``summary_feature_set``). Choosing per attribute the set that scored
   best on the test split would select on the test split and bias accuracies and significance
   upwards; the other feature sets are in the accuracy-against-dimension plot.
+  :func:`summary_fits` returns these fits; the heatmap, the full table, the ROC curves and the
+  baseline tests are about the same fits.
 * Per model: test accuracy with its 95% percentile-bootstrap CI (the ``ci_low`` / ``ci_high``
   the grid stored); the training-majority baseline; the best model and the runner-up.
 * ``beats_all``: the best model is more accurate than every other model and each of those
@@ -27,26 +33,40 @@ What the summary compares (one row per attribute):
   same test images, is significant after Holm's correction at 0.05 (``p_baseline`` raw,
   ``p_baseline_holm`` adjusted), the Holm family being every model of every attribute of the
   summary (one feature set, training size, seed): the best model is chosen on the test split,
-  so the models it was chosen from are counted too; see :func:`featstore.evaluate.baseline_tests` (which
-  recovers the constant's class from ``majority_baseline``; on an exactly balanced test split,
-  where it cannot, the larger p-value of the two constants is kept).
+  so the models it was chosen from are counted too. :func:`baseline_family` computes that family
+  (:func:`featstore.evaluate.baseline_tests`, which recovers the constant's class from
+  ``majority_baseline``; on an exactly balanced test split, where it cannot, the larger p-value
+  of the two constants is kept); the report and notebooks/compare_models.ipynb both call it.
 * The verdict column "best beats all others" of index.html / summary.md reads "yes" only for a
   best model that beats all others *and* the baseline; a best model that does not beat the
   baseline reads "no: not above baseline", whatever the model comparisons say (beating models
   that are no better than a constant is no win). The ``beats_all`` column of summary.csv keeps
   the comparison alone.
 
-The plots: accuracy against feature dimension (one line per model, small multiples per attribute
-and their average; feature sets of equal dimension are averaged), accuracy against the number of
-training rows (the feature set with the most training sizes), the confusion matrix of the best
-model per attribute, PCA and t-SNE maps of one feature set's test embeddings (at most
-:data:`MAX_MAP_POINTS`, a seeded sample), and the training curves of a few dense heads: those
-with the highest, median and lowest test accuracy in the summary group.
+For many attributes and imbalanced labels: an attribute x model heatmap of accuracy minus the
+majority baseline and of balanced accuracy; the full sortable table (accuracy with its CI, the
+gain over the baseline, balanced accuracy, F1, ROC AUC, the share of positives, the chosen
+hyper-parameter and the baseline test per attribute and model); the chosen hyper-parameters per
+model (:func:`chosen_hyperparameters`: C of the lasso, max_features of the forest, the epochs
+the dense head kept); ROC curves of every model per attribute, the best one drawn thick (from
+the ROC points the grid stores per fit, ``roc_fpr`` / ``roc_tpr``; results written before
+those existed have none, and the report says so).
+
+The plots are small multiples drawn one PNG per panel, laid out by the page in a grid, with
+their titles as HTML text above each panel (so titles wrap and never overlap, whatever their
+length), and one HTML legend per figure: accuracy minus the majority baseline against feature
+dimension and against the number of training rows (one shared y-scale over the panels of a
+figure; 0 is the baseline), the ROC curves, the confusion matrix of the best model per
+attribute, PCA (axes labelled with their share of the variance) and t-SNE maps of one feature
+set's test embeddings (at most :data:`MAX_MAP_POINTS`, a seeded sample), and the training
+curves of a few dense heads: those with the highest, median and lowest test accuracy in the
+summary group (loss panels share one y-scale, accuracy panels another).
 
 No Spark: the results table and the feature sets are read with pyarrow. Figures are drawn on
 matplotlib ``Figure`` objects with the Agg canvas, without ``pyplot``: there is no global figure
 registry to close and no backend switch, so the ``plot_*`` functions are safe to call from a
-notebook (where a returned ``Figure`` displays inline) and from threads.
+notebook (where a returned ``Figure`` displays inline; :meth:`Panels.figure` draws a set of
+panels as one figure) and from threads.
 """
 
 from __future__ import annotations
@@ -59,10 +79,11 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -86,7 +107,10 @@ ALPHA = 0.05
 #: Section ids and headings of index.html, in order.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Summary"),
+    ("heatmap", "Attributes × models"),
     ("bases", "Which conv base"),  # only when the results / retrieval tables hold >1 base
+    ("table", "Every attribute and model"),
+    ("roc", "ROC curves of the best models"),
     ("dimension", "Accuracy against feature dimension"),
     ("train-size", "Accuracy against training-set size"),
     ("confusion", "Confusion matrices of the best models"),
@@ -94,6 +118,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("curves", "Training curves of dense heads"),
     ("feature-sets", "Feature sets"),
     ("failed", "Failed fits"),
+    ("files", "Files and errors tables"),
 )
 
 _DPI = 90
@@ -109,7 +134,7 @@ class ReportSummary:
     index_html: str
     summary_csv: str
     summary_md: str
-    figures: tuple[str, ...]  # the plots embedded in index.html, in order
+    figures: tuple[str, ...]  # the figures of index.html, in order (each one or more panels)
     rows_ok: int
     rows_error: int
     attributes: int
@@ -120,6 +145,9 @@ class ReportSummary:
     color_by: str | None
     markdown: str  # summary.md's text
     summary: pd.DataFrame = field(repr=False, compare=False)
+    table_csv: str = ""  # the full table, one row per attribute and model
+    table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
+    images: int = 0  # PNG panels embedded in index.html
 
 
 # ----------------------------------------------------------------------------- tables
@@ -147,6 +175,47 @@ def summary_group(ok: pd.DataFrame) -> tuple[int, int]:
     return train_size, seed
 
 
+def _at_group(ok: pd.DataFrame) -> pd.DataFrame:
+    train_size, seed = summary_group(ok)
+    return ok[(ok["train_size"] == train_size) & (ok["seed"] == seed)].reset_index(drop=True)
+
+
+def summary_feature_set(ok: pd.DataFrame, feature_set: str | None = None) -> str:
+    """The one feature set of the summary: ``feature_set`` when given (ValueError when it has
+    no fits in the summary group), else the largest dimension among the summary group's sets
+    (of equal dimensions, the last by name), fixed without looking at test accuracy."""
+    group = _at_group(ok)
+    dims = group.groupby("feature_set")["dim"].first()
+    chosen = feature_set or str(dims.sort_index().sort_values(kind="stable").index[-1])
+    if chosen not in dims.index:
+        train_size, seed = summary_group(ok)
+        raise ValueError(f"feature set {chosen!r} has no results at train size {train_size}, "
+                         f"seed {seed}")
+    return chosen
+
+
+def summary_fits(ok: pd.DataFrame, feature_set: str | None = None) -> pd.DataFrame:
+    """The fits the summary is about (:func:`summary_group`'s training size and seed, on
+    :func:`summary_feature_set`): every model of every attribute there."""
+    group = _at_group(ok)
+    chosen = summary_feature_set(ok, feature_set)
+    return group[group["feature_set"] == chosen].reset_index(drop=True)
+
+
+def baseline_family(ok: pd.DataFrame, *, feature_set: str | None = None,
+                    alpha: float = ALPHA) -> pd.DataFrame:
+    """McNemar's test of every model of every attribute of the summary (:func:`summary_fits`)
+    against the train-majority constant, Holm-corrected as **one family** over all of them:
+    the best model of each attribute is picked on the test images, so the models it was picked
+    from count too. Columns :data:`featstore.evaluate.BASELINE_COLUMNS`, one row per fit.
+
+    The one place this family is defined: the report's summary and full table, and
+    notebooks/compare_models.ipynb, read their ``p_holm`` from here."""
+    from featstore import evaluate
+
+    return evaluate.baseline_tests(summary_fits(ok, feature_set), alpha=alpha, family=[])
+
+
 def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
                   feature_set: str | None = None) -> pd.DataFrame:
     """One row per attribute (see the module docstring for the choices).
@@ -166,30 +235,16 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
     if ok.empty:
         return pd.DataFrame(columns=columns)
     train_size, seed = summary_group(ok)
-    group = ok[(ok["train_size"] == train_size) & (ok["seed"] == seed)].reset_index(drop=True)
-    comparisons = evaluate.compare_models(group, alpha=alpha)
-    best = evaluate.best_model_table(group, comparisons)
-    dims = group.groupby("feature_set")["dim"].first()
-    best["dim"] = best["feature_set"].map(dims)
-    # ONE feature set for every attribute, fixed before looking at test accuracy: picking per
-    # attribute the set that scored best on the test split would select on the test split and
-    # bias the figures (and the significance) upwards. Default: the largest dimension.
-    summary_set = feature_set or str(dims.sort_index().sort_values(kind="stable").index[-1])
-    if summary_set not in dims.index:
-        raise ValueError(f"feature set {summary_set!r} has no results at train size "
-                         f"{train_size}, seed {seed}")
-    chosen = best[best["feature_set"] == summary_set].sort_values("attribute", kind="stable")
-    # every model of every attribute of this summary against the train-majority constant, one
-    # Holm family over all of them: the best model is picked on the test split, so testing it
-    # alone (Holm over attributes only) would not count the models it was picked from
-    vs_baseline = evaluate.baseline_tests(
-        group[group["feature_set"] == summary_set].reset_index(drop=True), alpha=alpha,
-        family=[]).set_index(["attribute", "model"])
+    fits = summary_fits(ok, feature_set)
+    # pairwise comparisons: one Holm family per model pair over the attributes of this set
+    comparisons = evaluate.compare_models(fits, alpha=alpha)
+    chosen = evaluate.best_model_table(fits, comparisons).sort_values("attribute", kind="stable")
+    vs_baseline = baseline_family(ok, feature_set=feature_set,
+                                  alpha=alpha).set_index(["attribute", "model"])
 
     records = []
     for b in chosen.itertuples(index=False):
-        rows = group[(group["attribute"] == b.attribute)
-                     & (group["feature_set"] == b.feature_set)].set_index("model")
+        rows = fits[fits["attribute"] == b.attribute].set_index("model")
         ref = rows.loc[b.best_model]
         rec: dict[str, Any] = {
             "attribute": b.attribute, "feature_set": b.feature_set, "dim": int(ref["dim"]),
@@ -199,16 +254,165 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
         for m in models:
             for s in ("accuracy", "ci_low", "ci_high"):
                 rec[f"{m}_{s}"] = float(rows.at[m, s]) if m in rows.index else math.nan
+        test = vs_baseline.loc[(b.attribute, b.best_model)]
         rec.update(n_models=int(b.n_models), best_model=b.best_model,
                    best_accuracy=float(b.best_accuracy), runner_up=b.runner_up,
                    runner_up_accuracy=float(b.runner_up_accuracy), tied=bool(b.tied),
                    max_p_holm=float(b.max_p_holm), beats_all=bool(b.beats_all),
-                   p_baseline=float(vs_baseline.at[(b.attribute, b.best_model), "p_value"]),
-                   p_baseline_holm=float(vs_baseline.at[(b.attribute, b.best_model), "p_holm"]),
-                   beats_baseline=bool(vs_baseline.at[(b.attribute, b.best_model),
-                                                      "beats_baseline"]))
+                   p_baseline=float(test["p_value"]), p_baseline_holm=float(test["p_holm"]),
+                   beats_baseline=bool(test["beats_baseline"]))
         records.append(rec)
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _params(params: Any) -> dict[str, Any]:
+    if isinstance(params, dict):
+        return params
+    if params is None or (isinstance(params, float) and math.isnan(params)) or params == "":
+        return {}
+    try:
+        out = json.loads(params)
+    except (TypeError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def chosen_hyperparameters(model: str, params: Any) -> dict[str, Any]:
+    """The hyper-parameters a fit chose, from its ``params`` (the results column, JSON):
+    ``lasso`` -> ``{"C": ...}`` (the inverse L1 strength chosen by cross-validation, rescaled
+    when the CV ran on a subsample); ``forest`` -> ``{"max_features": ...}``; ``dense`` and
+    ``multilabel`` -> ``{"epochs": ...}``, the epoch whose weights early stopping kept (lowest
+    validation loss), and ``epochs_run``; ``bottleneck<k>-<second>`` -> ``{"k": k, "epochs":
+    ...}`` plus the second model's. Keys the fit did not record are left out."""
+    p = _params(params)
+    out: dict[str, Any] = {}
+    kind = model.split("-")[0]
+    if model == "lasso" or (kind.startswith("bottleneck") and p.get("second") == "lasso"):
+        inner = p if model == "lasso" else _params(p.get("second_params"))
+        if inner.get("C") is not None:
+            out["C"] = float(inner["C"])
+    if model == "forest" or (kind.startswith("bottleneck") and p.get("second") == "forest"):
+        inner = p if model == "forest" else _params(p.get("second_params"))
+        if inner.get("max_features") is not None:
+            out["max_features"] = inner["max_features"]
+    if model in ("dense", "multilabel") or kind.startswith("bottleneck"):
+        if kind.startswith("bottleneck") and p.get("k") is not None:
+            out = {"k": int(p["k"]), **out}
+        if p.get("best_epoch") is not None:
+            out["epochs"] = int(p["best_epoch"])
+        if p.get("epochs_run") is not None:
+            out["epochs_run"] = int(p["epochs_run"])
+    return out
+
+
+def _hp_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def hyperparameter_text(model: str, params: Any) -> str:
+    """:func:`chosen_hyperparameters` as one short line, e.g. ``C = 0.0464``,
+    ``max_features = sqrt``, ``epochs = 7 (of 12 run)``."""
+    hp = chosen_hyperparameters(model, params)
+    parts = []
+    for key, value in hp.items():
+        if key == "epochs_run":
+            continue
+        text = f"{key} = {_hp_value(value)}"
+        if key == "epochs" and "epochs_run" in hp:
+            text += f" (of {hp['epochs_run']} run)"
+        parts.append(text)
+    return ", ".join(parts) or "–"
+
+
+#: Columns of :func:`full_table`, in order.
+FULL_COLUMNS: list[str] = [
+    "attribute", "model", "feature_set", "train_size", "seed", "n_train", "n_test", "positives",
+    "majority_baseline", "accuracy", "ci_low", "ci_high", "gain", "balanced_accuracy", "f1",
+    "roc_auc", "hyperparameters", "p_baseline", "p_baseline_holm", "beats_baseline", "best"]
+
+
+def full_table(ok: pd.DataFrame, *, feature_set: str | None = None, alpha: float = ALPHA,
+               summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per attribute and model of the summary's fits (:func:`summary_fits`), columns
+    :data:`FULL_COLUMNS`: ``positives`` (share of positive test labels), ``majority_baseline``,
+    test ``accuracy`` with its bootstrap ``ci_low`` / ``ci_high``, ``gain`` (accuracy minus the
+    baseline), ``balanced_accuracy``, ``f1``, ``roc_auc``, ``hyperparameters``
+    (:func:`hyperparameter_text`), the baseline test of :func:`baseline_family` (``p_baseline``,
+    ``p_baseline_holm``, ``beats_baseline``) and ``best`` (the summary's best model of the
+    attribute). ``summary``: :func:`summary_table` of the same ``ok``, when already at hand."""
+    if ok.empty:
+        return pd.DataFrame(columns=FULL_COLUMNS)
+    fits = summary_fits(ok, feature_set)
+    tests = baseline_family(ok, feature_set=feature_set, alpha=alpha).set_index(
+        ["attribute", "model"])
+    if summary is None:
+        summary = summary_table(ok, alpha=alpha, feature_set=feature_set)
+    best = dict(zip(summary["attribute"], summary["best_model"], strict=True))
+    rank = {m: i for i, m in enumerate(order_models(fits["model"].unique()))}
+    records = []
+    for r in fits.itertuples(index=False):
+        test = tests.loc[(r.attribute, r.model)]
+        y_true = np.asarray(r.y_true)
+        records.append({
+            "attribute": r.attribute, "model": r.model, "feature_set": r.feature_set,
+            "train_size": int(r.train_size), "seed": int(r.seed), "n_train": int(r.n_train),
+            "n_test": int(r.n_test), "positives": float(y_true.mean()) if y_true.size else math.nan,
+            "majority_baseline": float(r.majority_baseline), "accuracy": float(r.accuracy),
+            "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
+            "gain": float(r.accuracy) - float(r.majority_baseline),
+            "balanced_accuracy": float(r.balanced_accuracy),
+            "f1": math.nan if r.f1 is None else float(r.f1),
+            "roc_auc": math.nan if r.roc_auc is None else float(r.roc_auc),
+            "hyperparameters": hyperparameter_text(str(r.model), r.params),
+            "p_baseline": float(test["p_value"]), "p_baseline_holm": float(test["p_holm"]),
+            "beats_baseline": bool(test["beats_baseline"]),
+            "best": best.get(r.attribute) == r.model,
+        })
+    out = pd.DataFrame.from_records(records, columns=FULL_COLUMNS)
+    order = out["model"].map(rank)
+    return out.assign(_o=order).sort_values(["attribute", "_o"], kind="stable").drop(
+        columns="_o").reset_index(drop=True)
+
+
+def hyperparameter_summary(ok: pd.DataFrame, *,
+                           feature_set: str | None = None) -> list[tuple[str, str, str]]:
+    """Per model and hyper-parameter, the values the summary's fits chose over the attributes:
+    ``(model, hyper-parameter, "value (count), ...")``, or the median and range when more than
+    eight distinct values were chosen."""
+    if ok.empty:
+        return []
+    fits = summary_fits(ok, feature_set)
+    out = []
+    for model in order_models(fits["model"].unique()):
+        chosen = [chosen_hyperparameters(model, p) for p in fits.loc[fits["model"] == model,
+                                                                     "params"]]
+        keys = [k for k in dict.fromkeys(k for hp in chosen for k in hp) if k != "epochs_run"]
+        for key in keys:
+            values = [hp[key] for hp in chosen if key in hp]
+            counts = pd.Series([_hp_value(v) for v in values]).value_counts()
+            numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            if len(counts) > 8 and numeric:
+                arr = np.asarray(values, dtype=float)
+                text = (f"median {_hp_value(float(np.median(arr)))}, range "
+                        f"{_hp_value(float(arr.min()))} – {_hp_value(float(arr.max()))} "
+                        f"({len(counts)} distinct values over {len(values)} attributes)")
+            else:
+                order = sorted(counts.index, key=lambda v: (
+                    float(v) if _is_number(v) else math.inf, v))
+                text = ", ".join(f"{v} ({counts[v]})" for v in order)
+            label = "epochs (kept by early stopping)" if key == "epochs" else key
+            out.append((model, label, text))
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -335,73 +539,201 @@ def png_bytes(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class Panel:
+    """One panel of a small-multiples figure: its title, and what draws it on a matplotlib
+    ``Axes`` (everything but the title)."""
+
+    title: str
+    draw: Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class Panels:
+    """A small-multiples figure. The report draws each panel as its own PNG with the title as
+    HTML text above it (:meth:`pngs`); :meth:`figure` draws them all on one matplotlib figure
+    with matplotlib titles (for notebooks). ``legend``: ``(label, colour, line style)`` entries
+    shared by every panel ("-", "--", ":")."""
+
+    name: str
+    panels: tuple[Panel, ...]
+    legend: tuple[tuple[str, str, str], ...] = ()
+    size: tuple[float, float] = (3.2, 2.5)  # inches per panel
+
+    def pngs(self) -> list[bytes]:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        out = []
+        for panel in self.panels:
+            fig = Figure(figsize=self.size, dpi=_DPI, layout="constrained")
+            FigureCanvasAgg(fig)
+            panel.draw(fig.add_subplot())
+            out.append(png_bytes(fig))
+        return out
+
+    def figure(self, *, ncols_max: int = 5) -> Any:
+        from matplotlib.lines import Line2D
+
+        fig, axes = _figure(len(self.panels), ncols_max=ncols_max, w=self.size[0],
+                            h=self.size[1] + 0.25)
+        for ax, panel in zip(axes, self.panels, strict=True):
+            panel.draw(ax)
+            ax.set_title(panel.title, fontsize=9, wrap=True)
+        if self.legend:
+            handles = [Line2D([], [], color=c, ls=ls, label=label) for label, c, ls in self.legend]
+            fig.legend(handles=handles, loc="outside lower center", ncols=len(handles),
+                       fontsize=8, frameon=False)
+        return fig
+
+
 def _model_styles(models: Sequence[str]) -> dict[str, dict[str, Any]]:
+    from matplotlib.colors import to_hex
+
     markers = "osD^v<>ph*"
-    return {m: {"color": f"C{i % 10}", "marker": markers[i % len(markers)]}
+    return {m: {"color": to_hex(f"C{i % 10}"), "marker": markers[i % len(markers)]}
             for i, m in enumerate(order_models(models))}
 
 
-def _lines(ok: pd.DataFrame, x: str, title_x: str, *, baseline: bool) -> Any:
-    """Small multiples per attribute plus their average: accuracy against column ``x``, one line
-    per model (rows of equal ``x`` are averaged)."""
+def _model_legend(models: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    styles = _model_styles(models)
+    return tuple((m, styles[m]["color"], "-") for m in order_models(models))
+
+
+def _shared_limits(values: Sequence[float], *, include: Sequence[float] = (),
+                   min_span: float = 0.02) -> tuple[float, float]:
+    """One (low, high) for every panel of a figure: the range of ``values`` and ``include``,
+    padded by 6% (at least ``min_span`` wide)."""
+    v = np.asarray([*values, *include], dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (0.0, 1.0)
+    lo, hi = float(v.min()), float(v.max())
+    pad = max(min_span, hi - lo) * 0.06 + max(0.0, min_span - (hi - lo)) / 2
+    return lo - pad, hi + pad
+
+
+def _style_axes(ax: Any, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+GAIN_LABEL = "accuracy − majority baseline"
+
+
+def accuracy_panels(ok: pd.DataFrame, x: str, x_label: str, *, name: str) -> Panels:
+    """Small multiples per attribute plus their mean: test accuracy minus the attribute's
+    majority baseline against column ``x``, one line per model (rows of equal ``x`` averaged).
+    Baseline-relative, on one y-scale for every panel: 0 (dotted) is the baseline, so
+    attributes of any label balance read alike."""
     attributes = sorted(ok["attribute"].unique())
     models = order_models(ok["model"].unique())
     styles = _model_styles(models)
-    fig, axes = _figure(len(attributes) + 1)
     per = ok.groupby(["attribute", "model", x], as_index=False).agg(
         accuracy=("accuracy", "mean"), majority_baseline=("majority_baseline", "mean"))
-    mean = per.groupby(["model", x], as_index=False)["accuracy"].mean()
+    per["gain"] = per["accuracy"] - per["majority_baseline"]
+    mean = per.groupby(["model", x], as_index=False)["gain"].mean()
     xs = sorted(per[x].unique())
     log_x = len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8
-    panels = [("mean over attributes", mean, None)]
-    panels += [(a, per[per["attribute"] == a], per[per["attribute"] == a]) for a in attributes]
-    for ax, (title, data, own) in zip(axes, panels, strict=True):
-        for m in models:
-            d = data[data["model"] == m].sort_values(x)
-            if not d.empty:
-                ax.plot(d[x], d["accuracy"], label=m, **styles[m])
-        if baseline and own is not None and not own.empty:
-            ax.axhline(float(own["majority_baseline"].mean()), color="0.5", ls=":", lw=1,
-                       label="majority baseline")
-        if log_x:
-            ax.set_xscale("log", base=2)
-        ax.set_title(title, fontsize=10, fontweight="bold" if own is None else "normal")
-        ax.set_xlabel(title_x, fontsize=8)
-        ax.set_ylabel("test accuracy", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[1 if len(axes) > 1 else 0].get_legend_handles_labels()
-    axes[0].legend(handles, labels, fontsize=7, loc="best")
-    return fig
+    ylim = _shared_limits([*per["gain"], *mean["gain"]], include=[0.0])
+
+    def draw(data: pd.DataFrame) -> Callable[[Any], None]:
+        def _draw(ax: Any) -> None:
+            for m in models:
+                d = data[data["model"] == m].sort_values(x)
+                if not d.empty:
+                    ax.plot(d[x], d["gain"], label=m, ms=4, lw=1.4, **styles[m])
+            ax.axhline(0.0, color="0.45", ls=":", lw=1)
+            if log_x:
+                ax.set_xscale("log", base=2)
+            ax.set_ylim(*ylim)
+            _style_axes(ax, x_label, GAIN_LABEL)
+        return _draw
+
+    panels = [Panel("mean over attributes", draw(mean))]
+    panels += [Panel(a, draw(per[per["attribute"] == a])) for a in attributes]
+    legend = (*_model_legend(models), ("majority baseline (0)", "#737373", ":"))
+    return Panels(name, tuple(panels), legend)
 
 
 def plot_accuracy_vs_dim(ok: pd.DataFrame) -> Any:
-    """Accuracy against feature dimension (``dim``) of the given successful fits: one line per
-    model, a panel per attribute and one for the mean over attributes."""
-    return _lines(ok, "dim", "feature dimension", baseline=True)
+    """Accuracy minus the majority baseline against feature dimension (``dim``) of the given
+    successful fits: one line per model, a panel per attribute and one for the mean over
+    attributes, one shared y-scale (:func:`accuracy_panels`), as one figure."""
+    return accuracy_panels(ok, "dim", "feature dimension", name="accuracy_vs_dimension").figure()
 
 
 def plot_accuracy_vs_train_size(ok: pd.DataFrame) -> Any:
-    """Accuracy against the number of training rows (``n_train``), one line per model."""
-    return _lines(ok, "n_train", "training rows", baseline=True)
+    """Accuracy minus the baseline against the number of training rows (``n_train``)."""
+    return accuracy_panels(ok, "n_train", "training rows",
+                           name="accuracy_vs_train_size").figure()
+
+
+def roc_panels(fits: pd.DataFrame, summary: pd.DataFrame) -> Panels:
+    """Per attribute, the test ROC curve of every model with stored ROC points (``roc_fpr`` /
+    ``roc_tpr``), the summary's best model drawn thick; the diagonal is chance. Attributes
+    without any ROC points get no panel."""
+    models = order_models(fits["model"].unique())
+    styles = _model_styles(models)
+    best = dict(zip(summary["attribute"], summary["best_model"], strict=True))
+    has = fits["roc_fpr"].map(lambda v: hasattr(v, "__len__") and len(v) > 1) \
+        if "roc_fpr" in fits else pd.Series(False, index=fits.index)
+    panels = []
+    for attribute in sorted(fits["attribute"].unique()):
+        rows = fits[(fits["attribute"] == attribute) & has]
+        if rows.empty:
+            continue
+        top = best.get(attribute)
+        top_row = rows[rows["model"] == top]
+        auc = (f", AUC {float(top_row['roc_auc'].iloc[0]):.3f}"
+               if len(top_row) and pd.notna(top_row["roc_auc"].iloc[0]) else "")
+
+        def _draw(ax: Any, rows: pd.DataFrame = rows, top: str | None = top) -> None:
+            ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
+            for r in sorted(rows.itertuples(index=False), key=lambda r: r.model == top):
+                thick = r.model == top
+                ax.plot(r.roc_fpr, r.roc_tpr, color=styles[r.model]["color"],
+                        lw=2.2 if thick else 1.0, alpha=1.0 if thick else 0.8,
+                        ls="-" if thick else "--")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.01)
+            ax.set_aspect("equal")
+            _style_axes(ax, "false positive rate", "true positive rate")
+
+        panels.append(Panel(f"{attribute}: best {top}{auc}", _draw))
+    legend = (*_model_legend(models), ("chance", "#999999", ":"))
+    return Panels("roc_curves", tuple(panels), legend, size=(2.9, 2.8))
+
+
+def confusion_panels(rows: pd.DataFrame) -> Panels:
+    """Confusion matrices (rows: true class, columns: predicted; colour: share of the true
+    class) of the given fits, one panel each, titled attribute · model."""
+    panels = []
+    for _, r in rows.iterrows():
+        cm = np.array([[r["tn"], r["fp"]], [r["fn"], r["tp"]]], dtype=float)
+
+        def _draw(ax: Any, cm: np.ndarray = cm) -> None:
+            share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
+            for i in range(2):
+                for j in range(2):
+                    ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}", ha="center",
+                            va="center", fontsize=8,
+                            color="white" if share[i, j] > 0.6 else "black")
+            ax.set_xticks([0, 1], ["0", "1"], fontsize=7)
+            ax.set_yticks([0, 1], ["0", "1"], fontsize=7)
+            ax.set_xlabel("predicted", fontsize=8)
+            ax.set_ylabel("true", fontsize=8)
+
+        panels.append(Panel(f"{r['attribute']} · {r['model']}", _draw))
+    return Panels("confusion_matrices", tuple(panels), size=(2.2, 2.1))
 
 
 def plot_confusions(rows: pd.DataFrame) -> Any:
-    """Confusion matrices (rows: true class, columns: predicted; colour: share of the true
-    class) of the given fits, one panel each, titled by attribute / model / feature set."""
-    fig, axes = _figure(len(rows), ncols_max=6, w=2.4, h=2.5)
-    for ax, (_, r) in zip(axes, rows.iterrows(), strict=True):
-        cm = np.array([[r["tn"], r["fp"]], [r["fn"], r["tp"]]], dtype=float)
-        share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
-        for i in range(2):
-            for j in range(2):
-                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=9,
-                        color="white" if share[i, j] > 0.6 else "black")
-        ax.set_xticks([0, 1], ["pred 0", "pred 1"], fontsize=7)
-        ax.set_yticks([0, 1], ["true 0", "true 1"], fontsize=7)
-        ax.set_title(f"{r['attribute']}\n{r['model']} · {r['feature_set']}", fontsize=8)
-    return fig
+    """:func:`confusion_panels` as one figure."""
+    return confusion_panels(rows).figure(ncols_max=6)
 
 
 def map_points(store_path: str | os.PathLike[str], feature_set: str, color_by: str, *,
@@ -431,6 +763,20 @@ def tsne_perplexity(n: int) -> float:
     return float(max(2.0, min(30.0, (n - 1) / 4)))
 
 
+def pca_2d(x: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The first two principal components of the rows of ``x`` and the share of the rows'
+    total variance each explains (``(n, 2)`` coordinates, ``(2,)`` ratios)."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 3:
+        raise ValueError(f"a map needs at least 3 points, got {len(x)}")
+    if x.shape[1] == 1:
+        return np.column_stack([x[:, 0] - x[:, 0].mean(), np.zeros(len(x))]), np.array([1.0, 0.0])
+    pca = PCA(n_components=2, random_state=seed)
+    return pca.fit_transform(x), np.asarray(pca.explained_variance_ratio_, dtype=float)
+
+
 def embed_2d(x: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
     """2-D coordinates of the rows of ``x`` by ``"pca"`` or ``"tsne"`` (t-SNE runs on the first
     50 principal components when the dimension is larger)."""
@@ -440,9 +786,7 @@ def embed_2d(x: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
     if len(x) < 3:
         raise ValueError(f"a map needs at least 3 points, got {len(x)}")
     if method == "pca":
-        if x.shape[1] == 1:
-            return np.column_stack([x[:, 0] - x[:, 0].mean(), np.zeros(len(x))])
-        return PCA(n_components=2, random_state=seed).fit_transform(x)
+        return pca_2d(x, seed=seed)[0]
     if method == "tsne":
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
@@ -460,16 +804,37 @@ def embed_2d(x: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
     raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
 
 
-def plot_map(xy: np.ndarray, y: np.ndarray, *, title: str, color_by: str) -> Any:
-    """Scatter of 2-D points coloured by a binary attribute."""
-    fig, (ax,) = _figure(1, w=6.0, h=5.0)
+def _draw_map(ax: Any, xy: np.ndarray, y: np.ndarray, color_by: str, xlabel: str,
+              ylabel: str) -> None:
     for value, color, label in ((False, "C0", f"not {color_by}"), (True, "C3", color_by)):
         m = y == value
         ax.scatter(xy[m, 0], xy[m, 1], s=8, alpha=0.6, color=color,
                    label=f"{label} ({int(m.sum())})", linewidths=0)
-    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, markerscale=2)
-    ax.tick_params(labelsize=7)
+    _style_axes(ax, xlabel, ylabel)
+
+
+def map_panels(x: np.ndarray, y: np.ndarray, *, feature_set: str, color_by: str,
+               seed: int = 0) -> Panels:
+    """The PCA map (axes: the first two principal components, labelled with the share of the
+    variance each explains) and the t-SNE map of embeddings ``x`` coloured by ``y``."""
+    pca_xy, ratio = pca_2d(x, seed=seed)
+    tsne_xy = embed_2d(x, "tsne", seed=seed)
+    return Panels("embedding_maps", (
+        Panel(f"PCA of {feature_set}", lambda ax: _draw_map(
+            ax, pca_xy, y, color_by, f"PC 1 ({ratio[0]:.1%} of the variance)",
+            f"PC 2 ({ratio[1]:.1%} of the variance)")),
+        Panel(f"t-SNE of {feature_set} (perplexity {tsne_perplexity(len(x)):.0f})",
+              lambda ax: _draw_map(ax, tsne_xy, y, color_by, "t-SNE 1", "t-SNE 2")),
+    ), size=(5.6, 4.6))
+
+
+def plot_map(xy: np.ndarray, y: np.ndarray, *, title: str, color_by: str,
+             xlabel: str = "", ylabel: str = "") -> Any:
+    """Scatter of 2-D points coloured by a binary attribute."""
+    fig, (ax,) = _figure(1, w=6.0, h=5.0)
+    _draw_map(ax, xy, y, color_by, xlabel, ylabel)
+    ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -494,7 +859,7 @@ def plot_bases(bases: pd.DataFrame) -> Any:
     from featstore.compare import pareto_front
 
     scores = [sc for sc in BASE_SCORES if bases[sc[0]].notna().any()]
-    fig, axes = _figure(len(scores) * len(BASE_COSTS), ncols_max=len(BASE_COSTS), w=3.6, h=3.0)
+    fig, axes = _figure(len(scores) * len(BASE_COSTS), ncols_max=len(BASE_COSTS), w=3.6, h=2.6)
     panels = [(sc, co) for sc in scores for co in BASE_COSTS]
     for ax, ((score, score_label), (cost, cost_label, log, higher)) in zip(
             axes, panels, strict=True):
@@ -554,28 +919,38 @@ def representative_curves(ok: pd.DataFrame, summary: pd.DataFrame, *,
     return cand.iloc[picks].reset_index(drop=True)
 
 
-def plot_curves(rows: pd.DataFrame) -> Any:
-    """Loss and accuracy per epoch, train and validation, one row of two panels per fit (the
-    epoch of the lowest validation loss dotted)."""
-    fig, axes = _figure(2 * len(rows), ncols_max=2, w=4.2, h=2.6)
-    for i, (_, r) in enumerate(rows.iterrows()):
-        hist = json.loads(r["history"])
+def curve_panels(rows: pd.DataFrame) -> Panels:
+    """Loss and accuracy per epoch, train (solid) and validation (dashed), two panels per fit
+    (the epoch of the lowest validation loss, whose weights early stopping kept, dotted). The
+    loss panels share one y-scale, the accuracy panels another."""
+    hists = [json.loads(h) for h in rows["history"]]
+    limits = {m: _shared_limits([v for h in hists for key in (m, f"val_{m}")
+                                 for v in (h.get(key) or [])]) for m in ("loss", "accuracy")}
+    panels = []
+    for (_, r), hist in zip(rows.iterrows(), hists, strict=True):
         best = int(np.argmin(hist["val_loss"])) + 1 if hist.get("val_loss") else None
-        for ax, metric in zip(axes[2 * i: 2 * i + 2], ("loss", "accuracy"), strict=True):
-            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
-                values = hist.get(key)
-                if values:
-                    ax.plot(range(1, len(values) + 1), values, style,
-                            label="validation" if key.startswith("val_") else "train")
-            if best is not None:
-                ax.axvline(best, color="0.5", ls=":", lw=1)
-            ax.set_title(f"{r['attribute']} · {r['model']} · {r['feature_set']} "
-                         f"(n_train {int(r['n_train'])}): {metric}", fontsize=8)
-            ax.set_xlabel("epoch", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    return fig
+        for metric in ("loss", "accuracy"):
+            def _draw(ax: Any, hist: dict[str, Any] = hist, metric: str = metric,
+                      best: int | None = best) -> None:
+                for key, style, color in ((metric, "-", "C0"), (f"val_{metric}", "--", "C1")):
+                    values = hist.get(key)
+                    if values:
+                        ax.plot(range(1, len(values) + 1), values, style, color=color)
+                if best is not None:
+                    ax.axvline(best, color="0.5", ls=":", lw=1)
+                ax.set_ylim(*limits[metric])
+                _style_axes(ax, "epoch", metric)
+
+            panels.append(Panel(f"{r['attribute']} · {r['model']} (n_train {int(r['n_train'])}): "
+                                f"{metric}", _draw))
+    legend = (("train", "#1f77b4", "-"), ("validation", "#ff7f0e", "--"),
+              ("epoch kept (lowest validation loss)", "#808080", ":"))
+    return Panels("training_curves", tuple(panels), legend, size=(3.4, 2.4))
+
+
+def plot_curves(rows: pd.DataFrame) -> Any:
+    """:func:`curve_panels` as one figure (two columns: loss, accuracy)."""
+    return curve_panels(rows).figure(ncols_max=2)
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -584,14 +959,65 @@ _CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:2em auto;
 max-width:1400px;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:2em;border-bottom:1px solid #ccc}
+h3{font-size:1.05em;margin:1.2em 0 .3em}
 .meta{color:#555;font-size:.9em}nav a{margin-right:1em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .yes{color:#116611;font-weight:bold}.note{color:#555;font-size:.9em;max-width:70em}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{color:#555;font-size:.85em}
+figcaption{color:#555;font-size:.85em;max-width:70em}
+.panels{display:grid;gap:.8em .6em;margin:.4em 0}
+.panel{min-width:0}.panel img{display:block;width:100%;height:auto}
+.ptitle{font-size:.8em;font-weight:600;text-align:center;overflow-wrap:anywhere;
+margin-bottom:.15em}
+.legend{font-size:.8em;color:#333}.key{margin-right:1.2em;white-space:nowrap}
+.sw{display:inline-block;width:1.8em;border-top:2px solid;vertical-align:middle;
+margin-right:.35em}.sw.dashed{border-top-style:dashed}.sw.dotted{border-top-style:dotted}
+table.sortable th[data-col]{cursor:pointer}
+table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+table.heat td.h{text-align:right;font-variant-numeric:tabular-nums;min-width:3.5em}
+tr.best td{font-weight:600}
+.scale{display:inline-block;width:10em;height:.8em;vertical-align:middle;margin:0 .4em;
+border:1px solid #ccc}
+"""
+
+#: The sortable tables: a click (or Enter) on a heading with ``data-col`` sorts the rows by that
+#: column, ascending then descending; cells sort by their ``data-v`` number when they have one
+#: (missing values last), else by their text.
+_SORT_JS = """
+(function () {
+  function key(td) {
+    var v = td.getAttribute("data-v");
+    if (v !== null) { var f = parseFloat(v); return isNaN(f) ? null : f; }
+    return td.textContent.trim().toLowerCase();
+  }
+  function cmp(a, b) { return a === b ? 0 : (a < b ? -1 : 1); }
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    table.querySelectorAll("th[data-col]").forEach(function (th) {
+      function sort() {
+        var col = +th.getAttribute("data-col");
+        var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+        table.querySelectorAll("th[aria-sort]").forEach(function (o) {
+          o.removeAttribute("aria-sort");
+        });
+        th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (r, s) {
+          var a = key(r.cells[col]), b = key(s.cells[col]);
+          if (a === null || b === null) { return (a === null) - (b === null); }
+          return dir * cmp(a, b);
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      }
+      th.addEventListener("click", sort);
+      th.addEventListener("keydown", function (e) { if (e.key === "Enter") { sort(); } });
+    });
+  });
+})();
 """
 
 
@@ -609,14 +1035,192 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _num(value: Any) -> str:
+    """A ``data-v`` sort key: the number in full, or "" (missing)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return repr(float(value))
+
+
 def _img(png: bytes, alt: str, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (f'<figure><img data-figure="{html.escape(alt)}" alt="{html.escape(alt)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}'
+            "</figcaption></figure>")
+
+
+def _legend_html(entries: Sequence[tuple[str, str, str]]) -> str:
+    if not entries:
+        return ""
+    cls = {"-": "", "--": " dashed", ":": " dotted"}
+    keys = "".join(f'<span class="key"><span class="sw{cls.get(ls, "")}" '
+                   f'style="border-color:{html.escape(color)}"></span>{html.escape(label)}</span>'
+                   for label, color, ls in entries)
+    return f'<div class="legend">{keys}</div>'
+
+
+def _panels_html(p: Panels, caption: str) -> tuple[str, int]:
+    """A small-multiples figure: the legend, a grid of panels (HTML title over each PNG), the
+    caption. Returns the HTML and the number of images."""
+    w, h = (round(p.size[0] * _DPI), round(p.size[1] * _DPI))
+    items = []
+    for panel, png in zip(p.panels, p.pngs(), strict=True):
+        data = base64.b64encode(png).decode("ascii")
+        title = html.escape(panel.title)
+        items.append(f'<div class="panel"><div class="ptitle">{title}</div>'
+                     f'<img data-figure="{html.escape(p.name)}" alt="{html.escape(p.name)}: '
+                     f'{title}" width="{w}" height="{h}" src="data:image/png;base64,{data}">'
+                     "</div>")
+    grid = f"grid-template-columns:repeat(auto-fill,minmax({round(w * 0.8)}px,1fr))"
+    return (f'<figure class="multiples" id="fig-{html.escape(p.name)}">'
+            f'{_legend_html(p.legend)}<div class="panels" style="{grid}">{"".join(items)}</div>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>", len(items))
 
 
 def _p(text: str, cls: str = "note") -> str:
     return f'<p class="{cls}">{html.escape(text)}</p>'
+
+
+def _heat_colour(norm: float) -> tuple[str, str]:
+    """Background and text colour of a heatmap cell, ``norm`` in [-1, 1] (RdBu: red below,
+    white at 0, blue above)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    if not math.isfinite(norm):
+        return "#ffffff", "#222222"
+    norm = max(-1.0, min(1.0, norm))
+    rgba = colormaps["RdBu"](0.5 + norm / 2)
+    return to_hex(rgba), "#ffffff" if abs(norm) > 0.6 else "#222222"
+
+
+def _scale_html(low: str, high: str) -> str:
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    stops = ", ".join(to_hex(colormaps["RdBu"](t)) for t in np.linspace(0, 1, 7))
+    return (f'{html.escape(low)}<span class="scale" style="background:linear-gradient(to right, '
+            f'{stops})"></span>{html.escape(high)}')
+
+
+def heatmap_html(table: pd.DataFrame) -> str:
+    """The attribute x model heatmap of the full table (:func:`full_table`): per model, the
+    accuracy minus the majority baseline (diverging colour scale, 0 white, symmetric about 0 at
+    the largest gain) and the balanced accuracy (0.5, chance, white; 1 darkest blue). Rows: the
+    attributes; sortable by any column."""
+    models = order_models(table["model"].unique())
+    attributes = sorted(table["attribute"].unique())
+    by = table.set_index(["attribute", "model"])
+    span = max(0.05, float(np.nanmax(np.abs(table["gain"].to_numpy(float)))))
+    col = 2
+    head2 = []
+    for _kind in ("gain", "balanced_accuracy"):
+        for m in models:
+            head2.append(f'<th data-col="{col}" tabindex="0">{html.escape(m)}</th>')
+            col += 1
+    n = len(models)
+    head = (f'<tr><th rowspan="2" data-col="0" tabindex="0">attribute</th>'
+            f'<th rowspan="2" data-col="1" tabindex="0">positives</th>'
+            f'<th colspan="{n}">{html.escape(GAIN_LABEL)}</th>'
+            f'<th colspan="{n}">balanced accuracy</th></tr><tr>{"".join(head2)}</tr>')
+    body = []
+    for a in attributes:
+        pos = float(table.loc[table["attribute"] == a, "positives"].iloc[0])
+        cells = [f"<td>{html.escape(a)}</td>", f'<td class="h" data-v="{_num(pos)}">{pos:.1%}</td>']
+        for kind in ("gain", "balanced_accuracy"):
+            for m in models:
+                v = float(by.at[(a, m), kind]) if (a, m) in by.index else math.nan
+                norm = v / span if kind == "gain" else (v - 0.5) / 0.5
+                bg, fg = _heat_colour(norm)
+                text = "–" if not math.isfinite(v) else (f"{v:+.3f}" if kind == "gain"
+                                                         else f"{v:.3f}")
+                best = (a, m) in by.index and bool(by.at[(a, m), "best"])
+                mark = ' title="best model"' if best else ""
+                cells.append(f'<td class="h" data-v="{_num(v)}"{mark} style="background:{bg};'
+                             f'color:{fg}">{text}{" ★" if best else ""}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    scales = (f"Colour: {GAIN_LABEL} " + _scale_html(f"{-span:+.2f}", f"{span:+.2f}")
+              + " · balanced accuracy " + _scale_html("0", "1"))
+    return (f'<p class="legend">{scales} · ★ the best model of the attribute</p>'
+            f'<table class="heat sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody>'
+            "</table>")
+
+
+#: The full table's columns in index.html: (heading, full_table column or None, numeric).
+_FULL_HTML: tuple[tuple[str, str, bool], ...] = (
+    ("attribute", "attribute", False), ("model", "model", False),
+    ("positives", "positives", True), ("majority baseline", "majority_baseline", True),
+    ("accuracy [95% CI]", "accuracy", True), ("accuracy − baseline", "gain", True),
+    ("balanced accuracy", "balanced_accuracy", True), ("F1", "f1", True),
+    ("ROC AUC", "roc_auc", True), ("chosen hyper-parameters", "hyperparameters", False),
+    ("p_holm vs baseline", "p_baseline_holm", True), ("beats baseline", "beats_baseline", False),
+)
+
+
+def full_table_html(table: pd.DataFrame) -> str:
+    """:func:`full_table` as a sortable HTML table (best models' rows in bold)."""
+    head = "".join(f'<th data-col="{i}" data-key="{key}" tabindex="0">{html.escape(h)}</th>'
+                   for i, (h, key, _) in enumerate(_FULL_HTML))
+    body = []
+    for r in table.itertuples(index=False):
+        cells = []
+        for _, key, numeric in _FULL_HTML:
+            v = getattr(r, key)
+            if key == "accuracy":
+                text = f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+            elif key == "positives":
+                text = f"{v:.1%}"
+            elif key == "gain":
+                text = f"{v:+.3f}"
+            elif key == "p_baseline_holm":
+                text = f"{v:.2g}"
+            elif key == "beats_baseline":
+                text = "yes" if v else "no"
+            else:
+                text = _fmt(v)
+            cls = ' class="num"' if numeric else (' class="yes"' if key == "beats_baseline"
+                                                  and v else "")
+            sort = f' data-v="{_num(v)}"' if numeric else ""
+            cells.append(f"<td{cls}{sort}>{html.escape(text)}</td>")
+        row_cls = ' class="best"' if r.best else ""
+        body.append(f"<tr{row_cls}>{''.join(cells)}</tr>")
+    return (f'<table class="full sortable"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _href(target: Path, out: Path) -> str:
+    """A relative link from the report folder ``out`` to ``target`` (a folder ends in /)."""
+    rel = os.path.relpath(target, out)
+    return quote(rel, safe="/=+-._~") + ("/" if target.is_dir() else "")
+
+
+def _files_html(layout: store.Layout, out: Path, tables: list[dict[str, Any]]) -> str:
+    """The files of the report and the store's results and errors tables, as relative links."""
+    items = ['<li><a href="summary.csv">summary.csv</a>: the summary table, one row per '
+             "attribute</li>",
+             '<li><a href="summary.md">summary.md</a>: the same as Markdown</li>',
+             '<li><a href="table.csv">table.csv</a>: the full table, one row per attribute and '
+             "model</li>"]
+    if layout.results.is_dir():
+        items.append(f'<li><a href="{_href(layout.results, out)}">results/</a>: the results '
+                     "table (Parquet), one row per fit, failed fits included</li>")
+    errors = []
+    for t in tables:
+        path = t.get("errors_path")
+        if not path or not Path(path).is_dir():
+            continue
+        rows = sum(int(f.get("rows", 0)) for f in (t["manifest"].get("errors_files") or []))
+        errors.append((rows, t["id"], Path(path)))
+    if errors:
+        lines = "".join(
+            f'<li><a href="{_href(p, out)}">{html.escape(layout.rel(p))}/</a>: '
+            f'{rows:,} row{"s" if rows != 1 else ""} ({html.escape(tid)})</li>'
+            for rows, tid, p in sorted(errors, key=lambda e: (-e[0], e[1])))
+        items.append(f"<li>errors tables (Parquet: the images a stage could not use, with the "
+                     f"stage and the reason):<ul>{lines}</ul></li>")
+    else:
+        items.append("<li>errors tables: none in this store</li>")
+    return f'<ul class="files">{"".join(items)}</ul>'
 
 
 # ----------------------------------------------------------------------------- the report
@@ -652,10 +1256,11 @@ def _choose_color(store_path: str | os.PathLike[str], summary: pd.DataFrame,
 
 def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                  feature_set: str | None = None, color_by: str | None = None) -> ReportSummary:
-    """Write ``index.html``, ``summary.csv`` and ``summary.md`` of the store's results table to
-    ``out_dir`` (created). ``feature_set``: the feature set of the PCA / t-SNE maps (default: the
-    largest-dimension feature set in the results); ``color_by``: the attribute colouring them
-    (default: the attribute with the largest gain of its best model over the baseline).
+    """Write ``index.html``, ``summary.csv``, ``summary.md`` and ``table.csv`` of the store's
+    results table to ``out_dir`` (created). ``feature_set``: the feature set of the PCA / t-SNE
+    maps (default: the largest-dimension feature set in the results); ``color_by``: the
+    attribute colouring them (default: the attribute with the largest gain of its best model
+    over the baseline).
 
     Raises StoreError (nothing written) for a store without a committed results table, an
     unknown feature set or attribute."""
@@ -671,22 +1276,42 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     if color_by:
         _choose_color(layout.root, pd.DataFrame(), color_by)
     summary = summary_table(ok)
+    table = full_table(ok, summary=summary)
     color = _choose_color(layout.root, summary, color_by)
     train_size, seed = summary_group(ok) if not ok.empty else (None, None)
     models = tuple(order_models(ok["model"].unique())) if not ok.empty else ()
+    summary_set = str(summary["feature_set"].iloc[0]) if not summary.empty else None
     logger.info("results: %d ok, %d failed fits; summary of %d attributes at train_size %s, "
                 "seed %s", len(ok), len(failed), len(summary), train_size, seed)
+    out = Path(out_dir).expanduser().resolve()
 
     figures: list[str] = []
+    n_images = 0
     parts: dict[str, list[str]] = {sid: [] for sid, _ in SECTIONS}
+    rows_text = "the whole train split" if train_size == 0 else f"{train_size} rows"
+    where = f"training size {train_size} ({rows_text}), seed {seed}, feature set {summary_set}"
 
     def add_figure(section: str, name: str, fig: Any, caption: str) -> None:
+        nonlocal n_images
         parts[section].append(_img(png_bytes(fig), name, caption))
         figures.append(name)
+        n_images += 1
         logger.debug("figure %s drawn", name)
+
+    def add_panels(section: str, panels: Panels, caption: str) -> None:
+        nonlocal n_images
+        text, count = _panels_html(panels, caption)
+        parts[section].append(text)
+        figures.append(panels.name)
+        n_images += count
+        logger.debug("figure %s drawn: %d panels", panels.name, count)
 
     # --- summary
     headers, cells = display_rows(summary)
+    parts["summary"].append(
+        '<p class="note">Files: <a href="summary.csv">summary.csv</a> · '
+        '<a href="summary.md">summary.md</a> · <a href="table.csv">table.csv</a> · the results '
+        'and errors tables of the store: <a href="#files">Files and errors tables</a></p>')
     if cells:
         model_col = headers.index("best")
         base_col = headers.index("beats baseline")
@@ -703,7 +1328,8 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["summary"].append(_p(
             f"Successful fits at training size {train_size} ({size_text}), seed {seed}, on one "
             "feature set for every attribute (the largest dimension; chosen without looking at "
-            "test accuracy, the other sets are in the next plot). Accuracy with its 95% percentile-bootstrap interval over test "
+            "test accuracy, the other sets are in the accuracy-against-dimension plot). "
+            "Accuracy with its 95% percentile-bootstrap interval over test "
             "images. 'Best beats all others': every McNemar test of the best model against "
             f"another model is significant at {ALPHA} after Holm's correction across the "
             "attributes of one feature set, training size, seed and model pair; p_holm is the "
@@ -744,13 +1370,62 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     else:
         parts.pop("bases")
 
+    # --- heatmap, full table, hyper-parameters
+    if not table.empty:
+        parts["heatmap"].append(heatmap_html(table))
+        parts["heatmap"].append(_p(
+            f"Every attribute (rows) and model (columns) at {where}. Accuracy minus the "
+            "majority baseline: how far a model is above always predicting the training "
+            "majority class (0: no better; the baseline is high for rare attributes, where "
+            "accuracy alone flatters). Balanced accuracy: the mean of the recalls of the two "
+            "classes (0.5: chance, whatever the label balance). Positives: the share of test "
+            "images with the attribute. Click a heading to sort."))
+        parts["table"].append(full_table_html(table))
+        parts["table"].append(_p(
+            f"One row per attribute and model at {where} (also in table.csv); the best model "
+            "of each attribute in bold. Accuracy with its 95% percentile-bootstrap interval over "
+            "test images; ROC AUC from the fit's test scores; p_holm: McNemar's test against "
+            "the training-majority constant, Holm-corrected across every model and attribute "
+            "of the table (the summary's family). Chosen hyper-parameters: C of the lasso "
+            "(chosen by cross-validation), max_features of the forest (out-of-bag or "
+            "cross-validated score), the epochs of the dense head (the epoch of lowest "
+            "validation loss, whose weights early stopping kept). Click a heading to sort."))
+        hp = hyperparameter_summary(ok)
+        if hp:
+            parts["table"].append("<h3>Chosen hyper-parameters</h3>")
+            parts["table"].append(_table(["model", "hyper-parameter",
+                                          f"chosen over the {len(summary)} attributes (count)"],
+                                         [list(row) for row in hp]))
+    else:
+        parts["heatmap"].append(_p("No successful fits."))
+        parts["table"].append(_p("No successful fits."))
+
+    # --- ROC curves
+    if not summary.empty:
+        fits = summary_fits(ok)
+        roc = roc_panels(fits, summary)
+        missing = int(fits["roc_fpr"].isna().sum())
+        if roc.panels:
+            add_panels("roc", roc,
+                       f"Test ROC curves at {where}: every model of each attribute, the best "
+                       "model (the summary's, by accuracy) thick and solid, the others dashed; "
+                       "dotted: chance. AUC: the best model's.")
+        if missing:
+            parts["roc"].append(_p(
+                f"{missing} of {len(fits)} fits have no ROC points: fits whose test labels are "
+                "of one class, or results written by a featstore that did not store them "
+                "(`featstore train --overwrite` fits them again with the points)."))
+    else:
+        parts["roc"].append(_p("No successful fits."))
+
     # --- accuracy against dimension
     if not ok.empty:
-        at_size = ok[(ok["train_size"] == train_size) & (ok["seed"] == seed)]
-        add_figure("dimension", "accuracy_vs_dimension", plot_accuracy_vs_dim(at_size),
-                   f"Test accuracy against feature dimension at training size {train_size}, "
-                   f"seed {seed}; dotted: majority baseline; feature sets of equal dimension are "
-                   "averaged; first panel: mean over attributes.")
+        add_panels("dimension", accuracy_panels(at_group, "dim", "feature dimension",
+                                                name="accuracy_vs_dimension"),
+                   f"Test accuracy minus the attribute's majority baseline against feature "
+                   f"dimension at training size {train_size}, seed {seed}: one y-scale for "
+                   "every panel, 0 (dotted) is the baseline; feature sets of equal dimension "
+                   "are averaged; first panel: mean over attributes.")
     else:
         parts["dimension"].append(_p("No successful fits."))
 
@@ -760,10 +1435,13 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         dims = ok.groupby("feature_set")["dim"].max()
         order = sorted(n_sizes.index, key=lambda fs: (-n_sizes[fs], fs != map_set, -dims[fs], fs))
         size_set = order[0]
-        add_figure("train-size", "accuracy_vs_train_size",
-                   plot_accuracy_vs_train_size(ok[ok["feature_set"] == size_set]),
-                   f"Test accuracy against training rows on {size_set} (the feature set with "
-                   f"the most training sizes: {int(n_sizes[size_set])}), mean over seeds.")
+        add_panels("train-size",
+                   accuracy_panels(ok[ok["feature_set"] == size_set], "n_train",
+                                   "training rows", name="accuracy_vs_train_size"),
+                   f"Test accuracy minus the majority baseline against training rows on "
+                   f"{size_set} (the feature set with the most training sizes: "
+                   f"{int(n_sizes[size_set])}), mean over seeds; one y-scale for every panel, 0 "
+                   "(dotted) is the baseline.")
     else:
         parts["train-size"].append(_p("No successful fits."))
 
@@ -772,9 +1450,10 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         keys = summary[["attribute", "feature_set", "train_size", "seed", "best_model"]].rename(
             columns={"best_model": "model"})
         best_rows = keys.merge(ok, on=["attribute", "feature_set", "train_size", "seed", "model"])
-        add_figure("confusion", "confusion_matrices", plot_confusions(best_rows),
-                   "Test confusion matrices of the best model per attribute (the summary's "
-                   "choice); colour: share of the true class.")
+        add_panels("confusion", confusion_panels(best_rows),
+                   f"Test confusion matrices of the best model per attribute (the summary's "
+                   f"choice, on {summary_set}): rows the true class, columns the predicted one; "
+                   "count and share of the true class; colour: that share.")
     else:
         parts["confusion"].append(_p("No successful fits."))
 
@@ -784,14 +1463,12 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         if len(x) >= 3:
             parts["maps"].append(_p(
                 f"{len(x)} test images of {map_set} (dim {x.shape[1]}), coloured by {color}."))
-            add_figure("maps", "pca_map",
-                       plot_map(embed_2d(x, "pca"), y, title=f"PCA of {map_set}", color_by=color),
-                       f"First two principal components of {map_set}, coloured by {color}.")
-            add_figure("maps", "tsne_map",
-                       plot_map(embed_2d(x, "tsne"), y, title=f"t-SNE of {map_set}",
-                                color_by=color),
-                       f"t-SNE (perplexity {tsne_perplexity(len(x)):.0f}) of {map_set}, "
-                       f"coloured by {color}.")
+            add_panels("maps", map_panels(x, y, feature_set=map_set, color_by=color),
+                       f"Left: the first two principal components of the test embeddings (axes: "
+                       f"the share of their variance each explains). Right: t-SNE (perplexity "
+                       f"{tsne_perplexity(len(x)):.0f}, on the first 50 principal components of a "
+                       f"larger dimension); "
+                       f"its axes have no units. Coloured by {color}.")
         else:
             parts["maps"].append(_p(f"{map_set}: fewer than 3 images; no map."))
     else:
@@ -800,10 +1477,10 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     # --- training curves
     curves = representative_curves(ok, summary) if not ok.empty else ok
     if len(curves):
-        add_figure("curves", "training_curves", plot_curves(curves),
-                   "Loss and accuracy per epoch (solid: train, dashed: validation; dotted "
-                   "vertical: lowest validation loss) of the dense heads with the highest, "
-                   "median and lowest test accuracy in the summary.")
+        add_panels("curves", curve_panels(curves),
+                   "Loss and accuracy per epoch of the dense heads with the highest, median and "
+                   "lowest test accuracy in the summary; the loss panels share one y-scale, the "
+                   "accuracy panels another.")
     else:
         parts["curves"].append(_p("No dense heads with a training history in the results."))
 
@@ -835,14 +1512,20 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         if len(failed) > MAX_FAILED_ROWS:
             parts["failed"].append(_p(f"… and {len(failed) - MAX_FAILED_ROWS} more."))
 
+    # --- files
+    parts["files"].append(_files_html(layout, out, store.list_tables(layout.root)))
+    parts["files"].append(_p(
+        "Links are relative to this folder, so they work wherever the store and the report "
+        "folder are opened together. The tables are Parquet folders: read them with DuckDB, "
+        "pandas, polars, pyarrow or Spark (see the README)."))
+
     # --- write
-    out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    shown = [(sid, title) for sid, title in SECTIONS if sid in parts]
-    nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title in shown)
+    shown_sections = [(sid, title) for sid, title in SECTIONS if sid in parts]
+    nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title in shown_sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{"".join(parts[sid])}'
-                   "</section>" for sid, title in shown)
+                   "</section>" for sid, title in shown_sections)
     meta = (f"Store {layout.root} · results table of {results_manifest.get('created', '?')}: "
             f"{len(ok)} successful and {len(failed)} failed fits, {ok['attribute'].nunique()} "
             f"attributes, models {', '.join(models) or '–'} · report made {created}")
@@ -851,21 +1534,25 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
             f"<title>featstore report: {html.escape(layout.root.name)}</title>"
             f"<style>{_CSS}</style></head><body>"
             f"<h1>featstore report: {html.escape(layout.root.name)}</h1>"
-            f"<p class=\"meta\">{html.escape(meta)}</p><nav>{nav}</nav>{body}</body></html>\n")
+            f"<p class=\"meta\">{html.escape(meta)}</p><nav>{nav}</nav>{body}"
+            f"<script>{_SORT_JS}</script></body></html>\n")
     index = out / "index.html"
     csv_path = out / "summary.csv"
     md_path = out / "summary.md"
+    table_path = out / "table.csv"
     markdown = to_markdown(summary)
     _write_text(index, page)
     _write_text(csv_path, summary.to_csv(index=False))
     _write_text(md_path, markdown)
-    logger.info("report with %d figures written to %s", len(figures), index)
+    _write_text(table_path, table.to_csv(index=False))
+    logger.info("report with %d figures (%d images) written to %s", len(figures), n_images, index)
     return ReportSummary(
         store=str(layout.root), out_dir=str(out), index_html=str(index),
         summary_csv=str(csv_path), summary_md=str(md_path), figures=tuple(figures),
         rows_ok=len(ok), rows_error=len(failed), attributes=len(summary), models=models,
         train_size=train_size, seed=seed, map_feature_set=map_set, color_by=color,
-        markdown=markdown, summary=summary)
+        markdown=markdown, summary=summary, table_csv=str(table_path), table=table,
+        images=n_images)
 
 
 def _write_text(path: Path, text: str) -> None:

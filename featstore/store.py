@@ -138,6 +138,12 @@ RESULTS_SCHEMA = pa.schema([
     pa.field("fit_seconds", pa.float64()),
     pa.field("y_true", pa.list_(pa.int8())),  # test labels, in image_id order
     pa.field("y_pred", pa.list_(pa.int8())),  # test predictions, same order (for McNemar)
+    # the test ROC curve (featstore.evaluate.roc_points): false / true positive rates of its
+    # vertices from (0, 0) to (1, 1), at most evaluate.ROC_POINTS of them; null when the test
+    # labels have one class. Absent from results written before them: read as null
+    # (RESULTS_ADDED_COLUMNS)
+    pa.field("roc_fpr", pa.list_(pa.float32())),
+    pa.field("roc_tpr", pa.list_(pa.float32())),
     pa.field("cell", pa.string()),
     pa.field("created", pa.string()),
     # the saved model, relative to the store root (train.save_models); null when not saved
@@ -145,6 +151,10 @@ RESULTS_SCHEMA = pa.schema([
     # the feature set's committed content the fit saw (its manifest's content_fingerprint)
     pa.field("feature_set_content", pa.string()),
 ])
+
+#: Columns of RESULTS_SCHEMA that results tables (and grid cells) written by an earlier
+#: featstore lack; :func:`read_results` reads them as null, so old stores stay readable.
+RESULTS_ADDED_COLUMNS = ("roc_fpr", "roc_tpr")
 
 #: retrieval/feature_set=<set>/: one row per (queries, items, metric, k, target, attribute)
 #: (featstore/retrieval.py defines the metrics). ``feature_set`` is not a column of the files:
@@ -1152,13 +1162,20 @@ def load_xy(path: str | os.PathLike[str], name: str, attribute: str,
 
 
 def read_results(path: str | os.PathLike[str]) -> Any:
-    """The committed results table as pandas (``y_true``/``y_pred`` as int8 arrays)."""
+    """The committed results table as pandas (``y_true``/``y_pred`` as int8 arrays,
+    ``roc_fpr``/``roc_tpr`` as float32 arrays). A table written before the
+    :data:`RESULTS_ADDED_COLUMNS` existed reads with those columns null."""
     import numpy as np
 
     table = read_table(path, "results")
+    for name in RESULTS_ADDED_COLUMNS:
+        if name not in table.column_names:
+            f = RESULTS_SCHEMA.field(name)
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     df = table.select(RESULTS_SCHEMA.names).cast(RESULTS_SCHEMA).to_pandas()
-    for col in ("y_true", "y_pred"):
-        df[col] = [np.asarray(v, dtype=np.int8) if v is not None else None for v in df[col]]
+    for col, dtype in (("y_true", np.int8), ("y_pred", np.int8), ("roc_fpr", np.float32),
+                       ("roc_tpr", np.float32)):
+        df[col] = [np.asarray(v, dtype=dtype) if v is not None else None for v in df[col]]
     return df
 
 

@@ -1,9 +1,13 @@
 """The whole chain on built-in synthetic data: ``featstore demo [--out DIR]``.
 
-synthetic CelebA-format set -> ingest -> extract -> reduce -> train -> report, one progress line a
-stage with counts and rates. It runs offline: the conv base has *random* (seeded) weights, since
-no ImageNet weights can be downloaded here -- random conv features still carry the drawn
-attributes, which is what the demo shows. Point `extract.weights` at real weights for real work.
+synthetic CelebA-format set -> ingest -> for each of two conv bases (ResNet50, the default, and
+the small MobileNetV2): extract -> reduce -> retrieve -> the training grid on every base's reduced
+sets at the whole train split (what the summary and the base comparison read), and at the other
+training size on the first base's largest set (the accuracy-against-size curve) -> report (with
+its "Which conv base" section), one progress line a stage with counts and rates. It runs offline: the conv bases have *random* (seeded) weights, since no
+ImageNet weights can be downloaded here -- random conv features still carry the drawn
+attributes, which is what the demo shows. Point `extract.weights` at real weights for real work;
+``--set compare.bases=[resnet50]`` runs one base only.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ logger = logging.getLogger("featstore.demo")
 
 DEMO_ATTRIBUTES = ("Smiling", "Male", "Eyeglasses", "Wearing_Hat", "Blond_Hair", "Attractive")
 DEMO_DIMS = (8, 32, 128)
+#: the conv bases: the default feature set's (resnet50, README's examples query it) and a small one
+DEMO_BASES = ("resnet50", "mobilenetv2")
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "demo") -> None:
@@ -35,9 +41,11 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "demo") -> None:
     add_common(p)
 
 
-def _progress(stage: str, count: int, seconds: float, what: str = "images") -> None:
+def _progress(stage: str, count: int, seconds: float, what: str = "images",
+              note: str = "") -> None:
     rate = count / seconds if seconds > 0 else float("inf")
-    print(f"[{stage:<8}] {count:>7,} {what:<7} in {seconds:6.1f} s ({rate:8,.1f}/s)", flush=True)
+    print(f"[{stage:<8}] {count:>7,} {what:<7} in {seconds:6.1f} s ({rate:8,.1f}/s)"
+          + (f"  {note}" if note else ""), flush=True)
 
 
 def demo_overrides(data_dir: Path) -> list[str]:
@@ -45,7 +53,8 @@ def demo_overrides(data_dir: Path) -> list[str]:
     return [
         "ingest.source=celeba", f"ingest.path={data_dir}",
         "extract.model=resnet50", "extract.input_size=112x96", "extract.weights=random",
-        "extract.batch_size=32",
+        "extract.batch_size=32", f"compare.bases=[{','.join(DEMO_BASES)}]",
+        "compare.retrieve_on=all", "retrieve.k=1,5,10",
         f"reduce.dims={','.join(str(d) for d in DEMO_DIMS)}",
         f"train.attributes={','.join(DEMO_ATTRIBUTES)}",
         "train.models=lasso,forest,dense", "train.train_sizes=400,0", "train.folds=5",
@@ -58,10 +67,12 @@ def demo_overrides(data_dir: Path) -> list[str]:
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from dataclasses import replace
 
+    from featstore.compare import check_bases
     from featstore.extract import extract
     from featstore.ingest import ingest
     from featstore.reduce import reduce
     from featstore.report import build_report
+    from featstore.retrieval import plan_retrieve, retrieve
     from featstore.sources.synthetic import generate
     from featstore.train.grid import run_grid
 
@@ -71,6 +82,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
                                               overrides=[*demo_overrides(data_dir),
                                                          *args.overrides]),
                            store=str(store_dir))
+    bases = check_bases(cfg)  # every base's name, layers and weights, before any work
     t0 = time.perf_counter()
     if (data_dir / "list_attr_celeba.txt").is_file():
         print(f"[synth   ] reusing {data_dir}", flush=True)
@@ -84,24 +96,60 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     ing = ingest(session, cfg.ingest, cfg.store)
     _progress("ingest", ing.ok, time.perf_counter() - t)
 
-    print("[extract ] resnet50 at 112x96 with RANDOM weights (offline demo; use "
-          "--set extract.weights=imagenet with the Keras cache for real features)", flush=True)
-    ex = extract(session, cfg.extract, cfg.store)
-    _progress("extract", ex.ok + ex.errors, ex.seconds)
+    weights = cfg.extract.weights
+    how = ("RANDOM weights (offline demo; use --set extract.weights=imagenet with the Keras "
+           "cache for real features)" if weights == "random" else f"weights {weights}")
+    reduced_sets: list[tuple[int, str]] = []  # (dim, name) of every base's reduced sets
+    first_set, first_top = "", ""  # the first base's raw set and its largest reduced one
+    for base in bases:
+        print(f"[extract ] {base} at {cfg.extract.input_size} with {how}", flush=True)
+        ex = extract(session, replace(cfg.extract, model=base), cfg.store)
+        _progress("extract", ex.ok + ex.errors, ex.seconds, note=base)
+        first_set = first_set or ex.feature_set
+
+        t = time.perf_counter()
+        red = reduce(session, replace(cfg.reduce, feature_set=ex.feature_set), cfg.store)
+        _progress("reduce", len(red.sets), time.perf_counter() - t, "sets", note=base)
+        # the PCA dimensions only: on 2 cores, forests on the full 2,048-dim embedding would
+        # take longer than the rest of the demo together
+        reduced = [r.name for r in sorted(red.sets, key=lambda r: r.dim)]
+        reduced_sets += [(r.dim, r.name) for r in red.sets]
+        first_top = first_top or reduced[-1]
+
+        t = time.perf_counter()
+        dims = {ex.feature_set: ex.dim, **{r.name: r.dim for r in red.sets}}
+        on = {"raw": [ex.feature_set], "reduced": reduced,
+              "all": [ex.feature_set, *reduced]}[cfg.compare.retrieve_on]
+        runs = [retrieve(plan_retrieve(replace(cfg.retrieve, feature_set=name), cfg.store))
+                for name in on]
+        top = runs[0].headline  # the raw set's (or the smallest reduced one's)
+        scores = ", ".join(f"{k.replace(' top-5 precision', '')} {v:.3f}" for k, v in top.items()
+                           if k.endswith("top-5 precision"))
+        _progress("retrieve", len(runs), time.perf_counter() - t, "runs",
+                  note=f"{base}; top-5 precision of the {dims[on[0]]}-d set: {scores}"
+                  if scores else base)
+
+    # one grid: every base's reduced sets at the summary's training size (the whole split when
+    # it is in the grid), which the summary, the heatmap and the base comparison read; then the
+    # other sizes on the first base's largest set only, the one the accuracy-against-size curve
+    # shows (the report plots the set with the most training sizes). On 2 cores the fits are
+    # most of the demo's time. The grid runs its cells in order, two at a time: the largest
+    # dimension first, so the slowest fits do not come last with one core idle.
+    sizes = tuple(cfg.train.train_sizes)
+    summary_size = 0 if 0 in sizes else max(sizes)
+    order = tuple(name for _, name in sorted(reduced_sets, key=lambda d: (-d[0], d[1])))
+    for feature_sets, grid_sizes, what in (
+            (order, (summary_size,), ", ".join(bases)),
+            ((first_top,), tuple(n for n in sizes if n != summary_size), first_top)):
+        if not grid_sizes:
+            continue
+        g = run_grid(session, cfg.store, replace(cfg.train, feature_sets=feature_sets,
+                                                 train_sizes=grid_sizes))
+        shown = ", ".join("all rows" if n == 0 else f"{n:,} rows" for n in grid_sizes)
+        _progress("train", g.cells, g.seconds, "fits", note=f"{what} ({shown})")
 
     t = time.perf_counter()
-    red = reduce(session, replace(cfg.reduce, feature_set=ex.feature_set), cfg.store)
-    _progress("reduce", len(red.sets), time.perf_counter() - t, "sets")
-
-    # the PCA dimensions only: on 2 cores, forests on the full 2,048-dim embedding would take
-    # longer than the rest of the demo together
-    sets = tuple(r.name for r in sorted(red.sets, key=lambda r: r.dim))
-    grid = replace(cfg.train, feature_sets=sets)
-    g = run_grid(session, cfg.store, grid)
-    _progress("train", g.cells, g.seconds, "fits")
-
-    t = time.perf_counter()
-    rep = build_report(cfg.store, report_dir, feature_set=ex.feature_set, color_by="Smiling")
+    rep = build_report(cfg.store, report_dir, feature_set=first_set, color_by="Smiling")
     _progress("report", 1, time.perf_counter() - t, "report")
 
     print()

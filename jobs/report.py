@@ -19,7 +19,8 @@ from jobs.common import EXIT_OK, add_common, config_from_args
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "report") -> None:
     p.add_argument("--store", help="store folder with a committed results table")
-    p.add_argument("--out", required=True, help="folder for index.html, summary.csv, summary.md")
+    p.add_argument("--out", required=True, help="folder for index.html, summary.csv, summary.md, "
+                   "table.csv")
     p.add_argument("--feature-set", help="feature set of the PCA / t-SNE maps (default: the "
                    "largest-dimension feature set in the results)")
     p.add_argument("--color-by", help="attribute colouring the maps (default: the attribute "
@@ -36,8 +37,8 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         raise ConfigError("report needs a store folder (--store STORE)")
     s = build_report(cfg.store, args.out, feature_set=args.feature_set, color_by=args.color_by)
     print(s.markdown, end="")
-    print(f"report: {s.index_html} ({len(s.figures)} plots; {s.rows_ok} ok and {s.rows_error} "
-          f"failed fits; summary.csv and summary.md beside it)")
+    print(f"report: {s.index_html} ({len(s.figures)} plots, {s.images} panels; {s.rows_ok} ok "
+          f"and {s.rows_error} failed fits; summary.csv, summary.md and table.csv beside it)")
     return EXIT_OK
 
 

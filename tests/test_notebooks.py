@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_report import ATTRIBUTES, results_store
+from tests.test_report import ATTRIBUTES, MODELS, report_output, results_store
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -98,9 +98,15 @@ def test_explore_feature_store_notebook(nb_store, tmp_path):
     assert accuracy > 0.75  # Smiling follows feature 0
 
 
-def test_compare_models_notebook(nb_store, tmp_path):
-    nb = _execute("compare_models", tmp_path, {"FEATSTORE_STORE": str(nb_store),
-                                               "FEATSTORE_FEATURE_SET": "sig-pca4"})
+@pytest.fixture(scope="module")
+def compare_nb(nb_store, tmp_path_factory) -> Any:
+    """compare_models.ipynb run once against the results store, comparisons on sig-pca4."""
+    return _execute("compare_models", tmp_path_factory.mktemp("compare-nb"),
+                    {"FEATSTORE_STORE": str(nb_store), "FEATSTORE_FEATURE_SET": "sig-pca4"})
+
+
+def test_compare_models_notebook(compare_nb):
+    nb = compare_nb
     head = _text(_tagged(nb, "table")[0])
     assert "feature set sig-pca4; training size 0, seed 0" in head
     assert "ok and 9 failed fits" in head
@@ -115,7 +121,47 @@ def test_compare_models_notebook(nb_store, tmp_path):
     vs_baseline = _text(_tagged(nb, "baseline")[0]).strip().splitlines()
     assert vs_baseline[0].split()[-3:] == ["p_value", "p_holm", "beats_baseline"]
     rows = {tuple(line.split()[:2]): line.split()[-1] for line in vs_baseline[1:]}
-    assert set(rows) == {(a, m) for a in ATTRIBUTES for m in ("lasso", "forest", "dense")}
-    assert rows["Smiling", "lasso"] == "True"  # Smiling follows feature 0 of sig-pca4
+    assert set(rows) == {(a, m) for a in ATTRIBUTES for m in MODELS}
+    assert rows["Smiling", "lasso"] == "True"  # Smiling follows feature 0
     summary = _text(_tagged(nb, "summary")[0]).strip().splitlines()
     assert summary[0].startswith("| attribute | feature set |") and len(summary) == 4
+    full = _text(_tagged(nb, "full-table")[0])
+    assert "hyperparameters" in full and "C = " in full and "max_features = " in full
+
+
+def test_compare_models_notebook_reads_the_reports_holm_family(compare_nb, nb_store,
+                                                              tmp_path_factory, spark):
+    """The notebook's baseline p_holm for every model and attribute are the report's (its
+    table.csv and summary.csv, written by `featstore report` of the same store), whatever
+    feature set the notebook's model comparisons are on."""
+    import pandas as pd
+
+    made = report_output(tmp_path_factory, spark)
+    assert made["rc"] == 0
+    table = pd.read_csv(made["out"] / "table.csv").set_index(["attribute", "model"])
+    summary = pd.read_csv(made["out"] / "summary.csv").set_index("attribute")
+    lines = _text(_tagged(compare_nb, "baseline")[0]).strip().splitlines()
+    header = lines[0].split()
+    printed = {}
+    for line in lines[1:]:
+        cells = dict(zip(header, line.split(), strict=True))
+        printed[cells["attribute"], cells["model"]] = (float(cells["p_value"]),
+                                                       float(cells["p_holm"]),
+                                                       cells["beats_baseline"] == "True")
+    assert set(printed) == set(table.index)
+    for key, (p, p_holm, beats) in printed.items():  # printed to 4 decimals
+        assert p == pytest.approx(table.at[key, "p_baseline"], abs=5e-5), key
+        assert p_holm == pytest.approx(table.at[key, "p_baseline_holm"], abs=5e-5), key
+        assert beats == bool(table.at[key, "beats_baseline"]), key
+    for attribute, best in summary["best_model"].items():
+        assert printed[attribute, best][1] == pytest.approx(
+            summary.at[attribute, "p_baseline_holm"], abs=5e-5)
+    # a family over all models is wider than one per model: some p_holm differ from the
+    # per-model (BASELINE_FAMILY) adjustment the notebook used to print
+    from featstore import evaluate
+    from featstore.report import ok_rows, summary_fits
+    from featstore.train.grid import read_results
+
+    per_model = evaluate.baseline_tests(summary_fits(ok_rows(read_results(nb_store))))
+    narrow = per_model.set_index(["attribute", "model"])["p_holm"]
+    assert any(abs(narrow[k] - printed[k][1]) > 1e-3 for k in printed)

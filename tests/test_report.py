@@ -1,19 +1,25 @@
-"""jobs/report.py: the self-contained HTML report, summary.csv / summary.md, and bad input.
+"""jobs/report.py: the self-contained HTML report, summary.csv / summary.md / table.csv, the
+heatmap, the full sortable table, ROC curves and hyper-parameters, the report in headless
+Chromium (every image loads, no two titles overlap, the table sorts), and bad input.
 
-One small store with real results (a grid run through jobs/train.py) is built once per test
-session and shared with tests/test_notebooks.py (:func:`results_store`)."""
+One small store with real results (a grid run through jobs/train.py) and its report are built
+once per test session and shared with tests/test_notebooks.py (:func:`results_store`,
+:func:`report_output`)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import io
+import itertools
+import json
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -34,11 +40,15 @@ ATTRIBUTES = ["Male", "Smiling"]  # have ok fits; Bald has one class in train: e
 FEATURE_SETS = {"sig-pca2": 2, "sig-pca4": 4, "sig": 8}
 MODELS = ["lasso", "forest", "dense"]
 SMALL_SIZE = 60  # a second training size on "sig"
-HEADINGS = ["Summary", "Accuracy against feature dimension", "Accuracy against training-set size",
-            "Confusion matrices of the best models", "Maps of the embeddings",
-            "Training curves of dense heads", "Feature sets", "Failed fits"]
-PLOTS = ["accuracy_vs_dimension", "accuracy_vs_train_size", "confusion_matrices", "pca_map",
-         "tsne_map", "training_curves"]
+HEADINGS = ["Summary", "Attributes × models", "Every attribute and model",
+            "ROC curves of the best models", "Accuracy against feature dimension",
+            "Accuracy against training-set size", "Confusion matrices of the best models",
+            "Maps of the embeddings", "Training curves of dense heads", "Feature sets",
+            "Failed fits", "Files and errors tables"]
+#: figure -> its panels: a panel per attribute (+ the mean) or per fit, as the design says
+PANELS = {"roc_curves": len(ATTRIBUTES), "accuracy_vs_dimension": len(ATTRIBUTES) + 1,
+          "accuracy_vs_train_size": len(ATTRIBUTES) + 1, "confusion_matrices": len(ATTRIBUTES),
+          "embedding_maps": 2, "training_curves": 2 * len(ATTRIBUTES)}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -99,22 +109,34 @@ def _run_report(argv: list[str]) -> tuple[int, str]:
     return rc, out.getvalue()
 
 
+def report_output(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> dict[str, Any]:
+    """``featstore report`` of :func:`results_store` (maps of "sig" coloured by Smiling), run
+    once per session: ``rc``, ``stdout``, ``out`` (the folder) and ``html`` (index.html)."""
+    if "report" not in _BUILT:
+        root = results_store(tmp_path_factory, spark)
+        out = tmp_path_factory.mktemp("report-out") / "report"
+        rc, stdout = _run_report(["--store", str(root), "--out", str(out),
+                                  "--feature-set", "sig", "--color-by", "Smiling"])
+        html = (out / "index.html").read_text(encoding="utf-8") if rc == 0 else ""
+        _BUILT["report"] = {"rc": rc, "stdout": stdout, "out": out, "html": html}
+    return _BUILT["report"]
+
+
 @pytest.fixture(scope="module")
 def sig_results(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
     return results_store(tmp_path_factory, spark)
 
 
 @pytest.fixture(scope="module")
-def report(sig_results: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("report-out") / "report"
-    rc, stdout = _run_report(["--store", str(sig_results), "--out", str(out),
-                              "--feature-set", "sig", "--color-by", "Smiling"])
-    html = (out / "index.html").read_text(encoding="utf-8") if rc == 0 else ""
-    return {"rc": rc, "stdout": stdout, "out": out, "html": html}
+def report(sig_results: Path, tmp_path_factory: pytest.TempPathFactory,
+           spark: Any) -> dict[str, Any]:
+    return report_output(tmp_path_factory, spark)
 
 
 def _images(html: str) -> list[tuple[str, str]]:
-    return re.findall(r'<img alt="([^"]*)" src="([^"]*)"', html)
+    """(figure name, src) of every image of the page, in order."""
+    return re.findall(r'<img data-figure="([^"]*)" alt="[^"]*"(?: width="\d+" height="\d+")? '
+                      r'src="([^"]*)"', html)
 
 
 def _section(html: str, section_id: str) -> str:
@@ -129,26 +151,46 @@ def test_index_has_every_section_and_embedded_pngs(report):
     headings = re.findall(r"<h2>(.*?)</h2>", html)
     assert headings == HEADINGS
     images = _images(html)
-    assert [alt for alt, _ in images] == PLOTS
-    assert html.count("<img") == len(PLOTS)
+    counts: dict[str, int] = {}
+    for name, _ in images:
+        counts[name] = counts.get(name, 0) + 1
+    assert counts == PANELS
+    assert list(dict.fromkeys(name for name, _ in images)) == list(PANELS)  # in this order
+    assert html.count("<img") == len(images) == sum(PANELS.values())
+    # every panel has its title as HTML text above its image
+    assert html.count('<div class="ptitle">') == len(images)
     from PIL import Image
 
-    for alt, src in images:
+    for name, src in images:
         prefix = "data:image/png;base64,"
-        assert src.startswith(prefix), alt
+        assert src.startswith(prefix), name
         png = base64.b64decode(src[len(prefix):], validate=True)
-        assert png.startswith(PNG_MAGIC), alt
+        assert png.startswith(PNG_MAGIC), name
         with Image.open(io.BytesIO(png)) as im:
             im.verify()
         with Image.open(io.BytesIO(png)) as im:
-            assert im.format == "PNG" and min(im.size) >= 150, (alt, im.size)
+            assert im.format == "PNG" and min(im.size) >= 150, (name, im.size)
 
 
 def test_index_needs_nothing_from_outside(report):
     html = report["html"]
-    assert "<script" not in html and "<link" not in html and "@import" not in html
-    for attr in re.findall(r'(?:src|href)="([^"]*)"', html):
-        assert attr.startswith(("data:", "#")), attr
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)  # base64 holds "//"
+    assert not re.search(r"\b(?:https?|ftp|wss?):|//[a-z0-9]", text, re.I)
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+    assert len(scripts) == 1 and scripts[0][0] == ""  # one inline script, no src
+    assert not re.search(r"fetch|XMLHttpRequest|import\(|WebSocket|src\s*=", scripts[0][1])
+    ids = set(re.findall(r' id="([^"]+)"', html))
+    for attr in re.findall(r'src="([^"]*)"', html):
+        assert attr.startswith("data:image/png;base64,"), attr[:40]
+    links = re.findall(r'href="([^"]*)"', html)
+    assert {"summary.csv", "summary.md", "table.csv"} <= set(links)
+    for link in links:
+        if link.startswith("#"):
+            assert link[1:] in ids, link
+        else:  # relative to the report folder, and there
+            assert not link.startswith("/") and ":" not in link, link
+            assert (report["out"] / unquote(link)).exists(), link
 
 
 def test_summary_csv_one_row_per_attribute_consistent_with_results(report, sig_results):
@@ -234,7 +276,7 @@ def test_results_with_only_failed_fits_still_report_them(tmp_path):
     html = (out / "index.html").read_text()
     assert re.findall(r"<h2>(.*?)</h2>", html) == HEADINGS
     assert "No successful fits" in _section(html, "summary")
-    assert [alt for alt, _ in _images(html)] == ["pca_map", "tsne_map"]
+    assert [name for name, _ in _images(html)] == ["embedding_maps", "embedding_maps"]
     assert "1 fit failed" in _section(html, "failed") and "one class only" in html
     assert pd.read_csv(out / "summary.csv").empty
     assert "(no successful fits)" in stdout
@@ -248,15 +290,250 @@ def test_unknown_colour_attribute_exits_2(sig_results, tmp_path, capsys):
     assert not out.exists()
 
 
+# ------------------------------------------------------------------ 40 attributes, imbalance
+
+
+def _hp_expected(model: str, params: str) -> str:
+    p = json.loads(params)
+    if model == "lasso":
+        return f"C = {p['C']:.3g}"
+    if model == "forest":
+        return f"max_features = {p['max_features']}"
+    return f"epochs = {p['best_epoch']} (of {p['epochs_run']} run)"
+
+
+def test_full_table_csv_one_row_per_attribute_and_model(report, sig_results):
+    table = pd.read_csv(report["out"] / "table.csv")
+    summary = pd.read_csv(report["out"] / "summary.csv").set_index("attribute")
+    assert sorted(zip(table["attribute"], table["model"], strict=True)) == sorted(
+        (a, m) for a in ATTRIBUTES for m in MODELS)
+    res = read_results(sig_results)
+    fits = res[(res.status == "ok") & (res.train_size == 0) & (res.feature_set == "sig")]
+    fits = fits.set_index(["attribute", "model"])
+    for r in table.itertuples(index=False):
+        fit = fits.loc[(r.attribute, r.model)]
+        assert r.feature_set == "sig" and r.n_test == fit.n_test
+        for col in ("accuracy", "ci_low", "ci_high", "balanced_accuracy", "f1", "roc_auc",
+                    "majority_baseline"):
+            assert getattr(r, col) == pytest.approx(fit[col]), col
+        assert r.gain == pytest.approx(fit.accuracy - fit.majority_baseline)
+        assert r.positives == pytest.approx(np.mean(fit.y_true))
+        assert r.hyperparameters == _hp_expected(r.model, fit.params)
+        assert r.best == (summary.at[r.attribute, "best_model"] == r.model)
+        if r.best:
+            assert r.p_baseline_holm == pytest.approx(summary.at[r.attribute, "p_baseline_holm"])
+    assert table.groupby("attribute")["best"].sum().tolist() == [1] * len(ATTRIBUTES)
+
+
+def test_heatmap_and_full_table_in_the_page_hold_table_csv(report):
+    table = pd.read_csv(report["out"] / "table.csv").set_index(["attribute", "model"])
+    heat = re.search(r'<table class="heat sortable">(.*?)</table>', _section(
+        report["html"], "heatmap"), re.S).group(1)
+    head = re.findall(r'<th[^>]* data-col="(\d+)"[^>]*>([^<]*)</th>', heat)
+    assert [h for _, h in head] == ["attribute", "positives", *MODELS, *MODELS]
+    rows = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", heat, re.S)
+    assert [a for a, _ in rows] == ATTRIBUTES
+    for attribute, cells in rows:
+        values = [float(v) for v in re.findall(r'data-v="([^"]+)"', cells)]
+        want = [table.at[(attribute, MODELS[0]), "positives"],
+                *[table.at[(attribute, m), "gain"] for m in MODELS],
+                *[table.at[(attribute, m), "balanced_accuracy"] for m in MODELS]]
+        np.testing.assert_allclose(values, want, rtol=1e-12)
+        best = [m for m in MODELS if table.at[(attribute, m), "best"]]
+        assert cells.count("★") == 2 * len(best) == 2  # in both halves
+    full = _section(report["html"], "table")
+    assert full.count("<tr") == 1 + len(table) + 4  # + the hyper-parameter table (head + 3)
+    shown = {(a, m): rest for a, m, rest in re.findall(
+        r"<tr(?: class=\"best\")?><td>([^<]*)</td><td>([^<]*)</td>(.*?)</tr>", full)}
+    for (attribute, model), r in table.iterrows():
+        row = shown[(attribute, model)]
+        numbers = [float(v) for v in re.findall(r'data-v="([^"]+)"', row)]  # the sort keys
+        np.testing.assert_allclose(numbers, [r.positives, r.majority_baseline, r.accuracy,
+                                             r.gain, r.balanced_accuracy, r.f1, r.roc_auc,
+                                             r.p_baseline_holm], rtol=1e-12)
+        assert f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]</td>" in row
+        assert f"<td>{r.hyperparameters}</td>" in row
+
+
+def test_chosen_hyperparameters_per_model_are_shown(report, sig_results):
+    res = read_results(sig_results)
+    fits = res[(res.status == "ok") & (res.train_size == 0) & (res.feature_set == "sig")]
+    section = _section(report["html"], "table")
+    rows = dict(re.findall(r"<tr><td>(lasso|forest|dense)</td><td>[^<]*</td><td>([^<]*)</td>",
+                           section))
+    for model, key in (("lasso", "C"), ("forest", "max_features"), ("dense", "best_epoch")):
+        chosen = pd.Series([json.loads(p)[key] for p in fits.loc[fits.model == model, "params"]])
+        shown = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in chosen]
+        counts = pd.Series(shown).value_counts()
+        assert sorted(rows[model].split(", ")) == sorted(f"{v} ({n})" for v, n in counts.items())
+
+
+def test_chosen_hyperparameters_of_every_model_kind():
+    from featstore.report import chosen_hyperparameters, hyperparameter_text
+
+    assert hyperparameter_text("lasso", json.dumps({"C": 0.046415888, "cv_C": 0.1})) == "C = 0.0464"
+    assert hyperparameter_text("forest", '{"max_features": 0.2}') == "max_features = 0.2"
+    assert hyperparameter_text("dense", '{"best_epoch": 7, "epochs_run": 12, "epochs": 30}') == \
+        "epochs = 7 (of 12 run)"
+    assert chosen_hyperparameters("bottleneck20-forest", json.dumps(
+        {"k": 20, "best_epoch": 4, "epochs_run": 9, "second": "forest",
+         "second_params": {"max_features": "sqrt"}})) == {
+        "k": 20, "max_features": "sqrt", "epochs": 4, "epochs_run": 9}
+    assert hyperparameter_text("multilabel", None) == "–"
+
+
+def test_roc_points_are_stored_for_every_fit(sig_results):
+    from sklearn.metrics import auc  # the trapezoid area (np.trapz is gone in NumPy 2.4)
+
+    from featstore.evaluate import ROC_POINTS
+
+    ok = read_results(sig_results).query("status == 'ok'")
+    assert len(ok) and ok["roc_fpr"].notna().all()
+    for r in ok.itertuples(index=False):
+        fpr, tpr = r.roc_fpr, r.roc_tpr
+        assert fpr.dtype == np.float32 and len(fpr) == len(tpr) <= min(ROC_POINTS, r.n_test + 1)
+        assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+        assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+        # n_test 60: the whole curve is kept, and its area is the fit's ROC AUC
+        assert auc(fpr, tpr) == pytest.approx(r.roc_auc, abs=1e-6)
+
+
+def test_roc_points_of_a_long_curve_are_its_own_vertices():
+    from sklearn.metrics import auc, roc_auc_score, roc_curve
+
+    from featstore.evaluate import ROC_POINTS, roc_points
+
+    rng = np.random.default_rng(3)
+    y = rng.random(20_000) < 0.08  # imbalanced
+    score = y + rng.normal(size=y.size)
+    fpr, tpr = roc_points(y, score)
+    exact_f, exact_t, _ = roc_curve(y, score)
+    exact = set(zip(exact_f.astype(np.float32).tolist(), exact_t.astype(np.float32).tolist(),
+                    strict=True))
+    assert len(exact) > 5 * ROC_POINTS and len(fpr) <= ROC_POINTS
+    assert set(zip(fpr.tolist(), tpr.tolist(), strict=True)) <= exact
+    # evenly spread along the curve: two kept points are at most one even step apart, plus the
+    # exact curve's own straight segment that ends at the later one
+    along = exact_f + exact_t
+    index = {p: i for i, p in enumerate(zip(exact_f.astype(np.float32).tolist(),
+                                            exact_t.astype(np.float32).tolist(), strict=True))}
+    kept = [index[p] for p in zip(fpr.tolist(), tpr.tolist(), strict=True)]
+    step = along[-1] / (ROC_POINTS - 1)
+    for a, b in itertools.pairwise(kept):
+        assert along[b] - along[a] <= step + (along[b] - along[b - 1]) + 1e-9
+    assert auc(fpr, tpr) == pytest.approx(roc_auc_score(y, score), abs=2e-3)
+    assert roc_points(np.zeros(9), np.arange(9.0)) is None  # one class: no curve
+
+
+def test_results_without_roc_points_stay_readable(tmp_path):
+    """A results table (and grid cells) written before the ROC columns existed."""
+    from featstore.report import build_report
+    from featstore.train.grid import RESULTS_SCHEMA, _merge_cells
+
+    old_schema = pa.schema([f for f in RESULTS_SCHEMA if f.name not in store.RESULTS_ADDED_COLUMNS])
+    rows = [{**r, "y_true": r["y_true"].tolist(), "y_pred": r["y_pred"].tolist()}
+            for r in _baseline_results().to_dict("records")]
+    old = pa.Table.from_pylist([{k: v for k, v in r.items() if k in old_schema.names}
+                                for r in rows], schema=old_schema)
+    root = _write_signal_store(tmp_path / "store", n=30)
+    _commit_results(root, old)
+    res = read_results(root)
+    assert len(res) == 4 and res["roc_fpr"].isna().all() and res["roc_tpr"].isna().all()
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    pq.write_table(old, cells / "old.parquet")
+    merged = _merge_cells(cells)
+    assert merged.schema == RESULTS_SCHEMA and merged["roc_fpr"].null_count == 4
+    made = build_report(root, tmp_path / "report")
+    assert "roc_curves" not in made.figures
+    assert "4 of 4 fits have no ROC points" in _section(
+        (tmp_path / "report" / "index.html").read_text(), "roc")
+
+
+def test_small_multiples_share_one_y_scale_and_the_pca_map_has_labelled_axes(sig_results):
+    from featstore.report import accuracy_panels, map_panels, ok_rows
+
+    ok = ok_rows(read_results(sig_results)).query("train_size == 0")
+    fig = accuracy_panels(ok, "dim", "feature dimension", name="d").figure()
+    limits = {ax.get_ylim() for ax in fig.axes}
+    assert len(fig.axes) == len(ATTRIBUTES) + 1 and len(limits) == 1
+    low, high = limits.pop()
+    gains = ok["accuracy"] - ok["majority_baseline"]
+    assert low < 0 < high and low <= gains.min() and gains.max() <= high  # baseline at 0
+    x = np.random.default_rng(0).normal(size=(80, 4)) * [4.0, 2.0, 1.0, 1.0]
+    fig = map_panels(x, x[:, 0] > 0, feature_set="fs", color_by="A").figure()
+    pc1, pc2 = (re.fullmatch(r"PC (\d) \((\d+\.\d)% of the variance\)", fig.axes[0].get_xlabel()),
+                re.fullmatch(r"PC (\d) \((\d+\.\d)% of the variance\)", fig.axes[0].get_ylabel()))
+    assert pc1 and pc2 and (pc1.group(1), pc2.group(1)) == ("1", "2")
+    share1, share2 = float(pc1.group(2)), float(pc2.group(2))
+    assert 100 > share1 > share2 > 0 and share1 > 50  # the first axis carries most variance
+    assert (fig.axes[1].get_xlabel(), fig.axes[1].get_ylabel()) == ("t-SNE 1", "t-SNE 2")
+
+
+def test_links_to_the_errors_tables_are_relative_and_resolve(job_store, tmp_path):
+    """The report of the job store (2 bad images in its images errors table): its links to
+    summary.csv, the results table and every errors table resolve from the report folder, also
+    after the store and the report are moved together."""
+    from featstore.report import build_report
+
+    first = tmp_path / "here"
+    shutil.copytree(job_store, first / "store")
+    build_report(first / "store", first / "report")
+
+    def links(folder: Path) -> dict[str, Path]:
+        page = (folder / "report" / "index.html").read_text()
+        files = _section(page, "files")
+        return {text: (folder / "report" / unquote(href)).resolve()
+                for href, text in re.findall(r'<a href="([^"#]+)">([^<]+)</a>', files)}
+
+    found = links(first)
+    assert found["summary.csv"] == first / "report" / "summary.csv"
+    assert found["results/"] == first / "store" / "results"
+    errors = {t: p for t, p in found.items() if t.startswith("errors/")}
+    assert errors["errors/images/"] == first / "store" / "errors" / "images"
+    assert sorted(errors) == sorted(
+        f"{store.Layout(first / 'store').rel(Path(t['errors_path']))}/"
+        for t in store.list_tables(first / "store") if t["errors_path"])
+    assert "2 rows (images)" in _section((first / "report" / "index.html").read_text(), "files")
+    moved = tmp_path / "moved elsewhere"
+    (first).rename(moved)
+    assert all(p.exists() for p in links(moved).values())
+    assert links(moved)["errors/images/"] == moved / "store" / "errors" / "images"
+
+
 # ------------------------------------------------------------------ in a real browser
 
+#: Runs in the page after load: whether each image decoded, the text boxes of every title
+#: (panel titles, headings, captions, table headings: getBoundingClientRect of a Range over the
+#: element's text, in page coordinates) and every image's box, then sorts the full table by
+#: "accuracy − baseline" twice (ascending, descending) and reads that column back. It writes
+#: one JSON object into <pre id="probe"> for the test to read from --dump-dom.
 _PROBE = """<script>
 window.addEventListener("load", function () {
+  function page(r) { return [r.left + scrollX, r.top + scrollY, r.right + scrollX,
+                             r.bottom + scrollY]; }
   var imgs = Array.prototype.slice.call(document.images);
-  document.body.dataset.total = imgs.length;
-  document.body.dataset.loaded = imgs.filter(function (i) {
-    return i.complete && i.naturalWidth > 0;
-  }).length;
+  var out = {total: imgs.length, loaded: imgs.filter(function (i) {
+    return i.complete && i.naturalWidth > 0; }).length};
+  out.titles = Array.prototype.map.call(
+    document.querySelectorAll(".ptitle, h1, h2, h3, figcaption, th"), function (el) {
+      var range = document.createRange();
+      range.selectNodeContents(el);
+      return {tag: el.tagName.toLowerCase() + (el.className ? "." + el.className : ""),
+              text: el.textContent, box: page(range.getBoundingClientRect())};
+    });
+  out.images = imgs.map(function (i) { return page(i.getBoundingClientRect()); });
+  var table = document.querySelector("table.full");
+  var th = table.querySelector('th[data-key="gain"]');
+  var col = +th.getAttribute("data-col");
+  function column() { return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+    return parseFloat(r.cells[col].getAttribute("data-v")); }); }
+  th.click(); out.ascending = column(); out.sort_ascending = th.getAttribute("aria-sort");
+  th.click(); out.descending = column(); out.sort_descending = th.getAttribute("aria-sort");
+  var pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
 });
 </script></body>"""
 
@@ -272,21 +549,74 @@ def _chromium() -> str:
                 "FEATSTORE_SKIP_BROWSER=1 to skip this test", pytrace=False)
 
 
-def test_every_plot_loads_in_headless_chromium(report, tmp_path):
-    chromium = _chromium()
+def _in_browser(page_html: str, tmp_path: Path, *, width: int = 1400) -> dict[str, Any]:
+    """Load the page (with the probe) in headless Chromium, no network at all, at ``width``
+    CSS pixels; the probe's JSON."""
+    import html as html_lib
+    import json
+
     page = tmp_path / "index.html"
-    page.write_text(report["html"].replace("</body>", _PROBE, 1), encoding="utf-8")
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+    page.write_text(page_html.replace("</body>", _PROBE, 1), encoding="utf-8")
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
            "--no-first-run", "--disable-background-networking", "--disable-component-update",
            "--disable-sync", "--host-resolver-rules=MAP * ~NOTFOUND",  # no network at all
            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
-           "--dump-dom", page.as_uri()]
+           f"--window-size={width},1000", "--dump-dom", page.as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    body = re.search(r"<body([^>]*)>", proc.stdout)
-    assert body, proc.stdout[:500]
-    attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1)))
-    assert attrs == {"total": str(len(PLOTS)), "loaded": str(len(PLOTS))}, attrs
+    found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, proc.stdout[-1000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+def _overlap(a: list[float], b: list[float], eps: float = 0.5) -> bool:
+    return (min(a[2], b[2]) - max(a[0], b[0]) > eps
+            and min(a[3], b[3]) - max(a[1], b[1]) > eps)
+
+
+def overlapping_titles(probe: dict[str, Any]) -> list[tuple[str, str]]:
+    """Pairs of titles whose text boxes intersect, and titles whose text runs over an image."""
+    titles = [t for t in probe["titles"] if t["text"].strip()
+              and t["box"][2] > t["box"][0] and t["box"][3] > t["box"][1]]
+    bad = [(a["text"], b["text"]) for i, a in enumerate(titles) for b in titles[i + 1:]
+           if _overlap(a["box"], b["box"])]
+    bad += [(t["text"], f"image {j}") for t in titles for j, img in enumerate(probe["images"])
+            if _overlap(t["box"], img)]
+    return bad
+
+
+@pytest.fixture(scope="module")
+def browser(report, tmp_path_factory) -> dict[str, Any]:
+    """The report loaded once in headless Chromium at 1400 px: the probe's findings."""
+    return _in_browser(report["html"], tmp_path_factory.mktemp("chromium"))
+
+
+def test_every_plot_loads_in_headless_chromium(browser):
+    n_images = sum(PANELS.values())
+    assert (browser["total"], browser["loaded"]) == (n_images, n_images)
+
+
+def test_no_titles_overlap_in_headless_chromium(browser):
+    # the titles are text in the page: every panel's, every heading, caption, table heading
+    kinds = [t["tag"] for t in browser["titles"]]
+    assert kinds.count("div.ptitle") == sum(PANELS.values())
+    assert kinds.count("h2") == len(HEADINGS)
+    # the check has neighbours to look at: at this width a figure's panels sit side by side
+    # (the dimension figure's titles, after the ROC curves', share one line)
+    first = PANELS["roc_curves"]
+    dim = [t["box"] for t in browser["titles"] if t["tag"] == "div.ptitle"][
+        first:first + PANELS["accuracy_vs_dimension"]]
+    assert len({round(b[1]) for b in dim}) == 1 and len({round(b[0]) for b in dim}) == len(dim)
+    assert overlapping_titles(browser) == []
+
+
+def test_full_table_sorts_in_headless_chromium(browser, report):
+    # a click on a heading sorts by that column, ascending, then descending: the numbers of
+    # table.csv in order
+    gains = pd.read_csv(report["out"] / "table.csv")["gain"].tolist()
+    assert (browser["sort_ascending"], browser["sort_descending"]) == ("ascending", "descending")
+    np.testing.assert_allclose(browser["ascending"], sorted(gains), rtol=1e-12)
+    np.testing.assert_allclose(browser["descending"], sorted(gains, reverse=True), rtol=1e-12)
 
 
 def test_maps_of_fewer_points_than_pca_components():

@@ -293,6 +293,7 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
         y_te = data["labels"]["test"][attribute]
         m = evaluate.metrics(y_te, fit.y_pred, fit.y_score, y_train=y_tr)
         lo, hi = evaluate.bootstrap_ci(y_te, fit.y_pred, n_boot=cfg.bootstrap, seed=cell.seed)
+        roc = evaluate.roc_points(y_te, fit.y_score)
         row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
                               cell.seed, cell.feature_set_content), key)
         row.update(
@@ -302,6 +303,7 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig) -> list[dict[str, Any]]:
             history=json.dumps(fit.history) if fit.history else None,
             fit_seconds=fit.fit_seconds,
             y_true=y_te.astype(np.int8).tolist(), y_pred=fit.y_pred.astype(np.int8).tolist(),
+            roc_fpr=roc[0].tolist() if roc else None, roc_tpr=roc[1].tolist() if roc else None,
             model_path=model_paths.get(attribute), reason=note,
             **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "tn", "fp",
                                  "fn", "tp", "majority_baseline")},
