@@ -1,6 +1,18 @@
 # featstore: set-up, demo and tests. Every target builds the virtual environment from the lock first.
+# Two locks: requirements.lock (Spark 3.5, petastorm; .venv, the default) and
+# requirements-spark4.lock (Spark 4.x, NumPy 2, no petastorm; .venv-spark4): make test LOCK=spark4
 PYTHON ?= python3.11
-VENV   := .venv
+LOCK   ?=
+ifeq ($(strip $(LOCK)),)
+LOCKFILE := requirements.lock
+VENV     := .venv
+else
+LOCKFILE := requirements-$(LOCK).lock
+VENV     := .venv-$(LOCK)
+endif
+ifeq ($(wildcard $(LOCKFILE)),)
+$(error LOCK=$(LOCK): no $(LOCKFILE); the locks are $(wildcard requirements*.lock))
+endif
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo
@@ -13,11 +25,11 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
 .PHONY: venv demo test lint check-java browser bench clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): $(LOCKFILE) pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet -r $(LOCKFILE)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -18,6 +18,7 @@ import pytest
 
 from featstore import store
 from jobs.cli import main as cli_main
+from tests.locks import current_lock, pins
 from tests.storefakes import make_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +188,8 @@ def test_version(capsys):
 
     assert cli_main(["--version"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith(f"featstore {__version__} (python ") and "pyspark 3.5" in line
+    spark = pins(current_lock() or "requirements.lock")["pyspark"]
+    assert line.startswith(f"featstore {__version__} (python ") and f"pyspark {spark}," in line
 
 
 def test_models_measures_the_keras_model(capsys):
