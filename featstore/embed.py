@@ -588,18 +588,21 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def get_embedder(cfg: EmbedConfig, weights_sha256: str | None = None) -> Embedder:
+def get_embedder(cfg: EmbedConfig, weights_sha256: str | None = None, *,
+                 warm: bool = False) -> Embedder:
     """The process-wide :class:`Embedder` for ``cfg`` (built on first use, then reused), so a
     reused Python worker builds the model once. ``weights_sha256`` (the weights file's content
     hash, as the driver recorded it) is part of the key: a file rewritten under the same path
-    gets a new embedder, not the old weights. Without it, a weights file is hashed here."""
+    gets a new embedder, not the old weights. Without it, a weights file is hashed here.
+    ``warm``: a new embedder also runs its first forward pass (:meth:`Embedder.warmup`: the
+    backend traces and compiles then) before any other caller gets it."""
     if weights_sha256 is None and cfg.weights not in ("imagenet", "random"):
         weights_sha256 = _sha256(cfg.weights) if os.path.isfile(cfg.weights) else None
     key = (cfg, weights_sha256)
     with _EMBEDDERS_LOCK:
         emb = _EMBEDDERS.get(key)
         if emb is None:
-            emb = Embedder(cfg)
+            emb = Embedder(cfg, warmup=warm)
             _EMBEDDERS[key] = emb
         return emb
 

@@ -3,9 +3,10 @@
 The work is cut into *chunks* of consecutive image ids (the images table is sorted by image id, so
 Parquet statistics let each chunk read only its row groups). Everything goes through the store's
 writer (:class:`featstore.store.TableWriter`, resumable: its staging folder is named by the run
-key, ``_featstore/staging/features__<name>-<key>/``). Each chunk is one Spark write into
-``chunks/chunk-<k>/`` whose ``_SUCCESS`` marks it done; a killed run leaves only staged chunks,
-and a re-run with the same settings skips the finished ones (resume). When every chunk is done
+key, ``_featstore/staging/features__<name>-<key>/``). Each chunk is one Spark job that embeds
+and writes in one pass into ``chunks/chunk-<k>/``; the images that failed come back to the driver
+in an accumulator and go to ``chunk-errors/errors-<k>.parquet``. Spark's ``_SUCCESS`` and that
+file together mark the chunk done; a killed run leaves only staged chunks, and a re-run with the same settings skips the finished ones (resume). When every chunk is done
 the files are moved into the staged table (restartable: a kill during that step is finished by
 the re-run), the errors merged, and the writer commits. ``overwrite`` discards staged chunks
 and recomputes.
@@ -174,8 +175,9 @@ def plan_extract(cfg: ExtractConfig, store_path: str) -> ExtractPlan:
     chunks = _plan_chunks(layout, images_manifest, cfg.chunk_rows)
     existing = store.read_manifest(layout, store.features_id(name))
     prefix = store.features_id(name).replace("/", "__")
-    staged = sum(len(list(d.glob("chunks/chunk-*/_SUCCESS")))
-                 for d in layout.staging.glob(f"{prefix}-*") if d.is_dir()) \
+    staged = sum(1 for d in layout.staging.glob(f"{prefix}-*") if d.is_dir()
+                 for done in d.glob("chunks/chunk-*/_SUCCESS")
+                 if (d / "chunk-errors" / f"errors-{done.parent.name[6:]}.parquet").is_file()) \
         if layout.staging.is_dir() else 0
     counts = images_manifest.get("counts", {})
     order = {"train": 0, "val": 1, "test": 2}
@@ -192,24 +194,17 @@ def plan_extract(cfg: ExtractConfig, store_path: str) -> ExtractPlan:
 def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     """Run the extraction (see the module docstring). Raises InputError before any Spark work
     for an unknown model or layer, missing weights, or a store without a committed images table."""
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from featstore.udf import StatsParam, make_embed_udf
+    from featstore.udf import ErrorsParam, StatsParam, make_embed_udf
 
     t0 = time.perf_counter()
     layout, images_manifest, info, name = preflight(cfg, store_path)
     ecfg = embed_config(cfg)
-    # No model on the driver: the layer names were checked against the generated table, and
-    # the workers report the width, parameters and FLOPs of the model they built. Only when the
-    # table cannot say (another Keras version) is the base built here to check the names.
-    if not info.pop("layers_checked", False):
-        validate_config(ecfg)
     info["backend"] = modelspecs.keras_backend()
+    cpu_threads = cfg.cpu_threads or int(spark.conf.get("spark.task.cpus", "1"))
     tid = store.features_id(name)
     run_key = _run_key(images_manifest, info, cfg.seed)
-    cpu_threads = cfg.cpu_threads or int(spark.conf.get("spark.task.cpus", "1"))
-
     existing = store.read_manifest(layout, tid)
     if existing is not None and not cfg.overwrite and existing.get("run_key") in (
             run_key, _run_key(images_manifest, info, cfg.seed, existing.get("dim"))):
@@ -217,6 +212,13 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         c = existing["counts"]
         return ExtractSummary(str(layout.root), name, c["ok"], c["errors"], existing["dim"],
                               time.perf_counter() - t0, skipped=True)
+    if cfg.warmup:  # first: the workers' backend import and model build overlap all that follows
+        _start_warmup(spark, ecfg, cpu_threads, info)
+    # No model on the driver: the layer names were checked against the generated table, and
+    # the workers report the width, parameters and FLOPs of the model they built. Only when the
+    # table cannot say (another Keras version) is the base built here to check the names.
+    if not info.pop("layers_checked", False):
+        validate_config(ecfg)
 
     with store.TableWriter(layout, tid, resume_key=run_key, overwrite=cfg.overwrite,
                            spark=spark) as w:
@@ -227,22 +229,19 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
             chunks = _plan_chunks(layout, images_manifest, cfg.chunk_rows)
             store.write_json(plan_path, {"run_key": run_key, "chunks": chunks})
 
-        if cfg.warmup:
-            _start_warmup(spark, ecfg, cpu_threads, info)
         w.set_spark_conf("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
         embedded = spark.sparkContext.accumulator(0)  # rows through the model: the progress
         worker_stats = spark.sparkContext.accumulator({}, StatsParam())  # timings, base facts
-        embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"],
-                                   weights_sha256=info["weights_sha256"], counter=embedded,
-                                   stats=worker_stats)
-        images = spark.read.parquet(store.spark_uri(layout.images))
+        # the store's own schema: no Spark job to read a footer and infer it
+        images = spark.read.schema(store.spark_schema(store.IMAGES_SCHEMA)).parquet(
+            store.spark_uri(layout.images))
         parallelism = spark.sparkContext.defaultParallelism
         resumed = resumed_rows = 0
         bar = Progress("extract", sum(c[2] for c in chunks), "images")
         t_pass = time.perf_counter()
         for k, (first, last, rows) in enumerate(chunks):
             chunk_dir = w.chunk(k)
-            if (chunk_dir / "_SUCCESS").is_file():
+            if _chunk_done(w, k):
                 resumed += 1
                 resumed_rows += rows
                 logger.info("chunk %d/%d already done (resumed)", k + 1, len(chunks))
@@ -255,22 +254,28 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
             # forward pass.
             df = df.repartition(cfg.partitions
                                 or parallelism * math.ceil(rows / (parallelism * 4096)))
-            out = df.select("image_id", "split", embed_udf("content").alias("r")).select(
-                "image_id", "split", "r.embedding", "r.error"
-            ).persist(StorageLevel.MEMORY_AND_DISK)
+            # One pass: the embeddings are written as the tasks make them; the images that
+            # failed reach the driver in an accumulator keyed by image id (a re-run task adds
+            # the same keys again), and the chunk counts as done only once its errors file is
+            # written too (_chunk_done); the assembly checks that the counts add up.
+            errors = spark.sparkContext.accumulator({}, ErrorsParam())
+            embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"],
+                                       weights_sha256=info["weights_sha256"], counter=embedded,
+                                       stats=worker_stats, errors=errors)
+            out = df.select("image_id", "split",
+                            embed_udf("image_id", "split", "content").alias("r"))
             try:  # progress: rows embedded by the finished tasks (accumulator) + resumed chunks
                 with spark_feed(spark, bar, accumulator=embedded, offset=resumed_rows):
-                    bad = out.filter(F.col("error").isNotNull()).select(
-                        "image_id", "split", "error").toPandas()
-                    _write_chunk_errors(_chunk_errors(w, k), bad)
-                    (out.filter(F.col("error").isNull()).select("image_id", "split", "embedding")
+                    (out.filter(F.col("r.error").isNull())
+                     .select("image_id", "split", F.col("r.embedding").alias("embedding"))
                      .write.partitionBy("split").parquet(store.spark_uri(chunk_dir),
                                                          mode="overwrite"))
             except BaseException:
                 bar.close()
                 raise
-            finally:
-                out.unpersist()
+            bad = [(image_id, split, reason)
+                   for image_id, (split, reason) in sorted(errors.value.items())]
+            _write_chunk_errors(_chunk_errors(w, k), bad)
             _save_facts(w, worker_stats.value.get("base"))
             dt = time.perf_counter() - tc
             logger.info("chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors", k + 1,
@@ -390,9 +395,15 @@ def _chunk_errors(w: store.TableWriter, k: int) -> Path:
     return w.staging / "chunk-errors" / f"errors-{k:05d}.parquet"
 
 
-def _write_chunk_errors(path: Path, bad: Any) -> None:
-    rows = [{"image_id": r.image_id, "split": r.split, "source_path": None,
-             "stage": STAGE_EMBED, "error": r.error} for r in bad.itertuples(index=False)]
+def _chunk_done(w: store.TableWriter, k: int) -> bool:
+    """A chunk is done when Spark committed its files (``_SUCCESS``) and the driver then wrote
+    its errors file: a kill between the two redoes the chunk."""
+    return (w.chunk(k) / "_SUCCESS").is_file() and _chunk_errors(w, k).is_file()
+
+
+def _write_chunk_errors(path: Path, bad: list[tuple[str, str | None, str]]) -> None:
+    rows = [{"image_id": image_id, "split": split, "source_path": None,
+             "stage": STAGE_EMBED, "error": reason} for image_id, split, reason in bad]
     for r in rows:
         logger.warning("image %s: %s", r["image_id"], r["error"])
     path.parent.mkdir(parents=True, exist_ok=True)

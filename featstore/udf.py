@@ -124,11 +124,30 @@ class StatsParam(AccumulatorParam):
         return a
 
 
-def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
+class ErrorsParam(AccumulatorParam):
+    """A Spark accumulator of the images a task could not embed: ``{image_id: [split,
+    reason]}``. Keyed by image id, so a task that Spark runs twice (a retried stage, a
+    speculative copy) adds the same entries again, not new ones."""
+
+    def zero(self, value: dict[str, list[str | None]]) -> dict[str, list[str | None]]:
+        return {}
+
+    def addInPlace(self, a: dict[str, list[str | None]],
+                   b: dict[str, list[str | None]]) -> dict[str, list[str | None]]:
+        a.update(b or {})
+        return a
+
+
+def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Series, ...]],
                   cpu_threads: int = 0, backend: str | None = None,
                   weights_sha256: str | None = None, counter: Any = None,
-                  stats: Any = None) -> Iterator[pd.DataFrame]:
+                  stats: Any = None, errors: Any = None) -> Iterator[pd.DataFrame]:
     """The UDF body, runnable without Spark: Series of JPEG bytes -> DataFrame(embedding, error).
+
+    A batch may also be a tuple ``(image_id, split, content)`` of Series (the UDF called on
+    three columns): then each image that fails is also added to ``errors``, an
+    :class:`ErrorsParam` accumulator, as ``{image_id: [split, reason]}``, so that the job can
+    write the embeddings and learn the errors in one pass over the images.
 
     ``backend``: the Keras backend to run on (the driver's; see :func:`use_backend`).
     ``weights_sha256``: the weights file's content hash the driver recorded; it keys the
@@ -145,29 +164,36 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
     embedder = get_embedder(cfg, weights_sha256)
     start_s = time.perf_counter() - t_task
     before = embedder.stats.as_dict()
-    pending: list[int] = []
+    pending: list[tuple[int, Any, Any]] = []  # per batch: rows, its image ids and splits
     waited = {"input_s": 0.0, "output_s": 0.0}
 
     def contents() -> Iterator[list[bytes | None]]:
         it = iter(batches)
         while True:
             t = time.perf_counter()
-            series = next(it, None)
+            batch = next(it, None)
             waited["input_s"] += time.perf_counter() - t
-            if series is None:
+            if batch is None:
                 return
-            pending.append(len(series))
-            yield [None if v is None else bytes(v) for v in series]
+            ids = splits = None
+            if isinstance(batch, tuple):
+                ids, splits, batch = batch
+            pending.append((len(batch), ids, splits))
+            yield [None if v is None else bytes(v) for v in batch]
 
     try:
         for result in embedder.embed_iter(contents()):
-            n = pending.pop(0)
+            n, ids, splits = pending.pop(0)
             emb: list[Any] = [None] * n
             err: list[Any] = [None] * n
             for row, pos in enumerate(result.ok_index):
                 emb[int(pos)] = result.embeddings[row]
             for pos, reason in result.errors:
                 err[int(pos)] = reason
+            if errors is not None and ids is not None and result.errors:
+                errors.add({str(ids.iat[int(pos)]): [
+                    None if splits is None else splits.iat[int(pos)], reason]
+                    for pos, reason in result.errors})
             t = time.perf_counter()
             yield pd.DataFrame({"embedding": emb, "error": err})
             waited["output_s"] += time.perf_counter() - t
@@ -187,8 +213,8 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series],
 
 def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = None,
                 weights_sha256: str | None = None, hold_s: float = 0.5) -> int:
-    """A warm-up task: start building this Python worker's embedder on a background thread
-    and return (after ``hold_s``, so that the job's other warm-up tasks land on other
+    """A warm-up task: start building this Python worker's embedder (and its first forward
+    pass, where the backend traces and compiles) on a background thread and return (after ``hold_s``, so that the job's other warm-up tasks land on other
     workers). The worker is reused (``spark.python.worker.reuse``) by the extract tasks that
     follow, whose :func:`featstore.embed.get_embedder` then waits for this build instead of
     starting one: backend import and model build overlap the driver's planning and the input
@@ -203,7 +229,7 @@ def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = No
 
     def build() -> None:
         try:
-            get_embedder(cfg, weights_sha256)
+            get_embedder(cfg, weights_sha256, warm=True)
         except Exception as exc:  # the extract task reports it
             logger.debug("warm-up build failed: %s", exc)
 
@@ -218,8 +244,9 @@ def make_warm_udf(cfg: EmbedConfig, *, cpu_threads: int = 0, backend: str | None
     task: Spark keeps separate pools of Python workers for the two, and only a worker of the SQL
     pool is reused by the extract UDF."""
     from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import LongType
 
-    @pandas_udf("long")  # type: ignore[call-overload]
+    @pandas_udf(LongType())  # type: ignore[call-overload]  # a type, not DDL: no JVM parse
     def warm_udf(ids: pd.Series) -> pd.Series:
         return ids.map(lambda _: warm_worker(cfg, cpu_threads, backend, weights_sha256))
 
@@ -229,18 +256,44 @@ def make_warm_udf(cfg: EmbedConfig, *, cpu_threads: int = 0, backend: str | None
 EMBED_RESULT_DDL = "embedding array<float>, error string"
 
 
+def embed_result_type() -> Any:
+    """:data:`EMBED_RESULT_DDL` as a Spark type, built in Python (a DDL string is parsed by
+    the JVM, a round trip of ~0.4 s on a cold driver)."""
+    from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+    return StructType([StructField("embedding", ArrayType(FloatType())),
+                       StructField("error", StringType())])
+
+
 def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
                    backend: str | None = None, weights_sha256: str | None = None,
-                   counter: Any = None, stats: Any = None) -> Any:
+                   counter: Any = None, stats: Any = None, errors: Any = None) -> Any:
     """A pandas UDF ``content binary -> struct<embedding array<float>, error string>``.
 
     ``df.withColumn("out", make_embed_udf(cfg)("content"))``; rows whose image cannot be decoded
-    get ``embedding = null`` and the reason in ``error``."""
+    get ``embedding = null`` and the reason in ``error``. With ``errors`` (an
+    :class:`ErrorsParam` accumulator) the UDF takes three columns,
+    ``make_embed_udf(cfg, errors=acc)("image_id", "split", "content")``, and also adds the
+    failed rows to ``errors`` (see :func:`embed_batches`).
+
+    The UDF is marked non-deterministic: for a deterministic one Spark's optimizer inlines
+    ``out`` into every expression that uses it, so ``filter(out.error is null)
+    .select(out.embedding)`` would run the model twice (once for the filter, pushed below a
+    repartition, once for the column)."""
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf(EMBED_RESULT_DDL)  # type: ignore[call-overload]
-    def embed_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256, counter,
-                                 stats)
+    if errors is None:
+        @pandas_udf(embed_result_type())  # type: ignore[call-overload]
+        def embed_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+            yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256,
+                                     counter, stats)
 
-    return embed_udf
+        return embed_udf.asNondeterministic()
+
+    @pandas_udf(embed_result_type())  # type: ignore[call-overload]
+    def embed_ids_udf(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]
+                      ) -> Iterator[pd.DataFrame]:
+        yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256, counter,
+                                 stats, errors)
+
+    return embed_ids_udf.asNondeterministic()
