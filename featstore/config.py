@@ -88,7 +88,8 @@ class ExtractConfig(EmbedConfig):
     chunk_rows: int = 50_000  # images per committed-in-staging chunk (the unit of resume)
     feature_set: str = ""  # default name: <model>-<layers>-<pooling>[-<size>][-random]
     overwrite: bool = False
-    #: the backend's CPU threads per task (TensorFlow intra-op pool); 0: spark.task.cpus
+    #: the backend's CPU threads per task (TensorFlow intra-op pool); 0: twice
+    #: spark.task.cpus, at most the executor's cores (featstore.extract.task_cpu_threads)
     cpu_threads: int = 0
     #: build each Python worker's model while the driver plans and the input is shuffled
     warmup: bool = True

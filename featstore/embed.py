@@ -407,6 +407,7 @@ class Embedder:
         self._pad = np.zeros((cfg.batch_size, h, w, 3), dtype=np.uint8)
         self._decoder = DecodePool(r.input_hw, cfg.decode_workers)
         self.stats = EmbedStats()
+        self.users = 0  # get_embedder calls that got this one (a warm-up's counts)
         logger.info(
             "embedder ready in %.1fs: %s",
             time.perf_counter() - t0,
@@ -595,7 +596,9 @@ def get_embedder(cfg: EmbedConfig, weights_sha256: str | None = None, *,
     hash, as the driver recorded it) is part of the key: a file rewritten under the same path
     gets a new embedder, not the old weights. Without it, a weights file is hashed here.
     ``warm``: a new embedder also runs its first forward pass (:meth:`Embedder.warmup`: the
-    backend traces and compiles then) before any other caller gets it."""
+    backend traces and compiles then) before any other caller gets it. Each call counts in
+    the embedder's ``users``: above 1, the caller found it built (by a warm-up or an earlier
+    task of this worker)."""
     if weights_sha256 is None and cfg.weights not in ("imagenet", "random"):
         weights_sha256 = _sha256(cfg.weights) if os.path.isfile(cfg.weights) else None
     key = (cfg, weights_sha256)
@@ -604,6 +607,7 @@ def get_embedder(cfg: EmbedConfig, weights_sha256: str | None = None, *,
         if emb is None:
             emb = Embedder(cfg, warmup=warm)
             _EMBEDDERS[key] = emb
+        emb.users += 1
         return emb
 
 

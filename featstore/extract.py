@@ -6,7 +6,8 @@ writer (:class:`featstore.store.TableWriter`, resumable: its staging folder is n
 key, ``_featstore/staging/features__<name>-<key>/``). Each chunk is one Spark job that embeds
 and writes in one pass into ``chunks/chunk-<k>/``; the images that failed come back to the driver
 in an accumulator and go to ``chunk-errors/errors-<k>.parquet``. Spark's ``_SUCCESS`` and that
-file together mark the chunk done; a killed run leaves only staged chunks, and a re-run with the same settings skips the finished ones (resume). When every chunk is done
+file together mark the chunk done; a killed run leaves only staged chunks, and a re-run with the
+same settings skips the finished ones (resume). When every chunk is done
 the files are moved into the staged table (restartable: a kill during that step is finished by
 the re-run), the errors merged, and the writer commits. ``overwrite`` discards staged chunks
 and recomputes.
@@ -202,7 +203,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     layout, images_manifest, info, name = preflight(cfg, store_path)
     ecfg = embed_config(cfg)
     info["backend"] = modelspecs.keras_backend()
-    cpu_threads = cfg.cpu_threads or int(spark.conf.get("spark.task.cpus", "1"))
+    cpu_threads = task_cpu_threads(spark, cfg.cpu_threads)
     tid = store.features_id(name)
     run_key = _run_key(images_manifest, info, cfg.seed)
     existing = store.read_manifest(layout, tid)
@@ -299,26 +300,34 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
                           chunks_resumed=resumed, timing=timing)
 
 
-def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[str, Any]) -> None:
-    """One warm-up task per task slot (:func:`featstore.udf.warm_worker`), as a Spark job on a
-    background thread: the extract's own jobs queue behind its short tasks."""
-    import threading
-
-    from featstore.udf import make_warm_udf
-
+def task_cpu_threads(spark: Any, configured: int = 0) -> int:
+    """The backend's CPU threads per extract task: ``configured`` (``extract.cpu_threads``),
+    else twice the task's cores (``spark.task.cpus``), at most the executor's cores
+    (``spark.executor.cores``; in local mode, the master's). Twice, because a forward pass
+    leaves its cores idle between ops and while its batch is handed over: measured on 2 cores
+    (bench/RESULTS.md), two threads per task were as fast on a quiet machine as one and about
+    10% faster while another job loaded it (its threads no longer get most of the CPU)."""
+    if configured > 0:
+        return configured
     sc = spark.sparkContext
-    slots = max(1, sc.defaultParallelism // max(1, int(spark.conf.get("spark.task.cpus", "1"))))
-    warm = make_warm_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"],
-                         weights_sha256=info["weights_sha256"])
+    conf = sc.getConf()
+    task_cpus = max(1, int(conf.get("spark.task.cpus", "1")))
+    cores = conf.get("spark.executor.cores", None)
+    if cores is None and sc.master.startswith("local"):
+        cores = sc.defaultParallelism
+    return max(1, min(2 * task_cpus, int(cores))) if cores is not None else 2 * task_cpus
 
-    def run() -> None:
-        try:
-            pids = [r[0] for r in spark.range(0, slots, 1, slots).select(warm("id")).collect()]
-            logger.debug("warm-up started in %d Python workers", len(set(pids)))
-        except Exception as exc:  # only a head start: the extract itself reports failures
-            logger.debug("warm-up job failed: %s", exc)
 
-    threading.Thread(target=run, name="featstore-warmup", daemon=True).start()
+def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[str, Any]) -> None:
+    """One warm-up task per task slot (:func:`featstore.udf.start_warm_workers`) on a background
+    thread: the workers import the backend, build the model and run its first pass while the
+    driver plans the extract's jobs and Spark reads the first chunk's images."""
+    from featstore.udf import start_warm_workers
+
+    slots = max(1, spark.sparkContext.defaultParallelism
+                // max(1, int(spark.conf.get("spark.task.cpus", "1"))))
+    start_warm_workers(spark, slots, ecfg, cpu_threads=cpu_threads, backend=info["backend"],
+                       weights_sha256=info["weights_sha256"])
 
 
 def _run_key(images_manifest: dict[str, Any], info: dict[str, Any], seed: int,
@@ -386,6 +395,8 @@ class Timing:
             shares["other"] = max(0.0, total - sum(shares.values()))
             parts.append("workers: " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
                          + f" of {total:.1f} task-s in {int(wk.get('tasks', 0))} tasks"
+                         + (f" ({int(wk['model_reused'])} found the model built)"
+                            if "model_reused" in wk else "")
                          + f" (decode {wk.get('decode_s', 0.0):.1f} s on its own thread)")
         parts.append("driver: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.driver.items()))
         return "; ".join(parts)

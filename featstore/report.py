@@ -90,6 +90,7 @@ import pandas as pd
 
 from featstore import store
 from featstore.errors import StoreError
+from featstore.timing import Phases
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class ReportSummary:
     table_csv: str = ""  # the full table, one row per attribute and model
     table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
     images: int = 0  # PNG panels embedded in index.html
+    timing: Phases | None = field(default=None, repr=False, compare=False)  # seconds per part
 
 
 # ----------------------------------------------------------------------------- tables
@@ -1264,12 +1266,15 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
 
     Raises StoreError (nothing written) for a store without a committed results table, an
     unknown feature set or attribute."""
+    phases = Phases()
+    phases.lap("read results")
     layout = store.open_store(store_path)
     results_manifest = store.read_manifest(layout, "results")
     if results_manifest is None:
         raise StoreError(f"{layout.results}: no committed results table (run `featstore train` "
                          "first)")
     results = store.read_results(layout.root)
+    phases.lap("statistics")
     ok = ok_rows(results)
     failed = results[results["status"] != "ok"].reset_index(drop=True)
     map_set = _choose_map_set(layout.root, ok, feature_set)  # bad names fail before any work
@@ -1345,6 +1350,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["summary"].append(_p("No successful fits in the results table."))
 
     # --- which conv base (several bases in the results or retrieval tables)
+    phases.lap("bases")
     from featstore.compare import base_table
 
     at_group = (ok[(ok["train_size"] == train_size) & (ok["seed"] == seed)]
@@ -1371,6 +1377,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts.pop("bases")
 
     # --- heatmap, full table, hyper-parameters
+    phases.lap("tables")
     if not table.empty:
         parts["heatmap"].append(heatmap_html(table))
         parts["heatmap"].append(_p(
@@ -1401,6 +1408,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["table"].append(_p("No successful fits."))
 
     # --- ROC curves
+    phases.lap("ROC curves")
     if not summary.empty:
         fits = summary_fits(ok)
         roc = roc_panels(fits, summary)
@@ -1419,6 +1427,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["roc"].append(_p("No successful fits."))
 
     # --- accuracy against dimension
+    phases.lap("accuracy plots")
     if not ok.empty:
         add_panels("dimension", accuracy_panels(at_group, "dim", "feature dimension",
                                                 name="accuracy_vs_dimension"),
@@ -1446,6 +1455,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["train-size"].append(_p("No successful fits."))
 
     # --- confusion matrices
+    phases.lap("confusion matrices")
     if not summary.empty:
         keys = summary[["attribute", "feature_set", "train_size", "seed", "best_model"]].rename(
             columns={"best_model": "model"})
@@ -1458,6 +1468,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["confusion"].append(_p("No successful fits."))
 
     # --- maps
+    phases.lap("PCA and t-SNE maps")
     if map_set is not None and color is not None:
         x, y = map_points(layout.root, map_set, color)
         if len(x) >= 3:
@@ -1475,6 +1486,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["maps"].append(_p("No committed feature set or no labels to map."))
 
     # --- training curves
+    phases.lap("training curves")
     curves = representative_curves(ok, summary) if not ok.empty else ok
     if len(curves):
         add_panels("curves", curve_panels(curves),
@@ -1485,6 +1497,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["curves"].append(_p("No dense heads with a training history in the results."))
 
     # --- manifests
+    phases.lap("manifests and files")
     used = sorted(results["feature_set"].dropna().unique())
     if map_set is not None and map_set not in used:
         used.append(map_set)
@@ -1520,6 +1533,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         "pandas, polars, pyarrow or Spark (see the README)."))
 
     # --- write
+    phases.lap("write")
     out.mkdir(parents=True, exist_ok=True)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     shown_sections = [(sid, title) for sid, title in SECTIONS if sid in parts]
@@ -1545,6 +1559,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     _write_text(csv_path, summary.to_csv(index=False))
     _write_text(md_path, markdown)
     _write_text(table_path, table.to_csv(index=False))
+    phases.lap(None)
     logger.info("report with %d figures (%d images) written to %s", len(figures), n_images, index)
     return ReportSummary(
         store=str(layout.root), out_dir=str(out), index_html=str(index),
@@ -1552,7 +1567,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         rows_ok=len(ok), rows_error=len(failed), attributes=len(summary), models=models,
         train_size=train_size, seed=seed, map_feature_set=map_set, color_by=color,
         markdown=markdown, summary=summary, table_csv=str(table_path), table=table,
-        images=n_images)
+        images=n_images, timing=phases)
 
 
 def _write_text(path: Path, text: str) -> None:

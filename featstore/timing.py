@@ -46,6 +46,17 @@ class Phases:
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in self.seconds.items()}
 
+    def add(self, seconds: dict[str, float]) -> None:
+        """Add another clock's seconds per phase (e.g. one Spark task's, sent to the driver)."""
+        for k, v in seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + float(v)
+
+    def shares(self) -> str:
+        """``"fit 80%, evaluate 15%, ..."``: each phase's share of the total."""
+        total = self.total
+        return ", ".join(f"{k} {v / total:.0%}" if total > 0 else f"{k} {v:.1f} s"
+                         for k, v in self.seconds.items())
+
     def line(self, stage: str) -> str:
         total = self.total
         parts = [f"{k} {v:.1f} s ({v / total:.0%})" if total > 0 else f"{k} {v:.1f} s"

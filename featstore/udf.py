@@ -105,6 +105,8 @@ def use_backend(backend: str | None) -> None:
 #: (waiting for Spark's next Arrow batch), ``decode_wait`` (the model side waiting for decoded
 #: images), ``model`` (forward passes), ``output`` (Spark taking a result batch), ``task`` (the
 #: whole UDF). ``decode`` is the decoder's busy time, on its own thread (overlaps the model).
+#: (Also counted: ``tasks``, and ``model_reused``: the tasks whose worker had the model built
+#: already, by the warm-up or an earlier task.)
 TIMINGS = ("start_s", "input_s", "decode_s", "decode_wait_s", "model_s", "output_s", "task_s")
 
 
@@ -163,6 +165,7 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Serie
 
     embedder = get_embedder(cfg, weights_sha256)
     start_s = time.perf_counter() - t_task
+    found_built = embedder.users > 1  # a warm-up or an earlier task of this worker built it
     before = embedder.stats.as_dict()
     pending: list[tuple[int, Any, Any]] = []  # per batch: rows, its image ids and splits
     waited = {"input_s": 0.0, "output_s": 0.0}
@@ -204,7 +207,8 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Serie
             after = embedder.stats.as_dict()
             # the input wait happens inside the decoder's read-ahead: not the decoder's fault
             decode_wait = after["decode_wait_s"] - before["decode_wait_s"] - waited["input_s"]
-            stats.add({"tasks": 1, "start_s": start_s, **waited,
+            stats.add({"tasks": 1, "start_s": start_s, "model_reused": int(found_built),
+                       **waited,
                        "decode_s": after["decode_s"] - before["decode_s"],
                        "decode_wait_s": max(0.0, decode_wait),
                        "model_s": after["model_s"] - before["model_s"],
@@ -214,12 +218,13 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Serie
 def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = None,
                 weights_sha256: str | None = None, hold_s: float = 0.5) -> int:
     """A warm-up task: start building this Python worker's embedder (and its first forward
-    pass, where the backend traces and compiles) on a background thread and return (after ``hold_s``, so that the job's other warm-up tasks land on other
-    workers). The worker is reused (``spark.python.worker.reuse``) by the extract tasks that
-    follow, whose :func:`featstore.embed.get_embedder` then waits for this build instead of
-    starting one: backend import and model build overlap the driver's planning and the input
-    shuffle. A build that fails here is only logged; the extract task builds again and reports
-    the error itself. Returns the worker's pid."""
+    pass, where the backend traces and compiles) on a background thread and return (after
+    ``hold_s``, so that the job's other warm-up tasks land on other workers). The worker is
+    reused (``spark.python.worker.reuse``) by the extract tasks that follow, whose
+    :func:`featstore.embed.get_embedder` then waits for this build instead of starting one:
+    backend import and model build overlap the driver's planning and the input read. A build
+    that fails here is only logged; the extract task builds again and reports the error
+    itself. Returns the worker's pid."""
     import threading
 
     use_backend(backend)
@@ -238,19 +243,47 @@ def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = No
     return os.getpid()
 
 
-def make_warm_udf(cfg: EmbedConfig, *, cpu_threads: int = 0, backend: str | None = None,
-                  weights_sha256: str | None = None) -> Any:
-    """:func:`warm_worker` as a pandas UDF ``long -> long`` (the pid). A pandas UDF, not an RDD
-    task: Spark keeps separate pools of Python workers for the two, and only a worker of the SQL
-    pool is reused by the extract UDF."""
-    from pyspark.sql.functions import pandas_udf
-    from pyspark.sql.types import LongType
+def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads: int = 0,
+                       backend: str | None = None, weights_sha256: str | None = None) -> Any:
+    """Run :func:`warm_worker` once per task slot, as an RDD job on a background thread (the
+    returned thread; it logs the workers' pids). An RDD job, not a SQL query: it needs no
+    Catalyst planning (about 1.5 s on a cold driver), so its tasks reach the slots before the
+    extract's own first stage.
 
-    @pandas_udf(LongType())  # type: ignore[call-overload]  # a type, not DDL: no JVM parse
-    def warm_udf(ids: pd.Series) -> pd.Series:
-        return ids.map(lambda _: warm_worker(cfg, cpu_threads, backend, weights_sha256))
+    Spark keeps a pool of Python workers per environment, and the SQL runner adds
+    ``SPARK_SIMPLIFIED_TRACEBACK=1`` to that environment (while
+    ``spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled``, the default); the warm-up
+    job's function carries the same variable, so its workers are the ones the embed UDF's tasks
+    reuse. Where they are not (another Spark), the extract tasks build their own: slower to start,
+    the same values."""
+    import threading
 
-    return warm_udf
+    sc = spark.sparkContext
+    env = dict(sc.environment)
+    simplified = spark.conf.get(
+        "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled", "true")
+    if str(simplified).lower() == "true":
+        sc.environment["SPARK_SIMPLIFIED_TRACEBACK"] = "1"
+
+    def task(_: Any) -> Iterator[int]:
+        yield warm_worker(cfg, cpu_threads, backend, weights_sha256)
+
+    try:  # the function (and its environment) is fixed when the Java RDD is made
+        rdd = sc.parallelize(range(slots), slots).mapPartitions(task)
+        rdd._jrdd
+    finally:
+        sc.environment.clear()
+        sc.environment.update(env)
+
+    def run() -> None:
+        try:
+            logger.debug("warm-up started in Python workers %s", sorted(set(rdd.collect())))
+        except Exception as exc:  # only a head start: the extract itself reports failures
+            logger.debug("warm-up job failed: %s", exc)
+
+    th = threading.Thread(target=run, name="featstore-warmup", daemon=True)
+    th.start()
+    return th
 
 
 EMBED_RESULT_DDL = "embedding array<float>, error string"

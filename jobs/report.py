@@ -39,6 +39,8 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     print(s.markdown, end="")
     print(f"report: {s.index_html} ({len(s.figures)} plots, {s.images} panels; {s.rows_ok} ok "
           f"and {s.rows_error} failed fits; summary.csv, summary.md and table.csv beside it)")
+    if s.timing is not None:
+        print(s.timing.line("report"))
     return EXIT_OK
 
 

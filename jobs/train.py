@@ -51,6 +51,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     s = run_grid(session, cfg.store, cfg.train)
     print(f"trained: {s.cells} fits ({s.ran} run, {s.resumed} already done) in {s.seconds:.1f} s;"
           f" results: {s.ok_rows} ok, {s.error_rows} errors -> {s.store}/results")
+    print(s.timing_line())
     return EXIT_OK
 
 

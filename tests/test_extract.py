@@ -145,6 +145,30 @@ def test_workers_measure_the_network_and_say_where_the_time_went(spark, celeba_s
                                   np.array(cold["embedding"].to_pylist()))
 
 
+def test_backend_threads_per_task_default_to_twice_the_task_cores_within_the_executor(spark):
+    from featstore.extract import task_cpu_threads
+
+    assert spark.sparkContext.master == "local[2]" and spark.conf.get("spark.task.cpus", "1") == "1"
+    assert task_cpu_threads(spark) == 2  # 2 x 1 task core, within local[2]'s 2 cores
+    assert task_cpu_threads(spark, 3) == 3  # extract.cpu_threads wins
+
+
+def test_a_fresh_job_finds_the_model_built_by_its_warm_up(celeba_store):
+    """A job in its own Spark session: the warm-up tasks (an RDD job, no SQL planning) start
+    the Python workers that the embed UDF's tasks then reuse, model built and traced; the job
+    says so. (Spark keeps one pool of workers per environment: this fails if the warm-up's
+    workers are not the embed UDF's, e.g. when a Spark version changes that environment.)"""
+    cmd = [sys.executable, str(REPO / "jobs" / "extract.py"), "--store", str(celeba_store),
+           *MODEL, "--weights", "random", "--feature-set", "fresh", "--master", "local[2]"]
+    proc = subprocess.run(cmd, env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wk = store.feature_set_manifest(celeba_store, "fresh")["timing"]["workers"]
+    assert wk["tasks"] == 2 and wk["model_reused"] == 2, wk
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("extract time: "))
+    assert "in 2 tasks (2 found the model built)" in line, line
+
+
 def _write_images_table(store_dir: Path, rows: list[tuple[str, bytes]]) -> None:
     """An images table as another tool might have written it (no ingest-time validation)."""
     table = pa.Table.from_pylist(

@@ -236,7 +236,15 @@ def test_summary_md_and_what_the_job_prints(report):
     assert all(re.search(r"0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]", line) for line in lines[2:])
     stdout = report["stdout"]
     assert md in stdout
-    assert stdout.strip().splitlines()[-1].startswith(f"report: {report['out'] / 'index.html'}")
+    *_, done, timing = stdout.strip().splitlines()
+    assert done.startswith(f"report: {report['out'] / 'index.html'}")
+    # where the time went, every part of the report in the order it ran
+    parts = re.findall(r"(?:^|, )([A-Za-z][A-Za-z -]*?) [\d.]+ s \(\d+%\)",
+                       timing.removeprefix("report time: "))
+    assert timing.startswith("report time: ") and parts == [
+        "read results", "statistics", "bases", "tables", "ROC curves", "accuracy plots",
+        "confusion matrices", "PCA and t-SNE maps", "training curves", "manifests and files",
+        "write"], timing
 
 
 def test_feature_sets_and_failed_fits_sections(report):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -84,7 +85,18 @@ def test_every_cell_once_and_error_rows(spark, sig_store, capsys):
     assert "C" in params or "c" in {k.lower() for k in params}
     dense = ok[ok.model == "dense"]
     assert dense.history.map(lambda h: "val_loss" in json.loads(h)).all()
-    assert "results: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "results: " in out
+    # where the time went: the driver's phases, then the fits' own split, summed over the tasks
+    timing = re.search(r"^train time: plan [\d.]+ s \(\d+%\), fits [\d.]+ s \(\d+%\), merge "
+                       r"and commit [\d.]+ s \(\d+%\) of ([\d.]+) s; fits: read features \d+%, "
+                       r"fit \d+%, save models \d+%, evaluate \d+%, write \d+% of ([\d.]+) "
+                       r"task-s in 24 fits$", out, re.M)
+    assert timing, out
+    manifest = store.read_manifest(store.Layout(sig_store), "results")
+    assert set(manifest["timing"]["fits"]) == {"read features", "fit", "save models",
+                                               "evaluate", "write"}
+    assert manifest["timing"]["fits"]["fit"] > 0
 
 
 def test_signal_attributes_beat_baseline_and_noise_does_not(spark, sig_store):
