@@ -395,9 +395,9 @@ class Timing:
             shares["other"] = max(0.0, total - sum(shares.values()))
             parts.append("workers: " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
                          + f" of {total:.1f} task-s in {int(wk.get('tasks', 0))} tasks"
-                         + (f" ({int(wk['model_reused'])} found the model built)"
-                            if "model_reused" in wk else "")
-                         + f" (decode {wk.get('decode_s', 0.0):.1f} s on its own thread)")
+                         + " (" + (f"{int(wk['model_reused'])} found the model built; "
+                                   if "model_reused" in wk else "")
+                         + f"decode {wk.get('decode_s', 0.0):.1f} s on its own thread)")
         parts.append("driver: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.driver.items()))
         return "; ".join(parts)
 

@@ -166,7 +166,7 @@ def test_a_fresh_job_finds_the_model_built_by_its_warm_up(celeba_store):
     wk = store.feature_set_manifest(celeba_store, "fresh")["timing"]["workers"]
     assert wk["tasks"] == 2 and wk["model_reused"] == 2, wk
     line = next(x for x in proc.stdout.splitlines() if x.startswith("extract time: "))
-    assert "in 2 tasks (2 found the model built)" in line, line
+    assert "in 2 tasks (2 found the model built; decode " in line, line
 
 
 def _write_images_table(store_dir: Path, rows: list[tuple[str, bytes]]) -> None:
