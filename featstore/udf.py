@@ -216,30 +216,27 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Serie
 
 
 def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = None,
-                weights_sha256: str | None = None, hold_s: float = 0.5) -> int:
-    """A warm-up task: start building this Python worker's embedder (and its first forward
-    pass, where the backend traces and compiles) on a background thread and return (after
-    ``hold_s``, so that the job's other warm-up tasks land on other workers). The worker is
-    reused (``spark.python.worker.reuse``) by the extract tasks that follow, whose
-    :func:`featstore.embed.get_embedder` then waits for this build instead of starting one:
-    backend import and model build overlap the driver's planning and the input read. A build
-    that fails here is only logged; the extract task builds again and reports the error
-    itself. Returns the worker's pid."""
-    import threading
+                weights_sha256: str | None = None) -> int:
+    """A warm-up task: build this Python worker's embedder and run its first forward pass
+    (where the backend traces and compiles), then return the worker's pid. The worker is
+    reused (``spark.python.worker.reuse``) by the extract tasks that follow, which find the
+    model built (:func:`featstore.embed.get_embedder`). A build that fails here is only
+    logged; the extract task builds again and reports the error itself.
 
+    The build runs in the task itself, not on a background thread: a thread still importing
+    the backend when the worker's next task arrives can deadlock that task's own imports
+    (seen: pyspark's ``to_arrow_type`` imports ``distutils``; setuptools' ``_distutils_hack``
+    then imports ``urllib.request`` inside the import system's global lock, while the thread,
+    importing TensorFlow, held that module's lock and waited for the global one)."""
     use_backend(backend)
     pin_gpu()
     limit_cpu_threads(cpu_threads)
     from featstore.embed import get_embedder
 
-    def build() -> None:
-        try:
-            get_embedder(cfg, weights_sha256, warm=True)
-        except Exception as exc:  # the extract task reports it
-            logger.debug("warm-up build failed: %s", exc)
-
-    threading.Thread(target=build, name="featstore-warmup", daemon=True).start()
-    time.sleep(hold_s)
+    try:
+        get_embedder(cfg, weights_sha256, warm=True)
+    except Exception as exc:  # the extract task reports it
+        logger.debug("warm-up build failed: %s", exc)
     return os.getpid()
 
 
@@ -248,7 +245,8 @@ def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads:
     """Run :func:`warm_worker` once per task slot, as an RDD job on a background thread (the
     returned thread; it logs the workers' pids). An RDD job, not a SQL query: it needs no
     Catalyst planning (about 1.5 s on a cold driver), so its tasks reach the slots before the
-    extract's own first stage.
+    extract's own first stage, and each holds its slot (one task per worker) until its model
+    is built; the driver plans the extract meanwhile.
 
     Spark keeps a pool of Python workers per environment, and the SQL runner adds
     ``SPARK_SIMPLIFIED_TRACEBACK=1`` to that environment (while
