@@ -213,8 +213,9 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         c = existing["counts"]
         return ExtractSummary(str(layout.root), name, c["ok"], c["errors"], existing["dim"],
                               time.perf_counter() - t0, skipped=True)
+    warm_stats = spark.sparkContext.accumulator({}, StatsParam())  # the warm-up tasks' time
     if cfg.warmup:  # first: the workers' backend import and model build overlap all that follows
-        _start_warmup(spark, ecfg, cpu_threads, info)
+        _start_warmup(spark, ecfg, cpu_threads, info, warm_stats)
     # No model on the driver: the layer names were checked against the generated table, and
     # the workers report the width, parameters and FLOPs of the model they built. Only when the
     # table cannot say (another Keras version) is the base built here to check the names.
@@ -288,7 +289,8 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         info.update(dim=facts["dim"], keras_version=facts.get("keras_version"))
         ok, errors = _assemble(w, len(chunks), images_manifest)
         timing = Timing(driver={"plan": t_pass - t0, "pass": t_commit - t_pass},
-                        workers={k: v for k, v in worker_stats.value.items()
+                        workers={k: v for k, v in {**worker_stats.value,
+                                                   **warm_stats.value}.items()
                                  if k != "base"})
         timing.driver["commit"] = time.perf_counter() - t_commit  # all but the final rename
         seconds = time.perf_counter() - t0
@@ -318,7 +320,8 @@ def task_cpu_threads(spark: Any, configured: int = 0) -> int:
     return max(1, min(2 * task_cpus, int(cores))) if cores is not None else 2 * task_cpus
 
 
-def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[str, Any]) -> None:
+def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[str, Any],
+                  stats: Any = None) -> None:
     """One warm-up task per task slot (:func:`featstore.udf.start_warm_workers`) on a background
     thread: the workers import the backend, build the model and run its first pass while the
     driver plans the extract's jobs and Spark reads the first chunk's images."""
@@ -327,7 +330,7 @@ def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[st
     slots = max(1, spark.sparkContext.defaultParallelism
                 // max(1, int(spark.conf.get("spark.task.cpus", "1"))))
     start_warm_workers(spark, slots, ecfg, cpu_threads=cpu_threads, backend=info["backend"],
-                       weights_sha256=info["weights_sha256"])
+                       weights_sha256=info["weights_sha256"], stats=stats)
 
 
 def _run_key(images_manifest: dict[str, Any], info: dict[str, Any], seed: int,
@@ -398,6 +401,10 @@ class Timing:
                          + " (" + (f"{int(wk['model_reused'])} found the model built; "
                                    if "model_reused" in wk else "")
                          + f"decode {wk.get('decode_s', 0.0):.1f} s on its own thread)")
+        if wk.get("warmup_tasks"):
+            parts.append(f"warm-up: {int(wk['warmup_tasks'])} workers imported the backend, built "
+                         f"the model and ran its first pass in {wk.get('warmup_s', 0.0):.1f} "
+                         "task-s before the tasks")
         parts.append("driver: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.driver.items()))
         return "; ".join(parts)
 

@@ -216,18 +216,20 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Serie
 
 
 def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = None,
-                weights_sha256: str | None = None) -> int:
+                weights_sha256: str | None = None, stats: Any = None) -> int:
     """A warm-up task: build this Python worker's embedder and run its first forward pass
     (where the backend traces and compiles), then return the worker's pid. The worker is
     reused (``spark.python.worker.reuse``) by the extract tasks that follow, which find the
     model built (:func:`featstore.embed.get_embedder`). A build that fails here is only
-    logged; the extract task builds again and reports the error itself.
+    logged; the extract task builds again and reports the error itself. ``stats`` (a
+    :class:`StatsParam` accumulator) gets ``warmup_tasks`` and ``warmup_s``, this task's time.
 
     The build runs in the task itself, not on a background thread: a thread still importing
     the backend when the worker's next task arrives can deadlock that task's own imports
     (seen: pyspark's ``to_arrow_type`` imports ``distutils``; setuptools' ``_distutils_hack``
     then imports ``urllib.request`` inside the import system's global lock, while the thread,
     importing TensorFlow, held that module's lock and waited for the global one)."""
+    t = time.perf_counter()
     use_backend(backend)
     pin_gpu()
     limit_cpu_threads(cpu_threads)
@@ -237,11 +239,14 @@ def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = No
         get_embedder(cfg, weights_sha256, warm=True)
     except Exception as exc:  # the extract task reports it
         logger.debug("warm-up build failed: %s", exc)
+    if stats is not None:
+        stats.add({"warmup_tasks": 1, "warmup_s": time.perf_counter() - t})
     return os.getpid()
 
 
 def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads: int = 0,
-                       backend: str | None = None, weights_sha256: str | None = None) -> Any:
+                       backend: str | None = None, weights_sha256: str | None = None,
+                       stats: Any = None) -> Any:
     """Run :func:`warm_worker` once per task slot, as an RDD job on a background thread (the
     returned thread; it logs the workers' pids). An RDD job, not a SQL query: it needs no
     Catalyst planning (about 1.5 s on a cold driver), so its tasks reach the slots before the
@@ -264,7 +269,7 @@ def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads:
         sc.environment["SPARK_SIMPLIFIED_TRACEBACK"] = "1"
 
     def task(_: Any) -> Iterator[int]:
-        yield warm_worker(cfg, cpu_threads, backend, weights_sha256)
+        yield warm_worker(cfg, cpu_threads, backend, weights_sha256, stats)
 
     try:  # the function (and its environment) is fixed when the Java RDD is made
         rdd = sc.parallelize(range(slots), slots).mapPartitions(task)

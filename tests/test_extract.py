@@ -165,8 +165,11 @@ def test_a_fresh_job_finds_the_model_built_by_its_warm_up(celeba_store):
     assert proc.returncode == 0, proc.stderr[-3000:]
     wk = store.feature_set_manifest(celeba_store, "fresh")["timing"]["workers"]
     assert wk["tasks"] == 2 and wk["model_reused"] == 2, wk
+    assert wk["warmup_tasks"] == 2 and wk["warmup_s"] > 0, wk  # the build, timed in the warm-up
     line = next(x for x in proc.stdout.splitlines() if x.startswith("extract time: "))
     assert "in 2 tasks (2 found the model built; decode " in line, line
+    assert "; warm-up: 2 workers imported the backend, built the model and ran its first pass " \
+           "in " in line, line
 
 
 def _write_images_table(store_dir: Path, rows: list[tuple[str, bytes]]) -> None:
