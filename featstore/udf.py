@@ -289,12 +289,9 @@ def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads:
     return th
 
 
-EMBED_RESULT_DDL = "embedding array<float>, error string"
-
-
 def embed_result_type() -> Any:
-    """:data:`EMBED_RESULT_DDL` as a Spark type, built in Python (a DDL string is parsed by
-    the JVM, a round trip of ~0.4 s on a cold driver)."""
+    """The embed UDF's result, ``struct<embedding array<float>, error string>``, built in
+    Python (a DDL string is parsed by the JVM, a round trip of ~0.4 s on a cold driver)."""
     from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
     return StructType([StructField("embedding", ArrayType(FloatType())),
