@@ -156,6 +156,12 @@ class DecodePool:
         with self._lock:
             if self._executor is None:
                 if self.workers == 0:
+                    # Pillow imports its format plugins on the first open (all of them for a
+                    # file it cannot identify): do it here, on the calling thread, so the decode
+                    # thread never imports while the worker's main thread does (two threads
+                    # importing at once can deadlock on the import locks; see bench/RESULTS.md,
+                    # "The hang").
+                    Image.init()
                     self._executor = ThreadPoolExecutor(1, thread_name_prefix="featstore-decode")
                 else:
                     # spawn, not fork: the parent holds framework threads (TF/JAX) that a

@@ -385,3 +385,35 @@ def test_import_embed_without_pyspark_is_light():
         "import featstore.embed; assert 'keras' not in sys.modules, 'keras imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+def test_the_decode_thread_never_imports(tmp_path):
+    """Pillow imports its plugins on the first open (all of them for an unidentified file); the
+    pool does that on the thread that starts it, so the decode thread imports nothing while the
+    worker's main thread may be importing (the deadlock in bench/RESULTS.md, "The hang")."""
+    code = r"""
+import importlib.abc, io, sys, threading
+seen = []
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        seen.append((threading.current_thread().name, name))
+        return None
+from PIL import Image
+sys.meta_path.insert(0, Spy())
+from featstore.embed import DecodePool
+png, gif, cmyk = io.BytesIO(), io.BytesIO(), io.BytesIO()
+Image.new("RGB", (9, 7), "red").save(png, "PNG")
+Image.new("P", (9, 7)).save(gif, "GIF")
+Image.new("CMYK", (40, 30)).save(cmyk, "JPEG")
+pool = DecodePool((8, 8))
+out = list(pool.map([[b"garbage, no image format", png.getvalue()],
+                     [gif.getvalue(), b"", cmyk.getvalue(), cmyk.getvalue()[:200]]]))
+assert [len(b.ok_index) for b in out] == [1, 2], out
+on_decode = sorted({n for t, n in seen if t.startswith("featstore-decode")})
+assert not on_decode, on_decode
+assert any(n.startswith("PIL.") for t, n in seen), "the spy saw no Pillow import at all"
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
