@@ -195,9 +195,8 @@ def plan_extract(cfg: ExtractConfig, store_path: str) -> ExtractPlan:
 def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     """Run the extraction (see the module docstring). Raises InputError before any Spark work
     for an unknown model or layer, missing weights, or a store without a committed images table."""
-    from pyspark.sql import functions as F
 
-    from featstore.udf import ErrorsParam, StatsParam, make_embed_udf
+    from featstore.udf import StatsParam
 
     t0 = time.perf_counter()
     layout, images_manifest, info, name = preflight(cfg, store_path)
@@ -214,8 +213,26 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         return ExtractSummary(str(layout.root), name, c["ok"], c["errors"], existing["dim"],
                               time.perf_counter() - t0, skipped=True)
     warm_stats = spark.sparkContext.accumulator({}, StatsParam())  # the warm-up tasks' time
-    if cfg.warmup:  # first: the workers' backend import and model build overlap all that follows
-        _start_warmup(spark, ecfg, cpu_threads, info, warm_stats)
+    # first: the workers' backend import and model build overlap all that follows
+    warmup = _start_warmup(spark, ecfg, cpu_threads, info, warm_stats) if cfg.warmup else None
+    try:
+        return _extract_pass(spark, cfg, t0, layout, images_manifest, info, name, ecfg,
+                             cpu_threads, tid, run_key, warm_stats, warmup)
+    finally:  # none of its tasks outlives the job (a task still loading the weights file)
+        if warmup is not None:
+            warmup.stop()
+
+
+def _extract_pass(spark: Any, cfg: ExtractConfig, t0: float, layout: Any,
+                  images_manifest: dict[str, Any], info: dict[str, Any], name: str,
+                  ecfg: EmbedConfig, cpu_threads: int, tid: str, run_key: str, warm_stats: Any,
+                  warmup: Any) -> ExtractSummary:
+    """The chunks' passes and the commit (:func:`extract`, after its checks and the warm-up's
+    start)."""
+    from pyspark.sql import functions as F
+
+    from featstore.udf import ErrorsParam, StatsParam, make_embed_udf
+
     # No model on the driver: the layer names were checked against the generated table, and
     # the workers report the width, parameters and FLOPs of the model they built. Only when the
     # table cannot say (another Keras version) is the base built here to check the names.
@@ -284,6 +301,8 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
                         len(chunks), rows, dt, rows / dt if dt else 0.0, len(bad))
 
         bar.close()
+        if warmup is not None:  # the pass is done: a warm-up task still running only costs
+            warmup.stop()
         t_commit = time.perf_counter()
         facts = _load_facts(w) or _driver_facts(ecfg)
         info.update(dim=facts["dim"], keras_version=facts.get("keras_version"))
@@ -321,7 +340,7 @@ def task_cpu_threads(spark: Any, configured: int = 0) -> int:
 
 
 def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[str, Any],
-                  stats: Any = None) -> None:
+                  stats: Any = None) -> Any:
     """One warm-up task per task slot (:func:`featstore.udf.start_warm_workers`) on a background
     thread: the workers import the backend, build the model and run its first pass while the
     driver plans the extract's jobs and Spark reads the first chunk's images."""
@@ -329,8 +348,8 @@ def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[st
 
     slots = max(1, spark.sparkContext.defaultParallelism
                 // max(1, int(spark.conf.get("spark.task.cpus", "1"))))
-    start_warm_workers(spark, slots, ecfg, cpu_threads=cpu_threads, backend=info["backend"],
-                       weights_sha256=info["weights_sha256"], stats=stats)
+    return start_warm_workers(spark, slots, ecfg, cpu_threads=cpu_threads, backend=info["backend"],
+                              weights_sha256=info["weights_sha256"], stats=stats)
 
 
 def _run_key(images_manifest: dict[str, Any], info: dict[str, Any], seed: int,

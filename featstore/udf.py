@@ -244,14 +244,79 @@ def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = No
     return os.getpid()
 
 
+class BackgroundJob:
+    """A Spark job that only helps (a head start), run on a background thread under its own job
+    group. :meth:`stop` cancels what of it is still running and returns once none of its tasks
+    is left, so nothing of it outlives its caller: a warm-up task still loading a weights file
+    when the extract returns holds that file (HDF5 locks it: the user's next ``save_weights`` to
+    the same path fails with ``BlockingIOError``) and takes a core from the session's next job.
+    A cancelled Python task ends when its worker finishes or Spark kills it
+    (``spark.python.task.killTimeout``, 2 s after a 2 s check), a few seconds at most."""
+
+    def __init__(self, sc: Any, rdd: Any, name: str) -> None:
+        import threading
+        import uuid
+
+        from pyspark import InheritableThread
+
+        self._sc = sc
+        self.name = name
+        self.group = f"featstore-{name}-{uuid.uuid4().hex[:12]}"
+        self.result: list[Any] | None = None
+        self.error: BaseException | None = None
+        self._stopping = threading.Event()
+        self._thread = InheritableThread(target=self._run, args=(rdd,), name=f"featstore-{name}",
+                                         daemon=True)
+        self._thread.start()
+
+    def _run(self, rdd: Any) -> None:
+        # the job group is the thread's (pinned threads): it names only this job's tasks
+        self._sc.setJobGroup(self.group, f"featstore {self.name}", interruptOnCancel=True)
+        if self._stopping.is_set():
+            return
+        try:
+            self.result = rdd.collect()
+            logger.debug("%s: done (%s)", self.name, self.result)
+        except Exception as exc:  # only a head start: the work it helps reports failures itself
+            self.error = exc
+            logger.debug("%s: %s", self.name, "cancelled" if self._stopping.is_set() else exc)
+
+    def active_tasks(self) -> int:
+        """The job's tasks still running (Spark's status tracker)."""
+        tracker = self._sc.statusTracker()
+        n = 0
+        for job_id in tracker.getJobIdsForGroup(self.group):
+            job = tracker.getJobInfo(job_id)
+            for stage_id in (job.stageIds if job is not None else ()):
+                stage = tracker.getStageInfo(stage_id)
+                n += stage.numActiveTasks if stage is not None else 0
+        return n
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Cancel the job if it runs and wait until none of its tasks is left; True when none
+        is (False after ``timeout`` seconds, logged). Idempotent."""
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        # cancelled again while the thread lives: a cancel before its job was submitted misses it
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._sc.cancelJobGroup(self.group)
+            self._thread.join(0.5)
+        while time.monotonic() < deadline:
+            if not self._thread.is_alive() and self.active_tasks() == 0:
+                return True
+            time.sleep(0.1)
+        logger.warning("%s: tasks still running %.0f s after it was cancelled", self.name, timeout)
+        return False
+
+
 def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads: int = 0,
                        backend: str | None = None, weights_sha256: str | None = None,
-                       stats: Any = None) -> Any:
+                       stats: Any = None) -> BackgroundJob:
     """Run :func:`warm_worker` once per task slot, as an RDD job on a background thread (the
-    returned thread; it logs the workers' pids). An RDD job, not a SQL query: it needs no
-    Catalyst planning (about 1.5 s on a cold driver), so its tasks reach the slots before the
-    extract's own first stage, and each holds its slot (one task per worker) until its model
-    is built; the driver plans the extract meanwhile.
+    returned :class:`BackgroundJob`: ``stop()`` it when the work it helps is done). An RDD
+    job, not a SQL query: it needs no Catalyst planning (about 1.5 s on a cold driver), so its
+    tasks reach the slots before the extract's own first stage, and each holds its slot (one
+    task per worker) until its model is built; the driver plans the extract meanwhile.
 
     Spark keeps a pool of Python workers per environment, and the SQL runner adds
     ``SPARK_SIMPLIFIED_TRACEBACK=1`` to that environment (while
@@ -259,8 +324,6 @@ def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads:
     job's function carries the same variable, so its workers are the ones the embed UDF's tasks
     reuse. Where they are not (another Spark), the extract tasks build their own: slower to start,
     the same values."""
-    import threading
-
     sc = spark.sparkContext
     env = dict(sc.environment)
     simplified = spark.conf.get(
@@ -277,16 +340,7 @@ def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads:
     finally:
         sc.environment.clear()
         sc.environment.update(env)
-
-    def run() -> None:
-        try:
-            logger.debug("warm-up started in Python workers %s", sorted(set(rdd.collect())))
-        except Exception as exc:  # only a head start: the extract itself reports failures
-            logger.debug("warm-up job failed: %s", exc)
-
-    th = threading.Thread(target=run, name="featstore-warmup", daemon=True)
-    th.start()
-    return th
+    return BackgroundJob(sc, rdd, "warm-up")
 
 
 def embed_result_type() -> Any:

@@ -174,6 +174,9 @@ def test_embedder_cache_sees_a_rewritten_weights_file(spark, job_store, tmp_path
         assert cli_main(["extract", "--store", str(root), "--model", "mobilenetv2",
                          "--input-size", "32x32", "--batch-size", "8", "--weights", str(path),
                          "--feature-set", f"w{seed}"], spark=spark) == 0
+        # nothing of the job still runs: a warm-up task left loading the weights file held it
+        # locked, and the next save_weights failed (BlockingIOError, seen in CI)
+        assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
         t = store.read_arrow(root, f"w{seed}", attributes=[])
         embeddings[seed] = np.stack(t["embedding"].to_numpy(zero_copy_only=False))
         assert store.feature_set_manifest(root, f"w{seed}")["weights"]["sha256"] == \

@@ -68,3 +68,38 @@ def test_worker_already_on_another_backend_fails_with_one_line():
     assert "\n" not in msg
     assert f"runs Keras on {running!r} but the driver chose {other!r}" in msg
     assert f"KERAS_BACKEND={other}" in msg
+
+
+def test_a_background_job_stopped_leaves_no_task_running(spark):
+    """The warm-up's job outlives nothing: stop() cancels a job whose tasks are busy (here: a
+    two-minute sleep in the Python worker) and returns once Spark has none of its tasks left."""
+    import time
+
+    sc = spark.sparkContext
+
+    def busy(_):
+        time.sleep(120)
+        yield os.getpid()
+
+    job = udf.BackgroundJob(sc, sc.parallelize(range(2), 2).mapPartitions(busy), "test-busy")
+    deadline = time.monotonic() + 60
+    while job.active_tasks() < 2:
+        assert time.monotonic() < deadline, "the busy tasks never started"
+        time.sleep(0.1)
+    t = time.monotonic()
+    assert job.stop() is True
+    waited = time.monotonic() - t
+    assert job.active_tasks() == 0 and sc.statusTracker().getActiveJobsIds() == []
+    assert job.result is None and job.error is not None  # cancelled, not finished
+    assert waited < 30, waited  # Spark's kill timeout, not the tasks' two minutes
+    assert job.stop() is True  # idempotent
+    # the session goes on: the next job runs
+    assert sc.parallelize(range(4), 2).map(lambda x: x * 2).collect() == [0, 2, 4, 6]
+
+
+def test_a_background_job_that_finished_keeps_its_result(spark):
+    sc = spark.sparkContext
+    job = udf.BackgroundJob(sc, sc.parallelize(range(3), 1).map(lambda x: x + 1), "test-done")
+    job._thread.join(60)
+    assert job.stop() is True
+    assert job.result == [1, 2, 3] and job.error is None
