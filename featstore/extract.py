@@ -17,6 +17,7 @@ Counts add up: ``ok + errors == images in the images table``.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import logging
@@ -196,7 +197,9 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     """Run the extraction (see the module docstring). Raises InputError before any Spark work
     for an unknown model or layer, missing weights, or a store without a committed images table."""
 
-    from featstore.udf import StatsParam
+    from pyspark.sql import functions as F
+
+    from featstore.udf import ErrorsParam, StatsParam, make_embed_udf
 
     t0 = time.perf_counter()
     layout, images_manifest, info, name = preflight(cfg, store_path)
@@ -213,34 +216,18 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         return ExtractSummary(str(layout.root), name, c["ok"], c["errors"], existing["dim"],
                               time.perf_counter() - t0, skipped=True)
     warm_stats = spark.sparkContext.accumulator({}, StatsParam())  # the warm-up tasks' time
-    # first: the workers' backend import and model build overlap all that follows
-    warmup = _start_warmup(spark, ecfg, cpu_threads, info, warm_stats) if cfg.warmup else None
-    try:
-        return _extract_pass(spark, cfg, t0, layout, images_manifest, info, name, ecfg,
-                             cpu_threads, tid, run_key, warm_stats, warmup)
-    finally:  # none of its tasks outlives the job (a task still loading the weights file)
-        if warmup is not None:
-            warmup.stop()
-
-
-def _extract_pass(spark: Any, cfg: ExtractConfig, t0: float, layout: Any,
-                  images_manifest: dict[str, Any], info: dict[str, Any], name: str,
-                  ecfg: EmbedConfig, cpu_threads: int, tid: str, run_key: str, warm_stats: Any,
-                  warmup: Any) -> ExtractSummary:
-    """The chunks' passes and the commit (:func:`extract`, after its checks and the warm-up's
-    start)."""
-    from pyspark.sql import functions as F
-
-    from featstore.udf import ErrorsParam, StatsParam, make_embed_udf
-
-    # No model on the driver: the layer names were checked against the generated table, and
-    # the workers report the width, parameters and FLOPs of the model they built. Only when the
-    # table cannot say (another Keras version) is the base built here to check the names.
-    if not info.pop("layers_checked", False):
-        validate_config(ecfg)
-
-    with store.TableWriter(layout, tid, resume_key=run_key, overwrite=cfg.overwrite,
-                           spark=spark) as w:
+    with contextlib.ExitStack() as stack:
+        # first: the workers' backend import and model build overlap all that follows; none of
+        # its tasks outlives the extract (a task still loading the weights file: on leaving)
+        warmup = stack.enter_context(_start_warmup(spark, ecfg, cpu_threads, info, warm_stats)) \
+            if cfg.warmup else None
+        # No model on the driver: the layer names were checked against the generated table, and
+        # the workers report the width, parameters and FLOPs of the model they built. Only when
+        # the table cannot say (another Keras version) is the base built here to check the names.
+        if not info.pop("layers_checked", False):
+            validate_config(ecfg)
+        w = stack.enter_context(store.TableWriter(layout, tid, resume_key=run_key,
+                                                  overwrite=cfg.overwrite, spark=spark))
         plan_path = w.staging / PLAN
         if plan_path.is_file():
             chunks = [tuple(c) for c in json.loads(plan_path.read_text())["chunks"]]

@@ -308,6 +308,12 @@ class BackgroundJob:
         logger.warning("%s: tasks still running %.0f s after it was cancelled", self.name, timeout)
         return False
 
+    def __enter__(self) -> BackgroundJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads: int = 0,
                        backend: str | None = None, weights_sha256: str | None = None,
