@@ -236,6 +236,10 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
             store.write_json(plan_path, {"run_key": run_key, "chunks": chunks})
 
         w.set_spark_conf("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
+        # A chunk's query is a fixed repartition (not coalesced by AQE) and a write: adaptive
+        # execution would only cut it in two jobs, re-planned in between (0.4-0.7 s a chunk
+        # on 2 cores, from the event log: bench/spark_timeline.py)
+        w.set_spark_conf("spark.sql.adaptive.enabled", "false")
         embedded = spark.sparkContext.accumulator(0)  # rows through the model: the progress
         worker_stats = spark.sparkContext.accumulator({}, StatsParam())  # timings, base facts
         # the store's own schema: no Spark job to read a footer and infer it
@@ -272,10 +276,12 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
                             embed_udf("image_id", "split", "content").alias("r"))
             try:  # progress: rows embedded by the finished tasks (accumulator) + resumed chunks
                 with spark_feed(spark, bar, accumulator=embedded, offset=resumed_rows):
+                    # no dictionary: an embedding's floats are all distinct, and Parquet
+                    # hashes each one until it gives up on the dictionary (the write's CPU)
                     (out.filter(F.col("r.error").isNull())
                      .select("image_id", "split", F.col("r.embedding").alias("embedding"))
-                     .write.partitionBy("split").parquet(store.spark_uri(chunk_dir),
-                                                         mode="overwrite"))
+                     .write.option("parquet.enable.dictionary", "false").partitionBy("split")
+                     .parquet(store.spark_uri(chunk_dir), mode="overwrite"))
             except BaseException:
                 bar.close()
                 raise
