@@ -466,13 +466,25 @@ class Embedder:
     # -- model side
 
     def warmup(self) -> None:
-        """One forward pass on zeros: compiles/jits now rather than on the first real batch."""
+        """One forward pass on zeros: traces/compiles now rather than on the first real batch.
+        Where the forward pass takes any batch size (:attr:`_traced`) the pass is on one image:
+        the trace and the graph's optimization without a whole batch of compute."""
         t0 = time.perf_counter()
-        self._forward_one(self._pad, self.config.batch_size)
-        logger.info("warm-up forward pass %.2fs", time.perf_counter() - t0)
+        rows = 1 if self._traced is not None else self.config.batch_size
+        self._forward_one(self._pad[:rows], rows)
+        logger.info("warm-up forward pass (%d rows) %.2fs", rows, time.perf_counter() - t0)
+
+    @functools.cached_property
+    def _traced(self) -> Any:
+        """The forward pass over any batch size (:func:`featstore.forward.any_batch_forward`:
+        TensorFlow without XLA), else ``None``: ``predict_on_batch`` on batches of one shape."""
+        from featstore import forward
+
+        return forward.any_batch_forward(self.model, self._input_hw)
 
     def _forward_one(self, images: np.ndarray, k: int) -> np.ndarray:
-        y = self.model.predict_on_batch(images)
+        traced = self._traced
+        y = traced(images) if traced is not None else self.model.predict_on_batch(images)
         return np.asarray(y, dtype=np.float32)[:k]
 
     def embed_arrays(self, images: np.ndarray) -> np.ndarray:

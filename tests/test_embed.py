@@ -253,16 +253,31 @@ def test_bad_and_odd_images(vgg, big):
 
 def test_every_forward_pass_has_the_batch_shape(vgg, jpegs, monkeypatch):
     shapes = []
-    real = vgg.model.predict_on_batch
+    real = vgg._forward_one
 
-    def spy(x):
+    def spy(x, k):
         shapes.append(x.shape)
-        return real(x)
+        return real(x, k)
 
-    monkeypatch.setattr(vgg.model, "predict_on_batch", spy)
+    monkeypatch.setattr(vgg, "_forward_one", spy)
     res = vgg.embed([*jpegs[:5], b"", jpegs[5]])  # 6 ok -> sub-batches of 4 (3 ok + 1 bad) and 3
     assert res.embeddings.shape[0] == 6
     assert shapes == [(4, 32, 32, 3)] * 2
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's traced pass")
+def test_the_warm_up_on_one_image_traces_the_pass_every_batch_runs(jpegs):
+    emb = Embedder(VGG, warmup=True)
+    traced = emb._traced
+    assert traced is not None  # TensorFlow on CPU: no XLA
+    assert traced.experimental_get_tracing_count() == 1
+    pixels = np.random.default_rng(3).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    got = emb.embed_arrays(pixels)  # a full batch of 4 and a padded one of 2
+    emb.embed(jpegs)
+    assert traced.experimental_get_tracing_count() == 1  # no batch traced again
+    ref = np.concatenate([np.asarray(emb.model.predict_on_batch(pixels[:4])),
+                          np.asarray(emb.model.predict_on_batch(pixels[4:]))])
+    np.testing.assert_array_equal(got, ref)  # the same numbers as Keras' own predict
 
 
 def test_embed_iter_matches_embed_per_batch(vgg, jpegs):
