@@ -23,8 +23,9 @@ def load(path: Path) -> list[dict]:
 
 def timeline(events: list[dict]) -> list[str]:
     t0 = next(e["Timestamp"] for e in events if e["Event"].endswith("ApplicationStart"))
-    end = max((e.get("Timestamp") or e.get("Completion Time") or 0) for e in events
-              if e["Event"].endswith("ApplicationEnd") or e["Event"].endswith("JobEnd")) or t0
+    ends = [e.get("Timestamp") or e.get("Completion Time") or 0 for e in events
+            if e["Event"].endswith(("ApplicationEnd", "JobEnd"))]
+    end = max(ends, default=t0)
 
     def s(ms: float) -> str:
         return f"{(ms - t0) / 1000:7.2f}"
