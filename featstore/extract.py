@@ -276,11 +276,9 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
                             embed_udf("image_id", "split", "content").alias("r"))
             try:  # progress: rows embedded by the finished tasks (accumulator) + resumed chunks
                 with spark_feed(spark, bar, accumulator=embedded, offset=resumed_rows):
-                    # no dictionary: an embedding's floats are all distinct, and Parquet
-                    # hashes each one until it gives up on the dictionary (the write's CPU)
                     (out.filter(F.col("r.error").isNull())
                      .select("image_id", "split", F.col("r.embedding").alias("embedding"))
-                     .write.option("parquet.enable.dictionary", "false").partitionBy("split")
+                     .write.options(**store.FEATURES_WRITE_OPTIONS).partitionBy("split")
                      .parquet(store.spark_uri(chunk_dir), mode="overwrite"))
             except BaseException:
                 bar.close()

@@ -481,8 +481,8 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
                 with store.TableWriter(plan.layout, store.features_id(name), spark=spark) as w:
                     (projected.select("image_id", "split",
                                       F.slice("embedding", 1, k).alias("embedding"))
-                     .write.partitionBy("split").parquet(store.spark_uri(w.data),
-                                                          mode="overwrite"))
+                     .write.options(**store.FEATURES_WRITE_OPTIONS).partitionBy("split")
+                     .parquet(store.spark_uri(w.data), mode="overwrite"))
                     store.write_errors(w.errors, [])
                     save_projection(w.meta, fit, k)
                     manifest = _manifest(plan, fit, k, name, spark, cfg.arrow_batch_rows,

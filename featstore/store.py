@@ -110,6 +110,12 @@ FEATURES_SCHEMA = pa.schema(
     ]
 )
 
+#: Options of every Spark write of a feature set's files (extract's chunks, reduce's sets): no
+#: Parquet dictionary, since an embedding's floats (and the image ids) are all distinct and the
+#: writer would hash each one until it gives up on the dictionary (seen in thread dumps of the
+#: extract's tasks: the write fell behind the model; bench/RESULTS.md).
+FEATURES_WRITE_OPTIONS = {"parquet.enable.dictionary": "false"}
+
 RESULTS_SCHEMA = pa.schema([
     pa.field("attribute", pa.string()),
     pa.field("feature_set", pa.string()),

@@ -47,6 +47,22 @@ def test_data_folders_hold_only_their_parquet_files(job_store):
         f"feature_set={JOB_FS}", f"feature_set={JOB_FS}-pca4"]
 
 
+def test_feature_files_are_written_without_dictionaries(job_store):
+    """Extract's and reduce's files (store.FEATURES_WRITE_OPTIONS): every float is distinct."""
+    layout = store.Layout(job_store)
+    for name in (JOB_FS, f"{JOB_FS}-pca4"):
+        files = sorted(layout.features(name).rglob("*.parquet"))
+        assert files, name
+        for f in files:
+            meta = pq.ParquetFile(f).metadata
+            for rg in range(meta.num_row_groups):
+                for c in range(meta.num_columns):
+                    col = meta.row_group(rg).column(c)
+                    assert not col.has_dictionary_page, (f, col.path_in_schema)
+                    assert not {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & set(col.encodings), (
+                        f, col.path_in_schema, col.encodings)
+
+
 def test_every_glob_of_every_table_returns_the_committed_rows(spark, job_store):
     import duckdb
     import polars as pl
