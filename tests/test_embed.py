@@ -275,9 +275,16 @@ def test_the_warm_up_on_one_image_traces_the_pass_every_batch_runs(jpegs):
     got = emb.embed_arrays(pixels)  # a full batch of 4 and a padded one of 2
     emb.embed(jpegs)
     assert traced.experimental_get_tracing_count() == 1  # no batch traced again
+    # Like with like: Keras' own predict on the very batches the embedder ran (the last one
+    # padded to 4 rows). A batch of 2 is another shape, so other kernels and last-bit differences
+    # (seen on an AMD EPYC host: 423 of 3,072 values, max 2.1e-7): the promise is "same shape,
+    # same bits" within one path, and agreement to float32 rounding across paths.
+    padded = np.zeros_like(pixels[:4])
+    padded[:2] = pixels[4:]
     ref = np.concatenate([np.asarray(emb.model.predict_on_batch(pixels[:4])),
-                          np.asarray(emb.model.predict_on_batch(pixels[4:]))])
-    np.testing.assert_array_equal(got, ref)  # the same numbers as Keras' own predict
+                          np.asarray(emb.model.predict_on_batch(padded))[:2]])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(emb.embed_arrays(pixels), got)  # same shapes: bitwise equal
 
 
 def test_embed_iter_matches_embed_per_batch(vgg, jpegs):
