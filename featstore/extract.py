@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featstore import modelspecs, store
+from featstore import modelspecs, spread, store
 from featstore.config import ExtractConfig
 from featstore.embed import EmbedConfig, base_cost, check_config, validate_config
 from featstore.errors import ConfigError, StoreError
@@ -303,9 +303,11 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
                                                    **warm_stats.value}.items()
                                  if k != "base"})
         timing.driver["commit"] = time.perf_counter() - t_commit  # all but the final rename
+        sp = spread.spread_of_files(sorted(w.data.glob("split=*/*.parquet")), int(info["dim"]))
+        spread.warn(name, sp)
         seconds = time.perf_counter() - t0
         w.commit(_manifest(spark, info, cfg, name, run_key, images_manifest, ok, errors,
-                           len(chunks), seconds, facts, timing))
+                           len(chunks), seconds, facts, timing, sp))
     timing.driver["commit"] = time.perf_counter() - t_commit
     return ExtractSummary(str(layout.root), name, ok, errors, info["dim"],
                           time.perf_counter() - t0, chunks_done=len(chunks) - resumed,
@@ -466,7 +468,8 @@ def _assemble(w: store.TableWriter, n_chunks: int,
 def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, run_key: str,
               images_manifest: dict[str, Any], ok: int, errors: int, chunks: int,
               seconds: float, cost: dict[str, Any] | None = None,
-              timing: Timing | None = None) -> dict[str, Any]:
+              timing: Timing | None = None,
+              spread_info: dict[str, Any] | None = None) -> dict[str, Any]:
     conf = spark.sparkContext.getConf()
     spark_conf = {k: conf.get(k) for k in (
         "spark.executor.resource.gpu.amount", "spark.task.resource.gpu.amount",
@@ -504,6 +507,8 @@ def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, r
                 "images_per_second": round(expected / seconds, 2) if seconds else None,
                 **(timing.as_dict() if timing else {})},
         chunks=chunks,
+        # featstore.spread: is every dimension's spread (almost) nil? (flagged, not refused)
+        spread=spread_info,
     )
 
 

@@ -218,8 +218,11 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         # labels of the images that made it, same ids as the images table
         labels = listing.labels[listing.labels["image_id"].isin(
             set(listing.images.loc[ok_mask, "image_id"]))]
-        labels = labels[["image_id", "split", *listing.attributes]].reset_index(drop=True)
-        _write_labels(labels, listing.attributes, w_labels.data)
+        if store.IDENTITY not in labels.columns:  # a source without identities: null
+            labels = labels.assign(**{store.IDENTITY: pd.array([None] * len(labels),
+                                                               dtype="Int64")})
+        labels = labels[["image_id", "split", store.IDENTITY, *listing.attributes]]
+        _write_labels(labels.reset_index(drop=True), listing.attributes, w_labels.data)
 
         store.write_errors(w_images.errors, error_rows)
         common = {
@@ -264,6 +267,6 @@ def _write_labels(labels: pd.DataFrame, attributes: list[str], out: Path) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(labels, schema=store.labels_schema(attributes),
+    table = pa.Table.from_pandas(labels, schema=store.labels_schema(attributes, identity=True),
                                  preserve_index=False)
     pq.write_table(table, out / "part-00000.parquet", row_group_size=250_000)

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from featstore import store
+from featstore import spread, store
 from featstore.config import ReduceConfig
 from featstore.errors import ConfigError, StoreError
 from featstore.progress import Progress, spark_feed
@@ -421,6 +421,9 @@ def _manifest(plan: ReducePlan, fit: PCAFit, k: int, name: str,
         "sign_convention": SIGN_CONVENTION,
         "pca_file": PCA_FILE,
         "counts": {"ok": int(sum(plan.splits.values())), "errors": 0},
+        # the components' spread on the fit rows: sqrt of their eigenvalues (featstore.spread)
+        "spread": spread.spread_of_std(np.sqrt(np.maximum(fit.explained_variance[:k], 0.0)),
+                                       fit.n),
         "spark": {"master": spark.sparkContext.master, "version": spark.version,
                   "conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_rows)}},
         "timing": {key: round(v, 2) for key, v in seconds.items()},
@@ -488,6 +491,7 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
                     manifest = _manifest(plan, fit, k, name, spark, cfg.arrow_batch_rows,
                                          {"fit_seconds": fit_seconds,
                                           "write_seconds": time.perf_counter() - tk})
+                    spread.warn(name, manifest["spread"])
                     manifest = w.commit(manifest)
                 splits = manifest["counts"]["splits"]
                 if splits != plan.splits:  # pragma: no cover - the writer counted the rows

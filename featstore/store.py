@@ -156,11 +156,28 @@ RESULTS_SCHEMA = pa.schema([
     pa.field("model_path", pa.string()),
     # the feature set's committed content the fit saw (its manifest's content_fingerprint)
     pa.field("feature_set_content", pa.string()),
+    # what the fit was chosen by, off the test split: its score on the validation split (every
+    # "best" in featstore is the argmax of it; the test accuracy is then the estimate)
+    pa.field("selection_score", pa.float64()),
+    pa.field("selection_metric", pa.string()),  # "validation accuracy"
+    # the positive-class score of every test image, in the order of y_true (probability)
+    pa.field("y_score", pa.list_(pa.float32())),
+    # the person in every test image (same order; null where the store has no identities):
+    # intervals and paired differences resample people, not images
+    pa.field("groups", pa.list_(pa.int64())),
+    pa.field("ci_method", pa.string()),  # how ci_low/ci_high were made ("wilson, by identity")
+    pa.field("ba_ci_low", pa.float64()),  # balanced accuracy, bootstrap (by identity) 95% CI
+    pa.field("ba_ci_high", pa.float64()),
+    pa.field("auc_ci_low", pa.float64()),  # ROC AUC, bootstrap (by identity) 95% CI
+    pa.field("auc_ci_high", pa.float64()),
+    pa.field("brier", pa.float64()),  # Brier score of y_score
 ])
 
 #: Columns of RESULTS_SCHEMA that results tables (and grid cells) written by an earlier
 #: featstore lack; :func:`read_results` reads them as null, so old stores stay readable.
-RESULTS_ADDED_COLUMNS = ("roc_fpr", "roc_tpr")
+RESULTS_ADDED_COLUMNS = ("roc_fpr", "roc_tpr", "selection_score", "selection_metric", "y_score",
+                         "groups", "ci_method", "ba_ci_low", "ba_ci_high", "auc_ci_low",
+                         "auc_ci_high", "brier")
 
 #: retrieval/feature_set=<set>/: one row per (queries, items, metric, k, target, attribute)
 #: (featstore/retrieval.py defines the metrics). ``feature_set`` is not a column of the files:
@@ -188,14 +205,39 @@ RETRIEVAL_SCHEMA = pa.schema([
 ])
 
 
-def labels_schema(attributes: Sequence[str]) -> pa.Schema:
+#: The labels table's column of the person in each image (CelebA's identity_CelebA.txt; null
+#: where the source has none). Bootstrap intervals and custom splits go by it: ~20 images of one
+#: person are not 20 independent draws. Labels tables written before it lack it (read as null).
+IDENTITY = "identity"
+
+
+def labels_schema(attributes: Sequence[str], *, identity: bool = False) -> pa.Schema:
+    """The labels table: image_id, split, [identity,] one bool column per attribute. ingest
+    always writes ``identity`` (null where the source has none)."""
     return pa.schema(
         [
             pa.field("image_id", pa.string(), nullable=False),
             pa.field("split", pa.string(), nullable=False),
+            *([pa.field(IDENTITY, pa.int64(), nullable=True)] if identity else []),
             *[pa.field(a, pa.bool_(), nullable=False) for a in attributes],
         ]
     )
+
+
+def read_identities(path: str | os.PathLike[str]) -> dict[str, int] | None:
+    """``{image_id: identity}`` of the labels table, or None where it has no identity (a source
+    without one, or a store ingested before the column existed)."""
+    import pyarrow.parquet as pq
+
+    table = find_table(path, "labels")
+    files = _data_files(Layout(path), table["id"], table["manifest"])
+    if not files or IDENTITY not in pq.read_schema(files[0]).names:
+        return None
+    t = read_table(path, "labels", columns=["image_id", IDENTITY])
+    if t[IDENTITY].null_count == t.num_rows:
+        return None
+    return {i: v for i, v in zip(t["image_id"].to_pylist(), t[IDENTITY].to_pylist())
+            if v is not None}
 
 
 def spark_schema(schema: pa.Schema) -> Any:
@@ -1180,7 +1222,7 @@ def read_results(path: str | os.PathLike[str]) -> Any:
             table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     df = table.select(RESULTS_SCHEMA.names).cast(RESULTS_SCHEMA).to_pandas()
     for col, dtype in (("y_true", np.int8), ("y_pred", np.int8), ("roc_fpr", np.float32),
-                       ("roc_tpr", np.float32)):
+                       ("roc_tpr", np.float32), ("y_score", np.float32), ("groups", np.int64)):
         df[col] = [np.asarray(v, dtype=dtype) if v is not None else None for v in df[col]]
     return df
 

@@ -101,6 +101,30 @@ def test_lasso_zeroes_noise_coefficients(fitted) -> None:
     assert signal["C"] in signal["cs"] and len(signal["cs"]) == 12
 
 
+def test_lasso_picks_the_sparsest_c_within_one_standard_error(data) -> None:
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    tr = data["train"]
+    result = _fit("lasso", data, "signal")
+    params = result.params
+    # the fold scores, computed directly with scikit-learn
+    direct = LogisticRegressionCV(
+        Cs=12, l1_ratios=(1.0,), cv=StratifiedKFold(3, shuffle=True, random_state=0),
+        scoring="accuracy", solver="liblinear", tol=1e-5, intercept_scaling=1e4,
+        random_state=0, use_legacy_attributes=False, max_iter=1000,
+    ).fit(StandardScaler().fit_transform(tr["x"]), tr["signal"])
+    folds = np.asarray(direct.scores_).reshape(3, -1)
+    scores = folds.mean(axis=0).tolist()
+    errors = (folds.std(axis=0, ddof=1) / np.sqrt(3)).tolist()
+    chosen = _within_one_se(scores, errors)
+    assert params["C"] == pytest.approx(float(direct.Cs_[chosen]))
+    assert params["C"] <= params["cv_best_C"]  # never less sparse than the plain argmax
+    assert params["cv_score"] == pytest.approx(scores[chosen])
+    assert params["selection_rule"] == "one standard error"
+
+
 def test_lasso_deterministic_and_silent(data, fitted) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -135,13 +159,23 @@ OOB_CANDIDATES = (0.1, 0.5, "sqrt")  # 1, 8 and 4 of the 16 features: three diff
 
 def _sklearn_oob_forests(x: np.ndarray, y: np.ndarray, candidates: tuple[Any, ...], *,
                          seed: int = 0, max_samples: int | None = None) -> list[Any]:
-    """The forests fit_forest(selection="oob") should fit, built directly with scikit-learn."""
+    """The forests fit_forest(selection="oob") should fit, built directly with scikit-learn
+    (on the standardized training rows, as fit_forest standardizes)."""
     from sklearn.ensemble import RandomForestClassifier
+    from sklearn.preprocessing import StandardScaler
 
+    xs = StandardScaler().fit_transform(x)
     return [RandomForestClassifier(n_estimators=FOREST["n_estimators"], random_state=seed,
                                    max_features=c, bootstrap=True, oob_score=True,
-                                   max_samples=max_samples, min_samples_leaf=1, n_jobs=1).fit(x, y)
+                                   max_samples=max_samples, min_samples_leaf=1, n_jobs=1).fit(xs, y)
             for c in candidates]
+
+
+def _within_one_se(scores: list[float], errors: list[float]) -> int:
+    """The one-standard-error rule, written out: the first candidate whose score is at least
+    the best score minus the best's standard error."""
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    return next(i for i, s in enumerate(scores) if s >= scores[best] - errors[best] - 1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -150,29 +184,36 @@ def oob_signal(data) -> FitResult:
                 max_samples=200)
 
 
-def test_forest_oob_picks_the_best_oob_candidate_and_keeps_its_forest(data, oob_signal) -> None:
+def test_forest_oob_picks_the_first_candidate_within_one_se_and_its_forest(data,
+                                                                          oob_signal) -> None:
+    from sklearn.preprocessing import StandardScaler
+
     tr, te = data["train"], data["test"]
     direct = _sklearn_oob_forests(tr["x"], tr["signal"], OOB_CANDIDATES, max_samples=200)
     expected = [f.oob_score_ for f in direct]
     assert len(set(expected)) > 1  # the choice is not trivial
-    best = int(np.argmax(expected))  # the first of the best
+    errors = [float(np.sqrt(s * (1 - s) / len(tr["signal"]))) for s in expected]
+    chosen = _within_one_se(expected, errors)
     params = oob_signal.params
     assert [c for c, _ in params["candidate_scores"]] == list(OOB_CANDIDATES)
     assert [s for _, s in params["candidate_scores"]] == pytest.approx(expected, abs=1e-12)
-    assert params["max_features"] == OOB_CANDIDATES[best]
-    assert params["oob_score"] == pytest.approx(expected[best], abs=1e-12)
-    # the chosen forest itself predicts the test rows: no refit
-    want = direct[best].predict_proba(te["x"])[:, 1].astype(np.float32)
+    assert [e for _, e in params["candidate_errors"]] == pytest.approx(errors, abs=1e-12)
+    assert params["max_features"] == OOB_CANDIDATES[chosen]
+    assert params["oob_score"] == pytest.approx(expected[chosen], abs=1e-12)
+    # the chosen candidate's forest (same seed, same trees) predicts the standardized test rows
+    xt = StandardScaler().fit(tr["x"]).transform(te["x"])
+    want = direct[chosen].predict_proba(xt)[:, 1].astype(np.float32)
     assert np.array_equal(oob_signal.y_score, want)
-    assert oob_signal.estimator.max_features == OOB_CANDIDATES[best]
-    assert oob_signal.estimator.oob_score and len(oob_signal.estimator.estimators_) == 30
+    forest = oob_signal.estimator[-1]
+    assert forest.max_features == OOB_CANDIDATES[chosen] and len(forest.estimators_) == 30
 
 
 def test_forest_oob_params(oob_signal) -> None:
     params = oob_signal.params
     assert params["selection"] == "oob" and params["scoring"] == "accuracy"
     assert params["folds"] == 0 and params["cv_score"] is None and params["cv_rows"] == 0
-    assert params["oob_score"] == max(s for _, s in params["candidate_scores"])
+    chosen = dict(map(tuple, params["candidate_scores"]))[params["max_features"]]
+    assert params["oob_score"] == chosen and params["selection_rule"] == "one standard error"
     assert params["oob_coverage"] == 1.0  # 30 trees of 200 of 400 rows: every row out of bag
     assert params["n_estimators"] == 30 and params["max_samples"] == 200
     assert params["n_features"] == DIM
@@ -212,10 +253,12 @@ def test_forest_cv_selection_still_works(data, fitted) -> None:
     assert params["selection"] == "cv" and params["folds"] == 3 and params["cv_rows"] == N_TRAIN
     assert params["oob_score"] is None and params["oob_coverage"] is None
     scores = [s for _, s in params["candidate_scores"]]
+    errors = [e for _, e in params["candidate_errors"]]
     assert [c for c, _ in params["candidate_scores"]] == list(OOB_CANDIDATES)
-    assert params["cv_score"] == max(scores)
-    assert params["max_features"] == OOB_CANDIDATES[int(np.argmax(scores))]
-    assert not result.estimator.oob_score  # refitted on all rows, no out-of-bag scoring
+    chosen = _within_one_se(scores, errors)
+    assert params["cv_score"] == scores[chosen]
+    assert params["max_features"] == OOB_CANDIDATES[chosen]
+    assert not result.estimator[-1].oob_score  # refitted on all rows, no out-of-bag scoring
     y = data["test"]["signal"]
     assert result.accuracy(y) > _majority(y) + 0.15
     # "cv" is fit_forest's default: the shared fit is the same fit
@@ -232,7 +275,8 @@ def test_forest_oob_other_scorings(data) -> None:
     direct = _sklearn_oob_forests(tr["x"], tr["signal"], OOB_CANDIDATES)
     expected = [roc_auc_score(tr["signal"], f.oob_decision_function_[:, 1]) for f in direct]
     assert [s for _, s in result.params["candidate_scores"]] == pytest.approx(expected)
-    assert result.params["max_features"] == OOB_CANDIDATES[int(np.argmax(expected))]
+    errors = [float(np.sqrt(s * (1 - s) / len(tr["signal"]))) for s in expected]
+    assert result.params["max_features"] == OOB_CANDIDATES[_within_one_se(expected, errors)]
     assert result.params["scoring"] == "roc_auc"
     balanced = _fit("forest", data, "signal", selection="oob", scoring="balanced_accuracy")
     assert 0.5 < balanced.params["oob_score"] <= 1.0
@@ -244,6 +288,7 @@ def test_forest_oob_other_scorings(data) -> None:
 
 def test_forest_oob_coverage_low_warns_too_low_raises(data, caplog) -> None:
     from sklearn.ensemble import RandomForestClassifier
+    from sklearn.preprocessing import StandardScaler
 
     tr = data["train"]
     with caplog.at_level(logging.WARNING, logger="featstore.train.forest"), \
@@ -254,7 +299,7 @@ def test_forest_oob_coverage_low_warns_too_low_raises(data, caplog) -> None:
                                     max_features=few.params["max_features"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        direct.fit(tr["x"], tr["signal"])
+        direct.fit(StandardScaler().fit_transform(tr["x"]), tr["signal"])
     covered = direct.oob_decision_function_.sum(axis=1) > 0
     assert 0.5 < covered.mean() < 0.95  # ~1 - 0.632**3 = 75% of the rows
     assert few.params["oob_coverage"] == pytest.approx(covered.mean())
@@ -403,7 +448,20 @@ def test_forest_max_samples_int_is_a_cap(data) -> None:
     tr, te = data["train"], data["test"]
     capped = fit_forest(tr["x"], tr["signal"], te["x"], folds=3, n_estimators=10,
                         max_samples=100)
-    assert capped.estimator.max_samples == 100 and capped.params["max_samples"] == 100
+    assert capped.estimator[-1].max_samples == 100 and capped.params["max_samples"] == 100
     whole = fit_forest(tr["x"], tr["signal"], te["x"], max_features=["sqrt"], n_estimators=10,
                        max_samples=10_000)
-    assert whole.estimator.max_samples is None and whole.params["folds"] == 0
+    assert whole.estimator[-1].max_samples is None and whole.params["folds"] == 0
+
+
+@pytest.mark.parametrize("model", ["lasso", "forest", "dense"])
+def test_every_probe_finds_the_signal_at_any_feature_scale(model: str, data) -> None:
+    """Random-weight MobileNetV2 embeddings are ~1e-12: scikit-learn's trees took every feature
+    for a constant and Keras' Normalization divided by max(std, 1e-7). Standardized inputs give
+    every probe the same chance at any scale."""
+    tiny = {split: {**part, "x": (part["x"] * 1e-12).astype(np.float32)}
+            for split, part in data.items()}
+    result = _fit(model, tiny, "signal")
+    y = data["test"]["signal"]
+    assert result.accuracy(y) > _majority(y) + 0.15
+    assert len(np.unique(result.y_pred)) == 2  # not one class for every row

@@ -38,7 +38,8 @@ class Listing:
     images: DataFrame[image_id: str, split: str, source_path: str] -- one row per listed image whose
         file exists, sorted by image_id.
     labels: DataFrame[image_id: str, split: str, <one bool column per attribute>] -- same rows and
-        order as ``images``.
+        order as ``images``; plus ``identity`` (nullable Int64, the person in the image) where the
+        source knows it (CelebA's identity_CelebA.txt).
     attributes: the attribute (or class) column names, in file order.
     problems: per-image problems (missing files, unlisted files); not in ``images``.
     files: annotation files read, for the manifest's input fingerprint.

@@ -399,6 +399,7 @@ def read_celeba(root: str | os.PathLike[str], *, check_count: bool = True) -> Li
         partition_path, partition["image_id"], _PLAIN_FIRST_LINE, [attr_path], [attr["image_id"]]
     )
 
+    identity = None
     if identity_path.is_file():
         identity = read_identity(identity_path)
         files.append(str(identity_path))
@@ -418,6 +419,9 @@ def read_celeba(root: str | os.PathLike[str], *, check_count: bool = True) -> Li
     else:  # ids are unique and the same set in both (checked above)
         labels = attr.merge(partition, on="image_id", how="inner")
     labels = labels[["image_id", "split", *attributes]]
+    if identity is not None:  # the person in each image: resampling and splits go by it
+        person = identity.set_index("image_id")["identity"]
+        labels = labels.assign(identity=labels["image_id"].map(person).astype("Int64"))
     labels = labels.sort_values("image_id", kind="stable", ignore_index=True)
 
     on_disk.sort()

@@ -201,6 +201,29 @@ def stratified_subsample(y: np.ndarray, max_rows: int | None, seed: int) -> np.n
     return np.sort(np.concatenate(picked))
 
 
+def one_se_choice(scores: Any, errors: Any) -> int:
+    """The one-standard-error rule: the index of the FIRST candidate (candidates in order of
+    simplicity: sparsest lasso, fewest forest features) whose score is within one standard error
+    of the best score (``scores[best] - errors[best]``). A margin of one row between two settings
+    cannot flip the choice: both are within the tolerance and the simpler one stays chosen."""
+    sc = np.asarray(scores, dtype=np.float64)
+    se = np.nan_to_num(np.asarray(errors, dtype=np.float64), nan=0.0)
+    if sc.ndim != 1 or sc.size == 0 or sc.shape != se.shape:
+        raise ValueError(f"scores and errors must be equal-length 1-D, got {sc.shape}, {se.shape}")
+    best = int(np.nanargmax(sc))
+    floor = sc[best] - se[best] - 1e-12
+    return int(np.flatnonzero(sc >= floor)[0])
+
+
+def class_weight_arg(class_weight: str | None) -> str | None:
+    """``train.class_weight`` as scikit-learn's ``class_weight``: None or "balanced"."""
+    if class_weight in (None, "", "none"):
+        return None
+    if class_weight != "balanced":
+        raise ValueError(f"class_weight must be 'none' or 'balanced', got {class_weight!r}")
+    return "balanced"
+
+
 def scores_to_result(model: str, y_score: np.ndarray, params: dict[str, Any], seconds: float,
                      *, history: dict[str, list[float]] | None = None,
                      estimator: Any = None) -> FitResult:

@@ -12,8 +12,11 @@ the same code runs with ``KERAS_BACKEND=tensorflow`` (default), ``jax`` or ``tor
 - :func:`train_dense_head`: the shared trainer; it returns a :class:`DenseHead` (model, history,
   ``predict_proba``, ``activations`` of any hidden layer).
 
-Standardisation is the model's first layer (``Normalization`` with the TRAINING rows' mean and
-standard deviation, constant features left unscaled), so a saved model takes raw embeddings.
+Standardisation is the model's first layer (:class:`Standardize`: the TRAINING rows' mean and
+standard deviation, constant features left unscaled), so a saved model takes raw embeddings. It
+divides by the standard deviation however small: Keras' ``Normalization`` divides by
+``max(std, 1e-7)``, which turned random-weight MobileNetV2 embeddings (~1e-12, every dimension
+spanning <= 1e-7) into near-constants and the head into the prior.
 
 Feeding: numpy arrays, or ``train_data``: a re-iterable ``tf.data.Dataset`` (or Keras
 ``PyDataset``) of ``(x, y)`` batches such as ``featstore.feed.tf_dataset`` yields. The dataset is
@@ -89,6 +92,28 @@ class DenseHead:
         return _batched(self._extractors[index], as_features(x), batch_size)
 
 
+@keras.saving.register_keras_serializable(package="featstore")
+class Standardize(keras.layers.Layer):
+    """``(x - mean) * inv_std`` per feature, both fixed (non-trainable weights, set from the
+    training rows): any positive spread is scaled to 1, whatever its size."""
+
+    def __init__(self, n_features: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_features = int(n_features)
+
+    def build(self, input_shape: Any) -> None:
+        self.mean = self.add_weight(shape=(self.n_features,), initializer="zeros",
+                                    trainable=False, name="mean")
+        self.inv_std = self.add_weight(shape=(self.n_features,), initializer="ones",
+                                       trainable=False, name="inv_std")
+
+    def call(self, inputs: Any) -> Any:
+        return (inputs - self.mean) * self.inv_std
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_features": self.n_features}
+
+
 def _batched(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Call the model on successive batches (eager: no per-shape retracing, no ``predict``
     loop; a dense head is cheap per call)."""
@@ -131,16 +156,18 @@ def _dataset_summary(data: Any, steps: int | None) -> tuple[np.ndarray, np.ndarr
     if s1 is None or s2 is None or pos is None or n == 0:
         raise ValueError("train_data yielded no batches")
     mean = s1 / n
-    std = np.sqrt(np.maximum(s2 / n - np.square(mean), 0.0))
-    return mean, np.where(std > 1e-12, std, 1.0), pos, n, s1.size
+    var = np.maximum(s2 / n - np.square(mean), 0.0)
+    # a spread below the rounding of the sums is no spread (one-pass moments)
+    std = np.sqrt(np.where(var > 1e-12 * (s2 / n), var, 0.0))
+    return mean, np.where(std > 0, std, 1.0), pos, n, s1.size
 
 
 def _build(n_features: int, hidden: Sequence[int], outputs: int, mean: np.ndarray,
            std: np.ndarray, learning_rate: float) -> keras.Model:
     inputs = keras.Input(shape=(n_features,), name="features")
-    h = keras.layers.Normalization(mean=mean.astype(np.float32),
-                                   variance=np.square(std).astype(np.float32),
-                                   name="standardize")(inputs)
+    scale = Standardize(n_features, name="standardize")
+    h = scale(inputs)
+    scale.set_weights([mean.astype(np.float32), (1.0 / std).astype(np.float32)])
     for i, units in enumerate(hidden):
         h = keras.layers.Dense(int(units), activation="relu", name=f"hidden{i}")(h)
     out = keras.layers.Dense(outputs, activation="sigmoid", name="output")(h)
@@ -174,7 +201,8 @@ def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None
                      batch_size: int = 256, patience: int = 5, learning_rate: float = 1e-3,
                      seed: int = 0, train_data: Any = None, steps_per_epoch: int | None = None,
                      validation_fraction: float = 0.1,
-                     names: Sequence[str] | None = None) -> DenseHead:
+                     names: Sequence[str] | None = None,
+                     class_weight: str | None = None) -> DenseHead:
     """Train a dense head; ``y`` is ``(n,)`` or ``(n, outputs)`` of 0/1.
 
     Early stopping watches ``val_loss`` with ``patience`` and restores the best epoch's weights.
@@ -232,6 +260,11 @@ def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None
                               else {"shuffle": False})
     if steps_per_epoch is not None:
         fit_kw["steps_per_epoch"] = steps_per_epoch
+    if class_weight == "balanced" and outputs == 1:  # n / (2 n_c), as scikit-learn's
+        p = float(positives[0]) / n_rows
+        fit_kw["class_weight"] = {0: 0.5 / (1.0 - p), 1: 0.5 / p}
+    elif class_weight not in (None, "none", "balanced"):
+        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
     hist = model.fit(fit_x, fit_y, validation_data=(xv, yv), epochs=epochs,
                      callbacks=[stop], verbose=0, **fit_kw)
     history = {key: [float(v) for v in hist.history.get(key, [])] for key in HISTORY_KEYS}
@@ -256,29 +289,32 @@ def fit_dense(x_train: Any | None, y_train: Any | None, x_val: Any | None, y_val
               x_test: Any, *, hidden: Sequence[int] = (20,), epochs: int = 50,
               batch_size: int = 256, patience: int = 5, learning_rate: float = 1e-3,
               seed: int = 0, train_data: Any = None, steps_per_epoch: int | None = None,
-              validation_fraction: float = 0.1) -> FitResult:
+              validation_fraction: float = 0.1, class_weight: str | None = None) -> FitResult:
     """Train a dense head (see :func:`train_dense_head`) and predict the test rows.
 
     ``result.estimator`` is the :class:`DenseHead` (``.activations(x)`` gives the last hidden
     layer's activations). params: hidden, epochs, epochs_run, best_epoch, batch_size, patience,
-    learning_rate, n_features, best_val_loss. history: loss, accuracy, val_loss, val_accuracy.
+    learning_rate, n_features, best_val_loss, class_weight. history: loss, accuracy, val_loss,
+    val_accuracy. ``class_weight="balanced"`` weighs each class's loss by n / (2 n_class).
     """
     with stopwatch() as sw:
         head = train_dense_head(x_train, y_train, x_val, y_val, hidden=hidden, epochs=epochs,
                                 batch_size=batch_size, patience=patience,
                                 learning_rate=learning_rate, seed=seed, train_data=train_data,
                                 steps_per_epoch=steps_per_epoch,
-                                validation_fraction=validation_fraction)
+                                validation_fraction=validation_fraction,
+                                class_weight=class_weight)
         n_features = int(head.model.inputs[0].shape[-1])
         y_score = head.predict_proba(check_test(x_test, n_features))[:, 0]
     params = _head_params(head, epochs=epochs, batch_size=batch_size, patience=patience,
                           learning_rate=learning_rate, n_features=n_features)
+    params["class_weight"] = class_weight
     return scores_to_result("dense", y_score, params, sw.seconds, history=head.history,
                             estimator=head)
 
 
 _HEAD_KEYS = ("hidden", "epochs", "batch_size", "patience", "learning_rate", "train_data",
-              "steps_per_epoch", "validation_fraction")
+              "steps_per_epoch", "validation_fraction", "class_weight")
 
 
 @dataclass

@@ -1,7 +1,16 @@
 """Random forest with ``max_features`` chosen among candidates by out-of-bag score or by
 stratified k-fold CV.
 
-Trees need no feature scaling. ``n_jobs`` goes to the forest (trees are built in threads, sharing
+Inputs are standardized (fitted on the training rows) before the trees see them: trees are
+invariant to scale in theory, but scikit-learn's splitter treats a feature whose range is below
+1e-7 as constant, so random-weight MobileNetV2 embeddings (~1e-12) gave forests that predicted
+one class. The saved estimator is ``StandardScaler -> forest`` (a Pipeline).
+
+The choice among ``max_features`` candidates uses the one-standard-error rule
+(:func:`~featstore.train.base.one_se_choice`, the candidates in the given order, fewest features
+first by default): the first candidate whose score is within one standard error of the best
+(out-of-bag: the binomial ``sqrt(s (1 - s) / n)`` over the covered rows; CV: the spread over the
+folds), so a margin of one row cannot flip it. ``n_jobs`` goes to the forest (trees are built in threads, sharing
 the training matrix), not to the grid search: a process per fold would copy the matrix.
 
 Selection (``selection``):
@@ -56,12 +65,16 @@ from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from featstore.train.base import (
     FitResult,
     check_test,
     check_xy,
+    class_weight_arg,
     cv_folds,
+    one_se_choice,
     scores_to_result,
     stopwatch,
     stratified_subsample,
@@ -93,7 +106,8 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
                n_estimators: int = 200, seed: int = 0, n_jobs: int | None = 1,
                scoring: str = "accuracy", min_samples_leaf: int = 1,
                max_samples: int | float | None = None,
-               cv_max_rows: int | None = None, selection: str = "cv") -> FitResult:
+               cv_max_rows: int | None = None, selection: str = "cv",
+               class_weight: str | None = None) -> FitResult:
     """Fit a random forest, ``max_features`` chosen among the candidates (``scoring``, accuracy
     by default), and predict the test rows.
 
@@ -118,6 +132,8 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
         raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     xs, ys = check_xy(x_train, y_train)
     xt = check_test(x_test, xs.shape[1])
+    scaler = StandardScaler().fit(xs)
+    xs, xt = scaler.transform(xs), scaler.transform(xt)
     candidates = list(max_features) if not isinstance(max_features, (str, int, float)) \
         else [max_features]
     if not candidates:
@@ -127,16 +143,18 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
         _check_oob_settings(scoring, n_estimators, _cap(max_samples, ys.size), ys.size)
     forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs,
                                     min_samples_leaf=min_samples_leaf,
-                                    max_features=candidates[0])
+                                    max_features=candidates[0],
+                                    class_weight=class_weight_arg(class_weight))
     with stopwatch() as sw:
         k, cv_score, cv_rows, oob_score, coverage = 0, None, 0, None, None
         scores: list[float] = []
+        errors: list[float] = []
         chosen: MaxFeatures = candidates[0]
         fitted: RandomForestClassifier | None = None
         if choosing and selection == "oob":
-            chosen, fitted, scores, coverage = _select_oob(
+            chosen, fitted, scores, errors, coverage = _select_oob(
                 forest, xs, ys, candidates, _cap(max_samples, ys.size), scoring)
-            oob_score = max(scores)
+            oob_score = scores[candidates.index(chosen)]
         elif choosing:
             sub = stratified_subsample(ys, cv_max_rows, seed)
             x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
@@ -147,9 +165,11 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
                                   cv=StratifiedKFold(k, shuffle=True, random_state=seed),
                                   refit=False, n_jobs=1)
             search.fit(x_cv, y_cv)
-            chosen = search.best_params_["max_features"]
-            cv_score, cv_rows = float(search.best_score_), int(y_cv.size)
             scores = [float(s) for s in search.cv_results_["mean_test_score"]]
+            errors = [float(e) / math.sqrt(k) for e in search.cv_results_["std_test_score"]]
+            pick = one_se_choice(scores, errors)
+            chosen = candidates[pick]
+            cv_score, cv_rows = scores[pick], int(y_cv.size)
             if sub is not None:
                 logger.info("forest: max_features=%s chosen on %d of %d rows; refitting on all "
                             "rows", chosen, sub.size, ys.size)
@@ -159,10 +179,13 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
                                               max_samples=_cap(max_samples, ys.size))
             fitted.fit(xs, ys)
         y_score = fitted.predict_proba(xt)[:, 1]
+    fitted = Pipeline([("scale", scaler), ("forest", fitted)])
     params = {"selection": selection, "scoring": scoring, "max_features": chosen,
+              "selection_rule": "one standard error", "class_weight": class_weight,
               "n_estimators": n_estimators, "folds": k, "cv_score": cv_score, "cv_rows": cv_rows,
               "oob_score": oob_score, "oob_coverage": coverage,
               "candidate_scores": [[c, s] for c, s in zip(candidates, scores)],
+              "candidate_errors": [[c, e] for c, e in zip(candidates, errors)],
               "min_samples_leaf": min_samples_leaf, "max_samples": max_samples,
               "n_features": xs.shape[1]}
     logger.info("forest: max_features=%s by %s, %d trees, %.1f s", chosen,
@@ -194,13 +217,15 @@ def _check_oob_settings(scoring: str, n_estimators: int, max_samples: int | floa
 
 def _select_oob(forest: RandomForestClassifier, xs: np.ndarray, ys: np.ndarray,
                 candidates: list[MaxFeatures], max_samples: int | float | None,
-                scoring: str) -> tuple[MaxFeatures, RandomForestClassifier, list[float], float]:
-    """One forest per candidate on all rows; the best out-of-bag score wins (first on ties).
-    Returns the choice, its fitted forest, the score of every candidate and the choice's
-    out-of-bag coverage."""
+                scoring: str
+                ) -> tuple[MaxFeatures, RandomForestClassifier, list[float], list[float], float]:
+    """One forest per candidate on all rows; the choice is the first candidate within one
+    standard error of the best out-of-bag score. Returns the choice, its fitted forest, the
+    score and standard error of every candidate and the out-of-bag coverage."""
     scorer = _OOB_SCORERS[scoring]
     best: tuple[MaxFeatures, RandomForestClassifier, float, float] | None = None
     scores: list[float] = []
+    errors: list[float] = []
     for candidate in candidates:
         model = clone(forest).set_params(max_features=candidate, max_samples=max_samples,
                                          bootstrap=True, oob_score=True)
@@ -225,13 +250,20 @@ def _select_oob(forest: RandomForestClassifier, xs: np.ndarray, ys: np.ndarray,
         # columns: classes_ [0, 1] (check_xy ensured both)
         score = float(scorer(y_cov, proba[covered]))
         scores.append(score)
+        # binomial standard error over the covered rows (for every scorer: a tolerance, not a test)
+        errors.append(math.sqrt(max(score * (1.0 - score), 0.0) / y_cov.size))
         logger.debug("forest: max_features=%s, out-of-bag %s %.4f", candidate, scoring, score)
         if best is None or score > best[2]:
             best = (candidate, model, score, coverage)
         # a forest that lost is dropped here: only the best one so far is kept in memory
     assert best is not None
-    chosen, fitted, _, coverage = best
-    return chosen, fitted, scores, coverage
+    chosen = candidates[one_se_choice(scores, errors)]
+    fitted, coverage = best[1], best[3]
+    if chosen != best[0]:  # the same seed: the very forest that was scored, fitted again
+        fitted = clone(forest).set_params(max_features=chosen, max_samples=max_samples,
+                                          bootstrap=True, oob_score=False)
+        fitted.fit(xs, ys)
+    return chosen, fitted, scores, errors, coverage
 
 
 def _cap(max_samples: int | float | None, rows: int) -> int | float | None:

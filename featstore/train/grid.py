@@ -74,6 +74,11 @@ class GridConfig:
     dense_batch_size: int = 256
     cv_max_rows: int = 20_000  # CV on at most this many rows, then refit on all
     bootstrap: int = 1000
+    # none | balanced: every probe weighs the classes by n / (2 n_class) (imbalanced attributes)
+    class_weight: str = "none"
+    # fixed: a row is positive when its score is > 0.5; val: the threshold that maximises the
+    # balanced accuracy on the validation split (chosen there, applied to the test split)
+    threshold: str = "fixed"
     # the original study's protocol: the first N images, split train/val/test by these counts
     first_n: int = 0
     custom_split: tuple[int, ...] = ()  # (train, val, test) counts within the first N
@@ -86,6 +91,11 @@ class GridConfig:
         if self.forest_selection not in FOREST_SELECTIONS:
             raise ConfigError(f"train.forest_selection: expected one of "
                               f"{', '.join(FOREST_SELECTIONS)}, got {self.forest_selection!r}")
+        if self.class_weight not in ("none", "balanced"):
+            raise ConfigError(f"train.class_weight: expected none or balanced, got "
+                              f"{self.class_weight!r}")
+        if self.threshold not in ("fixed", "val"):
+            raise ConfigError(f"train.threshold: expected fixed or val, got {self.threshold!r}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,7 @@ class Cell:
 GRID_AXES = ("feature_sets", "attributes", "models", "train_sizes", "seeds", "overwrite",
              "save_models")
 #: Fields every cell depends on: which rows it sees and its confidence interval.
-DATA_SETTINGS = ("first_n", "custom_split", "bootstrap")
+DATA_SETTINGS = ("first_n", "custom_split", "bootstrap", "class_weight", "threshold")
 LASSO_SETTINGS = ("folds", "lasso_cs", "lasso_max_iter", "cv_max_rows")
 FOREST_SETTINGS = ("forest_trees", "forest_max_features", "forest_selection",
                    "forest_max_samples")
@@ -205,27 +215,66 @@ def _split_arrays(path: str, feature_set: str, content: str,
     x = store.embedding_matrix(table, dim, feature_set)
     labels = {c: table[c].to_numpy(zero_copy_only=False).astype(np.int8)
               for c in table.column_names if c not in ("image_id", "split", "embedding")}
+    persons = store.read_identities(path)
+    # an image without a known person is a person of its own (a unique negative id)
+    groups = (np.asarray([persons.get(i, -1 - k) for k, i in enumerate(ids)], dtype=np.int64)
+              if persons is not None else None)
     if first_n:
         order = np.argsort(ids, kind="stable")[:first_n]  # the first N images by id
         if custom:
-            rng = np.random.default_rng(seed)
-            order = order[rng.permutation(len(order))]
-            tr, va, te = custom
-            split = np.empty(len(ids), dtype=object)
-            split[order[:tr]] = "train"
-            split[order[tr:tr + va]] = "val"
-            split[order[tr + va:tr + va + te]] = "test"
-            keep = np.sort(order[: tr + va + te])
+            split, keep = _custom_split(order, len(ids), custom, seed,
+                                        None if groups is None else groups[order])
         else:
             keep = np.sort(order)
         ids, split, x = ids[keep], split[keep], x[keep]
         labels = {k: v[keep] for k, v in labels.items()}
-    out: dict[str, Any] = {"labels": {}, "dim": dim}
+        groups = None if groups is None else groups[keep]
+    out: dict[str, Any] = {"labels": {}, "dim": dim, "groups": {}}
     for s in ("train", "val", "test"):
         m = split == s
         out[s] = (x[m], ids[m])
         out["labels"][s] = {k: v[m] for k, v in labels.items()}
+        out["groups"][s] = None if groups is None else groups[m]
     return out
+
+
+def _custom_split(order: np.ndarray, n: int, counts: tuple[int, ...], seed: int,
+                  groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The split of the first N images (``order``) by ``counts`` (train, val, test), drawn by
+    ``seed``: ``(split per image, sorted indices kept)``. With identities (``groups``, in the
+    order of ``order``), whole identities are drawn: every image of one person lands in one
+    split (a person in train and test would leak), so a split reaches its count or exceeds it
+    by the last person's images, and the test split takes what is left up to its count."""
+    rng = np.random.default_rng(seed)
+    tr, va, te = counts
+    split = np.empty(n, dtype=object)
+    if groups is None:
+        order = order[rng.permutation(len(order))]
+        split[order[:tr]] = "train"
+        split[order[tr:tr + va]] = "val"
+        split[order[tr + va:tr + va + te]] = "test"
+        return split, np.sort(order[: tr + va + te])
+    people = np.unique(groups)
+    people = people[rng.permutation(len(people))]
+    taken = {"train": 0, "val": 0, "test": 0}
+    target = {"train": tr, "val": va, "test": te}
+    which: dict[int, str] = {}
+    by_person = {p: order[groups == p] for p in people}
+    for p in people:
+        name = next((k for k in ("train", "val", "test") if taken[k] < target[k]), None)
+        if name is None:
+            break
+        rows = by_person[p]
+        if name == "test" and taken[name] + len(rows) > target[name]:
+            continue  # the test split stays within its count
+        which[int(p)] = name
+        taken[name] += len(rows)
+    kept = [by_person[p] for p in people if int(p) in which]
+    for p in people:
+        if int(p) in which:
+            split[by_person[p]] = which[int(p)]
+    keep = np.sort(np.concatenate(kept)) if kept else np.empty(0, dtype=np.intp)
+    return split, keep
 
 
 def _subsample(n_avail: int, size: int, seed: int) -> np.ndarray:
@@ -249,7 +298,6 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig,
              phases: Phases | None = None) -> list[dict[str, Any]]:
     """Fit and evaluate one cell; never raises for a problem of the cell itself. ``phases``
     (optional) gets the cell's seconds in read features / fit / save models / evaluate."""
-    from featstore import evaluate
 
     lap = phases.lap if phases is not None else (lambda name: None)
     key = cell.key(cfg)
@@ -292,34 +340,81 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig,
     lap("evaluate")
     rows = []
     for attribute, fit in fits.items():
+        row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
+                              cell.seed, cell.feature_set_content), key)
         if attribute in failed:
-            row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
-                                  cell.seed, cell.feature_set_content), key)
             row["reason"] = failed[attribute]
             rows.append(row)
             continue
         y_tr = data["labels"]["train"][attribute][pick]
-        y_te = data["labels"]["test"][attribute]
-        m = evaluate.metrics(y_te, fit.y_pred, fit.y_score, y_train=y_tr)
-        lo, hi = evaluate.bootstrap_ci(y_te, fit.y_pred, n_boot=cfg.bootstrap, seed=cell.seed)
-        roc = evaluate.roc_points(y_te, fit.y_score)
-        row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
-                              cell.seed, cell.feature_set_content), key)
-        row.update(
-            status="ok", n_train=len(x_tr), n_val=len(x_va), n_test=len(x_te),
-            dim=int(x_tr.shape[1]), ci_low=lo, ci_high=hi,
-            params=json.dumps(fit.params, sort_keys=True, default=str),
-            history=json.dumps(fit.history) if fit.history else None,
-            fit_seconds=fit.fit_seconds,
-            y_true=y_te.astype(np.int8).tolist(), y_pred=fit.y_pred.astype(np.int8).tolist(),
-            roc_fpr=roc[0].tolist() if roc else None, roc_tpr=roc[1].tolist() if roc else None,
-            model_path=model_paths.get(attribute), reason=note,
-            **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "tn", "fp",
-                                 "fn", "tp", "majority_baseline")},
-        )
+        y_va = data["labels"]["val"][attribute]
+        row.update(_evaluated(fit, y_tr, y_va, data["labels"]["test"][attribute],
+                              data["groups"]["test"], cfg, cell.seed))
+        row.update(n_train=len(x_tr), n_val=len(x_va), n_test=len(x_te),
+                   dim=int(x_tr.shape[1]), history=json.dumps(fit.history) if fit.history else None,
+                   fit_seconds=fit.fit_seconds, model_path=model_paths.get(attribute), reason=note)
         rows.append(row)
     lap(None)
     return rows
+
+
+#: What ``selection_score`` is: the score every "best" in featstore is the argmax of.
+SELECTION_METRIC = "validation accuracy"
+
+
+def _evaluated(fit: Any, y_tr: np.ndarray, y_va: np.ndarray, y_te: np.ndarray,
+               groups: np.ndarray | None, cfg: GridConfig, seed: int) -> dict[str, Any]:
+    """One fit's results columns. ``fit`` scored the validation rows, then the test rows (one
+    matrix): the validation part gives ``selection_score`` (and the threshold, with
+    ``train.threshold: val``), the test part the estimate, touched once. Intervals resample by
+    person where the store knows identities (``groups``)."""
+    from featstore import evaluate
+    from featstore.train.base import THRESHOLD
+
+    n_va = len(y_va)
+    score_va, y_score = fit.y_score[:n_va], fit.y_score[n_va:]
+    threshold = THRESHOLD
+    if cfg.threshold == "val" and n_va and 0 < int(y_va.sum()) < n_va:
+        threshold = _val_threshold(y_va, score_va)
+    y_pred = (y_score > threshold).astype(np.int8)
+    selection = float(np.mean((score_va > threshold) == y_va)) if n_va else None
+    m = evaluate.metrics(y_te, y_pred, y_score, y_train=y_tr)
+    lo, hi = evaluate.accuracy_ci(y_te, y_pred, groups=groups)
+    both = 0 < int(y_te.sum()) < len(y_te)
+    boot = {"n_boot": cfg.bootstrap, "seed": seed, "groups": groups}
+    ba = evaluate.bootstrap_ci(y_te, y_pred, stat="balanced_accuracy", **boot) if both else None
+    auc = (evaluate.bootstrap_ci(y_te, y_pred, stat="roc_auc", y_score=y_score, **boot)
+           if both else None)
+    roc = evaluate.roc_points(y_te, y_score)
+    params = {**fit.params, "threshold": threshold}
+    return {
+        "status": "ok", "ci_low": lo, "ci_high": hi,
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "y_true": y_te.astype(np.int8).tolist(), "y_pred": y_pred.tolist(),
+        "y_score": y_score.astype(np.float32).tolist(),
+        "groups": groups.tolist() if groups is not None else None,
+        "roc_fpr": roc[0].tolist() if roc else None, "roc_tpr": roc[1].tolist() if roc else None,
+        "selection_score": selection, "selection_metric": SELECTION_METRIC if n_va else None,
+        "ba_ci_low": ba[0] if ba else None, "ba_ci_high": ba[1] if ba else None,
+        "auc_ci_low": auc[0] if auc else None, "auc_ci_high": auc[1] if auc else None,
+        "brier": evaluate.brier_score(y_te, y_score),
+        "ci_method": "wilson, by identity" if groups is not None else "wilson",
+        **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "tn", "fp",
+                             "fn", "tp", "majority_baseline")},
+    }
+
+
+def _val_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """The score threshold (predict positive above it) that maximises the balanced accuracy on
+    the validation rows; candidates are the midpoints between distinct scores (ties: the one
+    nearest 0.5)."""
+    u = np.unique(score.astype(np.float64))
+    cands = np.concatenate([[u[0] - 1e-6], (u[:-1] + u[1:]) / 2.0]) if u.size > 1 else u
+    pos, neg = y == 1, y == 0
+    pred = score[None, :] > cands[:, None]
+    ba = (pred[:, pos].mean(axis=1) + (~pred[:, neg]).mean(axis=1)) / 2.0
+    best = np.flatnonzero(ba >= ba.max() - 1e-12)
+    return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])
 
 
 def _save_models(path: str, cell: Cell, cfg: GridConfig, key: str, fits: dict[str, Any],
@@ -350,28 +445,33 @@ def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: 
     from featstore.train import dense, forest, lasso
     from featstore.train.base import check_binary
 
+    # every probe sees the same labelled data: the training rows to fit and tune itself (CV,
+    # out-of-bag, the dense heads' early stopping on a held-out tenth of them), the validation
+    # rows only to be scored for selection_score, then the test rows: both scored in one call
+    x_te = np.concatenate([x_va, x_te]) if len(x_va) else x_te
+    x_va = None
     kind, k, second = parse_model(cell.model)
     lab_tr = {a: data["labels"]["train"][a][pick] for a in attrs}
-    lab_va = {a: data["labels"]["val"][a] for a in attrs}
+    weight = None if cfg.class_weight == "none" else cfg.class_weight
     dense_kw = {"hidden": tuple(cfg.dense_hidden), "epochs": cfg.dense_epochs,
                 "patience": cfg.dense_patience, "batch_size": cfg.dense_batch_size,
                 "seed": cell.seed}
     if kind == "multilabel":
         y_tr = np.stack([lab_tr[a] for a in attrs], axis=1)
-        y_va = np.stack([lab_va[a] for a in attrs], axis=1)
-        return dense.fit_multilabel(x_tr, y_tr, x_va, y_va, x_te, attributes=attrs, **dense_kw)
+        return dense.fit_multilabel(x_tr, y_tr, None, None, x_te, attributes=attrs, **dense_kw)
+    dense_kw["class_weight"] = weight
     a = attrs[0]
-    y_tr, y_va = lab_tr[a], lab_va[a]
+    y_tr, y_va = lab_tr[a], None
     check_binary(y_tr)
     lasso_kw = {"folds": cfg.folds, "cs": cfg.lasso_cs, "seed": cell.seed,
                 "cv_max_rows": cfg.cv_max_rows, "max_iter": cfg.lasso_max_iter,
-                "what": f"{a} on {cell.feature_set}"}
+                "what": f"{a} on {cell.feature_set}", "class_weight": weight}
     forest_kw = {"folds": cfg.forest_folds, "n_estimators": cfg.forest_trees,
                  "seed": cell.seed,
                  "max_features": tuple(_num(v) for v in cfg.forest_max_features),
                  "cv_max_rows": cfg.cv_max_rows,
                  "max_samples": cfg.forest_max_samples or None,
-                 "selection": cfg.forest_selection}
+                 "selection": cfg.forest_selection, "class_weight": weight}
     if kind == "lasso":
         return {a: lasso.fit_lasso(x_tr, y_tr, x_te, **lasso_kw)}
     if kind == "forest":
