@@ -44,19 +44,31 @@ __all__ = [
     "BASELINE_COLUMNS",
     "BASELINE_FAMILY",
     "BEST_COLUMNS",
+    "CALIBRATION_COLUMNS",
+    "CHOSEN_BY_SELECTION",
+    "CHOSEN_BY_TEST",
     "COMPARISON_COLUMNS",
     "COMPARISON_FAMILY",
+    "FAMILY",
     "GROUP_KEYS",
+    "MODEL_ORDER",
+    "PAIRED_STATS",
     "STATS",
+    "accuracy_ci",
+    "auc_vs_chance",
     "baseline_tests",
     "beats_baseline",
     "best_model_table",
     "bootstrap_ci",
+    "brier_score",
+    "calibration_table",
     "compare_models",
     "holm",
+    "holm_by_family",
     "majority_baseline",
     "mcnemar",
     "metrics",
+    "paired_difference_ci",
     "roc_points",
 ]
 
@@ -69,9 +81,15 @@ PAIRED_STATS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "roc_auc")
 #: Columns identifying one test set on which several models are compared (paired).
 GROUP_KEYS: list[str] = ["attribute", "feature_set", "train_size", "seed"]
 
+#: The Holm family rule, defined once: every test of one (feature set, training size, seed) --
+#: all attributes and all models of one table of the study -- is one family
+#: (:func:`holm_by_family`). :func:`baseline_tests` uses it for the tests against the baseline
+#: and against chance; the report and the notebooks read it from here.
+FAMILY: list[str] = ["feature_set", "train_size", "seed"]
+
 #: Columns identifying one Holm family in :func:`compare_models`: all attributes of one
-#: (feature set, training size, seed, model pair).
-COMPARISON_FAMILY: list[str] = ["feature_set", "train_size", "seed", "model_a", "model_b"]
+#: (feature set, training size, seed, model pair) -- :data:`FAMILY` split by model pair.
+COMPARISON_FAMILY: list[str] = [*FAMILY, "model_a", "model_b"]
 
 #: Columns of the frame :func:`compare_models` returns, in order.
 COMPARISON_COLUMNS: list[str] = [
@@ -107,11 +125,23 @@ BEST_COLUMNS: list[str] = [
     "tied",
     "max_p_holm",
     "beats_all",
+    "chosen_by",
+    "best_selection_score",
 ]
 
-#: Columns identifying one Holm family in :func:`baseline_tests` (default): all attributes of one
-#: (feature set, training size, seed, model).
-BASELINE_FAMILY: list[str] = ["feature_set", "train_size", "seed", "model"]
+#: ``chosen_by`` of :func:`best_model_table`: the best model is the argmax of
+#: ``selection_score`` (chosen off the test split) ...
+CHOSEN_BY_SELECTION = "selection_score"
+#: ... or, for fits stored without ``selection_score`` (old stores), of test accuracy.
+CHOSEN_BY_TEST = "test accuracy (fits without selection_score)"
+
+#: Tie order of :func:`best_model_table` among equal selection scores: these probes first, in
+#: this order, then any other by name.
+MODEL_ORDER: tuple[str, ...] = ("lasso", "forest", "dense")
+
+#: Old name of :data:`FAMILY` (the default family of :func:`baseline_tests`); until issue 24 it
+#: also split by model.
+BASELINE_FAMILY: list[str] = FAMILY
 
 #: Columns of the frame :func:`baseline_tests` returns, in order.
 BASELINE_COLUMNS: list[str] = [
@@ -131,6 +161,10 @@ BASELINE_COLUMNS: list[str] = [
     "p_value",
     "p_holm",
     "beats_baseline",
+    "auc",
+    "p_auc",
+    "p_auc_holm",
+    "beats_chance",
 ]
 
 # Bootstrap resamples are drawn in blocks of at most this many indices (64 MiB of float64 draws
@@ -834,6 +868,31 @@ def holm(p_values: Sequence[float | None] | np.ndarray) -> np.ndarray:
     return out
 
 
+def holm_by_family(
+    frame: pd.DataFrame,
+    p_column: str,
+    *,
+    family: Sequence[str] = tuple(FAMILY),
+) -> pd.Series:
+    """:func:`holm` of ``frame[p_column]`` within each family, aligned to ``frame``'s index.
+
+    A family is the rows sharing the values of the ``family`` columns (default :data:`FAMILY`:
+    one feature set, training size and seed -- every attribute and model of one table; missing
+    values form a family of their own); ``family=[]`` makes every row one family. NaN p-values
+    stay NaN and do not count towards a family's size."""
+    family = list(family)
+    missing = [c for c in [p_column, *family] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks columns {missing}")
+    p = frame[p_column].astype(np.float64)
+    if frame.empty:
+        return pd.Series(np.array([], dtype=np.float64), index=frame.index, name=p_column)
+    if not family:
+        return pd.Series(holm(p.to_numpy()), index=frame.index, name=p_column)
+    return p.groupby([frame[c] for c in family], dropna=False).transform(
+        lambda s: holm(s.to_numpy()))
+
+
 def beats_baseline(
     y_true: Any,
     y_pred: Any,
@@ -1003,17 +1062,28 @@ def compare_models(
 
 
 def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
-    """Per test set (attribute, feature_set, train_size, seed): the best model by test accuracy,
-    and whether it beats every other model significantly.
+    """Per test set (attribute, feature_set, train_size, seed): the best model, chosen off the
+    test split, its test accuracy, and whether it beats every other model significantly.
+
+    Choice: when ``results`` has a ``selection_score`` column (higher is better; the score each
+    fit was chosen by, on validation data or CV/OOB inside train) that is non-null for every
+    model of the group, the best model is the argmax of ``selection_score``; equal scores go
+    to the first of :data:`MODEL_ORDER` (lasso, forest, dense), then to any other model by
+    name; ``chosen_by`` is :data:`CHOSEN_BY_SELECTION`. Otherwise (old fits stored without it)
+    the old rule is kept -- argmax of test accuracy, ties to the first by name -- and
+    ``chosen_by`` is :data:`CHOSEN_BY_TEST`, which a report must flag: that number is
+    optimistic (selected on the data it is reported on). Either way ``best_accuracy`` is the
+    chosen model's *test* accuracy (the estimate), ``runner_up`` the next by the same rule.
 
     ``comparisons`` is :func:`compare_models` of the same ``results``; its ``significant``
     column (Holm-corrected McNemar) decides. Columns :data:`BEST_COLUMNS`: ``n_models``,
-    ``best_model``, ``best_accuracy``, ``runner_up`` / ``runner_up_accuracy`` (the next best;
-    None / NaN with a single model), ``tied`` (another model has exactly the best accuracy;
-    the best is then the first by name), ``max_p_holm`` (largest Holm p-value of the best model
-    against the others; NaN with a single model) and ``beats_all``: True when every comparison
-    of the best model with another model is significant with the best model more accurate.
-    A lone model does not "beat all" (False): there is nothing it was tested against.
+    ``best_model``, ``best_accuracy``, ``runner_up`` / ``runner_up_accuracy`` (None / NaN with
+    a single model), ``tied`` (the runner-up equals the best on the ranking score: selection
+    score, or test accuracy under the old rule), ``max_p_holm`` (largest Holm p-value of the
+    best model against the others; NaN with a single model), ``beats_all`` (every comparison
+    of the best model with another model is significant with the best model more accurate on
+    test; a lone model does not "beat all": there is nothing it was tested against),
+    ``chosen_by`` and ``best_selection_score`` (NaN under the old rule).
     """
     _check_results(results)
     missing = [c for c in COMPARISON_COLUMNS if c not in comparisons.columns]
@@ -1028,7 +1098,15 @@ def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Dat
     for key, group in results.groupby(GROUP_KEYS, sort=True, dropna=False):
         preds = _aligned(group, key)
         acc = {m: float(np.mean(p == t)) for m, (t, p) in preds.items()}
-        ranked = sorted(acc, key=lambda m: (-acc[m], m))
+        selection = _selection_scores(group)
+        if selection is not None:
+            chosen_by = CHOSEN_BY_SELECTION
+            rank_score = selection
+            ranked = sorted(acc, key=lambda m: (-selection[m], *_model_rank(m)))
+        else:
+            chosen_by = CHOSEN_BY_TEST
+            rank_score = acc
+            ranked = sorted(acc, key=lambda m: (-acc[m], m))
         best = ranked[0]
         runner_up = ranked[1] if len(ranked) > 1 else None
         p_holms: list[float] = []
@@ -1048,11 +1126,33 @@ def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Dat
             "best_accuracy": acc[best],
             "runner_up": runner_up,
             "runner_up_accuracy": acc[runner_up] if runner_up is not None else math.nan,
-            "tied": runner_up is not None and acc[runner_up] == acc[best],
+            "tied": runner_up is not None and rank_score[runner_up] == rank_score[best],
             "max_p_holm": max(p_holms) if p_holms else math.nan,
             "beats_all": bool(wins) and all(wins),
+            "chosen_by": chosen_by,
+            "best_selection_score": selection[best] if selection is not None else math.nan,
         })
     return pd.DataFrame.from_records(records, columns=BEST_COLUMNS)
+
+
+def _model_rank(model: str) -> tuple[int, str]:
+    """Tie order among equal selection scores: :data:`MODEL_ORDER` first, then by name."""
+    return (MODEL_ORDER.index(model), "") if model in MODEL_ORDER else (len(MODEL_ORDER), model)
+
+
+def _selection_scores(group: pd.DataFrame) -> dict[str, float] | None:
+    """model -> selection_score when every model of the group has a finite one, else None."""
+    if "selection_score" not in group.columns:
+        return None
+    scores: dict[str, float] = {}
+    for model, value in zip(group["model"], group["selection_score"], strict=True):
+        if value is None or pd.isna(value):
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"selection_score of model {model!r} is {value!r}")
+        scores[str(model)] = value
+    return scores
 
 
 def _train_majority_classes(y_true: np.ndarray, majority_baseline: float, where: str) -> list[int]:
@@ -1076,7 +1176,7 @@ def baseline_tests(
     *,
     alpha: float = 0.05,
     exact: bool | None = None,
-    family: Sequence[str] = tuple(BASELINE_FAMILY),
+    family: Sequence[str] = tuple(FAMILY),
 ) -> pd.DataFrame:
     """:func:`beats_baseline` of every row of a results frame, Holm-corrected over ``family``.
 
@@ -1091,9 +1191,18 @@ def baseline_tests(
     Output: one row per input row, in input order, with :data:`BASELINE_COLUMNS`: ``n`` test
     images, the model's ``accuracy``, ``baseline_accuracy``, ``baseline_class``, McNemar ``b``
     (model right, baseline wrong), ``c``, ``statistic``, ``method``, ``p_value``, ``p_holm``
-    (Holm over the rows sharing the ``family`` columns; default :data:`BASELINE_FAMILY`, all
-    attributes of one feature set, training size, seed and model) and ``beats_baseline``
-    (``accuracy > baseline_accuracy and p_holm < alpha``)."""
+    (Holm over the rows sharing the ``family`` columns: default :data:`FAMILY`, every
+    attribute and model of one feature set, training size and seed; ``family=[]`` is one family
+    over all rows) and ``beats_baseline`` (``accuracy > baseline_accuracy and p_holm < alpha``).
+
+    McNemar against the constant has no power under strong imbalance (7 positives: even a
+    perfect classifier gets p = 0.016). So, for rows whose optional ``y_score`` column holds a
+    score array (the positive-class score of every test image, in the order of ``y_true``):
+    ``auc`` and ``p_auc`` (:func:`auc_vs_chance`, one-sided Mann-Whitney, AUC > 0.5),
+    ``p_auc_holm`` (Holm over the same family, on its own: the AUC tests are a second family
+    of hypotheses beside the McNemar ones) and ``beats_chance`` (``p_auc_holm < alpha``). Rows
+    without a score (a null ``y_score``, no such column, or one class in the test split) have
+    NaN there and ``beats_chance`` False."""
     _check_results(results)
     family = list(family)
     missing = [c for c in ["majority_baseline", *family] if c not in results.columns]
@@ -1110,25 +1219,28 @@ def baseline_tests(
         tests = [beats_baseline(y_true, y_pred, baseline_class=k, alpha=alpha, exact=exact)
                  for k in _train_majority_classes(y_true, float(row.majority_baseline), where)]
         test = max(tests, key=lambda r: r["p_value"])
+        score = getattr(row, "y_score", None)
+        chance = {"auc": math.nan, "p_value": math.nan}
+        if score is not None and not (np.isscalar(score) and pd.isna(score)):
+            chance = auc_vs_chance(y_true, _scores(f"y_score of {where}", score, len(y_true)))
         records.append({
             **dict(zip(["attribute", "feature_set", "model", "train_size", "seed"], key,
                        strict=True)),
             "n": len(y_true),
             **{k: test[k] for k in ("accuracy", "baseline_accuracy", "baseline_class", "b", "c",
                                     "statistic", "method", "p_value")},
+            "auc": chance["auc"],
+            "p_auc": chance["p_value"],
         })
-    out = pd.DataFrame.from_records(records, columns=BASELINE_COLUMNS[:-2])
-    if out.empty:
-        out["p_holm"] = pd.Series(dtype=np.float64)
-        out["beats_baseline"] = pd.Series(dtype=bool)
-        return out[BASELINE_COLUMNS]
-    if family:
-        fam = results[family].reset_index(drop=True)
-        out["p_holm"] = out["p_value"].groupby([fam[c] for c in family], dropna=False).transform(
-            lambda s: holm(s.to_numpy()))
-    else:  # one family: every row
-        out["p_holm"] = holm(out["p_value"].to_numpy())
+    columns = [c for c in BASELINE_COLUMNS if c not in ("p_holm", "beats_baseline",
+                                                        "p_auc_holm", "beats_chance")]
+    out = pd.DataFrame.from_records(records, columns=columns)
+    out[["auc", "p_auc"]] = out[["auc", "p_auc"]].astype(np.float64)
+    fam = results[family].reset_index(drop=True)
+    for p_col, holm_col in (("p_value", "p_holm"), ("p_auc", "p_auc_holm")):
+        out[holm_col] = holm_by_family(fam.assign(_p=out[p_col]), "_p", family=family).to_numpy()
     out["beats_baseline"] = (out["accuracy"] > out["baseline_accuracy"]) & (out["p_holm"] < alpha)
+    out["beats_chance"] = out["p_auc_holm"] < alpha
     return out[BASELINE_COLUMNS].reset_index(drop=True)
 
 

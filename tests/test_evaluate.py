@@ -321,9 +321,9 @@ def _baseline_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_baseline_tests_recover_the_train_majority_class_and_holm_per_model():
+def test_baseline_tests_recover_the_train_majority_class_and_holm_per_family():
     frame = _baseline_frame()
-    out = baseline_tests(frame)
+    out = baseline_tests(frame, family=["feature_set", "train_size", "seed", "model"])
     assert list(out.columns) == BASELINE_COLUMNS
     keys = ["attribute", "model"]
     assert out[keys].values.tolist() == frame[keys].values.tolist()
@@ -350,10 +350,13 @@ def test_baseline_tests_recover_the_train_majority_class_and_holm_per_model():
     # coin flips beat only the constant that is wrong on 60% of young's test images
     assert got.xs("forest", level="model").beats_baseline.to_dict() == {
         "young": True, "hat": False, "bangs": False}
-    # one family over every row
+    # one family over every row; the default family (one feature set, size and seed: every
+    # attribute and model) is that here
     flat = baseline_tests(frame, family=[])
     np.testing.assert_allclose(flat.p_holm, multipletests(flat.p_value, method="holm")[1],
                                rtol=1e-12)
+    pd.testing.assert_frame_equal(baseline_tests(frame), flat)
+    assert evaluate.FAMILY == ["feature_set", "train_size", "seed"]
 
 
 def test_baseline_tests_reject_a_baseline_neither_constant_gives():
