@@ -148,6 +148,13 @@ def base_of(store_path: str | Any, name: str) -> tuple[str, dict[str, Any]] | No
     return None
 
 
+def _is_reduced(store_path: str | Any, name: str) -> bool:
+    try:
+        return bool(store.feature_set_manifest(store_path, name).get("reducer"))
+    except StoreError:
+        return False
+
+
 def _retrieval_rows(store_path: str | Any) -> pd.DataFrame:
     from featstore.retrieval import read_retrieval
 
@@ -158,10 +165,14 @@ def _retrieval_rows(store_path: str | Any) -> pd.DataFrame:
 
 def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
     """One row per conv base found in ``ok`` (the successful results rows) or in the retrieval
-    tables: ``base``, ``params``, ``flops``, ``images_per_second`` (extract manifest), the best
-    mean over attributes of a (feature set, probe) pair's test ``accuracy`` and
-    ``balanced_accuracy`` (with that pair in ``probe``), and the best ``retrieval_top5`` (top-5
-    accuracy, mean over attributes) of the base's retrieval runs."""
+    tables: ``base``, ``params``, ``flops``, ``images_per_second`` (extract manifest); the
+    (feature set, probe) pair of the base with the best mean ``selection_score`` over attributes
+    and seeds (validation accuracy: chosen off the test split; fits written before
+    ``selection_score`` fall back to test accuracy, said in ``chosen_by``) in ``probe``, and THAT
+    pair's mean test ``accuracy`` and ``balanced_accuracy`` as the estimate; and the
+    ``retrieval_top5`` (top-5 accuracy, mean over attributes) of the base's raw feature set
+    (fixed in advance: the best over the reduced sets would be chosen on the test queries).
+    Only the fits at the largest training size count (the summary's)."""
     sets = set(ok["feature_set"].dropna().unique()) if not ok.empty else set()
     ret = _retrieval_rows(store_path)
     if not ret.empty:
@@ -180,26 +191,41 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
         costs.setdefault(b, {"params": cost.get("params"), "flops": cost.get("flops"),
                              "images_per_second": timing.get("images_per_second"),
                              "input_hw": "x".join(map(str, m.get("input_hw") or []))})
+    if not ok.empty:  # the summary's training size: the one with the most training rows
+        sizes = ok.groupby("train_size")["n_train"].median().sort_values(kind="stable")
+        ok = ok[ok["train_size"] == sizes.index[-1]]
     rows = []
     for b in sorted(costs):
         row: dict[str, Any] = {"base": b, **costs[b], "accuracy": np.nan,
-                               "balanced_accuracy": np.nan, "probe": "", "retrieval_top5": np.nan}
+                               "balanced_accuracy": np.nan, "probe": "", "chosen_by": "",
+                               "selection_score": np.nan, "retrieval_top5": np.nan}
         mine = ok[ok["feature_set"].map(owner.get) == b] if not ok.empty else ok
         if not mine.empty:
             per = mine.groupby(["feature_set", "model"], as_index=False).agg(
-                accuracy=("accuracy", "mean"), balanced_accuracy=("balanced_accuracy", "mean"))
-            best = per.sort_values(["accuracy", "feature_set", "model"],
+                accuracy=("accuracy", "mean"), balanced_accuracy=("balanced_accuracy", "mean"),
+                selection_score=("selection_score", "mean"),
+                unselected=("selection_score", lambda v: int(v.isna().sum())))
+            by = "selection_score" if (per["unselected"] == 0).all() else "accuracy"
+            best = per.sort_values([by, "feature_set", "model"],
                                    ascending=[False, True, True]).iloc[0]
             row.update(accuracy=float(best["accuracy"]),
-                       balanced_accuracy=float(per["balanced_accuracy"].max()),
+                       balanced_accuracy=float(best["balanced_accuracy"]),
+                       selection_score=float(best["selection_score"]),
+                       chosen_by="validation accuracy" if by == "selection_score"
+                       else "test accuracy (fits without selection_score)",
                        probe=f"{best['model']} on {best['feature_set']}")
         if not ret.empty:
-            r = ret[ret["feature_set"].map(owner.get) == b]["top_k_accuracy"].dropna()
+            mine_ret = ret[ret["feature_set"].map(owner.get) == b]
+            raw = [n for n in mine_ret["feature_set"].unique() if not _is_reduced(store_path, n)]
+            r = mine_ret[mine_ret["feature_set"].isin(raw)]["top_k_accuracy"].dropna()
+            if not len(r):  # only reduced sets were searched: the largest of them
+                dims = mine_ret.groupby("feature_set")["dim"].first().sort_values()
+                r = mine_ret[mine_ret["feature_set"] == dims.index[-1]]["top_k_accuracy"]
             if len(r):
-                row["retrieval_top5"] = float(r.max())
+                row["retrieval_top5"] = float(r.mean())
         rows.append(row)
     cols = ["base", "input_hw", "params", "flops", "images_per_second", "accuracy",
-            "balanced_accuracy", "probe", "retrieval_top5"]
+            "balanced_accuracy", "probe", "chosen_by", "selection_score", "retrieval_top5"]
     out = pd.DataFrame(rows, columns=cols)
     for c in ("params", "flops", "images_per_second"):
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)

@@ -41,3 +41,94 @@ def test_rendered_attributes_beat_baseline_independent_one_does_not(spark, synth
         assert row.ci_low > row.majority_baseline, (attr, row.accuracy, row.majority_baseline)
     noise = res.loc["Attractive"]
     assert noise.ci_low <= noise.majority_baseline
+
+
+# ----------------------------------------------------------------------------------------------
+# Random-weight MobileNetV2: embeddings of a tiny scale (the case that made trees and the dense
+# head predict one class); every probe standardizes, the set is flagged, winners are chosen on
+# the validation split.
+
+MNV2_ATTRS = ("Smiling", "Male", "Eyeglasses", "Attractive")
+
+
+@pytest.fixture(scope="module")
+def mnv2_store(spark, tmp_path_factory):
+    from jobs import report as report_job
+
+    root = tmp_path_factory.mktemp("e2e-mnv2")
+    generate(root / "celeba", 600, seed=2, workers=2)
+    st = root / "store"
+    assert ingest_job.main(["--store", str(st), "--path", str(root / "celeba")], spark=spark) == 0
+    assert extract_job.main(["--store", str(st), "--model", "mobilenetv2", "--input-size", "64x64",
+                             "--weights", "random", "--feature-set", "mnv2", "--batch-size", "50"],
+                            spark=spark) == 0
+    assert train_job.main(["--store", str(st), "--feature-sets", "mnv2",
+                           "--attributes", ",".join(MNV2_ATTRS),
+                           "--models", "lasso,forest,dense", "--set", "train.folds=3",
+                           "--set", "train.lasso_cs=6", "--set", "train.forest_trees=60",
+                           "--set", "train.bootstrap=300", "--set", "train.dense_epochs=30"],
+                          spark=spark) == 0
+    assert report_job.main(["--store", str(st), "--out", str(root / "report")], spark=spark) == 0
+    return root
+
+
+def test_forest_and_dense_find_what_lasso_finds_on_tiny_scale_features(mnv2_store):
+    res = read_results(mnv2_store / "store")
+    assert (res.status == "ok").all()
+    auc = res.pivot(index="attribute", columns="model", values="roc_auc")
+    found = auc[auc["lasso"] >= 0.7]
+    assert {"Smiling", "Male"} <= set(found.index), auc  # drawn attributes: lasso finds them
+    for attr, row in found.iterrows():
+        assert row["forest"] >= 0.6 and row["dense"] >= 0.6, (attr, row.to_dict())
+
+
+def test_results_carry_selection_score_and_y_score(mnv2_store):
+    import numpy as np
+
+    res = read_results(mnv2_store / "store")
+    for r in res.itertuples():
+        assert 0.0 <= r.selection_score <= 1.0 and r.selection_metric == "validation accuracy"
+        assert len(r.y_score) == len(r.y_true) == r.n_test
+        # y_pred is y_score against the fit's threshold (0.5 by default)
+        assert np.array_equal(r.y_pred, (np.asarray(r.y_score) > 0.5).astype(np.int8))
+        assert r.ci_low <= r.accuracy <= r.ci_high
+        assert r.auc_ci_low <= r.roc_auc <= r.auc_ci_high
+        assert len(r.groups) == r.n_test  # the test images' people: intervals resample them
+
+
+def test_the_best_model_is_the_argmax_of_selection_score(mnv2_store):
+    import pandas as pd
+
+    res = read_results(mnv2_store / "store")
+    summary = pd.read_csv(mnv2_store / "report" / "summary.csv").set_index("attribute")
+    order = {"lasso": 0, "forest": 1, "dense": 2}
+    for attr, rows in res.groupby("attribute"):
+        ranked = sorted(rows.itertuples(), key=lambda r: (-r.selection_score, order[r.model]))
+        assert summary.loc[attr, "best_model"] == ranked[0].model
+        # its TEST accuracy is the estimate reported
+        assert summary.loc[attr, "best_accuracy"] == pytest.approx(ranked[0].accuracy)
+
+
+def test_the_labels_table_carries_the_identity_file(mnv2_store):
+    import pandas as pd
+
+    from featstore import store
+
+    ident = pd.read_csv(mnv2_store / "celeba" / "identity_CelebA.txt", sep=" ", header=None,
+                        names=["image_id", "identity"])
+    labels = store.read_table(mnv2_store / "store", "labels",
+                              columns=["image_id", "identity"]).to_pandas()
+    merged = labels.merge(ident, on="image_id", suffixes=("", "_file"))
+    assert len(merged) == len(labels) == 600
+    assert (merged["identity"] == merged["identity_file"]).all()
+
+
+def test_a_degenerate_set_is_flagged_in_its_manifest(mnv2_store):
+    from featstore import store
+
+    spread = store.feature_set_manifest(mnv2_store / "store", "mnv2")["spread"]
+    assert spread["rows"] > 0 and spread["max_std"] >= spread["median_std"] >= 0
+    # whatever the scale, the flag follows its rule (every dimension below TINY_STD)
+    from featstore.spread import TINY_STD
+
+    assert spread["degenerate"] == (spread["max_std"] < TINY_STD)
