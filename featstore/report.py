@@ -21,27 +21,30 @@ What the summary compares (one row per attribute):
   upwards; the other feature sets are in the accuracy-against-dimension plot.
   :func:`summary_fits` returns these fits; the heatmap, the full table, the ROC curves and the
   baseline tests are about the same fits.
-* Per model: test accuracy with its 95% percentile-bootstrap CI (the ``ci_low`` / ``ci_high``
-  the grid stored); the training-majority baseline; the best model and the runner-up.
-* ``beats_all``: the best model is more accurate than every other model and each of those
+* Per model: test accuracy with its 95% Wilson interval (the ``ci_low`` / ``ci_high`` the grid
+  stored; widened by the design effect of the test split's people where identities are known);
+  the validation accuracy it was chosen by (``selection_score``); the training-majority
+  baseline; with several seeds of the cell, the mean and sd of the test accuracy over them.
+* The best model is the argmax of ``selection_score`` (validation accuracy; ties: lasso, forest,
+  dense), :func:`featstore.evaluate.best_model_table`; its test accuracy is the estimate.
+  Results written before ``selection_score`` existed fall back to test accuracy (``chosen_by``
+  says so; the page lists them).
+* ``beats_all_models``: the best model is more accurate than every other model and each of those
   pairwise McNemar tests is significant after Holm's correction at 0.05, the Holm family being
   all attributes of one (feature set, training size, seed, model pair), as in
   :func:`featstore.evaluate.compare_models`. ``max_p_holm`` is the largest of those p-values.
+  ``beats_all``: the same, and the best model beats the baseline (the guard the page shows).
 * ``beats_baseline``: the best model is more accurate than the training-majority baseline
   (``majority_baseline``, the test accuracy of always predicting the majority class of the
   training rows) and McNemar's test of the best model against that constant predictor, on the
   same test images, is significant after Holm's correction at 0.05 (``p_baseline`` raw,
   ``p_baseline_holm`` adjusted), the Holm family being every model of every attribute of the
-  summary (one feature set, training size, seed): the best model is chosen on the test split,
-  so the models it was chosen from are counted too. :func:`baseline_family` computes that family
-  (:func:`featstore.evaluate.baseline_tests`, which recovers the constant's class from
-  ``majority_baseline``; on an exactly balanced test split, where it cannot, the larger p-value
-  of the two constants is kept); the report and notebooks/compare_models.ipynb both call it.
-* The verdict column "best beats all others" of index.html / summary.md reads "yes" only for a
-  best model that beats all others *and* the baseline; a best model that does not beat the
-  baseline reads "no: not above baseline", whatever the model comparisons say (beating models
-  that are no better than a constant is no win). The ``beats_all`` column of summary.csv keeps
-  the comparison alone.
+  summary (one feature set, training size, seed: :data:`featstore.evaluate.FAMILY`, defined
+  once). ``beats_chance``: the best model's AUC is above 0.5 (one-sided Mann-Whitney,
+  ``p_auc_holm`` in the same family), the test with power on rare attributes.
+  :func:`baseline_family` computes both; the report and notebooks/compare_models.ipynb call it.
+* The verdict column "best beats all others" of index.html / summary.md (``verdict`` in
+  summary.csv) reads "yes" only for a best model that beats all others *and* the baseline.
 
 For many attributes and imbalanced labels: an attribute x model heatmap of accuracy minus the
 majority baseline and of balanced accuracy; the full sortable table (accuracy with its CI, the
@@ -115,6 +118,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("dimension", "Accuracy against feature dimension"),
     ("train-size", "Accuracy against training-set size"),
     ("confusion", "Confusion matrices of the best models"),
+    ("calibration", "Scores: calibration and Brier"),
+    ("seeds", "Spread over seeds"),
     ("maps", "Maps of the embeddings"),
     ("curves", "Training curves of dense heads"),
     ("feature-sets", "Feature sets"),
@@ -223,17 +228,28 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
     """One row per attribute (see the module docstring for the choices).
 
     Columns: attribute, feature_set, dim, train_size, seed, n_train, n_test, majority_baseline,
-    ``<model>_accuracy``, ``<model>_ci_low``, ``<model>_ci_high`` per model, n_models,
-    best_model, best_accuracy, runner_up, runner_up_accuracy, tied, max_p_holm, beats_all,
-    p_baseline, p_baseline_holm, beats_baseline."""
+    per model ``<model>_accuracy``, ``<model>_ci_low``, ``<model>_ci_high`` (test),
+    ``<model>_selection`` (its selection_score: validation accuracy), ``<model>_auc`` (test ROC
+    AUC) and, where the grid ran several seeds of the same cell, ``<model>_seeds``,
+    ``<model>_seed_mean`` and ``<model>_seed_sd`` (test accuracy over the seeds); n_models,
+    best_model (the argmax of selection_score; ``chosen_by`` says which rule chose it),
+    best_selection_score, best_accuracy (its TEST accuracy: the estimate), runner_up,
+    runner_up_accuracy, tied, max_p_holm, beats_all_models (the pairwise comparisons alone),
+    beats_all (the same, guarded: False where the best model does not beat the baseline),
+    p_baseline, p_baseline_holm, beats_baseline (McNemar against the majority constant),
+    p_auc, p_auc_holm, beats_chance (the best model's AUC against 0.5: a test with power under
+    imbalance), verdict (the text index.html shows)."""
     from featstore import evaluate
 
     models = order_models(ok["model"].unique()) if not ok.empty else []
-    model_cols = [f"{m}_{s}" for m in models for s in ("accuracy", "ci_low", "ci_high")]
+    per_model = ("accuracy", "ci_low", "ci_high", "selection", "auc", "seeds", "seed_mean",
+                 "seed_sd")
+    model_cols = [f"{m}_{s}" for m in models for s in per_model]
     columns = ["attribute", "feature_set", "dim", "train_size", "seed", "n_train", "n_test",
-               "majority_baseline", *model_cols, "n_models", "best_model", "best_accuracy",
-               "runner_up", "runner_up_accuracy", "tied", "max_p_holm", "beats_all",
-               "p_baseline", "p_baseline_holm", "beats_baseline"]
+               "majority_baseline", *model_cols, "n_models", "best_model", "chosen_by",
+               "best_selection_score", "best_accuracy", "runner_up", "runner_up_accuracy", "tied",
+               "max_p_holm", "beats_all_models", "beats_all", "p_baseline", "p_baseline_holm",
+               "beats_baseline", "p_auc", "p_auc_holm", "beats_chance", "verdict"]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     train_size, seed = summary_group(ok)
@@ -243,6 +259,7 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
     chosen = evaluate.best_model_table(fits, comparisons).sort_values("attribute", kind="stable")
     vs_baseline = baseline_family(ok, feature_set=feature_set,
                                   alpha=alpha).set_index(["attribute", "model"])
+    spread = seed_spread(ok[ok["train_size"] == train_size])
 
     records = []
     for b in chosen.itertuples(index=False):
@@ -254,17 +271,54 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
             "n_test": int(ref["n_test"]), "majority_baseline": float(ref["majority_baseline"]),
         }
         for m in models:
-            for s in ("accuracy", "ci_low", "ci_high"):
-                rec[f"{m}_{s}"] = float(rows.at[m, s]) if m in rows.index else math.nan
+            for s, col in (("accuracy", "accuracy"), ("ci_low", "ci_low"),
+                           ("ci_high", "ci_high"), ("selection", "selection_score"),
+                           ("auc", "roc_auc")):
+                v = rows.at[m, col] if m in rows.index else None
+                rec[f"{m}_{s}"] = math.nan if v is None or pd.isna(v) else float(v)
+            sp = spread.get((b.attribute, b.feature_set, m), (1, math.nan, math.nan))
+            rec[f"{m}_seeds"], rec[f"{m}_seed_mean"], rec[f"{m}_seed_sd"] = sp
         test = vs_baseline.loc[(b.attribute, b.best_model)]
-        rec.update(n_models=int(b.n_models), best_model=b.best_model,
+        rec.update(n_models=int(b.n_models), best_model=b.best_model, chosen_by=b.chosen_by,
+                   best_selection_score=float(b.best_selection_score),
                    best_accuracy=float(b.best_accuracy), runner_up=b.runner_up,
                    runner_up_accuracy=float(b.runner_up_accuracy), tied=bool(b.tied),
-                   max_p_holm=float(b.max_p_holm), beats_all=bool(b.beats_all),
+                   max_p_holm=float(b.max_p_holm), beats_all_models=bool(b.beats_all),
+                   beats_all=bool(b.beats_all) and bool(test["beats_baseline"]),
                    p_baseline=float(test["p_value"]), p_baseline_holm=float(test["p_holm"]),
-                   beats_baseline=bool(test["beats_baseline"]))
+                   beats_baseline=bool(test["beats_baseline"]), p_auc=float(test["p_auc"]),
+                   p_auc_holm=float(test["p_auc_holm"]), beats_chance=bool(test["beats_chance"]))
+        rec["verdict"] = _verdict(pd.Series(rec))
         records.append(rec)
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def seed_spread(ok: pd.DataFrame) -> dict[tuple[str, str, str], tuple[int, float, float]]:
+    """``{(attribute, feature set, model): (seeds, mean, sd)}`` of the test accuracy over the
+    seeds of one cell (the rows given: one training size); sd with ddof 1, NaN for one seed."""
+    out: dict[tuple[str, str, str], tuple[int, float, float]] = {}
+    if ok.empty:
+        return out
+    for key, g in ok.groupby(["attribute", "feature_set", "model"]):
+        acc = g["accuracy"].astype(float)
+        out[(str(key[0]), str(key[1]), str(key[2]))] = (
+            len(acc), float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else math.nan)
+    return out
+
+
+def seed_table(ok: pd.DataFrame) -> pd.DataFrame:
+    """Every cell run with more than one seed: attribute, feature_set, train_size, model, seeds,
+    mean and sd of the test accuracy and of the selection_score over the seeds."""
+    cols = ["attribute", "feature_set", "train_size", "model", "seeds", "accuracy_mean",
+            "accuracy_sd", "selection_mean", "selection_sd"]
+    if ok.empty:
+        return pd.DataFrame(columns=cols)
+    g = ok.groupby(["attribute", "feature_set", "train_size", "model"])
+    out = g.agg(seeds=("seed", "nunique"), accuracy_mean=("accuracy", "mean"),
+                accuracy_sd=("accuracy", "std"), selection_mean=("selection_score", "mean"),
+                selection_sd=("selection_score", "std")).reset_index()
+    out = out[out["seeds"] > 1]
+    return out[cols].reset_index(drop=True)
 
 
 def _params(params: Any) -> dict[str, Any]:
@@ -331,8 +385,10 @@ def hyperparameter_text(model: str, params: Any) -> str:
 #: Columns of :func:`full_table`, in order.
 FULL_COLUMNS: list[str] = [
     "attribute", "model", "feature_set", "train_size", "seed", "n_train", "n_test", "positives",
-    "majority_baseline", "accuracy", "ci_low", "ci_high", "gain", "balanced_accuracy", "f1",
-    "roc_auc", "hyperparameters", "p_baseline", "p_baseline_holm", "beats_baseline", "best"]
+    "majority_baseline", "selection_score", "accuracy", "ci_low", "ci_high", "gain",
+    "balanced_accuracy", "ba_ci_low", "ba_ci_high", "f1", "roc_auc", "auc_ci_low", "auc_ci_high",
+    "brier", "hyperparameters", "p_baseline", "p_baseline_holm", "beats_baseline", "p_auc",
+    "p_auc_holm", "beats_chance", "best"]
 
 
 def full_table(ok: pd.DataFrame, *, feature_set: str | None = None, alpha: float = ALPHA,
@@ -361,21 +417,29 @@ def full_table(ok: pd.DataFrame, *, feature_set: str | None = None, alpha: float
             "attribute": r.attribute, "model": r.model, "feature_set": r.feature_set,
             "train_size": int(r.train_size), "seed": int(r.seed), "n_train": int(r.n_train),
             "n_test": int(r.n_test), "positives": float(y_true.mean()) if y_true.size else math.nan,
-            "majority_baseline": float(r.majority_baseline), "accuracy": float(r.accuracy),
+            "majority_baseline": float(r.majority_baseline),
+            "selection_score": _float(r.selection_score), "accuracy": float(r.accuracy),
             "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
             "gain": float(r.accuracy) - float(r.majority_baseline),
             "balanced_accuracy": float(r.balanced_accuracy),
-            "f1": math.nan if r.f1 is None else float(r.f1),
-            "roc_auc": math.nan if r.roc_auc is None else float(r.roc_auc),
+            "ba_ci_low": _float(r.ba_ci_low), "ba_ci_high": _float(r.ba_ci_high),
+            "f1": _float(r.f1), "roc_auc": _float(r.roc_auc),
+            "auc_ci_low": _float(r.auc_ci_low), "auc_ci_high": _float(r.auc_ci_high),
+            "brier": _float(r.brier),
             "hyperparameters": hyperparameter_text(str(r.model), r.params),
             "p_baseline": float(test["p_value"]), "p_baseline_holm": float(test["p_holm"]),
-            "beats_baseline": bool(test["beats_baseline"]),
+            "beats_baseline": bool(test["beats_baseline"]), "p_auc": float(test["p_auc"]),
+            "p_auc_holm": float(test["p_auc_holm"]), "beats_chance": bool(test["beats_chance"]),
             "best": best.get(r.attribute) == r.model,
         })
     out = pd.DataFrame.from_records(records, columns=FULL_COLUMNS)
     order = out["model"].map(rank)
     return out.assign(_o=order).sort_values(["attribute", "_o"], kind="stable").drop(
         columns="_o").reset_index(drop=True)
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None or pd.isna(value) else float(value)
 
 
 def hyperparameter_summary(ok: pd.DataFrame, *,
@@ -434,7 +498,19 @@ def _acc_ci(row: pd.Series, model: str) -> str:
     acc = row.get(f"{model}_accuracy", math.nan)
     if acc is None or math.isnan(acc):
         return "–"
-    return f"{acc:.3f} [{row[f'{model}_ci_low']:.3f}, {row[f'{model}_ci_high']:.3f}]"
+    text = f"{acc:.3f} [{row[f'{model}_ci_low']:.3f}, {row[f'{model}_ci_high']:.3f}]"
+    seeds = row.get(f"{model}_seeds", 1)
+    if seeds is not None and not pd.isna(seeds) and int(seeds) > 1:
+        text += (f"; {int(seeds)} seeds {row[f'{model}_seed_mean']:.3f} ± "
+                 f"{row[f'{model}_seed_sd']:.3f}")
+    return text
+
+
+def _chance_verdict(row: pd.Series) -> str:
+    p = row.get("p_auc_holm", math.nan)
+    if p is None or pd.isna(p):
+        return "– (no scores)"
+    return f"{'yes' if row['beats_chance'] else 'no'} (p_holm = {float(p):.2g})"
 
 
 def _verdict(row: pd.Series) -> str:
@@ -466,13 +542,16 @@ def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
               if c.endswith("_accuracy") and c not in ("best_accuracy", "runner_up_accuracy")]
     headers = ["attribute", "feature set", "dim", "n_train", "n_test", "majority baseline",
                *[f"{m} accuracy [95% CI]" for m in models], "best", "beats baseline",
-               "best beats all others"]
+               "AUC above chance", "best beats all others"]
     rows = []
     for _, r in summary.iterrows():
+        best = str(r["best_model"])
+        if r.get("chosen_by") not in (None, "selection_score") and not pd.isna(r.get("chosen_by")):
+            best += " (by test: old fits)"
         rows.append([str(r["attribute"]), str(r["feature_set"]), str(r["dim"]),
                      str(r["n_train"]), str(r["n_test"]), _fmt(r["majority_baseline"]),
-                     *[_acc_ci(r, m) for m in models], str(r["best_model"]),
-                     _baseline_verdict(r), _verdict(r)])
+                     *[_acc_ci(r, m) for m in models], best,
+                     _baseline_verdict(r), _chance_verdict(r), _verdict(r)])
     return headers, rows
 
 
@@ -733,6 +812,38 @@ def confusion_panels(rows: pd.DataFrame) -> Panels:
     return Panels("confusion_matrices", tuple(panels), size=(2.2, 2.1))
 
 
+def calibration_panels(fits: pd.DataFrame) -> Panels:
+    """Reliability of the stored test scores (``y_score``), one panel per model pooled over the
+    attributes of ``fits``: the share of positives in each score bin (of ten, on [0, 1])
+    against the bin's mean score, the points sized by their images; the diagonal is perfect
+    calibration. Titled with the model and its mean Brier score over the attributes."""
+    from featstore import evaluate
+
+    styles = _model_styles(order_models(fits["model"].unique()))
+    panels = []
+    for model in order_models(fits["model"].unique()):
+        rows = fits[(fits["model"] == model) & fits["y_score"].notna()]
+        if rows.empty:
+            continue
+        y = np.concatenate([np.asarray(v) for v in rows["y_true"]])
+        score = np.concatenate([np.asarray(v) for v in rows["y_score"]])
+        cal = evaluate.calibration_table(y, np.clip(score, 0.0, 1.0))
+        brier = float(rows["brier"].astype(float).mean())
+        colour = styles[model]["color"]
+
+        def _draw(ax: Any, cal: pd.DataFrame = cal, colour: str = colour) -> None:
+            ax.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1)
+            ax.plot(cal["mean_score"], cal["frac_positive"], color=colour, lw=1.2)
+            ax.scatter(cal["mean_score"], cal["frac_positive"], color=colour,
+                       s=10 + 90 * cal["n"] / max(int(cal["n"].max()), 1), zorder=3)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            _style_axes(ax, "mean score in the bin", "share of positives")
+
+        panels.append(Panel(f"{model} · Brier {brier:.3f}", _draw))
+    return Panels("calibration", tuple(panels), size=(2.6, 2.4))
+
+
 def plot_confusions(rows: pd.DataFrame) -> Any:
     """:func:`confusion_panels` as one figure."""
     return confusion_panels(rows).figure(ncols_max=6)
@@ -967,7 +1078,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.yes{color:#116611;font-weight:bold}.note{color:#555;font-size:.9em;max-width:70em}
+.yes{color:#116611;font-weight:bold}.note{color:#555;font-size:.9em;max-width:70em}.warn{color:#8a4b00;font-size:.9em;max-width:70em}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.85em;max-width:70em}
 .panels{display:grid;gap:.8em .6em;margin:.4em 0}
@@ -1152,10 +1263,13 @@ def heatmap_html(table: pd.DataFrame) -> str:
 _FULL_HTML: tuple[tuple[str, str, bool], ...] = (
     ("attribute", "attribute", False), ("model", "model", False),
     ("positives", "positives", True), ("majority baseline", "majority_baseline", True),
+    ("validation accuracy (selection)", "selection_score", True),
     ("accuracy [95% CI]", "accuracy", True), ("accuracy − baseline", "gain", True),
-    ("balanced accuracy", "balanced_accuracy", True), ("F1", "f1", True),
-    ("ROC AUC", "roc_auc", True), ("chosen hyper-parameters", "hyperparameters", False),
+    ("balanced accuracy [95% CI]", "balanced_accuracy", True), ("F1", "f1", True),
+    ("ROC AUC [95% CI]", "roc_auc", True), ("Brier", "brier", True),
+    ("chosen hyper-parameters", "hyperparameters", False),
     ("p_holm vs baseline", "p_baseline_holm", True), ("beats baseline", "beats_baseline", False),
+    ("p_holm AUC vs 0.5", "p_auc_holm", True),
 )
 
 
@@ -1170,6 +1284,12 @@ def full_table_html(table: pd.DataFrame) -> str:
             v = getattr(r, key)
             if key == "accuracy":
                 text = f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+            elif key == "balanced_accuracy" and not pd.isna(r.ba_ci_low):
+                text = f"{v:.3f} [{r.ba_ci_low:.3f}, {r.ba_ci_high:.3f}]"
+            elif key == "roc_auc" and not pd.isna(r.auc_ci_low):
+                text = f"{v:.3f} [{r.auc_ci_low:.3f}, {r.auc_ci_high:.3f}]"
+            elif key == "p_auc_holm":
+                text = "–" if pd.isna(v) else f"{v:.2g}"
             elif key == "positives":
                 text = f"{v:.1%}"
             elif key == "gain":
@@ -1334,18 +1454,34 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
             f"Successful fits at training size {train_size} ({size_text}), seed {seed}, on one "
             "feature set for every attribute (the largest dimension; chosen without looking at "
             "test accuracy, the other sets are in the accuracy-against-dimension plot). "
-            "Accuracy with its 95% percentile-bootstrap interval over test "
-            "images. 'Best beats all others': every McNemar test of the best model against "
+            "How the winner is chosen: every probe is fitted and tuned on the train "
+            "split only (lasso's C by cross-validation, the forest's max_features out of bag, "
+            "both by the one-standard-error rule; the dense head stops early on a held-out "
+            "tenth of the training rows), then scored once on the validation split: 'best' is "
+            "the probe of highest validation accuracy (selection_score; ties: lasso, forest, "
+            "dense). Which split each number comes from: the accuracies, intervals and "
+            "tests are on the test split, touched once, after every choice was made. What "
+            "the intervals resample: 95% Wilson intervals for accuracy, widened by the "
+            "design effect of the people in the test split where the store knows identities "
+            "(CelebA: ~20 images per person are not 20 independent draws); the balanced "
+            "accuracy and AUC intervals of the full table are bootstraps that resample people. "
+            "With several seeds the cell also shows the mean ± sd of the test accuracy over "
+            "them. 'Best beats all others': every McNemar test of the best model against "
             f"another model is significant at {ALPHA} after Holm's correction across the "
             "attributes of one feature set, training size, seed and model pair; p_holm is the "
             "largest of those adjusted p-values. 'Beats baseline': the best model is more "
             "accurate than always predicting the training majority class and McNemar's test "
             "of the two on the same test images is significant at "
             f"{ALPHA} after Holm's correction across every model and attribute of this table "
-            "(p_holm; the best model is picked on the test images, so all models count). "
-            "A best model that does not beat the baseline is never reported as beating the "
-            "others ('no: not above baseline'): winning against models no better than a "
-            "constant is no win."))
+            "(one family for the report, evaluate and the notebooks). 'AUC above chance': the "
+            "best model's test scores rank positives above negatives (one-sided Mann-Whitney, "
+            "AUC against 0.5), Holm-corrected in the same family: McNemar against a constant "
+            "has no power on rare attributes, this test has. A best model that does not beat "
+            "the baseline is never reported as beating the others ('no: not above "
+            "baseline'), in summary.csv too (beats_all; beats_all_models keeps the "
+            "comparison alone).", "note"))
+        for line in _score_notes(layout.root, ok, results):
+            parts["summary"].append(_p(line, "warn"))
     else:
         parts["summary"].append(_p("No successful fits in the results table."))
 
@@ -1358,18 +1494,20 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     bases = base_table(layout.root, at_group)
     if len(bases) > 1:
         parts["bases"].append(_table(
-            ["base", "input", "params", "GFLOPs", "images/s", "accuracy", "balanced acc.",
-             "best probe", "retrieval top-5"],
+            ["base", "input", "params", "GFLOPs", "images/s", "validation acc. (chosen by)",
+             "test accuracy", "test balanced acc.", "chosen probe", "retrieval top-5"],
             [[r.base, r.input_hw, _fmt_int(r.params), _fmt(r.flops / 1e9, 2),
-              _fmt(r.images_per_second, 1), _fmt(r.accuracy), _fmt(r.balanced_accuracy),
-              r.probe, _fmt(r.retrieval_top5)] for r in bases.itertuples(index=False)]))
+              _fmt(r.images_per_second, 1), _fmt(r.selection_score), _fmt(r.accuracy),
+              _fmt(r.balanced_accuracy), r.probe, _fmt(r.retrieval_top5)]
+             for r in bases.itertuples(index=False)]))
         if bases[[c for c, _ in BASE_SCORES]].notna().any().any():
             add_figure("bases", "which_base", plot_bases(bases),
                        f"Each conv base's scores against its cost. Accuracy and balanced accuracy: "
-                       f"the best (feature set, probe) pair's mean over attributes of test accuracy "
-                       f"at training size {train_size}, seed {seed} (picked on the test images). "
+                       f"the test scores, mean over attributes at training size {train_size}, of "
+                       "the base's (feature set, probe) pair with the best mean validation "
+                       "accuracy (chosen off the test split; the test split gives the estimate). "
                        "Retrieval top-5: top-5 accuracy (a neighbour shares the query's label), "
-                       "mean over attributes, the best of the base's retrieval runs. Parameters "
+                       "mean over attributes, on the base's raw feature set. Parameters "
                        "and FLOPs per image of the base at its input size, and images/s of its "
                        "extraction, from the feature set's manifest. Filled and joined: the "
                        "Pareto front (no other base is both cheaper and more accurate).")
@@ -1390,13 +1528,17 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         parts["table"].append(full_table_html(table))
         parts["table"].append(_p(
             f"One row per attribute and model at {where} (also in table.csv); the best model "
-            "of each attribute in bold. Accuracy with its 95% percentile-bootstrap interval over "
-            "test images; ROC AUC from the fit's test scores; p_holm: McNemar's test against "
-            "the training-majority constant, Holm-corrected across every model and attribute "
-            "of the table (the summary's family). Chosen hyper-parameters: C of the lasso "
-            "(chosen by cross-validation), max_features of the forest (out-of-bag or "
-            "cross-validated score), the epochs of the dense head (the epoch of lowest "
-            "validation loss, whose weights early stopping kept). Click a heading to sort."))
+            "of each attribute (highest validation accuracy) in bold. Validation accuracy: "
+            "what the probe was chosen by. Test accuracy with its 95% Wilson interval (by "
+            "identity where known); balanced accuracy and ROC AUC with 95% bootstrap intervals "
+            "that resample people; Brier: the mean squared error of the test scores. p_holm vs "
+            "baseline: McNemar's test against the training-majority constant; p_holm AUC vs "
+            "0.5: the one-sided Mann-Whitney test of the scores; both Holm-corrected across "
+            "every model and attribute of the table (the summary's family). Chosen "
+            "hyper-parameters: C of the lasso (cross-validation), max_features of the forest "
+            "(out of bag or cross-validated), both by the one-standard-error rule; the epochs of "
+            "the dense head (early stopping on a held-out tenth of the training rows). Click a "
+            "heading to sort."))
         hp = hyperparameter_summary(ok)
         if hp:
             parts["table"].append("<h3>Chosen hyper-parameters</h3>")
@@ -1416,7 +1558,8 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         if roc.panels:
             add_panels("roc", roc,
                        f"Test ROC curves at {where}: every model of each attribute, the best "
-                       "model (the summary's, by accuracy) thick and solid, the others dashed; "
+                       "model (the summary's, by validation accuracy) thick and solid, the "
+                       "others dashed; "
                        "dotted: chance. AUC: the best model's.")
         if missing:
             parts["roc"].append(_p(
@@ -1466,6 +1609,48 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
                    "count and share of the true class; colour: that share.")
     else:
         parts["confusion"].append(_p("No successful fits."))
+
+    # --- calibration and Brier
+    phases.lap("calibration")
+    if not summary.empty:
+        fits = summary_fits(ok)
+        cal = calibration_panels(fits)
+        if cal.panels:
+            add_panels("calibration", cal,
+                       f"Calibration of the test scores at {where}, every attribute pooled per "
+                       "model: the share of positives among the test images whose score fell "
+                       "in each tenth of [0, 1], against their mean score (dotted: perfect "
+                       "calibration; point size: images in the bin). Brier: the mean squared "
+                       "error of the scores, averaged over the attributes (lower is better; "
+                       "0.25 for a constant 0.5). Scores are probabilities: the lasso's and the "
+                       "dense head's sigmoid, the forest's share of trees.")
+        else:
+            parts["calibration"].append(_p(
+                "No fit stores its test scores (results written before y_score existed: "
+                "`featstore train` fits them again with the scores)."))
+    else:
+        parts["calibration"].append(_p("No successful fits."))
+
+    # --- seeds
+    seeds = seed_table(ok)
+    if seeds.empty:
+        parts["seeds"].append(_p(
+            "Every cell was run with one seed: no spread over training draws to show (the "
+            "study configs, conf/train.yaml and conf/seed_male_8k.yaml, run three)."))
+    else:
+        parts["seeds"].append(_table(
+            ["attribute", "feature set", "training size", "model", "seeds",
+             "test accuracy mean ± sd", "validation accuracy mean ± sd"],
+            [[r.attribute, r.feature_set, int(r.train_size), r.model, int(r.seeds),
+              f"{r.accuracy_mean:.3f} ± {r.accuracy_sd:.3f}",
+              "–" if pd.isna(r.selection_mean) else
+              f"{r.selection_mean:.3f} ± {r.selection_sd:.3f}"]
+             for r in seeds.itertuples(index=False)]))
+        parts["seeds"].append(_p(
+            "Cells fitted with several seeds (a new draw of the training subsample, the CV "
+            "folds, the bootstrap samples and the weight initialisation each): the mean and "
+            "standard deviation over the seeds. A difference between two probes smaller than "
+            "these spreads is not a finding."))
 
     # --- maps
     phases.lap("PCA and t-SNE maps")
@@ -1568,6 +1753,30 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         train_size=train_size, seed=seed, map_feature_set=map_set, color_by=color,
         markdown=markdown, summary=summary, table_csv=str(table_path), table=table,
         images=n_images, timing=phases)
+
+
+def _score_notes(root: Path, ok: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+    """Warning lines of the summary: degenerate feature sets that have fits, and fits written
+    before selection_score / y_score existed (their "best" falls back to test accuracy)."""
+    from featstore import spread
+
+    notes = []
+    for name in sorted(ok["feature_set"].dropna().unique()):
+        try:
+            flag = spread.note(store.feature_set_manifest(root, name))
+        except StoreError:
+            continue
+        if flag:
+            notes.append(f"Feature set {name} is {flag}: the probes standardize it, but its "
+                         "results say more about the layer, pooling or weights than about "
+                         "the attributes.")
+    old = int(ok["selection_score"].isna().sum())
+    if old:
+        notes.append(f"{old} of {len(ok)} fits were written before featstore recorded "
+                     "selection_score and y_score: where a probe lacks it, 'best' falls back "
+                     "to test accuracy (marked 'by test: old fits') and those fits have no "
+                     "calibration or AUC test; `featstore train` fits them again.")
+    return notes
 
 
 def _write_text(path: Path, text: str) -> None:

