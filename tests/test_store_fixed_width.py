@@ -45,7 +45,7 @@ def test_duckdb_array_cosine_similarity_without_a_cast(job_store):
     import duckdb
     import pyarrow.dataset as ds
 
-    features = ds.dataset(store.Layout(job_store).features(JOB_FS), partitioning="hive")
+    features = ds.dataset(store.Layout(job_store).features(JOB_FS), partitioning="hive")  # noqa: F841  (DuckDB reads it by name)
     ((typ,),) = duckdb.sql("SELECT typeof(embedding) FROM features LIMIT 1").fetchall()
     assert typ == "FLOAT[1280]"
     top = duckdb.sql("""
@@ -79,7 +79,7 @@ def test_old_variable_list_sets_stay_readable(tmp_path, monkeypatch):
     old = _old_store(tmp_path, monkeypatch)
     (f, *_) = store.parquet_files(store.Layout(old["root"]).features("toy-avg"))
     assert pq.read_schema(f).field("embedding").type == pa.list_(pa.float32())
-    x, _, ids = store.load_xy(old["root"], "toy-avg", "Smiling", "train")
+    x, _, _ = store.load_xy(old["root"], "toy-avg", "Smiling", "train")
     train = [i for i, s in enumerate(old["splits"]) if s == "train"]
     np.testing.assert_array_equal(x, old["x"][train])
     with feed.numpy_batches(None, old["root"], "toy-avg", ["Smiling"], "train") as batches:
