@@ -45,7 +45,8 @@ def test_duckdb_array_cosine_similarity_without_a_cast(job_store):
     import duckdb
     import pyarrow.dataset as ds
 
-    features = ds.dataset(store.Layout(job_store).features(JOB_FS), partitioning="hive")  # noqa: F841  (DuckDB reads it by name)
+    features = ds.dataset(store.Layout(job_store).features(JOB_FS),  # noqa: F841 (DuckDB: by name)
+                          partitioning="hive").to_table()
     ((typ,),) = duckdb.sql("SELECT typeof(embedding) FROM features LIMIT 1").fetchall()
     assert typ == "FLOAT[1280]"
     top = duckdb.sql("""
