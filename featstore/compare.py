@@ -163,6 +163,28 @@ def _retrieval_rows(store_path: str | Any) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def topk_chance(chance_precision: float, k: int) -> float:
+    """Top-k accuracy of k items drawn at random (with replacement) for one binary attribute,
+    from its ``chance_precision`` c = p² + (1 - p)² (p: the share of positives among the items):
+    p (1 - (1 - p)^k) + (1 - p) (1 - p^k)."""
+    c = min(1.0, max(0.5, float(chance_precision)))
+    p = (1.0 - np.sqrt(2.0 * c - 1.0)) / 2.0
+    return float(p * (1 - (1 - p) ** k) + (1 - p) * (1 - p ** k))
+
+
+def retrieval_chance(store_path: str | Any, row: pd.Series) -> float:
+    """The chance level of a ``mean`` retrieval row's top-k accuracy: the mean over its
+    attribute rows (same run: feature set, queries, items, metric, k) of :func:`topk_chance`."""
+    ret = _retrieval_rows(store_path)
+    same = ret[(ret["feature_set"] == row["feature_set"]) & (ret["queries"] == row["queries"])
+               & (ret["items"] == row["items"]) & (ret["metric"] == row["metric"])
+               & (ret["k"] == row["k"]) & (ret["target"] == "attribute")
+               & ret["chance_precision"].notna()]
+    if same.empty:
+        return float("nan")
+    return float(np.mean([topk_chance(c, int(row["k"])) for c in same["chance_precision"]]))
+
+
 def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
     """One row per conv base found in ``ok`` (the successful results rows) or in the retrieval
     tables: ``base``, ``params``, ``flops``, ``images_per_second`` (extract manifest); the
@@ -172,7 +194,9 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
     pair's mean test ``accuracy`` and ``balanced_accuracy`` as the estimate; and the
     ``retrieval_top5`` (top-5 accuracy, mean over attributes) of the base's raw feature set
     (fixed in advance: the best over the reduced sets would be chosen on the test queries).
-    Only the fits at the largest training size count (the summary's)."""
+    Only the fits at the largest training size count (the summary's). Their chance levels:
+    ``accuracy_chance`` (the mean over attributes of the majority baseline) and
+    ``retrieval_top5_chance`` (:func:`retrieval_chance`; balanced accuracy's is 0.5)."""
     sets = set(ok["feature_set"].dropna().unique()) if not ok.empty else set()
     ret = _retrieval_rows(store_path)
     if not ret.empty:
@@ -198,7 +222,8 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
     for b in sorted(costs):
         row: dict[str, Any] = {"base": b, **costs[b], "accuracy": np.nan,
                                "balanced_accuracy": np.nan, "probe": "", "chosen_by": "",
-                               "selection_score": np.nan, "retrieval_top5": np.nan}
+                               "selection_score": np.nan, "retrieval_top5": np.nan,
+                               "accuracy_chance": np.nan, "retrieval_top5_chance": np.nan}
         mine = ok[ok["feature_set"].map(owner.get) == b] if not ok.empty else ok
         if not mine.empty:
             per = mine.groupby(["feature_set", "model"], as_index=False).agg(
@@ -214,18 +239,24 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
                        chosen_by="validation accuracy" if by == "selection_score"
                        else "test accuracy (fits without selection_score)",
                        probe=f"{best['model']} on {best['feature_set']}")
+            row["accuracy_chance"] = float(
+                mine.groupby("attribute")["majority_baseline"].mean().mean())
         if not ret.empty:
-            mine_ret = ret[ret["feature_set"].map(owner.get) == b]
+            mine_ret = ret[(ret["feature_set"].map(owner.get) == b)
+                           & ret["top_k_accuracy"].notna()]
             raw = [n for n in mine_ret["feature_set"].unique() if not _is_reduced(store_path, n)]
-            r = mine_ret[mine_ret["feature_set"].isin(raw)]["top_k_accuracy"].dropna()
-            if not len(r):  # only reduced sets were searched: the largest of them
+            r = mine_ret[mine_ret["feature_set"].isin(raw)]
+            if r.empty and not mine_ret.empty:  # only reduced sets were searched: the largest
                 dims = mine_ret.groupby("feature_set")["dim"].first().sort_values()
-                r = mine_ret[mine_ret["feature_set"] == dims.index[-1]]["top_k_accuracy"]
+                r = mine_ret[mine_ret["feature_set"] == dims.index[-1]]
             if len(r):
-                row["retrieval_top5"] = float(r.mean())
+                row["retrieval_top5"] = float(r["top_k_accuracy"].mean())
+                row["retrieval_top5_chance"] = float(np.mean(
+                    [retrieval_chance(store_path, t) for _, t in r.iterrows()]))
         rows.append(row)
     cols = ["base", "input_hw", "params", "flops", "images_per_second", "accuracy",
-            "balanced_accuracy", "probe", "chosen_by", "selection_score", "retrieval_top5"]
+            "balanced_accuracy", "probe", "chosen_by", "selection_score", "retrieval_top5",
+            "accuracy_chance", "retrieval_top5_chance"]
     out = pd.DataFrame(rows, columns=cols)
     for c in ("params", "flops", "images_per_second"):
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)

@@ -17,9 +17,11 @@ Two engines give the same batches (the same rows with the same labels, tested):
   unmaintained (its maintainer says so in petastorm issue #805); it pins the stack to
   pyarrow < 15 and NumPy 1, hence the optional extra ``featstore[petastorm]``.
 
-``engine="auto"`` (the default) takes petastorm when it imports and the native feed otherwise, so
-an environment with petastorm keeps the feed it was verified with and one without (Spark 4,
-pyarrow >= 15, NumPy 2) gets the native one.
+``engine="native"`` is the default: on the demo's store it answers in well under a second where
+petastorm spends seconds writing its cache and prints its warnings. petastorm is opt-in
+(``engine="petastorm"``); ``engine="auto"`` takes petastorm when it imports and the native feed
+otherwise. The native feed needs no Spark: ``spark`` may be None; the petastorm feed refuses
+None with one line.
 
     with feed.tf_dataset(spark, store, "vgg16-block5_pool-avg-pca64", ["Smiling"], "train",
                          batch_size=256) as (ds, n):
@@ -66,6 +68,13 @@ def resolve_engine(engine: str) -> str:
         raise ConfigError("the petastorm feed needs petastorm (pip install 'featstore[petastorm]'"
                           ", Spark 3.5 / pyarrow < 15 only); engine='native' needs nothing more")
     return engine
+
+
+def _check_spark(spark: Any) -> None:
+    """The petastorm feed writes its cache with Spark: refuse a missing session in one line."""
+    if spark is None or not hasattr(spark, "createDataFrame"):
+        raise ConfigError("the petastorm feed needs a SparkSession as its first argument (got "
+                          f"{type(spark).__name__}); engine='native' needs none")
 
 
 # ---------------------------------------------------------------- the petastorm feed
@@ -408,18 +417,19 @@ def _grouped(batches: Iterator[tuple[Any, Any]], most: int) -> Iterator[tuple[An
 def tf_dataset(spark: Any, path: str | os.PathLike[str], feature_set: str,
                attributes: Sequence[str], split: str, *, batch_size: int = 256,
                num_epochs: int | None = 1, shuffle: bool = True, workers: int = 2,
-               cache_dir: str | None = None, engine: str = "auto", seed: int | None = None,
+               cache_dir: str | None = None, engine: str = "native", seed: int | None = None,
                shuffle_buffer: int | None = None) -> Iterator[tuple[Any, int]]:
     """``(dataset, rows)``: a tf.data.Dataset of ``(x float32 (b, dim), y float32 (b, k))`` with
     k = len(attributes), and the number of rows in the split. ``num_epochs=None`` repeats forever
     (pass ``steps_per_epoch = ceil(rows / batch_size)`` to ``fit`` then).
 
-    ``engine``: ``"auto"`` (petastorm if it imports, else native), ``"native"`` or
-    ``"petastorm"`` (module doc). The native feed ignores ``spark`` (None is fine), ``workers``
+    ``engine``: ``"native"`` (the default), ``"petastorm"`` or ``"auto"`` (petastorm if it
+    imports, else native; module doc). The native feed ignores ``spark`` (None is fine), ``workers``
     and ``cache_dir``; ``seed`` and ``shuffle_buffer`` (rows; default module doc) are its own.
     Each pass over its dataset (each Keras epoch when ``num_epochs=1``) is a new shuffle."""
     chosen = resolve_engine(engine)
     if chosen == "petastorm":
+        _check_spark(spark)
         with _petastorm_tf_dataset(spark, path, feature_set, attributes, split,
                                    batch_size=batch_size, num_epochs=num_epochs,
                                    shuffle=shuffle, workers=workers,
@@ -445,7 +455,7 @@ def tf_dataset(spark: Any, path: str | os.PathLike[str], feature_set: str,
 def numpy_batches(spark: Any, path: str | os.PathLike[str], feature_set: str,
                   attributes: Sequence[str], split: str, *, batch_size: int = 1024,
                   num_epochs: int | None = 1, shuffle: bool = False,
-                  cache_dir: str | None = None, engine: str = "auto", seed: int | None = None,
+                  cache_dir: str | None = None, engine: str = "native", seed: int | None = None,
                   shuffle_buffer: int | None = None) -> Iterator[Iterator[tuple[Any, Any]]]:
     """The same feed without TensorFlow: an iterator of ``(x, y)`` numpy float32 batches
     (``num_epochs`` epochs, one by default). ``engine`` and the native feed's settings as in
@@ -453,6 +463,7 @@ def numpy_batches(spark: Any, path: str | os.PathLike[str], feature_set: str,
     row groups whatever it is)."""
     chosen = resolve_engine(engine)
     if chosen == "petastorm":
+        _check_spark(spark)
         with _petastorm_numpy_batches(spark, path, feature_set, attributes, split,
                                       batch_size=batch_size, num_epochs=num_epochs,
                                       cache_dir=cache_dir) as out:

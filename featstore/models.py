@@ -50,6 +50,7 @@ from featstore.modelspecs import (
     file_sha256,
     get_spec,
     keras_models_dir,
+    known_counts,
     known_layers,
     known_models,
     resolve_input_size,
@@ -356,16 +357,29 @@ def count_flops(model: keras.Model) -> int:
     return 2 * sum(layer_macs(layer) for layer in model.layers)
 
 
-def describe_base(name: str, input_size: str = "default") -> dict[str, Any]:
-    """A registered base built (random weights) at ``input_size``: its default layer, input
-    size, parameter count and FLOPs per image, measured on the Keras model."""
+def describe_base(name: str, input_size: str = "default", *,
+                  use_table: bool = True) -> dict[str, Any]:
+    """A registered base at ``input_size``: its default layer, input size, parameter count and
+    FLOPs per image, measured on the Keras model. At the base's default input size the answer
+    comes from the generated table (:func:`featstore.modelspecs.known_counts`, measured the same
+    way by scripts/gen_model_layers.py) when it covers the installed Keras; otherwise (or with
+    ``use_table=False``) the base is built here (random weights; seconds to a minute)."""
     spec = get_spec(name)
     hw = resolve_input_size(spec, input_size)
+    if use_table and tuple(hw) == tuple(spec.default_hw):
+        known = known_counts(spec.name)
+        if known is not None:
+            return known
     base = build_base(spec, input_hw=hw, weights=WeightsInfo("random"))
     try:
-        return {"model": spec.name, "default_layer": spec.default_layer, "input_hw": list(hw),
-                "params": int(base.count_params()), "flops": int(count_flops(base)),
-                "layers": len(base.layers), "preprocessing": spec.preprocessing}
+        return base_facts(spec, hw, base)
     finally:
         del base
         keras.backend.clear_session()
+
+
+def base_facts(spec: ModelSpec, hw: Sequence[int], base: keras.Model) -> dict[str, Any]:
+    """What :func:`describe_base` reports of a built base."""
+    return {"model": spec.name, "default_layer": spec.default_layer, "input_hw": list(hw),
+            "params": int(base.count_params()), "flops": int(count_flops(base)),
+            "layers": len(base.layers), "preprocessing": spec.preprocessing}

@@ -467,6 +467,17 @@ def known_layers(name: str) -> list[str] | None:
     return list(names) if names is not None else None
 
 
+def known_counts(name: str) -> dict[str, Any] | None:
+    """What :func:`featstore.models.describe_base` measures of base ``name`` at its default
+    input size (parameters, FLOPs per image, layers), from the generated table's ``counts``;
+    ``None`` when the table does not cover it for the installed Keras version."""
+    table = _layer_table()
+    if not table or table.get("keras_version") != installed_keras_version():
+        return None
+    counts = table.get("counts", {}).get(get_spec(name).name)
+    return dict(counts) if counts is not None else None
+
+
 def check_layers_static(spec: ModelSpec, layers: Sequence[str]) -> bool:
     """:func:`check_layers` against the generated table; False when the table cannot say (the
     caller then checks by building the base)."""

@@ -140,8 +140,7 @@ def _check_embedding_type(path: Path) -> None:
     if "embedding" not in schema.names:
         raise StoreError(f"{path}: no 'embedding' column (columns: {', '.join(schema.names)})")
     tp = schema.field("embedding").type
-    if not (pa.types.is_list(tp) or pa.types.is_large_list(tp)) or not pa.types.is_floating(
-            tp.value_type):
+    if not store.is_embedding_type(tp):
         raise StoreError(f"{path}: 'embedding' is {tp}, expected a list of floats")
 
 

@@ -82,6 +82,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -704,18 +705,40 @@ def _style_axes(ax: Any, xlabel: str, ylabel: str) -> None:
 GAIN_LABEL = "accuracy − majority baseline"
 
 
+def _source_set(feature_set: Any) -> str:
+    """The feature set a reduced set was made from (``NAME-pca<k>`` -> ``NAME``), else itself."""
+    return re.sub(r"-pca\d+$", "", str(feature_set))
+
+
+def _source_labels(sources: Sequence[str]) -> dict[str, str]:
+    """Short legend labels of source sets: their conv base (the name's first part) when that
+    tells them apart, else the whole name."""
+    short = {src: src.split("-", 1)[0] for src in sources}
+    return short if len(set(short.values())) == len(short) else {src: src for src in sources}
+
+
+SOURCE_STYLES = ("-", "--", "-.")
+
+
 def accuracy_panels(ok: pd.DataFrame, x: str, x_label: str, *, name: str) -> Panels:
     """Small multiples per attribute plus their mean: test accuracy minus the attribute's
     majority baseline against column ``x``, one line per model (rows of equal ``x`` averaged).
-    Baseline-relative, on one y-scale for every panel: 0 (dotted) is the baseline, so
-    attributes of any label balance read alike."""
+    Against ``dim``, when the fits come from several source sets (conv bases: a set and its
+    ``-pca<k>`` reductions), one line per model and source set (colour: model; line style:
+    base), never averaged across bases. Baseline-relative, on one y-scale for every panel: 0
+    (dotted) is the baseline, so attributes of any label balance read alike."""
     attributes = sorted(ok["attribute"].unique())
     models = order_models(ok["model"].unique())
     styles = _model_styles(models)
-    per = ok.groupby(["attribute", "model", x], as_index=False).agg(
+    ok = ok.assign(source=ok["feature_set"].map(_source_set) if x == "dim" else "")
+    sources = sorted(ok["source"].unique())
+    by_source = len(sources) > 1
+    line_style = {src: SOURCE_STYLES[i % len(SOURCE_STYLES)] if by_source else "-"
+                  for i, src in enumerate(sources)}
+    per = ok.groupby(["attribute", "model", "source", x], as_index=False).agg(
         accuracy=("accuracy", "mean"), majority_baseline=("majority_baseline", "mean"))
     per["gain"] = per["accuracy"] - per["majority_baseline"]
-    mean = per.groupby(["model", x], as_index=False)["gain"].mean()
+    mean = per.groupby(["model", "source", x], as_index=False)["gain"].mean()
     xs = sorted(per[x].unique())
     log_x = len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8
     ylim = _shared_limits([*per["gain"], *mean["gain"]], include=[0.0])
@@ -723,9 +746,11 @@ def accuracy_panels(ok: pd.DataFrame, x: str, x_label: str, *, name: str) -> Pan
     def draw(data: pd.DataFrame) -> Callable[[Any], None]:
         def _draw(ax: Any) -> None:
             for m in models:
-                d = data[data["model"] == m].sort_values(x)
-                if not d.empty:
-                    ax.plot(d[x], d["gain"], label=m, ms=4, lw=1.4, **styles[m])
+                for src in sources:
+                    d = data[(data["model"] == m) & (data["source"] == src)].sort_values(x)
+                    if not d.empty:
+                        ax.plot(d[x], d["gain"], label=m, ms=4, lw=1.4, ls=line_style[src],
+                                **styles[m])
             ax.axhline(0.0, color="0.45", ls=":", lw=1)
             if log_x:
                 ax.set_xscale("log", base=2)
@@ -735,13 +760,15 @@ def accuracy_panels(ok: pd.DataFrame, x: str, x_label: str, *, name: str) -> Pan
 
     panels = [Panel("mean over attributes", draw(mean))]
     panels += [Panel(a, draw(per[per["attribute"] == a])) for a in attributes]
-    legend = (*_model_legend(models), ("majority baseline (0)", "#737373", ":"))
+    bases = tuple((label, "#404040", line_style[src])
+                  for src, label in _source_labels(sources).items()) if by_source else ()
+    legend = (*_model_legend(models), *bases, ("majority baseline (0)", "#737373", ":"))
     return Panels(name, tuple(panels), legend)
 
 
 def plot_accuracy_vs_dim(ok: pd.DataFrame) -> Any:
     """Accuracy minus the majority baseline against feature dimension (``dim``) of the given
-    successful fits: one line per model, a panel per attribute and one for the mean over
+    successful fits: one line per model (and base), a panel per attribute and one for the mean over
     attributes, one shared y-scale (:func:`accuracy_panels`), as one figure."""
     return accuracy_panels(ok, "dim", "feature dimension", name="accuracy_vs_dimension").figure()
 
@@ -754,8 +781,9 @@ def plot_accuracy_vs_train_size(ok: pd.DataFrame) -> Any:
 
 def roc_panels(fits: pd.DataFrame, summary: pd.DataFrame) -> Panels:
     """Per attribute, the test ROC curve of every model with stored ROC points (``roc_fpr`` /
-    ``roc_tpr``), the summary's best model drawn thick; the diagonal is chance. Attributes
-    without any ROC points get no panel."""
+    ``roc_tpr``), the summary's best model drawn thick and named with its AUC inside the panel
+    (the title, the attribute, stays one line); the diagonal is chance. Attributes without any
+    ROC points get no panel."""
     models = order_models(fits["model"].unique())
     styles = _model_styles(models)
     best = dict(zip(summary["attribute"], summary["best_model"], strict=True))
@@ -768,11 +796,17 @@ def roc_panels(fits: pd.DataFrame, summary: pd.DataFrame) -> Panels:
             continue
         top = best.get(attribute)
         top_row = rows[rows["model"] == top]
-        auc = (f", AUC {float(top_row['roc_auc'].iloc[0]):.3f}"
+        auc = (f"\nAUC {float(top_row['roc_auc'].iloc[0]):.3f}"
                if len(top_row) and pd.notna(top_row["roc_auc"].iloc[0]) else "")
+        note = f"best: {top}{auc}" if top is not None else ""
 
-        def _draw(ax: Any, rows: pd.DataFrame = rows, top: str | None = top) -> None:
+        def _draw(ax: Any, rows: pd.DataFrame = rows, top: str | None = top,
+                  note: str = note) -> None:
             ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
+            if note:  # inside the axes, so the title stays one line over every panel
+                ax.text(0.97, 0.04, note, transform=ax.transAxes, ha="right", va="bottom",
+                        fontsize=7, bbox={"facecolor": "white", "edgecolor": "0.8",
+                                          "boxstyle": "round,pad=0.2", "alpha": 0.9})
             for r in sorted(rows.itertuples(index=False), key=lambda r: r.model == top):
                 thick = r.model == top
                 ax.plot(r.roc_fpr, r.roc_tpr, color=styles[r.model]["color"],
@@ -783,7 +817,7 @@ def roc_panels(fits: pd.DataFrame, summary: pd.DataFrame) -> Panels:
             ax.set_aspect("equal")
             _style_axes(ax, "false positive rate", "true positive rate")
 
-        panels.append(Panel(f"{attribute}: best {top}{auc}", _draw))
+        panels.append(Panel(attribute, _draw))
     legend = (*_model_legend(models), ("chance", "#999999", ":"))
     return Panels("roc_curves", tuple(panels), legend, size=(2.9, 2.8))
 
@@ -963,12 +997,26 @@ BASE_SCORES: tuple[tuple[str, str], ...] = (
     ("balanced_accuracy", "mean balanced accuracy"),
     ("retrieval_top5", "retrieval top-5 accuracy"),
 )
+#: each score's chance level: a column of the base table, or a constant
+BASE_CHANCE: dict[str, str | float] = {"accuracy": "accuracy_chance", "balanced_accuracy": 0.5,
+                                       "retrieval_top5": "retrieval_top5_chance"}
+
+
+def _base_chance(bases: pd.DataFrame, score: str) -> float:
+    """The chance level of ``score`` (the mean over bases: they share the images and labels)."""
+    chance = BASE_CHANCE.get(score)
+    if isinstance(chance, str):
+        v = pd.to_numeric(bases.get(chance), errors="coerce") if chance in bases else None
+        return float(v.mean()) if v is not None and v.notna().any() else float("nan")
+    return float(chance) if chance is not None else float("nan")
 
 
 def plot_bases(bases: pd.DataFrame) -> Any:
     """Scores against costs per conv base (featstore.compare.base_table): one labelled scatter
     per (score, cost), the Pareto front (featstore.compare.pareto_front: cheaper and more
-    accurate is better) drawn as a step line through its bases, which are filled."""
+    accurate is better) drawn as a step line through its bases, which are filled. Each score's
+    chance level (:data:`BASE_CHANCE`: the majority baseline, 0.5, random retrieval) is a dotted
+    line inside the y-range, so a gap of a few thousandths reads as what it is."""
     from featstore.compare import pareto_front
 
     scores = [sc for sc in BASE_SCORES if bases[sc[0]].notna().any()]
@@ -1001,6 +1049,10 @@ def plot_bases(bases: pd.DataFrame) -> Any:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^6, 3x10^6... overlap
             ax.margins(x=0.25, y=0.15)  # room for the labels of the outermost bases
+            chance = _base_chance(bases, score)
+            if np.isfinite(chance):
+                ax.axhline(chance, color="0.45", ls=":", lw=1, label="chance")
+                ax.set_ylim(*_shared_limits(y, include=[chance], min_span=0.01))
         ax.set_xlabel(cost_label + (" (higher: cheaper)" if higher else ""), fontsize=8)
         ax.set_ylabel(score_label, fontsize=8)
         ax.tick_params(labelsize=7)
@@ -1683,7 +1735,10 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
 
     # --- manifests
     phases.lap("manifests and files")
-    used = sorted(results["feature_set"].dropna().unique())
+    # every committed feature set: the raw (extracted) sets too, which no probe trains on
+    # when the grid runs on their reductions
+    used = sorted(set(results["feature_set"].dropna().unique())
+                  | {t["name"] for t in store.list_tables(layout.root) if t["kind"] == "features"})
     if map_set is not None and map_set not in used:
         used.append(map_set)
     mrows = manifest_rows(layout.root, used)

@@ -6,6 +6,7 @@ Layout 2 (``<store>/``)::
     images/split=<s>/part-*.parquet                    image_id, split, content, width, height, source_path
     labels/part-*.parquet                              image_id, split, one bool column per attribute
     features/feature_set=<name>/split=<s>/part-*.parquet   image_id, split, embedding
+                                                       (fixed_size_list<float32, dim>)
     results/part-*.parquet                             one row per fit (RESULTS_SCHEMA)
     errors/images/part-*.parquet                       image_id, split, source_path, stage, error
     errors/features/feature_set=<name>/part-*.parquet
@@ -110,11 +111,41 @@ FEATURES_SCHEMA = pa.schema(
     ]
 )
 
+
+
+def embedding_type(dim: int) -> pa.DataType:
+    """The ``embedding`` column of a committed feature set's files: ``fixed_size_list<float32,
+    dim>`` (one width per set), so readers that honour the Arrow schema pyarrow stores in the
+    Parquet footer see the width without a cast: polars ``Array(Float32, dim)``, pyarrow and
+    pandas through pyarrow. Parquet has no fixed-size list type: the column is a plain Parquet
+    LIST, so Spark reads ``array<float>`` and DuckDB's ``read_parquet`` ``FLOAT[]`` (DuckDB sees
+    ``FLOAT[dim]`` through pyarrow: README, "Querying the store"). Spark writes variable lists
+    (:data:`FEATURES_SCHEMA`, what Spark reads and writes); :meth:`TableWriter.commit` rewrites
+    a feature set's staged files to this type. Sets written before (variable lists) stay
+    readable: every reader here accepts both."""
+    return pa.list_(pa.field("element", pa.float32()), dim)
+
+
+def is_embedding_type(tp: pa.DataType) -> bool:
+    """A list of floats, variable (old stores, Spark's side) or fixed-size (committed sets)."""
+    return ((pa.types.is_list(tp) or pa.types.is_large_list(tp)
+             or pa.types.is_fixed_size_list(tp)) and pa.types.is_floating(tp.value_type))
+
+
+def features_file_schema(dim: int) -> pa.Schema:
+    """:data:`FEATURES_SCHEMA` as a committed feature set's files hold it (``embedding`` of
+    :func:`embedding_type`)."""
+    return pa.schema([pa.field("embedding", embedding_type(dim), nullable=False)
+                      if f.name == "embedding" else f for f in FEATURES_SCHEMA])
+
+
 #: Options of every Spark write of a feature set's files (extract's chunks, reduce's sets): no
 #: Parquet dictionary, since an embedding's floats (and the image ids) are all distinct and the
 #: writer would hash each one until it gives up on the dictionary (seen in thread dumps of the
 #: extract's tasks: the write fell behind the model; bench/RESULTS.md).
 FEATURES_WRITE_OPTIONS = {"parquet.enable.dictionary": "false"}
+#: The same for pyarrow's rewrite of those files to the fixed width (:func:`fix_embedding_width`)
+FEATURES_PYARROW_OPTIONS = {"use_dictionary": False, "compression": "snappy"}
 
 RESULTS_SCHEMA = pa.schema([
     pa.field("attribute", pa.string()),
@@ -454,6 +485,38 @@ def describe_files(folder: Path, *, checksums: bool = True) -> list[dict[str, An
     return out
 
 
+def fix_embedding_width(folder: Path, dim: int) -> int:
+    """Rewrite the data files under ``folder`` whose ``embedding`` is a variable list (Spark's
+    writes) with :func:`embedding_type` ``(dim)``, row group by row group (a feed reads row
+    groups as its units), through a hidden temporary file and a rename. Files already of that
+    type are left alone (so a commit rolled forward after a kill redoes only what is left).
+    Returns the files rewritten. A row of another width raises :class:`StoreError`."""
+    import pyarrow.parquet as pq
+
+    want = embedding_type(dim)
+    rewritten = 0
+    for f in parquet_files(folder):
+        pf = pq.ParquetFile(f)
+        schema = pf.schema_arrow
+        if "embedding" not in schema.names or schema.field("embedding").type == want:
+            continue
+        i = schema.get_field_index("embedding")
+        target = schema.set(i, pa.field("embedding", want, nullable=schema.field(i).nullable))
+        tmp = f.with_name(f".{f.name}.tmp")
+        with pq.ParquetWriter(tmp, target, **FEATURES_PYARROW_OPTIONS) as out:
+            for g in range(pf.num_row_groups):
+                part = pf.read_row_group(g)
+                try:
+                    part = part.cast(target)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    tmp.unlink()
+                    raise StoreError(f"{f}: embeddings are not all {dim} long") from None
+                out.write_table(part, row_group_size=max(1, part.num_rows))
+        os.replace(tmp, f)
+        rewritten += 1
+    return rewritten
+
+
 def rows_per_split(files: Sequence[dict[str, Any]]) -> dict[str, int]:
     """Rows per ``split=<s>`` partition of a file list (:func:`describe_files`)."""
     rows: dict[str, int] = {}
@@ -741,6 +804,12 @@ class TableWriter:
             for p in folder.rglob("*") if folder.is_dir() else []:
                 if p.is_file() and p not in keep:
                     p.unlink()
+        if self.tid.startswith("features/") and manifest.get("dim"):
+            t0 = time.perf_counter()
+            n = fix_embedding_width(self.data, int(manifest["dim"]))
+            if n:
+                logger.info("%s: %d files rewritten with fixed-size embeddings in %.2f s",
+                            self.tid, n, time.perf_counter() - t0)
         files = describe_files(self.data)
         rows = sum(f["rows"] for f in files)
         counts = manifest.setdefault("counts", {})
@@ -1180,7 +1249,8 @@ def read_pandas(path: str | os.PathLike[str], name: str, **kw: Any) -> Any:
 
 
 def embedding_matrix(table: pa.Table, dim: int, name: str) -> Any:
-    """The ``embedding`` list column as float32 ``(rows, dim)``, from its flat buffer (one copy).
+    """The ``embedding`` list column (fixed-size or, in older stores, variable) as float32
+    ``(rows, dim)``, from its flat buffer (one copy).
 
     Raises :class:`StoreError` unless every row has exactly ``dim`` values (the manifest's
     width): a total that merely divides evenly would reshape into wrong rows."""
@@ -1188,7 +1258,9 @@ def embedding_matrix(table: pa.Table, dim: int, name: str) -> Any:
     import pyarrow.compute as pc
 
     emb = table["embedding"].combine_chunks()
-    if table.num_rows:
+    if pa.types.is_fixed_size_list(emb.type) and emb.type.list_size != dim:
+        raise StoreError(f"feature set {name!r}: embeddings are not all {dim} long")
+    if table.num_rows and not pa.types.is_fixed_size_list(emb.type):
         lengths = pc.list_value_length(emb)
         if pc.min(lengths).as_py() != dim or pc.max(lengths).as_py() != dim:
             raise StoreError(f"feature set {name!r}: embeddings are not all {dim} long")

@@ -1,11 +1,15 @@
 """``featstore models``: the registered conv bases, measured on the Keras model itself.
 
-    featstore models                       every base (builds each at CPU: a minute or two)
+    featstore models                       every base at its default input size (a second)
     featstore models mobilenetv2 vgg16     some of them
-    featstore models --input-size native   parameters and FLOPs at CelebA's 218x178
+    featstore models --input-size native   parameters and FLOPs at CelebA's 218x178 (builds
+                                           each base: seconds to a minute each)
 
 Parameters are ``count_params()`` of the base (``include_top=False``); FLOPs are counted from the
-built model's layers at that input size (see :func:`featstore.models.count_flops`).
+built model's layers at that input size (see :func:`featstore.models.count_flops`). At each
+base's default input size they are read from the generated table featstore/model_layers.json
+(``scripts/gen_model_layers.py`` measures them the same way; no Keras import); any other size,
+or another Keras version than the table's, builds the base, with a progress line on stderr.
 """
 
 from __future__ import annotations
@@ -37,16 +41,26 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     for n in names:  # a bad size is one line before Keras is imported
         modelspecs.resolve_input_size(modelspecs.get_spec(n), args.input_size)
     import logging
-
-    from featstore.models import describe_base
+    import time
 
     if not args.verbose:  # one "built ..." line per base is noise here
         logging.getLogger("featstore.models").setLevel(logging.WARNING)
     if not args.json:
         print(f"{'model':<18} {'default layer':<22} {'input':>9} {'params':>12} "
-              f"{'GFLOPs':>8}")
-    for n in names:
-        d = describe_base(n, args.input_size)
+              f"{'GFLOPs':>8}", flush=True)
+    for i, n in enumerate(names, 1):
+        spec = modelspecs.get_spec(n)
+        hw = modelspecs.resolve_input_size(spec, args.input_size)
+        d = modelspecs.known_counts(n) if hw == spec.default_hw else None
+        if d is None:  # not in the generated table: build the base (Keras imported once)
+            from featstore.models import describe_base
+
+            print(f"[{i}/{len(names)}] building {n} at {hw[0]}x{hw[1]} to count its parameters "
+                  "and FLOPs ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            d = describe_base(n, args.input_size, use_table=False)
+            logging.getLogger("featstore.models").info("%s measured in %.1f s", n,
+                                                       time.perf_counter() - t0)
         if args.json:
             print(json.dumps(d, sort_keys=True), flush=True)
             continue

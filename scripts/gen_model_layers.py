@@ -1,4 +1,5 @@
-"""Write featstore/model_layers.json: the layer names of every registered conv base, from Keras.
+"""Write featstore/model_layers.json: the layer names of every registered conv base, from Keras,
+and what ``featstore models`` shows of each at its default input size (parameters, FLOPs).
 
     .venv/bin/python scripts/gen_model_layers.py [--check]
 
@@ -29,11 +30,17 @@ def build_table(names: list[str] | None = None) -> dict:
     from featstore import models
 
     out: dict[str, list[str]] = {}
+    counts: dict[str, dict] = {}
     for name in names or models.known_models():
-        out[name] = models.list_layers(name)
+        spec = models.get_spec(name)
+        base = models.build_base(spec, input_hw=spec.default_hw,
+                                 weights=models.WeightsInfo("random"))
+        out[name] = [layer.name for layer in base.layers]
+        counts[name] = models.base_facts(spec, spec.default_hw, base)
         logging.info("%s: %d layers", name, len(out[name]))
+        del base
         keras.backend.clear_session()
-    return {"keras_version": keras.version(), "models": out}
+    return {"keras_version": keras.version(), "models": out, "counts": counts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # one model a line: small diffs when Keras renames a layer
     lines = ",\n".join(f"    {json.dumps(n)}: {json.dumps(v)}" for n, v in table["models"].items())
+    counts = ",\n".join(f"    {json.dumps(n)}: {json.dumps(v, sort_keys=True)}"
+                       for n, v in table["counts"].items())
     path.write_text('{\n  "keras_version": ' + json.dumps(table["keras_version"]) +
-                    ',\n  "models": {\n' + lines + "\n  }\n}\n")
+                    ',\n  "models": {\n' + lines + "\n  },\n"
+                    '  "counts": {\n' + counts + "\n  }\n}\n")
     print(f"wrote {path}: {len(table['models'])} models, keras {table['keras_version']}")
     return 0
 

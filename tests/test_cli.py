@@ -205,6 +205,34 @@ def test_models_measures_the_keras_model(capsys):
     assert rows["mobilenetv2"]["flops"] == pytest.approx(2 * 300e6, rel=0.03)
 
 
+def test_models_for_every_base_reads_the_generated_table_without_keras():
+    """``featstore models`` answers for every base from featstore/model_layers.json's counts
+    (no Keras import: under a second here, 101 s when it built every base), and those counts
+    are what building the base measures (a small base checked here)."""
+    import subprocess
+    import sys
+
+    from featstore import modelspecs
+    from featstore.models import describe_base
+
+    code = ("import sys, json; from jobs.cli import main; rc = main(['models', '--json']); "
+            "print(json.dumps({'rc': rc, 'keras': 'keras' in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=120).stdout
+    *rows, last = out.strip().splitlines()
+    assert json.loads(last) == {"rc": 0, "keras": False}
+    got = {r["model"]: r for r in map(json.loads, rows)}
+    assert sorted(got) == sorted(modelspecs.known_models())
+    assert got["mobilenetv2"] == describe_base("mobilenetv2", use_table=False)
+
+
+def test_models_at_another_size_builds_the_base_and_says_so(capsys):
+    assert cli_main(["models", "mobilenetv2", "--input-size", "64x64"]) == 0
+    out, err = capsys.readouterr()
+    assert "[1/1] building mobilenetv2 at 64x64" in err
+    assert "mobilenetv2" in out.splitlines()[1] and "64x64" in out.splitlines()[1]
+
+
 def test_ls_and_describe_take_store_as_option_or_positional(fake_store, capsys):
     def out(argv: list[str]) -> tuple[int, str]:
         rc = cli_main(argv)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from featstore import store
-from featstore.compare import base_table, pareto_front
+from featstore.compare import base_table, pareto_front, topk_chance
 from featstore.config import load_config, packaged_configs
 from tests.conftest import JOB_FS, REPO
 
@@ -81,6 +81,63 @@ def test_report_has_the_which_base_section(two_base_store, tmp_path):
     page = (tmp_path / "report" / "index.html").read_text()
     section = re.search(r'<section id="bases">(.*?)</section>', page, re.S)
     assert "which_base" in rep.figures and section and "efficientnetb0" in section.group(1)
+    # the feature-set list names the raw (extracted) sets too, though only their PCA sets
+    # were trained on
+    sets = re.search(r'<section id="feature-sets">(.*?)</section>', page, re.S).group(1)
+    for name in (JOB_FS, "efficientnetb0-top_activation-avg-32x32-random0"):
+        assert f"<td>{name}</td>" in sets and f"<td>{name}-pca4</td>" in sets
+
+
+def test_base_plot_draws_each_scores_chance_inside_its_axis(two_base_store):
+    from featstore.report import BASE_COSTS, BASE_SCORES, ok_rows, plot_bases
+    from featstore.retrieval import read_retrieval
+
+    ok = ok_rows(store.read_results(two_base_store))
+    table = base_table(two_base_store, ok)
+    # chance of the probes' accuracy: the mean over attributes of the majority baseline
+    want = ok.groupby("attribute")["majority_baseline"].mean().mean()
+    assert table["accuracy_chance"].to_numpy() == pytest.approx([want, want])
+    retrieval = read_retrieval(two_base_store, f"{JOB_FS}-pca4")
+    at5 = retrieval[(retrieval["k"] == 5) & (retrieval["target"] == "attribute")]
+    expected = np.mean([topk_chance(c, 5) for c in at5["chance_precision"]])
+    mobilenet = table.set_index("base").loc["mobilenetv2"]
+    assert mobilenet["retrieval_top5_chance"] == pytest.approx(expected)
+    assert 0.5 < expected < 1
+    fig = plot_bases(table)
+    chance = {"accuracy": want, "balanced_accuracy": 0.5,
+              "retrieval_top5": float(table["retrieval_top5_chance"].mean())}
+    for i, (score, _) in enumerate(BASE_SCORES):
+        for ax in fig.axes[i * len(BASE_COSTS):(i + 1) * len(BASE_COSTS)]:
+            dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+            assert [ln.get_ydata()[0] for ln in dotted] == [pytest.approx(chance[score])]
+            low, high = ax.get_ylim()
+            assert low < chance[score] < high and low < table[score].min() <= high
+
+
+def test_topk_chance_of_a_balanced_and_a_rare_attribute():
+    assert topk_chance(0.5, 1) == pytest.approx(0.5)  # p = 1/2: half the items match
+    assert topk_chance(0.5, 5) == pytest.approx(1 - 0.5 ** 5)
+    # p = 0.1: c = 0.82; a positive query (10%) needs one of 5 positives, a negative one of 5
+    assert topk_chance(0.82, 5) == pytest.approx(0.1 * (1 - 0.9 ** 5) + 0.9 * (1 - 0.1 ** 5))
+
+
+def test_accuracy_against_dimension_draws_one_line_per_base(two_base_store):
+    from featstore.report import accuracy_panels, ok_rows
+
+    ok = ok_rows(store.read_results(two_base_store))
+    panels = accuracy_panels(ok, "dim", "feature dimension", name="dim")
+    labels = [label for label, _, _ in panels.legend]
+    assert "mobilenetv2" in labels and "efficientnetb0" in labels
+    fig = panels.figure()
+    for ax in fig.axes[:len(panels.panels)]:  # the mean panel and every attribute's
+        lines = [ln for ln in ax.get_lines() if ln.get_linestyle() != ":"]
+        assert sorted(ln.get_linestyle() for ln in lines) == ["-", "--"]  # lasso x 2 bases
+    mean_ax = fig.axes[0]
+    gains = sorted(float(ln.get_ydata()[0]) for ln in mean_ax.get_lines()
+                   if ln.get_linestyle() != ":")
+    per_base = (ok.assign(gain=ok["accuracy"] - ok["majority_baseline"])
+                .groupby("feature_set")["gain"].mean().sort_values().to_list())
+    assert gains == pytest.approx(per_base)  # not one averaged point
 
 
 def test_report_of_one_base_has_no_which_base_section(job_store, tmp_path):

@@ -54,11 +54,21 @@ def test_keras_head_trains_one_epoch_from_the_feed(spark, toy):
         history = model.fit(ds, epochs=1, verbose=0)
     assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
     cache = store.Layout(toy["root"]).meta / "cache" / "petastorm"
-    if feed.resolve_engine("auto") == "petastorm":
-        # the petastorm cache (in the store's metadata tree) is removed when the feed closes
-        assert not any(cache.iterdir())
-    else:
-        assert not cache.exists()  # the native feed writes nothing
+    assert not cache.exists()  # the default engine is the native one: it writes nothing
+
+
+@needs_petastorm
+def test_petastorm_feed_without_a_session_is_refused_in_one_line(toy):
+    with pytest.raises(ConfigError, match="needs a SparkSession") as err:
+        with feed.numpy_batches(None, toy["root"], "toy-avg", ["Smiling"], "train",
+                                engine="petastorm"):
+            pass
+    assert "\n" not in str(err.value)
+
+
+def test_numpy_batches_with_no_session_uses_the_native_feed(toy):
+    with feed.numpy_batches(None, toy["root"], "toy-avg", ["Smiling"], "train") as batches:
+        assert sum(len(x) for x, _ in batches) == 32
 
 
 class _LateVentilator:

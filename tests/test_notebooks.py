@@ -1,9 +1,12 @@
-"""The analyst notebooks run top to bottom against a small store with results.
+"""The analyst notebooks run top to bottom as shipped, with their default settings, against a
+small store with results.
 
 The kernel is this test process's own interpreter (``sys.executable`` with ipykernel), declared
 by a kernel spec written to a temporary folder: nothing has to be installed by hand (no
 ``ipykernel install``), and a ``python3`` kernel spec elsewhere on the machine cannot be picked
-up instead. The store is passed to the kernel through FEATSTORE_STORE, as an analyst would."""
+up instead. Nothing is injected: each notebook runs from a copy of the repository's layout
+(``<root>/notebooks/<name>.ipynb``, the kernel's working folder, as Jupyter runs it) with the
+store where ``make demo`` puts it (``<root>/demo/store``), and no FEATSTORE_* variable set."""
 
 from __future__ import annotations
 
@@ -27,6 +30,16 @@ def nb_store(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
     return results_store(tmp_path_factory, spark)
 
 
+@pytest.fixture(scope="module")
+def nb_root(nb_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder laid out like the repository after ``make demo``: the store at demo/store."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("repo")
+    shutil.copytree(nb_store, root / "demo" / "store")
+    return root
+
+
 def _kernel_dir(root: Path, env: dict[str, str]) -> Path:
     spec = root / "kernels" / KERNEL
     spec.mkdir(parents=True)
@@ -37,7 +50,7 @@ def _kernel_dir(root: Path, env: dict[str, str]) -> Path:
     return spec.parent
 
 
-def _execute(name: str, tmp_path: Path, env: dict[str, str]) -> Any:
+def _execute(name: str, tmp_path: Path, root: Path) -> Any:
     import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
@@ -48,12 +61,13 @@ def _execute(name: str, tmp_path: Path, env: dict[str, str]) -> Any:
                for c in nb.cells if c.cell_type == "code"), f"{name}: commit it with outputs cleared"
     # the inline backend even when the test process runs with MPLBACKEND=Agg
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    kernels = _kernel_dir(tmp_path, {"PYTHONPATH": pythonpath, **env,
+    kernels = _kernel_dir(tmp_path, {"PYTHONPATH": pythonpath,
                                      "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
     km = AsyncKernelManager(kernel_name=KERNEL,
                             kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
-    work = tmp_path / "work"
-    work.mkdir()
+    work = root / "notebooks"  # Jupyter's kernel runs in the notebook's folder
+    work.mkdir(exist_ok=True)
+    nbformat.write(nb, work / f"{name}.ipynb")
     client = NotebookClient(nb, km=km, kernel_name=KERNEL, timeout=180,
                             resources={"metadata": {"path": str(work)}})
     # raises CellExecutionError, with the traceback, if a cell fails; cleanup_kc: shut the
@@ -83,32 +97,44 @@ def _has_figure(cell: Any) -> bool:
                and "image/png" in out.get("data", {}) for out in cell.outputs)
 
 
-def test_explore_feature_store_notebook(nb_store, tmp_path):
-    nb = _execute("explore_feature_store", tmp_path, {"FEATSTORE_STORE": str(nb_store)})
+def test_explore_feature_store_notebook(nb_root, tmp_path, monkeypatch):
+    for var in ("FEATSTORE_STORE", "FEATSTORE_FEATURE_SET", "FEATSTORE_ATTRIBUTE"):
+        monkeypatch.delenv(var, raising=False)
+    nb = _execute("explore_feature_store", tmp_path, nb_root)
+    first = _text(nb.cells[1])
+    assert f"store: {nb_root / 'demo' / 'store'}" in first  # found from notebooks/
     listing = _text(_tagged(nb, "table")[0])
-    assert "feature set: sig\n" in listing  # no FEATSTORE_FEATURE_SET: the first listed
-    for name in ("sig-pca2", "sig-pca4", "labels", "results"):
+    # no FEATSTORE_FEATURE_SET: the largest reduced set of at most 64 dimensions
+    assert "feature set: sig-pca4\n" in listing
+    for name in ("sig-pca2", "sig", "labels", "results"):
         assert name in listing
-    assert "300 images, dim 8" in _text(_tagged(nb, "table")[1])
+    assert "NaN" not in listing  # every table's row count (labels and results say `rows`)
+    assert "300 images, dim 4" in _text(_tagged(nb, "table")[1])
+    assert "sig-pca4: 60 test images x 4 dims" in _text(nb.cells[7])
     plots = _tagged(nb, "plot")
     assert len(plots) == 2 and all(_has_figure(c) for c in plots)
     probe = _text(_tagged(nb, "probe")[0])
-    assert "LASSO probe on sig for Smiling: accuracy" in probe
+    assert "LASSO probe on sig-pca4 for Smiling: accuracy" in probe
     accuracy = float(probe.split("accuracy ")[1].split()[0])
     assert accuracy > 0.75  # Smiling follows feature 0
 
 
 @pytest.fixture(scope="module")
-def compare_nb(nb_store, tmp_path_factory) -> Any:
-    """compare_models.ipynb run once against the results store, comparisons on sig-pca4."""
-    return _execute("compare_models", tmp_path_factory.mktemp("compare-nb"),
-                    {"FEATSTORE_STORE": str(nb_store), "FEATSTORE_FEATURE_SET": "sig-pca4"})
+def compare_nb(nb_root, tmp_path_factory) -> Any:
+    """compare_models.ipynb run once as shipped (its default store and feature set)."""
+    with pytest.MonkeyPatch.context() as m:
+        for var in ("FEATSTORE_STORE", "FEATSTORE_FEATURE_SET"):
+            m.delenv(var, raising=False)
+        return _execute("compare_models", tmp_path_factory.mktemp("compare-nb"), nb_root)
 
 
 def test_compare_models_notebook(compare_nb):
     nb = compare_nb
     head = _text(_tagged(nb, "table")[0])
-    assert "feature set sig-pca4; training size 0, seed 0" in head
+    # the report's summary set (the largest dimension)
+    assert "feature set sig; training size 0, seed 0" in head
+    accuracy = _text(_tagged(nb, "table")[1]).splitlines()
+    assert accuracy[0].split()[:1] == ["model"] and "sig-pca" not in "".join(accuracy)
     assert "ok and 9 failed fits" in head
     (plot,) = _tagged(nb, "plot")
     assert _has_figure(plot)

@@ -23,11 +23,13 @@ def _query_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-def test_readme_has_the_four_examples():
+def test_readme_has_the_six_examples():
     blocks = _query_blocks()
-    assert len(blocks) == 4
+    assert len(blocks) == 6
     assert "spark.sql" in blocks[0] and "read_pandas" in blocks[1] and "duckdb" in blocks[2]
     assert "polars" in blocks[3] and "pyarrow" in blocks[3]
+    assert "array_cosine_similarity" in blocks[4] and "USING (image_id, split)" in blocks[4]
+    assert ".arr.to_struct()" in blocks[5] and "np.linalg.norm" in blocks[5]
 
 
 def _run(index: int, root: Path) -> dict:
@@ -38,7 +40,7 @@ def _run(index: int, root: Path) -> dict:
     return namespace
 
 
-@pytest.mark.parametrize("index", [0, 1, 2, 3])
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4, 5])
 def test_readme_query_example_returns_the_committed_rows(spark, job_store, index, capsys):
     fs = store.feature_set_manifest(job_store, JOB_FS)
     committed = fs["counts"]["ok"]
@@ -58,7 +60,46 @@ def test_readme_query_example_returns_the_committed_rows(spark, job_store, index
         assert {s for s, _, _ in ns["rows"]} == set(splits)
         assert ns["plain"] == [(committed,)]
         assert sorted(i for i, _, _ in ns["errors"]) == ["000007.jpg", "000011.jpg"]
-    else:
+    elif index == 3:
         assert ns["table"].num_rows == committed
+        assert ns["table"].schema.field("embedding").type == store.embedding_type(1280)
         assert dict(ns["per_split"].iter_rows()) == splits
+    elif index == 4:
+        _check_neighbours(job_store, ns["neighbours"], ns["by_path"])
+    else:
+        _check_polars_and_numpy(job_store, ns, splits)
     assert capsys.readouterr().out  # each example shows its result
+
+
+def _train_ids(root: Path) -> set[str]:
+    return set(store.read_arrow(root, JOB_FS, splits=["train"], attributes=[])["image_id"]
+               .to_pylist())
+
+
+def _check_neighbours(root: Path, neighbours: list, by_path: list) -> None:
+    """Five train images, most similar first, with their Smiling label; the read_parquet form
+    (FLOAT[] lists, list_cosine_similarity) names the same five."""
+    assert len(neighbours) == 5
+    ids = [i for i, _, _ in neighbours]
+    assert set(ids) <= _train_ids(root) and len(set(ids)) == 5
+    sims = [s for _, _, s in neighbours]
+    assert sims == sorted(sims, reverse=True) and all(-1.0 <= s <= 1.0 + 1e-6 for s in sims)
+    labels = store.read_arrow(root, JOB_FS, attributes=["Smiling"])
+    smiling = dict(zip(labels["image_id"].to_pylist(), labels["Smiling"].to_pylist(), strict=True))
+    assert [s for _, s, _ in neighbours] == [smiling[i] for i in ids]
+    assert [i for (i,) in by_path] == ids
+
+
+def _check_polars_and_numpy(root: Path, ns: dict, splits: dict) -> None:
+    import numpy as np
+
+    train = ns["train"]
+    assert train.height == splits["train"] and set(train["split"]) == {"train"}
+    assert ns["X"].shape == (splits["train"], 1280) and ns["X"].dtype == np.float32
+    means = ns["means"]  # one row per class: Smiling, then 1280 mean columns
+    assert means.shape == (2, 1281) and means["Smiling"].to_list() == [False, True]
+    x, y, _ = store.load_xy(root, JOB_FS, "Smiling", "train")
+    np.testing.assert_allclose(means.row(1)[1:], x[y == 1].mean(axis=0), rtol=1e-4, atol=1e-6)
+    # the numpy neighbours are DuckDB's (README's block before this one)
+    duck = _run(4, root)["neighbours"]
+    assert list(train["image_id"].to_numpy()[ns["nearest"]]) == [i for i, _, _ in duck]

@@ -618,6 +618,13 @@ def test_no_titles_overlap_in_headless_chromium(browser):
         first:first + PANELS["accuracy_vs_dimension"]]
     assert len({round(b[1]) for b in dim}) == 1 and len({round(b[0]) for b in dim}) == len(dim)
     assert overlapping_titles(browser) == []
+    # every panel title is one line (a two-line ROC title pushed its panel down): the same
+    # height for all, and the ROC panels of one row start at one height
+    heights = {round(t["box"][3] - t["box"][1]) for t in browser["titles"]
+               if t["tag"] == "div.ptitle"}
+    assert len(heights) == 1, heights
+    roc = [t["box"] for t in browser["titles"] if t["tag"] == "div.ptitle"][:first]
+    assert len({round(b[1]) for b in roc}) == 1
 
 
 def test_full_table_sorts_in_headless_chromium(browser, report):
