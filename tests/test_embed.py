@@ -253,13 +253,13 @@ def test_bad_and_odd_images(vgg, big):
 
 def test_every_forward_pass_has_the_batch_shape(vgg, jpegs, monkeypatch):
     shapes = []
-    real = vgg._forward_one
+    real = vgg._forward.dispatch
 
-    def spy(x, k):
+    def spy(x):
         shapes.append(x.shape)
-        return real(x, k)
+        return real(x)
 
-    monkeypatch.setattr(vgg, "_forward_one", spy)
+    monkeypatch.setattr(vgg._forward, "dispatch", spy)
     res = vgg.embed([*jpegs[:5], b"", jpegs[5]])  # 6 ok -> sub-batches of 4 (3 ok + 1 bad) and 3
     assert res.embeddings.shape[0] == 6
     assert shapes == [(4, 32, 32, 3)] * 2
