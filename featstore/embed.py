@@ -696,7 +696,8 @@ class Embedder:
                     handle = self._dispatch(decoded.images)
                     self.stats.model_s += time.perf_counter() - t
                 late.append((handle, chunk, decoded))
-                while len(late) > 1:  # fetch one batch late: the newest stays in the model
+                while late and (late[0][0] is None or (handle is not None and len(late) > 1)):
+                    # fetch one batch late: the newest dispatched batch stays in the model
                     result = settle()
                     if result is not None:
                         self.stats.wall_s += time.perf_counter() - started
