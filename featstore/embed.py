@@ -66,6 +66,10 @@ class EmbedConfig:
     #: N > 0: a pool of N worker processes (threads did not scale in measurements).
     decode_workers: int = 0
     seed: int = 0
+    #: "cpu" (Pillow, ``decode_workers``) or "gpu": nvJPEG through torchvision where torch
+    #: with CUDA is present, else the CPU after one log line (featstore.gpudecode; unmeasured,
+    #: not the default)
+    decode: str = "cpu"
 
     def __post_init__(self) -> None:
         layers: Any = self.layers
@@ -393,6 +397,8 @@ def _resolve(cfg: EmbedConfig) -> _Resolved:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}")
     if not isinstance(cfg.decode_workers, int) or cfg.decode_workers < 0:
         raise ConfigError(f"decode_workers must be an integer >= 0, got {cfg.decode_workers!r}")
+    if cfg.decode not in ("cpu", "gpu"):
+        raise ConfigError(f"decode must be cpu or gpu, got {cfg.decode!r}")
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     if cfg.pooling not in models.POOLINGS:
@@ -525,7 +531,13 @@ class Embedder:
         # while the next one is padded
         self._pads = [np.zeros((cfg.batch_size, h, w, 3), dtype=np.uint8) for _ in range(2)]
         self._pad_turn = 0
-        self._decoder = DecodePool(r.input_hw, cfg.decode_workers, capacity=cfg.batch_size)
+        self._decoder: Any = None
+        if cfg.decode == "gpu":
+            from featstore import gpudecode
+
+            self._decoder = gpudecode.GpuDecoder.create(r.input_hw)
+        if self._decoder is None:
+            self._decoder = DecodePool(r.input_hw, cfg.decode_workers, capacity=cfg.batch_size)
         self.stats = EmbedStats()
         self.users = 0  # get_embedder calls that got this one (a warm-up's counts)
         logger.info(

@@ -389,7 +389,8 @@ def test_get_embedder_builds_once_per_config():
 # --------------------------------------------------------------------------- import hygiene
 
 
-@pytest.mark.parametrize("module", ["featstore/embed.py", "featstore/models.py"])
+@pytest.mark.parametrize("module", ["featstore/embed.py", "featstore/models.py",
+                                    "featstore/shmring.py", "featstore/gpudecode.py"])
 def test_no_tensorflow_or_spark_imports(module):
     tree = ast.parse((ROOT / module).read_text())
     imported = set()
@@ -487,3 +488,20 @@ def test_the_backend_pass_agrees_with_predict_on_batch(vgg, jpegs):
     for r, g in zip(sync.embed_iter(batches), vgg.embed_iter(batches), strict=True):
         np.testing.assert_array_equal(g.ok_index, r.ok_index)
         np.testing.assert_allclose(g.embeddings, r.embeddings, rtol=1e-5, atol=1e-6)
+
+
+def test_gpu_decode_where_unavailable_falls_back_to_the_cpu_with_one_line(vgg, jpegs, caplog,
+                                                                          monkeypatch):
+    from featstore import gpudecode
+
+    monkeypatch.setattr(gpudecode, "available", lambda: "torch sees no CUDA device")
+    with caplog.at_level("WARNING", logger="featstore.gpudecode"):
+        emb = Embedder(EmbedConfig(**{**VGG.__dict__, "decode": "gpu"}))
+    assert [r.getMessage() for r in caplog.records] == [
+        "decode=gpu unavailable (torch sees no CUDA device): decoding on the CPU"]
+    assert isinstance(emb._decoder, embed.DecodePool)
+    res, ref = emb.embed([*jpegs[:3], b""]), vgg.embed([*jpegs[:3], b""])
+    assert res.errors == ref.errors == [(3, "empty content")]
+    np.testing.assert_allclose(res.embeddings, ref.embeddings, rtol=1e-6, atol=0)
+    with pytest.raises(ConfigError, match="decode must be cpu or gpu"):
+        validate_config(EmbedConfig(**{**VGG.__dict__, "decode": "tpu"}))
