@@ -103,7 +103,7 @@ def embed_cfg(**kw):
 def stub_pyspark() -> None:
     """featstore.udf imports pyspark.accumulators; the GPU machine has no pyspark."""
     try:
-        import pyspark.accumulators  # noqa: F401
+        import pyspark.accumulators
     except ImportError:
         acc = types.ModuleType("pyspark.accumulators")
         acc.AccumulatorParam = object
@@ -237,14 +237,17 @@ def layout(tasks: int, batch: int, workers: int, n_total: int, rows: int = ROWS)
     import queue as queues
 
     got: list = []
+    deadline = time.time() + pick(150, 60)
     while len(got) < tasks:
         try:
             got.append(queue.get(timeout=1))
         except queues.Empty:
-            if sum(p.exitcode not in (None, 0) for p in procs):
+            died = sum(p.exitcode not in (None, 0) for p in procs)
+            if died or time.time() > deadline:
                 for p in procs:
                     p.kill()
-                raise RuntimeError("a task process died (see the log)") from None
+                raise RuntimeError("a task process died (see the log)" if died else
+                                   "the layout ran past its deadline") from None
     for p in procs:
         p.join()
     start, end = min(g[0] for g in got), max(g[1] for g in got)
