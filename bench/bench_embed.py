@@ -165,10 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         for _ in pool.map(chunks[: max(1, args.decode_workers)]):
             pass
         t0 = time.perf_counter()
-        decoded = [d.images for d in pool.map(chunks)]
+        kept: list[np.ndarray] = []  # a few thousand distinct images for the model-only pass
+        n_dec = 0
+        for d in pool.map(chunks):
+            n_dec += len(d.images)
+            if sum(map(len, kept)) < 2048:
+                kept.append(d.images.copy())
+            d.release()  # the shared-memory slot goes back to the decoders
         decode_s = time.perf_counter() - t0
-    images = np.concatenate(decoded)
-    n_dec = len(images)
+    images = np.resize(np.concatenate(kept), (n_dec, h, w, 3))
 
     # model only, uint8 already in memory
     t0 = time.perf_counter()

@@ -21,8 +21,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,8 @@ from PIL import Image
 
 from featstore.decode import MAX_PIXELS, DecodeError, open_rgb
 from featstore.decode import one_line as _one_line
-from featstore.errors import ConfigError
+from featstore.errors import ConfigError, FeatstoreError
+from featstore.shmring import SlotRing
 
 if TYPE_CHECKING:
     import keras
@@ -64,6 +66,10 @@ class EmbedConfig:
     #: N > 0: a pool of N worker processes (threads did not scale in measurements).
     decode_workers: int = 0
     seed: int = 0
+    #: "cpu" (Pillow, ``decode_workers``) or "gpu": nvJPEG through torchvision where torch
+    #: with CUDA is present, else the CPU after one log line (featstore.gpudecode; unmeasured,
+    #: not the default)
+    decode: str = "cpu"
 
     def __post_init__(self) -> None:
         layers: Any = self.layers
@@ -103,21 +109,34 @@ def decode_image(
 
 @dataclass
 class DecodedBatch:
-    """Decoded sub-batch: ``images[i]`` is input position ``ok_index[i]`` (within the chunk)."""
+    """Decoded sub-batch: ``images[i]`` is input position ``ok_index[i]`` (within the chunk).
+
+    From a :class:`DecodePool` of processes, ``images`` is a view into a shared-memory slot:
+    call :meth:`release` once the pixels have been taken (the forward pass has read them); the
+    slot is then written again. Releasing twice, or a batch that owns its array, is a no-op."""
 
     images: np.ndarray
     ok_index: np.ndarray
     errors: list[tuple[int, str]]
     seconds: float
+    on_release: Callable[[], None] | None = None
+
+    def release(self) -> None:
+        fn, self.on_release = self.on_release, None
+        if fn is not None:
+            fn()
 
 
 def decode_batch(
-    contents: Sequence[bytes | None], hw: tuple[int, int], *, max_pixels: int = MAX_PIXELS
+    contents: Sequence[bytes | None], hw: tuple[int, int], *, max_pixels: int = MAX_PIXELS,
+    out: np.ndarray | None = None,
 ) -> DecodedBatch:
-    """Decode a list of image bytes; failures become ``(position, reason)`` entries."""
+    """Decode a list of image bytes; failures become ``(position, reason)`` entries. ``out``:
+    where to write the pixels (at least ``len(contents)`` images; the ok ones first)."""
     t0 = time.perf_counter()
     h, w = hw
-    out = np.empty((len(contents), h, w, 3), dtype=np.uint8)
+    if out is None:
+        out = np.empty((len(contents), h, w, 3), dtype=np.uint8)
     ok: list[int] = []
     errors: list[tuple[int, str]] = []
     for i, data in enumerate(contents):
@@ -130,27 +149,70 @@ def decode_batch(
             errors.append((i, _one_line(f"decode failed: {type(exc).__name__}: {exc}")))
             continue
         ok.append(i)
-    images = out[: len(ok)] if len(ok) < len(contents) else out
+    images = out[: len(ok)] if len(ok) < len(out) else out
     return DecodedBatch(images, np.asarray(ok, dtype=np.int64), errors, time.perf_counter() - t0)
+
+
+def _decode_to_slot(
+    shm_name: str, offset: int, contents: Sequence[bytes | None], hw: tuple[int, int],
+    max_pixels: int,
+) -> tuple[np.ndarray, list[tuple[int, str]], float]:
+    """In a decode worker: decode into a shared-memory slot; only positions and errors return."""
+    from featstore import shmring
+
+    out = shmring.worker_slot(shm_name, offset, len(contents), hw)
+    b = decode_batch(contents, hw, max_pixels=max_pixels, out=out)
+    return b.ok_index, b.errors, b.seconds
+
+
+def _decode_worker_init(parent_pid: int) -> None:
+    from featstore import shmring
+
+    shmring.exit_with_parent(parent_pid)
+
+
+class DecodePoolError(FeatstoreError):
+    """A decode worker process died (killed, out of memory); the pool is reset, usable again."""
 
 
 class DecodePool:
     """Decodes chunks off the calling thread: one background thread (``workers=0``) or a pool
-    of ``workers`` spawned processes (which import numpy and Pillow only)."""
+    of ``workers`` spawned processes (which import numpy and Pillow only).
 
-    def __init__(self, hw: tuple[int, int], workers: int = 0, *, max_pixels: int = MAX_PIXELS):
+    The processes write the pixels into a ring of shared-memory slots (:mod:`featstore.shmring`)
+    and return only positions and errors, so the consumer pays next to nothing per image; each
+    batch :meth:`map` yields then holds a slot until :meth:`DecodedBatch.release`. ``capacity``:
+    the images a slot holds (the largest chunk expected; default: the first chunk's length).
+    Where no slot is free, or /dev/shm is too small, a chunk's pixels come back through the
+    pipe instead (slower, the same values). A worker that dies makes :meth:`map` raise
+    :class:`DecodePoolError` (one line); the pool then starts afresh on its next use. The
+    segment is unlinked by :meth:`close`, and by the resource tracker if this process is killed
+    (the workers exit with their parent)."""
+
+    def __init__(self, hw: tuple[int, int], workers: int = 0, *, max_pixels: int = MAX_PIXELS,
+                 capacity: int | None = None, shared: bool = True):
         if workers < 0:
             raise ConfigError(f"decode_workers must be >= 0, got {workers}")
         self.hw = (int(hw[0]), int(hw[1]))
         self.workers = int(workers)
         self.max_pixels = max_pixels
+        self.capacity = capacity
+        self.shared = shared and self.workers > 0
         self._executor: Executor | None = None
+        self._ring: SlotRing | None = None
+        self._no_ring = False  # /dev/shm too small: said once
         self._lock = threading.Lock()
 
     @property
     def depth(self) -> int:
         """How many chunks to keep in flight to keep every decoder busy."""
         return 2 if self.workers == 0 else self.workers + 2
+
+    @property
+    def slots(self) -> int:
+        """Slots in the ring: the chunks in flight plus two held by the consumer (the batch
+        in the model and the one whose results are fetched one batch late)."""
+        return self.depth + 2
 
     def _get_executor(self) -> Executor:
         with self._lock:
@@ -167,41 +229,94 @@ class DecodePool:
                     # spawn, not fork: the parent holds framework threads (TF/JAX) that a
                     # forked child would inherit in an undefined state.
                     ctx = multiprocessing.get_context("spawn")
-                    self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx)
+                    self._executor = ProcessPoolExecutor(
+                        self.workers, mp_context=ctx, initializer=_decode_worker_init,
+                        initargs=(os.getpid(),))
                     logger.info("started %d decode processes", self.workers)
             return self._executor
 
+    def _get_ring(self, n: int) -> SlotRing | None:
+        """The ring, made (or remade bigger, when no slot is out) for chunks of ``n`` images."""
+        if not self.shared or self._no_ring:
+            return None
+        ring = self._ring
+        if ring is not None and (ring.capacity >= n or ring.free < ring.slots):
+            return ring if ring.capacity >= n else None
+        if ring is not None:
+            ring.close()
+        self._ring = SlotRing.create(self.slots, max(n, self.capacity or 0), self.hw)
+        self._no_ring = self._ring is None
+        return self._ring
+
     def submit(self, contents: Sequence[bytes | None]) -> Future[DecodedBatch]:
+        """One chunk through the pipe (its pixels pickled back)."""
         return self._get_executor().submit(
             decode_batch, list(contents), self.hw, max_pixels=self.max_pixels
         )
 
+    def _submit(self, contents: Sequence[bytes | None]) -> tuple[Future[Any], int | None]:
+        ring = self._get_ring(len(contents))
+        slot = ring.acquire() if ring is not None else None
+        if ring is None or slot is None:
+            return self.submit(contents), None
+        try:
+            fut = self._get_executor().submit(_decode_to_slot, ring.name, slot * ring.slot_bytes,
+                                              list(contents), self.hw, self.max_pixels)
+        except BaseException:
+            ring.release(slot)
+            raise
+        return fut, slot
+
+    def _collect(self, fut: Future[Any], slot: int | None) -> DecodedBatch:
+        if slot is None:
+            return fut.result()
+        ring = self._ring
+        assert ring is not None
+        ok, errors, seconds = fut.result()
+        return DecodedBatch(ring.view(slot, len(ok)), ok, errors, seconds,
+                            functools.partial(ring.release, slot))
+
     def map(self, chunks: Iterable[Sequence[bytes | None]]) -> Iterator[DecodedBatch]:
         """Decode chunks in order, keeping :attr:`depth` of them in flight."""
-        pending: deque[Future[DecodedBatch]] = deque()
+        pending: deque[tuple[Future[Any], int | None]] = deque()
         it = iter(chunks)
         try:
             for chunk in it:
-                pending.append(self.submit(chunk))
+                pending.append(self._submit(chunk))
                 if len(pending) >= self.depth:
-                    yield pending.popleft().result()
+                    yield self._collect(*pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield self._collect(*pending.popleft())
+        except BrokenProcessPool:
+            pending.clear()
+            self.close()
+            raise DecodePoolError("a decode worker process died (killed or out of memory); "
+                                  "the decode pool was reset") from None
         finally:
-            for fut in pending:
+            ring = self._ring
+            for fut, slot in pending:
                 fut.cancel()
+                if slot is not None and ring is not None:  # given back once the worker is done
+                    fut.add_done_callback(functools.partial(_release_later, ring, slot))
 
     def close(self) -> None:
         with self._lock:
             if self._executor is not None:
                 self._executor.shutdown(wait=True, cancel_futures=True)
                 self._executor = None
+            if self._ring is not None:
+                self._ring.close()
+                self._ring = None
 
     def __enter__(self) -> DecodePool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _release_later(ring: SlotRing, slot: int, _fut: Future[Any]) -> None:
+    ring.release(slot)
 
 
 # --------------------------------------------------------------------------- results
@@ -282,6 +397,8 @@ def _resolve(cfg: EmbedConfig) -> _Resolved:
         raise ConfigError(f"batch_size must be a positive integer, got {cfg.batch_size!r}")
     if not isinstance(cfg.decode_workers, int) or cfg.decode_workers < 0:
         raise ConfigError(f"decode_workers must be an integer >= 0, got {cfg.decode_workers!r}")
+    if cfg.decode not in ("cpu", "gpu"):
+        raise ConfigError(f"decode must be cpu or gpu, got {cfg.decode!r}")
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     if cfg.pooling not in models.POOLINGS:
@@ -410,8 +527,17 @@ class Embedder:
         )
         self._dim = int(self.model.output.shape[-1])
         h, w = r.input_hw
-        self._pad = np.zeros((cfg.batch_size, h, w, 3), dtype=np.uint8)
-        self._decoder = DecodePool(r.input_hw, cfg.decode_workers)
+        # two padding buffers: a padded batch may still be in the model (one batch late)
+        # while the next one is padded
+        self._pads = [np.zeros((cfg.batch_size, h, w, 3), dtype=np.uint8) for _ in range(2)]
+        self._pad_turn = 0
+        self._decoder: Any = None
+        if cfg.decode == "gpu":
+            from featstore import gpudecode
+
+            self._decoder = gpudecode.GpuDecoder.create(r.input_hw)
+        if self._decoder is None:
+            self._decoder = DecodePool(r.input_hw, cfg.decode_workers, capacity=cfg.batch_size)
         self.stats = EmbedStats()
         self.users = 0  # get_embedder calls that got this one (a warm-up's counts)
         logger.info(
@@ -467,28 +593,49 @@ class Embedder:
 
     def warmup(self) -> None:
         """One forward pass on zeros: traces/compiles now rather than on the first real batch.
-        Where the forward pass takes any batch size (:attr:`_traced`) the pass is on one image:
-        the trace and the graph's optimization without a whole batch of compute."""
+        Where the forward pass takes any batch size (TensorFlow's traced pass) the pass is on
+        one image: the trace and the graph's optimization without a whole batch of compute."""
         t0 = time.perf_counter()
-        rows = 1 if self._traced is not None else self.config.batch_size
-        self._forward_one(self._pad[:rows], rows)
-        logger.info("warm-up forward pass (%d rows) %.2fs", rows, time.perf_counter() - t0)
+        rows = 1 if self._forward.any_batch else self.config.batch_size
+        self._forward_one(self._pads[0][:rows], rows)
+        logger.info("warm-up forward pass (%d rows, %s) %.2fs", rows, self._forward.name,
+                    time.perf_counter() - t0)
 
     @functools.cached_property
-    def _traced(self) -> Any:
-        """The forward pass over any batch size (:func:`featstore.forward.any_batch_forward`:
-        TensorFlow without XLA), else ``None``: ``predict_on_batch`` on batches of one shape."""
+    def _forward(self) -> Any:
+        """The backend's forward pass (:func:`featstore.forward.make_forward`): dispatched
+        now, fetched one batch later."""
         from featstore import forward
 
-        return forward.any_batch_forward(self.model, self._input_hw)
+        return forward.make_forward(self.model, self._input_hw)
+
+    @property
+    def _traced(self) -> Any:
+        """TensorFlow's traced ``tf.function`` where the pass is one, else ``None``."""
+        return self._forward.traced
+
+    def _dispatch(self, images: np.ndarray) -> Any:
+        """Start the forward pass of up to ``batch_size`` images (padded to the batch shape:
+        one compiled shape); returns the handle :meth:`_fetch` takes."""
+        k, bs = len(images), self.config.batch_size
+        if k < bs:
+            pad = self._pads[self._pad_turn]
+            self._pad_turn ^= 1
+            pad[:k] = images
+            pad[k:] = 0
+            images = pad
+        self.stats.forward_calls += 1
+        return self._forward.dispatch(images)
+
+    def _fetch(self, handle: Any, k: int) -> np.ndarray:
+        return self._forward.fetch(handle)[:k]
 
     def _forward_one(self, images: np.ndarray, k: int) -> np.ndarray:
-        traced = self._traced
-        y = traced(images) if traced is not None else self.model.predict_on_batch(images)
-        return np.asarray(y, dtype=np.float32)[:k]
+        return self._forward.fetch(self._forward.dispatch(images))[:k]
 
     def embed_arrays(self, images: np.ndarray) -> np.ndarray:
-        """Model only: ``uint8 (n, h, w, 3)`` already decoded -> ``float32 (n, dim)``."""
+        """Model only: ``uint8 (n, h, w, 3)`` already decoded -> ``float32 (n, dim)`` (batch
+        ``k+1`` dispatched before batch ``k`` is fetched, as in :meth:`embed_iter`)."""
         images = np.asarray(images)
         h, w = self._input_hw
         if images.ndim != 4 or images.shape[1:] != (h, w, 3):
@@ -499,15 +646,15 @@ class Embedder:
         bs = self.config.batch_size
         n = len(images)
         out = np.empty((n, self._dim), dtype=np.float32)
+        late: deque[tuple[Any, int, int]] = deque()
         for i in range(0, n, bs):
             sub = images[i : i + bs]
-            k = len(sub)
-            if k < bs:  # same shape every call: no recompilation on jitted backends
-                self._pad[:k] = sub
-                self._pad[k:] = 0
-                sub = self._pad
-            out[i : i + k] = self._forward_one(sub, k)
-            self.stats.forward_calls += 1
+            late.append((self._dispatch(sub), i, len(sub)))
+            if len(late) > 1:
+                handle, j, k = late.popleft()
+                out[j : j + k] = self._fetch(handle, k)
+        for handle, j, k in late:
+            out[j : j + k] = self._fetch(handle, k)
         self.stats.model_s += time.perf_counter() - t0
         return out
 
@@ -519,12 +666,33 @@ class Embedder:
         return result
 
     def embed_iter(self, batches: Iterable[Sequence[bytes | None]]) -> Iterator[EmbedResult]:
-        """One :class:`EmbedResult` per input batch, in order. Decoding runs ahead of the model
-        (into the next batch), so it reads the next batch from ``batches`` before yielding."""
+        """One :class:`EmbedResult` per input batch, in order, from one pipeline over all of
+        them: decoding runs ahead of the model (into the next batches, so it reads from
+        ``batches`` before yielding), and each sub-batch's forward pass is fetched only after
+        the next one was dispatched, also across input batches: a batch's result is yielded
+        while the next batch's first sub-batch is in the model. Call it once over a stream
+        (a task's Arrow batches), not once per batch: each call drains the pipeline at its end."""
         started = time.perf_counter()
         acc = _Acc()
         meta: deque[_Chunk] = deque()
+        late: deque[tuple[Any, _Chunk, DecodedBatch]] = deque()
         decoded_iter = self._decoder.map(self._chunks(batches, meta))
+
+        def settle() -> EmbedResult | None:
+            nonlocal acc
+            handle, chunk, decoded = late.popleft()
+            if handle is not None:
+                t = time.perf_counter()
+                acc.embeddings.append(self._fetch(handle, len(decoded.ok_index)))
+                self.stats.model_s += time.perf_counter() - t
+            decoded.release()  # the pixels are in the model's hands: the slot is free
+            acc.ok_index.append(decoded.ok_index + chunk.start)
+            acc.errors.extend((i + chunk.start, why) for i, why in decoded.errors)
+            if not chunk.last:
+                return None
+            result, acc = self._finish(acc, chunk), _Acc()
+            return result
+
         try:
             while True:
                 t0 = time.perf_counter()
@@ -534,17 +702,28 @@ class Embedder:
                     break
                 chunk = meta.popleft()
                 self.stats.decode_s += decoded.seconds
-                if len(decoded.images):
-                    acc.embeddings.append(self.embed_arrays(decoded.images))
-                acc.ok_index.append(decoded.ok_index + chunk.start)
-                acc.errors.extend((i + chunk.start, why) for i, why in decoded.errors)
-                if chunk.last:
-                    result = self._finish(acc, chunk)
-                    acc = _Acc()
+                handle = None
+                if len(decoded.ok_index):
+                    t = time.perf_counter()
+                    handle = self._dispatch(decoded.images)
+                    self.stats.model_s += time.perf_counter() - t
+                late.append((handle, chunk, decoded))
+                while late and (late[0][0] is None or (handle is not None and len(late) > 1)):
+                    # fetch one batch late: the newest dispatched batch stays in the model
+                    result = settle()
+                    if result is not None:
+                        self.stats.wall_s += time.perf_counter() - started
+                        yield result
+                        started = time.perf_counter()
+            while late:
+                result = settle()
+                if result is not None:
                     self.stats.wall_s += time.perf_counter() - started
                     yield result
                     started = time.perf_counter()
         finally:
+            for _, _, decoded in late:
+                decoded.release()
             decoded_iter.close()
             self.stats.wall_s += time.perf_counter() - started
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from featstore import embed, models
+from featstore import embed, forward, models
 from featstore.embed import DecodeError, EmbedConfig, Embedder, decode_image, validate_config
 from featstore.errors import ConfigError
 
@@ -253,13 +253,13 @@ def test_bad_and_odd_images(vgg, big):
 
 def test_every_forward_pass_has_the_batch_shape(vgg, jpegs, monkeypatch):
     shapes = []
-    real = vgg._forward_one
+    real = vgg._forward.dispatch
 
-    def spy(x, k):
+    def spy(x):
         shapes.append(x.shape)
-        return real(x, k)
+        return real(x)
 
-    monkeypatch.setattr(vgg, "_forward_one", spy)
+    monkeypatch.setattr(vgg._forward, "dispatch", spy)
     res = vgg.embed([*jpegs[:5], b"", jpegs[5]])  # 6 ok -> sub-batches of 4 (3 ok + 1 bad) and 3
     assert res.embeddings.shape[0] == 6
     assert shapes == [(4, 32, 32, 3)] * 2
@@ -389,7 +389,8 @@ def test_get_embedder_builds_once_per_config():
 # --------------------------------------------------------------------------- import hygiene
 
 
-@pytest.mark.parametrize("module", ["featstore/embed.py", "featstore/models.py"])
+@pytest.mark.parametrize("module", ["featstore/embed.py", "featstore/models.py",
+                                    "featstore/shmring.py"])
 def test_no_tensorflow_or_spark_imports(module):
     tree = ast.parse((ROOT / module).read_text())
     imported = set()
@@ -439,3 +440,68 @@ print("ok")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+class _Deferred(forward.Forward):
+    """A forward pass that reads its input only when fetched, as an asynchronous device may:
+    what the pipeline hands it must stay untouched until it fetches (pads, shared-memory
+    slots). It records the order of dispatches and fetches."""
+
+    def __init__(self, fn, log):
+        super().__init__(fn)
+        self.log = log
+
+    def dispatch(self, x):
+        self.log.append("dispatch")
+        return x  # a reference, not a copy
+
+    def fetch(self, handle):
+        self.log.append("fetch")
+        return np.asarray(self._fn(handle), dtype=np.float32)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_overlapped_pass_gives_what_the_synchronous_one_gives(jpegs, workers):
+    cfg = EmbedConfig(**{**VGG.__dict__, "decode_workers": workers})
+    batches = [jpegs[:3], [], [jpegs[3], None, *jpegs[4:7], b"junk", *jpegs[:4]], jpegs[5:]]
+    with Embedder(cfg) as sync, Embedder(cfg) as late:
+        sync._forward = forward.make_forward(sync.model, sync.input_hw, mode="sync")
+        log: list[str] = []
+        late._forward = _Deferred(late.model.predict_on_batch, log)
+        ref = list(sync.embed_iter(batches))
+        got = list(late.embed_iter(batches))
+    # one batch late: every fetch but the last follows the next dispatch
+    assert log[:3] == ["dispatch", "dispatch", "fetch"] and log[-2:] == ["fetch", "fetch"]
+    assert log.count("dispatch") == log.count("fetch") == sync.stats.forward_calls
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_array_equal(g.ok_index, r.ok_index)
+        assert g.errors == r.errors
+        np.testing.assert_array_equal(g.embeddings, r.embeddings)  # same path, same shapes
+
+
+def test_the_backend_pass_agrees_with_predict_on_batch(vgg, jpegs):
+    """The backend's own pass (TensorFlow: the traced function; JAX: jit, async dispatch)
+    against predict_on_batch: other code paths, so agreement to float32 rounding."""
+    sync = Embedder(VGG)
+    sync._forward = forward.make_forward(sync.model, sync.input_hw, mode="sync")
+    batches = [jpegs, jpegs[:2]]
+    for r, g in zip(sync.embed_iter(batches), vgg.embed_iter(batches), strict=True):
+        np.testing.assert_array_equal(g.ok_index, r.ok_index)
+        np.testing.assert_allclose(g.embeddings, r.embeddings, rtol=1e-5, atol=1e-6)
+
+
+def test_gpu_decode_where_unavailable_falls_back_to_the_cpu_with_one_line(vgg, jpegs, caplog,
+                                                                          monkeypatch):
+    from featstore import gpudecode
+
+    monkeypatch.setattr(gpudecode, "available", lambda: "torch sees no CUDA device")
+    with caplog.at_level("WARNING", logger="featstore.gpudecode"):
+        emb = Embedder(EmbedConfig(**{**VGG.__dict__, "decode": "gpu"}))
+    assert [r.getMessage() for r in caplog.records] == [
+        "decode=gpu unavailable (torch sees no CUDA device): decoding on the CPU"]
+    assert isinstance(emb._decoder, embed.DecodePool)
+    res, ref = emb.embed([*jpegs[:3], b""]), vgg.embed([*jpegs[:3], b""])
+    assert res.errors == ref.errors == [(3, "empty content")]
+    np.testing.assert_allclose(res.embeddings, ref.embeddings, rtol=1e-6, atol=0)
+    with pytest.raises(ConfigError, match="decode must be cpu or gpu"):
+        validate_config(EmbedConfig(**{**VGG.__dict__, "decode": "tpu"}))

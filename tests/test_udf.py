@@ -103,3 +103,43 @@ def test_a_background_job_that_finished_keeps_its_result(spark):
     job._thread.join(60)
     assert job.stop() is True
     assert job.result == [1, 2, 3] and job.error is None
+
+
+def test_a_task_is_one_stream_through_decode_and_model(monkeypatch):
+    """The UDF body calls ``embed_iter`` once over the task's Arrow batches, and a batch's rows
+    leave while the next batch's first sub-batch is already in the model (no drain)."""
+    import numpy as np
+    import pandas as pd
+
+    from featstore import embed
+    from tests.test_embed import VGG, jpeg
+
+    emb = embed.Embedder(VGG)  # batch_size 4
+    events: list[str] = []
+    dispatch, embed_iter = emb._forward.dispatch, emb.embed_iter
+
+    def spy_dispatch(x):
+        events.append("model")
+        return dispatch(x)
+
+    calls = []
+
+    def spy_iter(batches):
+        calls.append(1)
+        return embed_iter(batches)
+
+    monkeypatch.setattr(emb._forward, "dispatch", spy_dispatch)
+    monkeypatch.setattr(emb, "embed_iter", spy_iter)
+    monkeypatch.setattr(embed, "get_embedder", lambda cfg, sha=None, **kw: emb)
+    images = [jpeg(i) for i in range(12)]
+    batches = [pd.Series(images[i : i + 4]) for i in (0, 4, 8)]
+    frames = []
+    for frame in udf.embed_batches(VGG, iter(batches)):
+        events.append("rows")
+        frames.append(frame)
+    assert calls == [1]
+    assert events == ["model", "model", "rows", "model", "rows", "rows"]
+    for batch, frame in zip(batches, frames):  # the same shapes (4 rows): the same bits
+        ref = emb.embed(list(batch)).embeddings
+        np.testing.assert_array_equal(np.stack(frame["embedding"].to_list()), ref)
+        assert frame["error"].isna().all()

@@ -11,4 +11,5 @@ spark-submit \
   --num-executors "${NUM_GPUS:-4}" \
   --files conf/cluster-gpu/get_gpus_resources.sh \
   jobs/extract.py --config conf/celeba.yaml --store "$STORE" \
-  --model vgg16 --layers block5_pool --pooling avg --input-size native --precision bfloat16
+  --model vgg16 --layers block5_pool --pooling avg --input-size native --precision bfloat16 \
+  --batch-size 256 --set extract.decode_workers=0

@@ -1,0 +1,146 @@
+"""featstore.embed.DecodePool with worker processes: pixels through the shared-memory ring
+(featstore.shmring), in order, errors per image, a killed worker, a killed consumer, and no
+segment left behind in /dev/shm."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featstore import shmring
+from featstore.embed import DecodePool, DecodePoolError, decode_batch
+from tests.test_embed import jpeg
+
+ROOT = Path(__file__).resolve().parents[1]
+HW = (24, 20)
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(shmring.SHM_DIR), reason="no /dev/shm")
+
+
+@pytest.fixture(scope="module")
+def chunks() -> list[list[bytes | None]]:
+    good = [jpeg(i) for i in range(6)]
+    return [good[:4], [good[4], b"", None, good[5]], [b"junk"], good[2:5], []]
+
+
+def expected(chunk):
+    return decode_batch(chunk, HW)
+
+
+def test_pool_gives_the_pixels_positions_and_errors_in_order(chunks):
+    with DecodePool(HW, 2, capacity=4) as pool:
+        got = []
+        for batch in pool.map(chunks):
+            got.append((batch.images.copy(), batch.ok_index, batch.errors))
+            assert not batch.images.flags.owndata or len(batch.images) == 0  # a view of a slot
+            batch.release()
+        name = pool._ring.name
+        assert os.path.exists(os.path.join(shmring.SHM_DIR, name))
+    assert len(got) == len(chunks)
+    for chunk, (images, ok, errors) in zip(chunks, got):
+        ref = expected(chunk)
+        np.testing.assert_array_equal(images, ref.images)  # the same decoder: the same bytes
+        np.testing.assert_array_equal(ok, ref.ok_index)
+        assert errors == ref.errors
+    assert got[1][2] == [(1, "empty content"), (2, "missing content (null)")]
+    assert got[2][2] == [(0, "not an image (cannot identify)")]
+    assert not os.path.exists(os.path.join(shmring.SHM_DIR, name))
+    assert shmring.segments(os.getpid()) == []
+
+
+def test_unreleased_batches_fall_back_to_the_pipe(chunks):
+    many = [c for _ in range(4) for c in chunks[:2]]  # more chunks than slots, none released
+    with DecodePool(HW, 2, capacity=4) as pool:
+        held = list(pool.map(many))
+        assert pool._ring.free == 0
+        for chunk, batch in zip(many, held):
+            np.testing.assert_array_equal(batch.images, expected(chunk).images)
+        through_pipe = [b for b in held if b.on_release is None]
+        assert len(through_pipe) == len(many) - pool.slots
+    assert shmring.segments(os.getpid()) == []
+
+
+def test_a_bigger_chunk_gets_a_bigger_ring_when_no_slot_is_out(chunks):
+    with DecodePool(HW, 1) as pool:  # capacity from the first chunk: 1 image
+        for chunk in (chunks[2], chunks[0]):
+            (batch,) = pool.map([chunk])
+            np.testing.assert_array_equal(batch.images, expected(chunk).images)
+            assert batch.on_release is not None  # through a slot
+            batch.release()
+        assert pool._ring.capacity == 4
+    assert shmring.segments(os.getpid()) == []
+
+
+def test_a_killed_worker_raises_one_line_and_the_pool_starts_afresh(chunks):
+    good = chunks[0]
+    pool = DecodePool(HW, 2, capacity=4)
+
+    def feed():
+        yield good
+        for pid, proc in list(pool._executor._processes.items()):  # every worker, so no
+            os.kill(pid, signal.SIGKILL)  # later chunk can be decoded by a survivor
+            proc.join()
+        for _ in range(20):
+            yield good
+
+    try:
+        seen = 0
+        with pytest.raises(DecodePoolError, match="decode worker process died"):
+            for batch in pool.map(feed()):
+                batch.release()
+                seen += 1
+        assert seen < 21
+        assert pool._executor is None and pool._ring is None
+        assert shmring.segments(os.getpid()) == []  # the ring went with the broken pool
+        # the same pool works again
+        again = list(pool.map([good, chunks[1]]))
+        np.testing.assert_array_equal(again[1].images, expected(chunks[1]).images)
+        for b in again:
+            b.release()
+    finally:
+        pool.close()
+    assert shmring.segments(os.getpid()) == []
+
+
+KILLED_CONSUMER = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from featstore.embed import DecodePool
+from tests.test_embed import jpeg
+pool = DecodePool((24, 20), 2, capacity=4)
+it = pool.map([[jpeg(0), jpeg(1)]] * 6)
+next(it)
+pids = ",".join(str(p) for p in pool._executor._processes)
+print(pool._ring.name, pids, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_killed_consumer_leaves_no_segment_and_no_worker():
+    proc = subprocess.run([sys.executable, "-c", KILLED_CONSUMER, str(ROOT)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    name, pids = proc.stdout.split()
+    path = os.path.join(shmring.SHM_DIR, name)
+    workers = [int(p) for p in pids.split(",")]
+    deadline = time.monotonic() + 30  # the workers see their parent gone within 0.5 s, then
+    while time.monotonic() < deadline and (os.path.exists(path)  # the tracker unlinks
+                                           or any(map(_alive, workers))):
+        time.sleep(0.2)
+    assert not os.path.exists(path)
+    assert not any(map(_alive, workers))
