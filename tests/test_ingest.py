@@ -79,7 +79,10 @@ def test_labels_table_matches_attribute_file(spark, celeba_src, tmp_path):
     st = tmp_path / "store"
     assert _ingest(spark, st, celeba_src) == 0
     labels = pq.read_table(st / "labels").to_pandas().set_index("image_id")
-    assert labels.shape == (N, 41)  # split + 40 attributes
+    assert labels.shape == (N, 42)  # split + identity + 40 attributes
+    ident = dict(line.split() for line in (celeba_src / "identity_CelebA.txt").read_text()
+                 .splitlines())
+    assert {i: str(v) for i, v in labels["identity"].items()} == ident
     lines = (celeba_src / "list_attr_celeba.txt").read_bytes().split(b"\r\n")
     names = lines[1].decode().split()
     for line in lines[2:5]:
@@ -180,7 +183,8 @@ def test_folder_source(spark, tmp_path):
                          spark=spark)
     assert rc == 0
     labels = pq.read_table(st / "labels").to_pandas()
-    assert list(labels.columns) == ["image_id", "split", "daisy", "rose", "tulip"]
+    assert list(labels.columns) == ["image_id", "split", "identity", "daisy", "rose", "tulip"]
+    assert labels["identity"].isna().all()  # a folder source knows no people
     assert len(labels) == 18
     assert labels.loc[labels.image_id == "rose/3.jpg", ["daisy", "rose", "tulip"]].values.tolist() \
         == [[False, True, False]]
