@@ -94,6 +94,6 @@ def _path(lines: list[str], hits: list[int]) -> str | None:
         found = [p for p in _PATH.findall(lines[i]) if not p.startswith("/tmp/spark-")
                  and p.count("/") > 1 and not p.endswith((".py", ".jar", ".java"))]
         if found:
-            return found[-1]
+            return found[-1].rstrip(".")  # "... to file:/x/out." ends a sentence
     return None
 

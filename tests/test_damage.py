@@ -179,8 +179,8 @@ def test_a_full_disk_is_one_line_naming_the_cause_and_the_path(spark, job_store,
         assert cli_main(["reduce", "--store", str(root), "--feature-set", JOB_FS, "--dims",
                          "4", "--overwrite"], spark=None) == 2
         lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-        assert len(lines) == 1 and "No space left on device" in lines[0]
-        assert str(root) in lines[0]
+        assert len(lines) == 1 and "No space left on device" in lines[0], lines
+        assert str(root) in lines[0] and "nothing was started" in lines[0]
         # Spark's own write failing on the full disk: the cause chain walked to its root
         out = mnt / "out"
         exc_seen = []
@@ -197,7 +197,7 @@ def test_a_full_disk_is_one_line_naming_the_cause_and_the_path(spark, job_store,
         assert run_guarded(job) == 3
         lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(lines) == 1, lines
-        assert "No space left on device" in lines[0] and str(out) in lines[0], lines[0]
+        assert f"No space left on device: {out}" in lines[0], lines[0]
         assert str(out) in root_cause(exc_seen[0])
 
 
