@@ -606,11 +606,16 @@ def recover(layout: Layout, tid: str, *, locked: bool = False) -> bool:
         lock.release()
 
 
+#: marks the staging folder of a resumable writer (extract): kept across a failure
+RESUMABLE = ".resumable"
+
+
 def _debris(layout: Layout, tid: str, keep: Path | None = None) -> list[Path]:
     """What dead jobs left of table ``tid``: journal temporaries (a kill inside
     :func:`write_json`) and staging folders that no commit or resume can use: those whose
     ``meta`` folder is gone (a commit that finished its renames but was killed before its
-    cleanup, a removal). A killed resumable writer's staging keeps its ``meta`` and stays."""
+    cleanup, a removal), and those of a killed writer that does not resume. A killed resumable
+    writer's staging (marked :data:`RESUMABLE`, its ``meta`` in place) stays for its re-run."""
     out: list[Path] = []
     journals = layout.meta / "journal"
     if journals.is_dir():
@@ -618,7 +623,8 @@ def _debris(layout: Layout, tid: str, keep: Path | None = None) -> list[Path]:
     if layout.staging.is_dir():
         mine = re.compile(rf"^{re.escape(_safe(tid))}-[0-9a-f]{{12}}$")
         out += [e for e in sorted(layout.staging.iterdir())
-                if mine.match(e.name) and e != keep and not (e / "meta").is_dir()]
+                if mine.match(e.name) and e != keep
+                and not ((e / "meta").is_dir() and (e / RESUMABLE).is_file())]
     return out
 
 
@@ -713,6 +719,8 @@ class TableWriter:
                 shutil.rmtree(self.staging)
             for d in (self.data, self.errors, self.meta):
                 d.mkdir(parents=True, exist_ok=True)
+            if self.resume_key:
+                (self.staging / RESUMABLE).touch()
         except BaseException:
             self.lock.release()
             raise
