@@ -86,13 +86,17 @@ def run(args: list[str], *, kill_after: float | None = None) -> tuple[int | None
 
 
 def run_text(args: list[str]) -> tuple[int, str]:
-    """Run ``featstore ARGS`` to the end: (exit code, the last line of stderr)."""
+    """Run ``featstore ARGS`` to the end: (exit code, the last line of stderr; on success, the
+    count of Java stack-trace lines it printed, which should be none)."""
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
            "PYSPARK_DRIVER_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
     spark = [] if args[0] in ("ls", "describe", "retrieve") else ["--master", "local[2]"]
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", *args, *spark], cwd=REPO, env=env,
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("featstore:")]
+    if proc.returncode in (0, 1):
+        traces = sum(1 for ln in proc.stderr.splitlines() if ln.startswith("\tat "))
+        return proc.returncode, f"{traces} Java trace lines"
     return proc.returncode, lines[-1] if lines else ""
 
 
@@ -146,8 +150,9 @@ def damage_campaign(ref_store: Path, work: Path, rng: random.Random) -> bool:
                 print(f"  {kind} {stage}: {line}")
         after = {t["id"]: t["manifest"]["created"] for t in store.list_tables(st)}
         derived = "none" if after == before else "COMMITTED"
-        rc, _ = run_text(["extract", "--store", str(st), *MODEL, "--overwrite"])
+        rc, traces = run_text(["extract", "--store", str(st), *MODEL, "--overwrite"])
         rc_check, _ = run_text(["describe", str(st), FS, "--check"])
+        print(f"  {kind}: extract --overwrite exit {rc}, {traces} on the console")
         repaired = rc in (0, 1) and rc_check == 0
         ls_rc = codes.pop("ls")
         ls_text = f"{ls_rc} (a)" if kind == "flip" else str(ls_rc)

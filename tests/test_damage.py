@@ -122,6 +122,18 @@ def test_extract_over_a_damaged_set_refuses_then_repairs_with_overwrite(spark, c
     assert cli_main(["describe", root, PCA]) == 0
     assert f"STALE: derived from a version that no longer exists: {JOB_FS}" in \
         capsys.readouterr().out
+    # the PCA set re-derived: now the results fitted on its old version are the stale ones
+    assert cli_main(["reduce", "--store", root, "--feature-set", JOB_FS, "--dims", "4"],
+                    spark=spark) == 0
+    capsys.readouterr()
+    assert cli_main(["ls", root]) == 0
+    rows = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["results"].endswith(f"STALE: derived from {PCA} (replaced since)")
+    assert rows[PCA].endswith("  ok")
+    from featstore.report import replaced_rows
+
+    assert f"2 rows of {PCA} (replaced since)" in replaced_rows(store.Layout(root),
+                                                                store.read_results(root))
 
 
 # ---------------------------------------------------------------- ls
