@@ -33,7 +33,15 @@ the manifest (rows per file and split, a sha256 per data file, a content fingerp
 beside the data, a journal names the renames, and the renames then put data, errors and metadata
 in place (old versions moved aside, deleted last). A table is committed when its manifest
 exists; until a re-write commits, the old table stays readable. A killed commit is finished by
-the next writer or reader of that table (the journal makes every step idempotent).
+the next writer or reader of that table (the journal makes every step idempotent), and what a
+killed job left (a journal temporary, staging no re-run can use, a dead holder's lock) is
+removed by the next writer or reader of that table (:func:`tidy`).
+
+Damage stays where it happened: a stage verifies the table it derives from (every file's sha256
+against the manifest, :func:`verify_table`), a table a stage would rebuild or skip as done is
+verified the same way (:func:`existing_output`), and ``featstore ls`` checks every table's files
+by a listing and stats (:func:`check_files` with ``footers=False``) and marks a derived table
+whose input changed since (:func:`stale_inputs`).
 
 Where the store lives: a directory of a POSIX file system that the driver and every executor see
 at the same path (local disk in local mode; NFS, Lustre, EFS, a FUSE mount of object storage on a
