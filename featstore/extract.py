@@ -145,9 +145,12 @@ def preflight(cfg: ExtractConfig, store_path: str
     if cfg.feature_set:
         store.check_name(cfg.feature_set)
     layout = store.open_store(store_path)
-    images_manifest = store.require_committed(layout, "images")
+    images_manifest = store.verify_table(layout, "images",
+                                         store.require_committed(layout, "images"))
     info = check_config(embed_config(cfg))  # one clear line for bad model / layer / weights
     name = store.check_name(cfg.feature_set or default_name(info, cfg))
+    # a damaged feature set of that name stops the run (or is repaired, with --overwrite)
+    store.existing_output(layout, store.features_id(name), overwrite=cfg.overwrite)
     return layout, images_manifest, info, name
 
 
@@ -175,7 +178,7 @@ def plan_extract(cfg: ExtractConfig, store_path: str) -> ExtractPlan:
     :func:`_plan_chunks`) and what the store already holds under that feature-set name."""
     layout, images_manifest, info, name = preflight(cfg, store_path)
     chunks = _plan_chunks(layout, images_manifest, cfg.chunk_rows)
-    existing = store.read_manifest(layout, store.features_id(name))
+    existing = store.existing_output(layout, store.features_id(name), overwrite=cfg.overwrite)
     prefix = store.features_id(name).replace("/", "__")
     staged = sum(1 for d in layout.staging.glob(f"{prefix}-*") if d.is_dir()
                  for done in d.glob("chunks/chunk-*/_SUCCESS")
@@ -208,7 +211,7 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     cpu_threads = task_cpu_threads(spark, cfg.cpu_threads)
     tid = store.features_id(name)
     run_key = _run_key(images_manifest, info, cfg.seed)
-    existing = store.read_manifest(layout, tid)
+    existing = store.existing_output(layout, tid, overwrite=cfg.overwrite)
     if existing is not None and not cfg.overwrite and existing.get("run_key") in (
             run_key, _run_key(images_manifest, info, cfg.seed, existing.get("dim"))):
         logger.info("feature set %s is already committed with these settings; nothing to do", name)

@@ -135,9 +135,9 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
 
     if layout.root.exists():
         store.check_layout(layout)
-        current = store.read_manifest(layout, "images")
+        current = store.existing_output(layout, "images", overwrite=cfg.overwrite)
         if current is not None and current.get("input_fingerprint") == fp and not cfg.overwrite:
-            if store.read_manifest(layout, "labels") is not None:
+            if store.existing_output(layout, "labels", overwrite=False) is not None:
                 logger.info("store %s already holds this input (fingerprint %s); nothing to do",
                             layout.root, fp[:12])
                 return IngestSummary(

@@ -159,7 +159,7 @@ def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
     if not cfg.feature_set:
         raise ConfigError("reduce needs a source feature set (--feature-set NAME)")
     source = store.check_name(cfg.feature_set)
-    manifest = store.check_feature_set(layout.root, source)
+    manifest = store.check_feature_set(layout.root, source, checksums=True)  # a verified read
     source_dir = layout.features(source)
     try:
         dim = int(manifest["dim"])
@@ -190,7 +190,8 @@ def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
     run_key = _run_key(manifest)
     done: dict[int, dict[str, Any]] = {}
     for k in dims:
-        existing = store.read_manifest(layout, store.features_id(output_name(source, k)))
+        existing = store.existing_output(layout, store.features_id(output_name(source, k)),
+                                         overwrite=cfg.overwrite)
         if existing is not None and existing.get("run_key") == run_key and not cfg.overwrite:
             done[k] = existing
     todo = tuple(k for k in dims if k not in done)

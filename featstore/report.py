@@ -1428,6 +1428,26 @@ def _choose_color(store_path: str | os.PathLike[str], summary: pd.DataFrame,
     return known[0] if known else None
 
 
+def replaced_rows(layout: store.Layout, results: pd.DataFrame) -> str:
+    """Which results rows describe a feature set that has been replaced (its committed content
+    is no longer the one they were fitted on) or removed since: "" when none."""
+    out = []
+    for fs, rows in results.groupby("feature_set"):
+        try:
+            current = store.read_manifest(layout, store.features_id(str(fs)))
+        except (StoreError, ValueError):
+            current = None
+        now = store.fs_fingerprint(current) if current is not None else None
+        old = rows["feature_set_content"].notna() & (rows["feature_set_content"] != now)
+        if old.any():
+            state = "replaced since" if current is not None else "gone"
+            out.append(f"{int(old.sum())} rows of {fs} ({state})")
+    if not out:
+        return ""
+    return ("these results rows describe a feature set version that no longer exists: "
+            + "; ".join(out) + " (re-run `featstore train` to refit them)")
+
+
 def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                  feature_set: str | None = None, color_by: str | None = None) -> ReportSummary:
     """Write ``index.html``, ``summary.csv``, ``summary.md`` and ``table.csv`` of the store's
@@ -1465,6 +1485,10 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     figures: list[str] = []
     n_images = 0
     parts: dict[str, list[str]] = {sid: [] for sid, _ in SECTIONS}
+    stale = replaced_rows(layout, results)
+    if stale:  # results that describe a feature set since replaced (or removed)
+        logger.warning("results: %s", stale)
+        parts["summary"].append(_p(f"Stale: {stale}.", "note stale"))
     rows_text = "the whole train split" if train_size == 0 else f"{train_size} rows"
     where = f"training size {train_size} ({rows_text}), seed {seed}, feature set {summary_set}"
 

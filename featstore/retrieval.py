@@ -149,7 +149,7 @@ def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
     if cfg.query_block < 1:
         raise ConfigError(f"retrieve query_block {cfg.query_block} is < 1")
     ks = _parse_ks(cfg.k)
-    manifest = store.check_feature_set(layout.root, name)
+    manifest = store.check_feature_set(layout.root, name, checksums=True)  # a verified read
     try:
         dim = int(manifest["dim"])
     except (KeyError, TypeError, ValueError):
@@ -182,7 +182,7 @@ def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
     run_key = store.fingerprint([TABLE, str(DEFINITIONS_VERSION), name, content, labels_content,
                                  cfg.queries, cfg.items, cfg.metric, ",".join(map(str, ks)),
                                  ",".join(attributes), ",".join(classes), str(single)])
-    existing = store.read_manifest(layout, table_id(name))
+    existing = store.existing_output(layout, table_id(name), overwrite=cfg.overwrite)
     done = (not cfg.overwrite and existing is not None
             and any(r.get("run_key") == run_key for r in existing.get("runs", [])))
     return RetrievePlan(layout, name, manifest, dim, cfg.queries, cfg.items, cfg.metric, ks,
@@ -397,7 +397,10 @@ def _load(plan: RetrievePlan, split: str) -> tuple[np.ndarray, np.ndarray, list[
 
 def _existing_rows(plan: RetrievePlan) -> tuple[pa.Table | None, list[dict[str, Any]]]:
     """Committed rows and runs to keep: other settings computed from the same content."""
-    manifest = store.read_manifest(plan.layout, table_id(plan.feature_set))
+    try:
+        manifest = store.read_manifest(plan.layout, table_id(plan.feature_set))
+    except StoreError:  # damaged, and --overwrite asked for: nothing of it is kept
+        return None, []
     if manifest is None:
         return None, []
     runs = manifest.get("runs", [])
@@ -411,7 +414,13 @@ def _existing_rows(plan: RetrievePlan) -> tuple[pa.Table | None, list[dict[str, 
                     "feature set or labels", plan.feature_set, len(stale))
     if not keep:
         return None, []
-    table = store.read_table(plan.layout.root, table_id(plan.feature_set)).select(
+    try:
+        table = store.read_table(plan.layout.root, table_id(plan.feature_set))
+    except StoreError as exc:  # damaged, and --overwrite asked for
+        logger.warning("retrieval/%s: not keeping the rows of a damaged table (%s)",
+                       plan.feature_set, exc)
+        return None, []
+    table = table.select(
         store.RETRIEVAL_SCHEMA.names).cast(store.RETRIEVAL_SCHEMA)
     settings = {(r["queries"], r["items"], r["metric"]) for r in keep}
     mask = [(q, i, m) in settings for q, i, m in zip(table["queries"].to_pylist(),

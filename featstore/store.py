@@ -34,7 +34,15 @@ the manifest (rows per file and split, a sha256 per data file, a content fingerp
 beside the data, a journal names the renames, and the renames then put data, errors and metadata
 in place (old versions moved aside, deleted last). A table is committed when its manifest
 exists; until a re-write commits, the old table stays readable. A killed commit is finished by
-the next writer or reader of that table (the journal makes every step idempotent).
+the next writer or reader of that table (the journal makes every step idempotent), and what a
+killed job left (a journal temporary, staging no re-run can use, a dead holder's lock) is
+removed by the next writer or reader of that table (:func:`tidy`).
+
+Damage stays where it happened: a stage verifies the table it derives from (every file's sha256
+against the manifest, :func:`verify_table`), a table a stage would rebuild or skip as done is
+verified the same way (:func:`existing_output`), and ``featstore ls`` checks every table's files
+by a listing and stats (:func:`check_files` with ``footers=False``) and marks a derived table
+whose input changed since (:func:`stale_inputs`).
 
 Where the store lives: a directory of a POSIX file system that the driver and every executor see
 at the same path (local disk in local mode; NFS, Lustre, EFS, a FUSE mount of object storage on a
@@ -694,6 +702,8 @@ def recover(layout: Layout, tid: str, *, locked: bool = False) -> bool:
     within moments)."""
     journal = layout.journal(tid)
     if not journal.is_file():
+        if not locked:
+            tidy(layout, tid)
         return False
     if locked:
         logger.warning("table %s: finishing a commit that an interrupted job left half done", tid)
@@ -705,6 +715,61 @@ def recover(layout: Layout, tid: str, *, locked: bool = False) -> bool:
         return False  # read-only store or a live writer: the reader sees the previous commit
     try:
         return recover(layout, tid, locked=True)
+    finally:
+        lock.release()
+
+
+#: marks the staging folder of a resumable writer (extract): kept across a failure
+RESUMABLE = ".resumable"
+
+
+def _debris(layout: Layout, tid: str, keep: Path | None = None) -> list[Path]:
+    """What dead jobs left of table ``tid``: journal temporaries (a kill inside
+    :func:`write_json`) and staging folders that no commit or resume can use: those whose
+    ``meta`` folder is gone (a commit that finished its renames but was killed before its
+    cleanup, a removal), and those of a killed writer that does not resume. A killed resumable
+    writer's staging (marked :data:`RESUMABLE`, its ``meta`` in place) stays for its re-run."""
+    out: list[Path] = []
+    journals = layout.meta / "journal"
+    if journals.is_dir():
+        out += sorted(journals.glob(f".{_safe(tid)}.json.*.tmp"))
+    if layout.staging.is_dir():
+        mine = re.compile(rf"^{re.escape(_safe(tid))}-[0-9a-f]{{12}}$")
+        out += [e for e in sorted(layout.staging.iterdir())
+                if mine.match(e.name) and e != keep
+                and not ((e / "meta").is_dir() and (e / RESUMABLE).is_file())]
+    return out
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def tidy(layout: Layout, tid: str) -> bool:
+    """Clean what dead jobs left of table ``tid`` (:func:`_debris`, a stale lock), under the
+    table's lock; a reader calls it (through :func:`read_manifest`), so a table that is only
+    read again, never rewritten, is cleaned too. Does nothing (cheaply: a listing and a stat)
+    when there is nothing to clean, when a live job holds the lock, or on a read-only store.
+    Returns True if it cleaned something."""
+    debris = _debris(layout, tid)
+    if not debris and not layout.lock_path(tid).exists():
+        return False
+    try:
+        lock = TableLock(layout, tid).acquire()  # breaks a dead holder's lock, with a warning
+    except (LockedError, OSError):
+        return False
+    try:
+        debris = _debris(layout, tid)
+        if debris:
+            logger.warning("table %s: removing what an interrupted job left: %s", tid,
+                           ", ".join(layout.rel(p) for p in debris))
+            _remove(debris)
+        return True
     finally:
         lock.release()
 
@@ -762,10 +827,13 @@ class TableWriter:
                 for entry in self.layout.staging.iterdir():
                     if mine.match(entry.name) and entry != self.staging:
                         shutil.rmtree(entry, ignore_errors=True)
+            _remove(_debris(self.layout, self.tid, keep=self.staging))  # journal temporaries
             if self.overwrite and self.staging.exists():
                 shutil.rmtree(self.staging)
             for d in (self.data, self.errors, self.meta):
                 d.mkdir(parents=True, exist_ok=True)
+            if self.resume_key:
+                (self.staging / RESUMABLE).touch()
         except BaseException:
             self.lock.release()
             raise
@@ -915,12 +983,51 @@ def ensure_layout(layout: Layout) -> None:
                             "code_version": __version__})
 
 
-def open_store(path: str | os.PathLike[str]) -> Layout:
+def open_store(path: str | os.PathLike[str], *, strict: bool = False) -> Layout:
+    """The layout of an existing store. ``strict``: the folder must be a featstore store (its
+    ``_featstore/store.json`` marker), not merely a folder (``featstore ls``)."""
     layout = Layout(path)
     if not layout.root.is_dir():
         raise StoreError(f"{layout.root}: no such store folder")
     check_layout(layout)
+    if strict and not (layout.meta / "store.json").is_file():
+        raise StoreError(f"{layout.root}: not a featstore store (no {META_DIR}/store.json; "
+                         "`featstore ingest --store` makes one)")
     return layout
+
+
+def check_writable(path: str | os.PathLike[str], need_bytes: int = 0, *,
+                   what: str = "the job") -> None:
+    """Before Spark starts: the store (or, for a new store, the folder it will be made in)
+    accepts a new file, and its file system has ``need_bytes`` free (with 10% to spare).
+    Raises StoreError with one line naming the path and the cause."""
+    root = local_path(path)
+    probe_dir = root / META_DIR if (root / META_DIR).is_dir() else root
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    probe = probe_dir / f".featstore-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(f"{probe_dir}: the store is not writable ({exc.strerror}); "
+                         f"{what} would write there: nothing was started") from None
+    if need_bytes > 0:
+        st = os.statvfs(probe_dir)
+        free = st.f_bavail * st.f_frsize
+        if free < need_bytes * 1.1:
+            raise StoreError(f"{probe_dir}: No space left on device: {_size(free)} free, "
+                             f"{what} needs about {_size(need_bytes)}; free some space: "
+                             "nothing was started")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TB"
 
 
 # ---------------------------------------------------------------- manifests
@@ -950,6 +1057,24 @@ def read_manifest(layout: Layout, tid: str) -> dict[str, Any] | None:
     return manifest
 
 
+def existing_output(layout: Layout, tid: str, *, overwrite: bool) -> dict[str, Any] | None:
+    """The committed manifest of a table a stage is asked to (re)build, or None. Without
+    ``overwrite`` a damaged table (its manifest, or its files against the manifest's sha256)
+    stops the stage with one line ending "rebuild it with --overwrite": never "already done",
+    never a silent rebuild over it. With ``overwrite`` a damaged one counts as absent (the
+    stage repairs it)."""
+    try:
+        manifest = read_manifest(layout, tid)
+        if manifest is not None and not overwrite:
+            verify_table(layout, tid, manifest)
+        return manifest
+    except StoreError:
+        if not overwrite:
+            raise
+        logger.warning("table %s is damaged; --overwrite rebuilds it", tid)
+        return None
+
+
 def require_committed(layout: Layout, tid: str) -> dict[str, Any]:
     manifest = read_manifest(layout, tid)
     if manifest is None:
@@ -959,13 +1084,16 @@ def require_committed(layout: Layout, tid: str) -> dict[str, Any]:
 
 
 def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
-                checksums: bool = False, deep: bool = False) -> None:
+                checksums: bool = False, deep: bool = False, footers: bool = True) -> None:
     """Check the files on disk against the manifest: every file present with its size and row
     count (cheap: footers only; what every reader does), no extra data files, the counts
-    consistent with the files. ``checksums``: also every file's sha256 (finds a flipped bit).
+    consistent with the files. ``footers=False``: a directory listing and stats only, no file
+    opened (what ``featstore ls`` does). ``checksums``: also every file's sha256 (finds a
+    flipped bit; what a stage does to the table it derives from, :func:`verify_table`).
     ``deep``: checksums, and every file decoded in full (finds damage that was already there
     when the table was committed). Raises StoreError naming the first damage."""
     checksums = checksums or deep
+    footers = footers or checksums
     import pyarrow.parquet as pq
 
     damaged = f"table {tid} is damaged"
@@ -990,6 +1118,8 @@ def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
             if path.stat().st_size != f["bytes"]:
                 raise StoreError(f"{path}: {damaged}: {path.stat().st_size} bytes, the manifest "
                                  f"says {f['bytes']}; {fix}")
+            if not footers:
+                continue
             try:
                 rows = pq.ParquetFile(path).metadata.num_rows
             except Exception as exc:  # ArrowInvalid and friends: one line, not a traceback
@@ -998,7 +1128,7 @@ def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
             if rows != f["rows"]:
                 raise StoreError(f"{path}: {damaged}: {rows} rows, the manifest says "
                                  f"{f['rows']}; {fix}")
-            if checksums and sha256_file(path) != f["sha256"]:
+            if checksums and _verified_sha256(path) != f["sha256"]:
                 raise StoreError(f"{path}: {damaged}: checksum differs from the manifest's "
                                  f"(the file changed after it was committed); {fix}")
             if deep:
@@ -1022,6 +1152,28 @@ def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
         if int(counts["errors"]) != err_rows:
             raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: counts.errors "
                              f"{counts['errors']} but its errors table holds {err_rows}; {fix}")
+
+
+#: sha256 of files this process already hashed, by (path, inode, size, mtime): a stage that
+#: verifies its input in its plan and again when it runs reads each file once
+_SHA_SEEN: dict[tuple[str, int, int, int], str] = {}
+
+
+def _verified_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _SHA_SEEN:
+        _SHA_SEEN[key] = sha256_file(path)
+    return _SHA_SEEN[key]
+
+
+def verify_table(layout: Layout, tid: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A verified read: the table's files against its manifest, every byte against the
+    manifest's sha256 (see bench/RESULTS.md for what it costs). What every stage does to the
+    table it derives another from, and to a table it would otherwise skip as already done.
+    Raises StoreError naming the file and what differs."""
+    check_files(layout, tid, manifest, checksums=True)
+    return manifest
 
 
 def table_ids(layout: Layout) -> list[str]:
@@ -1054,8 +1206,9 @@ def _entry(layout: Layout, tid: str, manifest: dict[str, Any] | None,
 def list_tables(path: str | os.PathLike[str], *, damaged: bool = False) -> list[dict[str, Any]]:
     """Committed tables and feature sets of a store: name, id, kind, paths, manifest. A table
     whose manifest is damaged is left out (``damaged=True``: listed with the reason in
-    ``damaged``), and the others stay readable. Uncommitted ones (a run in progress or killed)
-    are not listed."""
+    ``damaged``, and so is a table whose files disagree with its manifest, found by a listing
+    and stats only: :func:`check_files` with ``footers=False``), and the others stay readable.
+    Uncommitted ones (a run in progress or killed) are not listed."""
     layout = open_store(path)
     out: list[dict[str, Any]] = []
     for tid in table_ids(layout):
@@ -1065,8 +1218,44 @@ def list_tables(path: str | os.PathLike[str], *, damaged: bool = False) -> list[
             if damaged:
                 out.append(_entry(layout, tid, None, str(exc)))
             continue
-        if manifest is not None:
-            out.append(_entry(layout, tid, manifest))
+        if manifest is None:
+            continue
+        if damaged:
+            try:
+                check_files(layout, tid, manifest, footers=False)
+            except StoreError as exc:
+                out.append(_entry(layout, tid, manifest, str(exc)))
+                continue
+        out.append(_entry(layout, tid, manifest))
+    return out
+
+
+def stale_inputs(layout: Layout, tid: str, manifest: dict[str, Any]) -> list[str]:
+    """What a derived table was derived from that has changed since (manifests only): a PCA
+    set's source, a retrieval table's feature set, the feature sets of the results table. One
+    line per changed input (``"<set> (replaced since)"``, ``"<set> (gone)"``); empty if none."""
+    if tid == "results":
+        derived_from = dict(manifest.get("feature_sets") or {})
+    elif tid.startswith("retrieval/"):
+        derived_from = {manifest.get("feature_set") or tid.split("/", 1)[1]:
+                        manifest.get("feature_set_content")}
+    elif isinstance(manifest.get("source"), dict) and manifest["source"].get("name"):
+        src = manifest["source"]
+        derived_from = {src["name"]: src.get("content_fingerprint")}
+    else:
+        return []
+    out = []
+    for name, content in sorted(derived_from.items()):
+        if not content:
+            continue
+        try:
+            current = read_manifest(layout, features_id(name))
+        except (StoreError, ConfigError):
+            current = None
+        if current is None:
+            out.append(f"{name} (gone)")
+        elif fs_fingerprint(current) != content:
+            out.append(f"{name} (replaced since)")
     return out
 
 
@@ -1082,10 +1271,17 @@ def find_table(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
         tid = features_id(name)
     manifest = read_manifest(layout, tid)  # a damaged one raises its own line
     if manifest is None:
-        known = ", ".join(t["name"] for t in list_tables(layout.root)) or "none"
-        raise StoreError(f"{layout.root}: no committed table or feature set {name!r} "
-                         f"(committed: {known})")
+        names = [t["name"] for t in list_tables(layout.root)]
+        raise StoreError(f"{layout.root}: no committed table or feature set {name!r}"
+                         f"{_did_you_mean(name, names)} (committed: {', '.join(names) or 'none'})")
     return _entry(layout, tid, manifest)
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def feature_set_names(path: str | os.PathLike[str]) -> list[str]:
@@ -1097,8 +1293,9 @@ def feature_set_manifest(path: str | os.PathLike[str], name: str) -> dict[str, A
     layout = open_store(path)
     manifest = read_manifest(layout, features_id(name))
     if manifest is None:
-        known = ", ".join(feature_set_names(layout.root)) or "none"
-        raise StoreError(f"{layout.root}: no committed feature set {name!r} (committed: {known})")
+        names = feature_set_names(layout.root)
+        raise StoreError(f"{layout.root}: no committed feature set {name!r}"
+                         f"{_did_you_mean(name, names)} (committed: {', '.join(names) or 'none'})")
     return manifest
 
 
@@ -1112,7 +1309,8 @@ def check_table(path: str | os.PathLike[str], name: str, *, checksums: bool = Fa
 
 def check_feature_set(path: str | os.PathLike[str], name: str, *, checksums: bool = False,
                       deep: bool = False) -> dict[str, Any]:
-    """Manifest of feature set ``name`` after checking its files (see :func:`check_files`)."""
+    """Manifest of feature set ``name`` after checking its files (see :func:`check_files`;
+    ``checksums=True``: a verified read, what a stage does to its input)."""
     manifest = feature_set_manifest(path, name)
     check_files(Layout(path), features_id(name), manifest, checksums=checksums, deep=deep)
     return manifest

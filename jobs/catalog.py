@@ -85,23 +85,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
               f"{', '.join(moved) or 'none'} -> {store.Layout(args.store).root}")
         return EXIT_OK
     if args._catalog == "ls":
-        tables = store.list_tables(args.store, damaged=True)
-        if not tables:
-            print(f"{store.Layout(args.store).root}: no committed tables")
-        bad = 0
-        for t in tables:
-            if t["damaged"]:
-                bad += 1
-                print(f"{t['name']:<40} {t['kind']:<9} DAMAGED: {t['damaged']}")
-                continue
-            m = t["manifest"]
-            extra = f"dim {m['dim']}" if "dim" in m else ""
-            print(f"{t['name']:<40} {t['kind']:<9} {_rows(m):<28} {extra:<9} {m.get('created', '')}")
-        if bad:
-            print(f"featstore: error: {bad} damaged table(s); the others are readable",
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
-        return EXIT_OK
+        return _ls(args.store)
     table = store.find_table(args.store, args.name)
     manifest = table["manifest"]
     checked = ""
@@ -117,6 +101,9 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     print(f"{table['name']} ({table['kind']}) at {table['path']}")
     if table["errors_path"]:
         print(f"  errors table at {table['errors_path']}")
+    stale = store.stale_inputs(store.Layout(args.store), table["id"], manifest)
+    if stale:
+        print(f"  STALE: derived from a version that no longer exists: {', '.join(stale)}")
     for key in sorted(manifest):
         value = manifest[key]
         if key in ("files", "errors_files"):
@@ -126,6 +113,39 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         print(f"  {key:<20} {value}")
     if checked:
         print(checked)
+    return EXIT_OK
+
+
+def _ls(path: str) -> int:
+    """One row per table: name, kind, rows, dim, created, and a state: ok, STALE (an input it
+    was derived from has changed since) or DAMAGED (the manifest, or the files against it: a
+    listing and stats, no file read) with the reason. Exit 2 if any is damaged."""
+    from featstore import store
+
+    layout = store.open_store(path, strict=True)
+    tables = store.list_tables(path, damaged=True)
+    if not tables:
+        print(f"{layout.root}: no committed tables")
+        return EXIT_OK
+    rows = [("NAME", "KIND", "ROWS", "DIM", "CREATED", "STATE")]
+    bad = 0
+    for t in tables:
+        m = t["manifest"] or {}
+        if t["damaged"]:
+            bad += 1
+            state = f"DAMAGED: {t['damaged']}"
+        else:
+            stale = store.stale_inputs(layout, t["id"], m)
+            state = f"STALE: derived from {', '.join(stale)}" if stale else "ok"
+        rows.append((t["name"], t["kind"], _rows(m) if m else "?",
+                     str(m["dim"]) if "dim" in m else "", str(m.get("created", "")), state))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
+    if bad:
+        print(f"featstore: error: {bad} damaged table(s); the others are readable",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 

@@ -128,11 +128,19 @@ def run_guarded(fn: Callable[[], int]) -> int:
             cls = getattr(errors, kind, FeatstoreError)  # the class hierarchy says which
             bad_input = isinstance(cls, type) and issubclass(cls, InputError)
             return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
-        logger.error("job failed", exc_info=True)
+        from featstore.causes import root_cause
+
+        logger.debug("job failed", exc_info=True)  # the whole trace: with -v
+        root = root_cause(exc)
+        if root:  # the disk, a permission, memory, a worker: the one line that names it
+            print(f"featstore: error: the job failed: {root}; the stage in progress committed "
+                  "nothing; fix that and re-run (it resumes from what was committed); -v shows "
+                  "the whole trace", file=sys.stderr)
+            return EXIT_FAILED
         causes = _ERROR_LINE.findall(str(exc))
         cause = (f"{causes[-1][0]}: {causes[-1][1].strip()}" if causes else
                  next((line.strip() for line in str(exc).splitlines() if line.strip()), ""))
         print(f"featstore: error: the job failed ({type(exc).__name__}: {cause[:300]}); "
               "the stage in progress committed nothing; a re-run resumes from what was "
-              "committed (extract chunks, train cells)", file=sys.stderr)
+              "committed (extract chunks, train cells); -v shows the whole trace", file=sys.stderr)
         return EXIT_FAILED

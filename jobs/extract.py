@@ -66,7 +66,10 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
                  "the same)" if p.staged_chunks else ""))
         print(f"dry run: nothing was run or written -> {store.Layout(p.store).features(p.feature_set)}")
         return EXIT_OK
-    preflight(cfg.extract, cfg.store)  # settings, store, model, weights: before Spark starts
+    # settings, store, model, weights, a damaged input or output: before Spark starts
+    layout, images, _, _ = preflight(cfg.extract, cfg.store)
+    # a read-only store or a full disk (at least the image ids and one float a row)
+    store.check_writable(layout.root, int(images["counts"].get("ok", 0)) * 24, what="extract")
     t = time.perf_counter()
     session = SparkProvider(args, spark)(cfg)
     started = time.perf_counter() - t

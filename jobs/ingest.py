@@ -46,6 +46,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if layout.root.exists():
         store.check_layout(layout)  # an older store: say how to migrate, before Spark starts
     store.spark_uri(layout.root)  # a path Spark cannot take as it is: before Spark starts
+    store.check_writable(layout.root, what="ingest")  # read-only: refused before Spark starts
     session = SparkProvider(args, spark)(cfg)
     summary = ingest(session, cfg.ingest, cfg.store)
     splits = ", ".join(f"{k} {v:,}" for k, v in summary.split_counts.items())

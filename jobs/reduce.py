@@ -36,6 +36,12 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if not cfg.store:
         raise ConfigError("reduce needs a store folder (--store STORE)")
     plan = plan_reduce(cfg.reduce, cfg.store)  # bad input: one line, before Spark starts
+    if plan.todo:  # a read-only store or a full disk: one line, before Spark starts
+        from featstore import store
+
+        rows = sum(plan.splits.values())
+        store.check_writable(cfg.store, rows * 4 * sum(plan.todo) + 4 * plan.dim * max(plan.todo),
+                             what="reduce")
     session = SparkProvider(args, spark)(cfg) if plan.todo else spark
     print(summary_line(reduce(session, cfg.reduce, cfg.store)))
     return EXIT_OK

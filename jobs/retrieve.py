@@ -48,6 +48,10 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if not cfg.store:
         raise ConfigError("retrieve needs a store folder (--store STORE)")
     plan = plan_retrieve(cfg.retrieve, cfg.store)  # bad input: one line, nothing read or written
+    if not plan.done:
+        from featstore import store
+
+        store.check_writable(cfg.store, 4096, what="retrieve")
     print(summary_line(retrieve(plan)))
     return EXIT_OK
 

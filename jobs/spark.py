@@ -39,8 +39,12 @@ def get_spark(cfg: SparkConfig, *, master: str | None = None, extra_conf: dict[s
     for key, value in _quiet_settings(existing, settings).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    # quiet (no -v): Spark's own ERROR lines off too. A failed job is reported by featstore in
+    # one line naming its root cause (featstore.causes), and a successful one printed none of
+    # the Java traces Spark logs at ERROR for work it cancelled itself (the warm-up's
+    # InterruptedException); -v (WARN) shows them all
     spark.sparkContext.setLogLevel(os.environ.get("FEATSTORE_SPARK_LOG_LEVEL",
-                                                  "ERROR" if quiet.is_quiet() else "WARN"))
+                                                  "FATAL" if quiet.is_quiet() else "WARN"))
     logger.info("spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
 

@@ -46,7 +46,10 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         raise ConfigError("train needs a store folder (--store STORE)")
     if args.dry_run:
         return _dry_run(plan_run(cfg.store, cfg.train))
-    plan(cfg.store, cfg.train)  # a bad grid is reported before Spark starts
+    plan(cfg.store, cfg.train)  # a bad grid, a damaged input: reported before Spark starts
+    from featstore import store
+
+    store.check_writable(cfg.store, what="train")
     session = SparkProvider(args, spark)(cfg)
     s = run_grid(session, cfg.store, cfg.train)
     print(f"trained: {s.cells} fits ({s.ran} run, {s.resumed} already done) in {s.seconds:.1f} s;"

@@ -134,7 +134,10 @@ def test_row_count_disagreeing_with_manifest_is_refused(toy, capsys):
 def test_cli_ls_and_describe_feature_set(toy, capsys):
     assert cli_main(["ls", str(toy["root"])]) == 0
     out = capsys.readouterr().out
-    assert "toy-avg" in out and "features" in out and "dim 4" in out
+    header, *rows = out.splitlines()
+    assert header.split() == ["NAME", "KIND", "ROWS", "DIM", "CREATED", "STATE"]
+    (row,) = [r for r in rows if r.startswith("toy-avg ")]
+    assert row.split()[1:5] == ["features", "12", "rows", "4"] and row.endswith("  ok")
     assert cli_main(["describe", str(toy["root"]), "toy-avg", "--check"]) == 0
     out = capsys.readouterr().out
     assert "toy-avg (features)" in out and "3 files match the manifest (sizes, row counts, sha256)" in out

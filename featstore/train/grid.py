@@ -174,7 +174,8 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
     known = list(labels["attributes"])
     contents = {}
     for fs in cfg.feature_sets:  # every named set committed, before Spark starts
-        contents[fs] = store.fs_fingerprint(store.check_feature_set(layout.root, fs))
+        contents[fs] = store.fs_fingerprint(  # a verified read of every input
+            store.check_feature_set(layout.root, fs, checksums=True))
     attributes = list(cfg.attributes) or known
     for a in attributes:
         if a not in known:
