@@ -72,7 +72,7 @@ def _resolve_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
-    from featstore import store
+    from featstore import spread, store
 
     _resolve_args(args)
 
@@ -104,6 +104,9 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     stale = store.stale_inputs(store.Layout(args.store), table["id"], manifest)
     if stale:
         print(f"  STALE: derived from a version that no longer exists: {', '.join(stale)}")
+    flag = spread.note(manifest)
+    if flag:
+        print(f"  DEGENERATE: {flag.removeprefix('degenerate: ')}")
     for key in sorted(manifest):
         value = manifest[key]
         if key in ("files", "errors_files"):
@@ -120,7 +123,7 @@ def _ls(path: str) -> int:
     """One row per table: name, kind, rows, dim, created, and a state: ok, STALE (an input it
     was derived from has changed since) or DAMAGED (the manifest, or the files against it: a
     listing and stats, no file read) with the reason. Exit 2 if any is damaged."""
-    from featstore import store
+    from featstore import spread, store
 
     layout = store.open_store(path, strict=True)
     tables = store.list_tables(path, damaged=True)
@@ -137,6 +140,8 @@ def _ls(path: str) -> int:
         else:
             stale = store.stale_inputs(layout, t["id"], m)
             state = f"STALE: derived from {', '.join(stale)}" if stale else "ok"
+            if spread.note(m):  # usable, but worth a word (featstore.spread)
+                state += " (degenerate: no spread)"
         rows.append((t["name"], t["kind"], _rows(m) if m else "?",
                      str(m["dim"]) if "dim" in m else "", str(m.get("created", "")), state))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

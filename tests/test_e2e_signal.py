@@ -132,3 +132,17 @@ def test_a_degenerate_set_is_flagged_in_its_manifest(mnv2_store):
     from featstore.spread import TINY_STD
 
     assert spread["degenerate"] == (spread["max_std"] < TINY_STD)
+
+
+def test_describe_and_ls_name_a_degenerate_set(mnv2_store, capsys):
+    from featstore import store
+    from jobs import cli
+
+    spread = store.feature_set_manifest(mnv2_store / "store", "mnv2")["spread"]
+    assert cli.main(["describe", str(mnv2_store / "store"), "mnv2"]) == 0
+    described = capsys.readouterr().out
+    assert cli.main(["ls", str(mnv2_store / "store")]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if "mnv2" in line]
+    assert spread["degenerate"]  # random-weight MobileNetV2: every dimension ~1e-12 (measured)
+    assert "DEGENERATE: every one of the 1280 dimensions" in described
+    assert listed and "(degenerate: no spread)" in listed[0]
