@@ -132,6 +132,7 @@ def _ls(path: str) -> int:
         return EXIT_OK
     rows = [("NAME", "KIND", "ROWS", "DIM", "CREATED", "STATE")]
     bad = 0
+    degenerate: list[str] = []
     for t in tables:
         m = t["manifest"] or {}
         if t["damaged"]:
@@ -141,12 +142,15 @@ def _ls(path: str) -> int:
             stale = store.stale_inputs(layout, t["id"], m)
             state = f"STALE: derived from {', '.join(stale)}" if stale else "ok"
             if spread.note(m):  # usable, but worth a word (featstore.spread)
-                state += " (degenerate: no spread)"
+                degenerate.append(t["name"])
         rows.append((t["name"], t["kind"], _rows(m) if m else "?",
                      str(m["dim"]) if "dim" in m else "", str(m.get("created", "")), state))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
+    if degenerate:
+        print(f"note: degenerate (every dimension with (almost) no spread; featstore describe "
+              f"says more): {', '.join(degenerate)}", file=sys.stderr)
     if bad:
         print(f"featstore: error: {bad} damaged table(s); the others are readable",
               file=sys.stderr)
