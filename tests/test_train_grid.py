@@ -270,3 +270,26 @@ def test_custom_split_is_drawn_per_seed_and_shared_by_the_models_of_a_seed(sig_s
     assert rows["lasso", 0]["y_true"] == rows["forest", 0]["y_true"]
     assert rows["lasso", 1]["y_true"] == rows["forest", 1]["y_true"]
     assert rows["lasso", 0]["y_true"] != rows["lasso", 1]["y_true"]
+
+
+def test_a_custom_split_keeps_every_person_in_one_split():
+    import numpy as np
+
+    from featstore.train.grid import _custom_split
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, size=400)  # 40 people, ~10 images each
+    order = np.arange(400)
+    split, keep = _custom_split(order, 400, (200, 50, 100), seed=3, groups=groups)
+    kept = set(keep.tolist())
+    for person in np.unique(groups):
+        mine = {split[i] for i in np.flatnonzero(groups == person) if i in kept}
+        assert len(mine) <= 1, (person, mine)  # never in two splits
+    counts = {s: int(sum(split[i] == s for i in keep)) for s in ("train", "val", "test")}
+    assert counts["train"] >= 200 and counts["val"] >= 50 and 0 < counts["test"] <= 100
+    # another seed draws other people
+    other, _ = _custom_split(order, 400, (200, 50, 100), seed=4, groups=groups)
+    assert [split[i] for i in range(400)] != [other[i] for i in range(400)]
+    # without identities: exact counts, as before
+    plain, kept_plain = _custom_split(order, 400, (200, 50, 100), seed=3, groups=None)
+    assert sorted(plain[i] for i in kept_plain).count("test") == 100
