@@ -180,8 +180,11 @@ def test_folder_source(spark, tmp_path):
                          spark=spark)
     assert rc == 0
     labels = pq.read_table(st / "labels").to_pandas()
-    assert list(labels.columns) == ["image_id", "split", "daisy", "rose", "tulip"]
+    assert list(labels.columns) == ["image_id", "split", "identity", "class", "daisy", "rose",
+                                    "tulip"]
     assert len(labels) == 18
+    assert labels["identity"].isna().all()  # a folder has no people
+    assert (labels["class"] == labels["image_id"].str.split("/").str[0]).all()
     assert labels.loc[labels.image_id == "rose/3.jpg", ["daisy", "rose", "tulip"]].values.tolist() \
         == [[False, True, False]]
     images = spark.read.parquet(str(st / "images"))
