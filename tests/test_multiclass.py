@@ -77,3 +77,35 @@ def test_the_report_shows_the_confusion_matrices_and_picks_by_selection_score(fo
     order = {m: i for i, m in enumerate(MODELS)}
     ranked = sorted(res.itertuples(), key=lambda r: (-r.selection_score, order[r.model]))
     assert summary.loc[summary["best"], "model"].tolist() == [ranked[0].model]
+
+
+def test_metrics_of_a_known_confusion_matrix():
+    from featstore import multiclass
+
+    y_true = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    m = multiclass.metrics(y_true, y_pred, 3, y_train=[0, 0, 0, 1, 2])
+    assert m["confusion"].tolist() == [[3, 1, 0], [0, 1, 1], [0, 0, 2]]
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
+    assert m["macro_f1"] == pytest.approx((6 / 7 + 1 / 2 + 4 / 5) / 3)
+    assert m["majority_class"] == 0 and m["majority_baseline"] == pytest.approx(4 / 8)
+
+
+def test_mcnemar_on_per_image_correctness_is_the_binary_test():
+    from featstore import evaluate, multiclass
+
+    rows = pd.DataFrame({"attribute": "class", "feature_set": "f", "train_size": 0, "seed": 0,
+                         "model": ["a", "b"],
+                         "y_true": [np.array([0, 1, 2, 2, 1]), np.array([0, 1, 2, 2, 1])],
+                         "y_pred": [np.array([0, 1, 2, 0, 0]), np.array([1, 1, 2, 2, 1])]})
+    comp = evaluate.compare_models(multiclass.correctness(rows))
+    assert (comp["b"].item(), comp["c"].item()) == (1, 2)  # a right & b wrong: 1; reverse: 2
+
+
+def test_synthetic_class_sizes_are_imbalanced_tenfold():
+    from featstore.sources.synthetic_folder import class_sizes
+
+    for n, k in ((200, 4), (1000, 5), (60, 3)):
+        sizes = class_sizes(n, k)
+        assert len(sizes) == k and sizes[0] >= 10 * sizes[-1] and min(sizes) >= 3
