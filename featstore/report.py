@@ -156,6 +156,7 @@ class ReportSummary:
     table_csv: str = ""  # the full table, one row per attribute and model
     table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
     images: int = 0  # PNG panels embedded in index.html
+    multiclass_rows: int = 0  # successful multi-class fits (n_classes > 2; their own section)
     timing: Phases | None = field(default=None, repr=False, compare=False)  # seconds per part
 
 
@@ -1833,7 +1834,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         rows_ok=len(ok), rows_error=len(failed), attributes=len(summary), models=models,
         train_size=train_size, seed=seed, map_feature_set=map_set, color_by=color,
         markdown=markdown, summary=summary, table_csv=str(table_path), table=table,
-        images=n_images, timing=phases)
+        images=n_images, timing=phases, multiclass_rows=len(multi_ok))
 
 
 def _score_notes(root: Path, ok: pd.DataFrame, results: pd.DataFrame) -> list[str]:

@@ -217,8 +217,9 @@ def _check_class_target(path: str | os.PathLike[str], cfg: GridConfig) -> None:
     if classes is None:
         raise ConfigError("train.target: class needs a labels table with a class column (a "
                           "class-per-folder set: featstore ingest --source folder)")
-    if len(set(classes.values())) < 2:
-        raise ConfigError("train.target: class: the labels table has one class only")
+    if not 2 <= len(set(classes.values())) <= 127:  # y_true / y_pred are int8 class indices
+        raise ConfigError(f"train.target: class needs 2 to 127 classes; the labels table has "
+                          f"{len(set(classes.values()))}")
 
 
 # ------------------------------------------------------------------ data, cached per worker
@@ -243,7 +244,7 @@ def _split_arrays(path: str, feature_set: str, content: str,
     index = {c: k for k, c in enumerate(class_names)}
     # the class of each image as an index into class_names (-1: none)
     klass = np.asarray([index.get(names.get(i), -1) for i in ids] if names else [-1] * len(ids),
-                       dtype=np.int8 if len(class_names) < 128 else np.int16)
+                       dtype=np.int16)
     persons = store.read_identities(path)
     # an image without a known person is a person of its own (a unique negative id)
     groups = (np.asarray([persons.get(i, -1 - k) for k, i in enumerate(ids)], dtype=np.int64)
