@@ -51,12 +51,12 @@ def class_name(k: int) -> str:
 
 def render(k: int, classes: int, rng: np.random.Generator, size: int) -> Image.Image:
     """One image of class ``k``: its shape in its hue, jittered, on a noisy background."""
-    bg = rng.uniform(40, 200)
-    pixels = np.clip(rng.normal(bg, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    bg = rng.uniform(50, 150)
+    pixels = np.clip(rng.normal(bg, 12, (size, size, 3)), 0, 255).astype(np.uint8)
     img = Image.fromarray(pixels, "RGB")
     hue = (k / classes + rng.normal(0, 0.03)) % 1.0
     colour = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, rng.uniform(0.7, 1.0)))
-    r = size * rng.uniform(0.18, 0.32)
+    r = size * rng.uniform(0.25, 0.4)
     cx, cy = rng.uniform(r, size - r, 2)
     draw = ImageDraw.Draw(img)
     box = (cx - r, cy - r, cx + r, cy + r)
