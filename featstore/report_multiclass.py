@@ -101,7 +101,8 @@ def section(ok: pd.DataFrame, add_panels: Any) -> tuple[list[str], pd.DataFrame]
           int(r.n_test), _fmt(r.selection_score),
           f"{_fmt(r.accuracy)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
           _fmt(r.balanced_accuracy), _fmt(r.macro_f1), _fmt(r.majority_baseline),
-          _fmt(r.p_holm_baseline), "best" if r.best else "",
+          "<0.001" if r.p_holm_baseline < 0.001 else _fmt(r.p_holm_baseline),
+          "best" if r.best else "",
           ("yes" if r.best_beats_all else "no") if r.best else ""]
          for r in summary.itertuples(index=False)])]
     parts.append(_p(
