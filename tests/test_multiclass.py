@@ -109,3 +109,15 @@ def test_synthetic_class_sizes_are_imbalanced_tenfold():
     for n, k in ((200, 4), (1000, 5), (60, 3)):
         sizes = class_sizes(n, k)
         assert len(sizes) == k and sizes[0] >= 10 * sizes[-1] and min(sizes) >= 3
+
+
+def test_target_class_needs_a_class_column_and_the_multiclass_probes(tmp_path, capsys):
+    from tests.test_train_grid import _signal_store
+
+    root = _signal_store(tmp_path / "store")  # labels written without a class column
+    assert train_job.main(["--store", str(root), "--feature-sets", "sig",
+                           "--target", "class"]) == 2
+    assert "needs a labels table with a class column" in capsys.readouterr().err
+    assert train_job.main(["--store", str(root), "--feature-sets", "sig", "--target", "class",
+                           "--models", "lasso,multilabel"]) == 2
+    assert "not multilabel" in capsys.readouterr().err
