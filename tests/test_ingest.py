@@ -79,7 +79,8 @@ def test_labels_table_matches_attribute_file(spark, celeba_src, tmp_path):
     st = tmp_path / "store"
     assert _ingest(spark, st, celeba_src) == 0
     labels = pq.read_table(st / "labels").to_pandas().set_index("image_id")
-    assert labels.shape == (N, 41)  # split + 40 attributes
+    assert labels.shape == (N, 43)  # split, identity, class (null: CelebA has none) + 40 attributes
+    assert labels["class"].isna().all()
     lines = (celeba_src / "list_attr_celeba.txt").read_bytes().split(b"\r\n")
     names = lines[1].decode().split()
     for line in lines[2:5]:
