@@ -221,7 +221,10 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         if store.IDENTITY not in labels.columns:  # a source without identities: null
             labels = labels.assign(**{store.IDENTITY: pd.array([None] * len(labels),
                                                                dtype="Int64")})
-        labels = labels[["image_id", "split", store.IDENTITY, *listing.attributes]]
+        if store.CLASS not in labels.columns:  # a source without classes: null
+            labels = labels.assign(**{store.CLASS: pd.array([None] * len(labels),
+                                                            dtype="string")})
+        labels = labels[["image_id", "split", store.IDENTITY, store.CLASS, *listing.attributes]]
         _write_labels(labels.reset_index(drop=True), listing.attributes, w_labels.data)
 
         store.write_errors(w_images.errors, error_rows)
@@ -267,6 +270,7 @@ def _write_labels(labels: pd.DataFrame, attributes: list[str], out: Path) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(labels, schema=store.labels_schema(attributes, identity=True),
+    table = pa.Table.from_pandas(labels, schema=store.labels_schema(attributes, identity=True,
+                                                               klass=True),
                                  preserve_index=False)
     pq.write_table(table, out / "part-00000.parquet", row_group_size=250_000)

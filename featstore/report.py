@@ -112,6 +112,7 @@ ALPHA = 0.05
 #: Section ids and headings of index.html, in order.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Summary"),
+    ("multiclass", "Multi-class targets"),  # only with multi-class fits (report_multiclass)
     ("heatmap", "Attributes × models"),
     ("bases", "Which conv base"),  # only when the results / retrieval tables hold >1 base
     ("table", "Every attribute and model"),
@@ -155,6 +156,7 @@ class ReportSummary:
     table_csv: str = ""  # the full table, one row per attribute and model
     table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)
     images: int = 0  # PNG panels embedded in index.html
+    multiclass_rows: int = 0  # successful multi-class fits (n_classes > 2; their own section)
     timing: Phases | None = field(default=None, repr=False, compare=False)  # seconds per part
 
 
@@ -1467,8 +1469,13 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
                          "first)")
     results = store.read_results(layout.root)
     phases.lap("statistics")
-    ok = ok_rows(results)
+    from featstore import multiclass
+
     failed = results[results["status"] != "ok"].reset_index(drop=True)
+    is_multi = multiclass.multiclass_rows(results)
+    multi_ok = ok_rows(results[is_multi])
+    results = results[~is_multi].reset_index(drop=True)  # binary attribute fits
+    ok = ok_rows(results)
     map_set = _choose_map_set(layout.root, ok, feature_set)  # bad names fail before any work
     if color_by:
         _choose_color(layout.root, pd.DataFrame(), color_by)
@@ -1558,8 +1565,21 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
             "comparison alone).", "note"))
         for line in _score_notes(layout.root, ok, results):
             parts["summary"].append(_p(line, "warn"))
-    else:
+    elif multi_ok.empty:
         parts["summary"].append(_p("No successful fits in the results table."))
+    else:
+        parts["summary"].append(_p("No binary attribute fits: this store's results are "
+                                   "multi-class (see Multi-class targets)."))
+
+    # --- multi-class targets
+    multi_summary = None
+    if not multi_ok.empty:
+        from featstore import report_multiclass
+
+        mc_parts, multi_summary = report_multiclass.section(multi_ok, add_panels)
+        parts["multiclass"][:0] = mc_parts
+    else:
+        parts.pop("multiclass")
 
     # --- which conv base (several bases in the results or retrieval tables)
     phases.lap("bases")
@@ -1796,6 +1816,11 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         "folder are opened together. The tables are Parquet folders: read them with DuckDB, "
         "pandas, polars, pyarrow or Spark (see the README)."))
 
+    if ok.empty and not multi_ok.empty:  # a multi-class study only: no empty binary sections
+        for sid in ("heatmap", "table", "roc", "dimension", "train-size", "confusion",
+                    "calibration", "seeds", "curves"):
+            parts.pop(sid, None)
+
     # --- write
     phases.lap("write")
     out.mkdir(parents=True, exist_ok=True)
@@ -1823,6 +1848,8 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     _write_text(csv_path, summary.to_csv(index=False))
     _write_text(md_path, markdown)
     _write_text(table_path, table.to_csv(index=False))
+    if multi_summary is not None:
+        _write_text(out / "multiclass.csv", multi_summary.to_csv(index=False))
     phases.lap(None)
     logger.info("report with %d figures (%d images) written to %s", len(figures), n_images, index)
     return ReportSummary(
@@ -1831,7 +1858,7 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         rows_ok=len(ok), rows_error=len(failed), attributes=len(summary), models=models,
         train_size=train_size, seed=seed, map_feature_set=map_set, color_by=color,
         markdown=markdown, summary=summary, table_csv=str(table_path), table=table,
-        images=n_images, timing=phases)
+        images=n_images, timing=phases, multiclass_rows=len(multi_ok))
 
 
 def _score_notes(root: Path, ok: pd.DataFrame, results: pd.DataFrame) -> list[str]:

@@ -210,13 +210,22 @@ RESULTS_SCHEMA = pa.schema([
     pa.field("auc_ci_low", pa.float64()),  # ROC AUC, bootstrap (by identity) 95% CI
     pa.field("auc_ci_high", pa.float64()),
     pa.field("brier", pa.float64()),  # Brier score of y_score
+    # multi-class targets (train.target: class; featstore.multiclass): the number of classes,
+    # their names (y_true / y_pred hold indices into this list), the K x K test confusion
+    # matrix (rows: true class, columns: predicted, in the order of ``classes``) and the
+    # macro-averaged F1. Null for the binary attribute fits.
+    pa.field("n_classes", pa.int64()),
+    pa.field("classes", pa.list_(pa.string())),
+    pa.field("confusion", pa.list_(pa.list_(pa.int64()))),
+    pa.field("macro_f1", pa.float64()),
 ])
 
 #: Columns of RESULTS_SCHEMA that results tables (and grid cells) written by an earlier
 #: featstore lack; :func:`read_results` reads them as null, so old stores stay readable.
 RESULTS_ADDED_COLUMNS = ("roc_fpr", "roc_tpr", "selection_score", "selection_metric", "y_score",
                          "groups", "ci_method", "ba_ci_low", "ba_ci_high", "auc_ci_low",
-                         "auc_ci_high", "brier")
+                         "auc_ci_high", "brier", "n_classes", "classes", "confusion",
+                         "macro_f1")
 
 #: retrieval/feature_set=<set>/: one row per (queries, items, metric, k, target, attribute)
 #: (featstore/retrieval.py defines the metrics). ``feature_set`` is not a column of the files:
@@ -250,14 +259,22 @@ RETRIEVAL_SCHEMA = pa.schema([
 IDENTITY = "identity"
 
 
-def labels_schema(attributes: Sequence[str], *, identity: bool = False) -> pa.Schema:
-    """The labels table: image_id, split, [identity,] one bool column per attribute. ingest
-    always writes ``identity`` (null where the source has none)."""
+#: The labels table's column of the class of each image (a class-per-folder source: the folder
+#: name; null where the source has none, e.g. CelebA). ``train.target: class`` fits it. Labels
+#: tables written before it lack it (read as null).
+CLASS = "class"
+
+
+def labels_schema(attributes: Sequence[str], *, identity: bool = False,
+                  klass: bool = False) -> pa.Schema:
+    """The labels table: image_id, split, [identity,] [class,] one bool column per attribute.
+    ingest always writes ``identity`` and ``class`` (null where the source has none)."""
     return pa.schema(
         [
             pa.field("image_id", pa.string(), nullable=False),
             pa.field("split", pa.string(), nullable=False),
             *([pa.field(IDENTITY, pa.int64(), nullable=True)] if identity else []),
+            *([pa.field(CLASS, pa.string(), nullable=True)] if klass else []),
             *[pa.field(a, pa.bool_(), nullable=False) for a in attributes],
         ]
     )
@@ -276,6 +293,22 @@ def read_identities(path: str | os.PathLike[str]) -> dict[str, int] | None:
     if t[IDENTITY].null_count == t.num_rows:
         return None
     return {i: v for i, v in zip(t["image_id"].to_pylist(), t[IDENTITY].to_pylist())
+            if v is not None}
+
+
+def read_classes(path: str | os.PathLike[str]) -> dict[str, str] | None:
+    """``{image_id: class}`` of the labels table, or None where it has no class (a source
+    without one, or a store ingested before the column existed)."""
+    import pyarrow.parquet as pq
+
+    table = find_table(path, "labels")
+    files = _data_files(Layout(path), table["id"], table["manifest"])
+    if not files or CLASS not in pq.read_schema(files[0]).names:
+        return None
+    t = read_table(path, "labels", columns=["image_id", CLASS])
+    if t[CLASS].null_count == t.num_rows:
+        return None
+    return {i: v for i, v in zip(t["image_id"].to_pylist(), t[CLASS].to_pylist())
             if v is not None}
 
 
@@ -1491,6 +1524,9 @@ def read_results(path: str | os.PathLike[str]) -> Any:
             f = RESULTS_SCHEMA.field(name)
             table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     df = table.select(RESULTS_SCHEMA.names).cast(RESULTS_SCHEMA).to_pandas()
+    df["classes"] = [list(v) if v is not None else None for v in df["classes"]]
+    df["confusion"] = [np.asarray([list(r) for r in v], dtype=np.int64) if v is not None
+                       else None for v in df["confusion"]]
     for col, dtype in (("y_true", np.int8), ("y_pred", np.int8), ("roc_fpr", np.float32),
                        ("roc_tpr", np.float32), ("y_score", np.float32), ("groups", np.int64)):
         df[col] = [np.asarray(v, dtype=dtype) if v is not None else None for v in df[col]]

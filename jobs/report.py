@@ -36,9 +36,13 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if not cfg.store:
         raise ConfigError("report needs a store folder (--store STORE)")
     s = build_report(cfg.store, args.out, feature_set=args.feature_set, color_by=args.color_by)
-    print(s.markdown, end="")
+    if s.rows_ok or not s.multiclass_rows:
+        print(s.markdown, end="")
+    multi = (f", {s.multiclass_rows} ok multi-class fits (multiclass.csv)"
+             if s.multiclass_rows else "")
     print(f"report: {s.index_html} ({len(s.figures)} plots, {s.images} panels; {s.rows_ok} ok "
-          f"and {s.rows_error} failed fits; summary.csv, summary.md and table.csv beside it)")
+          f"and {s.rows_error} failed fits{multi}; summary.csv, summary.md and table.csv beside "
+          "it)")
     if s.timing is not None:
         print(s.timing.line("report"))
     return EXIT_OK

@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "train") -> None:
     p.add_argument("--attributes", help="comma-separated attributes (default: all)")
     p.add_argument("--models", help="comma-separated: lasso, forest, dense, multilabel, "
                    "bottleneck<k>-lasso|forest")
+    p.add_argument("--target", choices=("attributes", "class"),
+                   help="attributes (default): one binary probe per attribute; class: one "
+                   "multi-class probe of a class-per-folder set's class column")
     p.add_argument("--train-sizes", help="comma-separated training sizes; 0 = whole split")
     p.add_argument("--seeds", help="comma-separated seeds")
     p.add_argument("--overwrite", action="store_true", default=None,
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     cfg = config_from_args(args, store=args.store, train={
         "feature_sets": args.feature_sets, "attributes": args.attributes,
         "models": args.models, "train_sizes": args.train_sizes, "seeds": args.seeds,
-        "overwrite": args.overwrite,
+        "overwrite": args.overwrite, "target": args.target,
     })
     if not cfg.store:
         raise ConfigError("train needs a store folder (--store STORE)")

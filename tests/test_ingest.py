@@ -79,7 +79,8 @@ def test_labels_table_matches_attribute_file(spark, celeba_src, tmp_path):
     st = tmp_path / "store"
     assert _ingest(spark, st, celeba_src) == 0
     labels = pq.read_table(st / "labels").to_pandas().set_index("image_id")
-    assert labels.shape == (N, 42)  # split + identity + 40 attributes
+    assert labels.shape == (N, 43)  # split, identity, class (null: CelebA has none) + 40 attributes
+    assert labels["class"].isna().all()
     ident = dict(line.split() for line in (celeba_src / "identity_CelebA.txt").read_text()
                  .splitlines())
     assert {i: str(v) for i, v in labels["identity"].items()} == ident
@@ -183,9 +184,11 @@ def test_folder_source(spark, tmp_path):
                          spark=spark)
     assert rc == 0
     labels = pq.read_table(st / "labels").to_pandas()
-    assert list(labels.columns) == ["image_id", "split", "identity", "daisy", "rose", "tulip"]
-    assert labels["identity"].isna().all()  # a folder source knows no people
+    assert list(labels.columns) == ["image_id", "split", "identity", "class", "daisy", "rose",
+                                    "tulip"]
     assert len(labels) == 18
+    assert labels["identity"].isna().all()  # a folder has no people
+    assert (labels["class"] == labels["image_id"].str.split("/").str[0]).all()
     assert labels.loc[labels.image_id == "rose/3.jpg", ["daisy", "rose", "tulip"]].values.tolist() \
         == [[False, True, False]]
     images = spark.read.parquet(str(st / "images"))

@@ -60,7 +60,9 @@ def test_read_folder_listing(tmp_path, jpeg_bytes):
     assert all(os.path.isabs(p) and Path(p).is_file() for p in images["source_path"])
 
     labels = listing.labels
-    assert list(labels.columns) == ["image_id", "split", "bird", "cat", "dog"]
+    assert list(labels.columns) == ["image_id", "split", "class", "bird", "cat", "dog"]
+    # the class as one column too (the folder name): what train.target: class fits
+    assert (labels["class"] == labels["image_id"].str.split("/").str[0]).all()
     assert labels["image_id"].tolist() == images["image_id"].tolist()
     assert labels["split"].tolist() == images["split"].tolist()
     assert labels[["bird", "cat", "dog"]].dtypes.tolist() == [bool, bool, bool]

@@ -5,7 +5,8 @@
     <root>/<class>/<image file>
 
 image_id is ``"<class>/<file name>"``; the attributes are the class names (sorted), and the labels
-are one boolean (one-hot) column per class. There is no split file, so the reader draws a seeded,
+are one boolean (one-hot) column per class plus ``class``, the folder name (what
+``train.target: class`` fits: one multi-class probe instead of one binary probe per class). There is no split file, so the reader draws a seeded,
 stratified train/val/test split: within each class the images (sorted by file name) are shuffled
 with a generator seeded by ``(seed, crc32(class name))`` and cut by ``fractions``. The split of a
 class therefore depends only on the seed, the class name and its file names (adding a class does
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 #: What is listed by default; any format Pillow decodes is ingested (PNG: converted to JPEG).
 DEFAULT_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
-_RESERVED_COLUMNS = frozenset({"image_id", "split"})
+_RESERVED_COLUMNS = frozenset({"image_id", "split", "identity", "class"})
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -200,7 +201,8 @@ def read_folder(
             "source_path": [str(root_path / i) for i in image_id],
         }
     )
-    labels = pd.DataFrame({"image_id": image_id, "split": split})
+    labels = pd.DataFrame({"image_id": image_id, "split": split,
+                           "class": np.asarray(classes, dtype=object)[cls]})
     for c, name in enumerate(classes):
         labels[name] = cls == c
     counts_by_split = images["split"].value_counts().reindex(SPLITS, fill_value=0)

@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 ALL_ATTRIBUTES = "*"  # attribute of a multilabel cell (one fit for all attributes)
 BASE_MODELS = ("lasso", "forest", "dense", "multilabel")
+TARGETS = ("attributes", "class")
+CLASS_TARGET = "class"  # attribute of a multi-class cell: the labels table's class column
+CLASS_MODELS = ("lasso", "forest", "dense")  # featstore.train.multiclass.MODELS
 FOREST_SELECTIONS = ("oob", "cv")  # featstore.train.forest.SELECTIONS (not imported: sklearn)
 
 RESULTS_SCHEMA = store.RESULTS_SCHEMA  # declared once, in the store
@@ -86,8 +89,13 @@ class GridConfig:
     # keep every ok fit's model under results/_models (featstore.train.saved); not part of the
     # cell keys: with it on, finished cells without their model files are run again
     save_models: bool = False
+    # attributes: one binary probe per attribute (CelebA, or a folder's one-hot classes);
+    # class: one multi-class probe of the labels table's class column (a class-per-folder set)
+    target: str = "attributes"
 
     def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"train.target: expected attributes or class, got {self.target!r}")
         if self.forest_selection not in FOREST_SELECTIONS:
             raise ConfigError(f"train.forest_selection: expected one of "
                               f"{', '.join(FOREST_SELECTIONS)}, got {self.forest_selection!r}")
@@ -120,7 +128,7 @@ class Cell:
 #: GridConfig fields that say which cells exist (in the cell itself, not in its key).
 #: ``save_models`` is here too: it changes what is kept of a fit, not what the fit computes.
 GRID_AXES = ("feature_sets", "attributes", "models", "train_sizes", "seeds", "overwrite",
-             "save_models")
+             "save_models", "target")
 #: Fields every cell depends on: which rows it sees and its confidence interval.
 DATA_SETTINGS = ("first_n", "custom_split", "bootstrap", "class_weight", "threshold")
 LASSO_SETTINGS = ("folds", "lasso_cs", "lasso_max_iter", "cv_max_rows")
@@ -176,8 +184,10 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
     for fs in cfg.feature_sets:  # every named set committed, before Spark starts
         contents[fs] = store.fs_fingerprint(  # a verified read of every input
             store.check_feature_set(layout.root, fs, checksums=True))
-    attributes = list(cfg.attributes) or known
-    for a in attributes:
+    if cfg.target == CLASS_TARGET:
+        _check_class_target(path, cfg)
+    attributes = [CLASS_TARGET] if cfg.target == CLASS_TARGET else list(cfg.attributes) or known
+    for a in attributes if cfg.target != CLASS_TARGET else ():
         if a not in known:
             raise ConfigError(f"unknown attribute {a!r}; the labels table has "
                               f"{', '.join(known[:6])}, ...")
@@ -199,6 +209,20 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
     return cells
 
 
+def _check_class_target(path: str | os.PathLike[str], cfg: GridConfig) -> None:
+    bad = [m for m in cfg.models if m not in CLASS_MODELS]
+    if bad:
+        raise ConfigError(f"train.target: class fits the multi-class probes "
+                          f"{', '.join(CLASS_MODELS)}; not {', '.join(bad)}")
+    classes = store.read_classes(path)
+    if classes is None:
+        raise ConfigError("train.target: class needs a labels table with a class column (a "
+                          "class-per-folder set: featstore ingest --source folder)")
+    if not 2 <= len(set(classes.values())) <= 127:  # y_true / y_pred are int8 class indices
+        raise ConfigError(f"train.target: class needs 2 to 127 classes; the labels table has "
+                          f"{len(set(classes.values()))}")
+
+
 # ------------------------------------------------------------------ data, cached per worker
 
 
@@ -216,6 +240,12 @@ def _split_arrays(path: str, feature_set: str, content: str,
     x = store.embedding_matrix(table, dim, feature_set)
     labels = {c: table[c].to_numpy(zero_copy_only=False).astype(np.int8)
               for c in table.column_names if c not in ("image_id", "split", "embedding")}
+    names = store.read_classes(path)
+    class_names = sorted(set(names.values())) if names else []
+    index = {c: k for k, c in enumerate(class_names)}
+    # the class of each image as an index into class_names (-1: none)
+    klass = np.asarray([index.get(names.get(i), -1) for i in ids] if names else [-1] * len(ids),
+                       dtype=np.int16)
     persons = store.read_identities(path)
     # an image without a known person is a person of its own (a unique negative id)
     groups = (np.asarray([persons.get(i, -1 - k) for k, i in enumerate(ids)], dtype=np.int64)
@@ -230,12 +260,15 @@ def _split_arrays(path: str, feature_set: str, content: str,
         ids, split, x = ids[keep], split[keep], x[keep]
         labels = {k: v[keep] for k, v in labels.items()}
         groups = None if groups is None else groups[keep]
-    out: dict[str, Any] = {"labels": {}, "dim": dim, "groups": {}}
+        klass = klass[keep]
+    out: dict[str, Any] = {"labels": {}, "dim": dim, "groups": {}, "class": {},
+                           "class_names": class_names}
     for s in ("train", "val", "test"):
         m = split == s
         out[s] = (x[m], ids[m])
         out["labels"][s] = {k: v[m] for k, v in labels.items()}
         out["groups"][s] = None if groups is None else groups[m]
+        out["class"][s] = klass[m]
     return out
 
 
@@ -322,6 +355,10 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig,
         attrs = (sorted(data["labels"]["train"]) if cell.attribute == ALL_ATTRIBUTES
                  else [cell.attribute])
         lap("fit")
+        if cell.attribute == CLASS_TARGET and cfg.target == CLASS_TARGET:
+            row = _class_row(cell, cfg, key, x_tr, x_va, x_te, data, pick)
+            lap(None)
+            return [row]
         fits = _fit(cell, cfg, x_tr, x_va, x_te, data, pick, attrs)
     except Exception as exc:  # a problem of this cell: record it, let the grid go on
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -405,6 +442,63 @@ def _evaluated(fit: Any, y_tr: np.ndarray, y_va: np.ndarray, y_te: np.ndarray,
         **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "tn", "fp",
                              "fn", "tp", "majority_baseline")},
     }
+
+
+def _class_row(cell: Cell, cfg: GridConfig, key: str, x_tr: np.ndarray, x_va: np.ndarray,
+               x_te: np.ndarray, data: dict[str, Any], pick: np.ndarray) -> dict[str, Any]:
+    """The results row of one multi-class cell (``train.target: class``): the probe is fitted
+    and tuned on the training rows, scored on the validation rows for ``selection_score``
+    (validation accuracy) and on the test rows for the estimate, in one call. ``y_true`` and
+    ``y_pred`` hold class indices into ``classes``; ``y_score`` stays null (no positive class).
+    Models are not saved for multi-class cells (``train.save_models`` is ignored there)."""
+    from featstore import multiclass
+    from featstore.train.multiclass import fit_multiclass
+
+    names = data["class_names"]
+    k = len(names)
+    y_tr = data["class"]["train"][pick].astype(np.int64)
+    y_va, y_te = data["class"]["val"].astype(np.int64), data["class"]["test"].astype(np.int64)
+    if (y_tr < 0).any() or (y_va < 0).any() or (y_te < 0).any():
+        raise FeatstoreError("some images of this feature set have no class in the labels table")
+    weight = None if cfg.class_weight == "none" else cfg.class_weight
+    settings = {
+        "lasso": {"folds": cfg.folds, "cs": cfg.lasso_cs, "max_iter": cfg.lasso_max_iter,
+                  "cv_max_rows": cfg.cv_max_rows},
+        "forest": {"n_estimators": cfg.forest_trees, "selection": cfg.forest_selection,
+                   "max_features": tuple(_num(v) for v in cfg.forest_max_features),
+                   "folds": cfg.forest_folds, "max_samples": cfg.forest_max_samples or None,
+                   "cv_max_rows": cfg.cv_max_rows},
+        "dense": {"hidden": tuple(cfg.dense_hidden), "epochs": cfg.dense_epochs,
+                  "patience": cfg.dense_patience, "batch_size": cfg.dense_batch_size},
+    }[cell.model]
+    fit = fit_multiclass(cell.model, x_tr, y_tr, np.concatenate([x_va, x_te]), n_classes=k,
+                         seed=cell.seed, class_weight=weight, **settings)
+    pred = fit.y_pred
+    pred_va, y_pred = pred[:len(x_va)], pred[len(x_va):]
+    m = multiclass.metrics(y_te, y_pred, k, y_train=y_tr)
+    groups = data["groups"]["test"]
+    if groups is not None and np.unique(groups).size < 2:
+        groups = None
+    lo, hi = multiclass.accuracy_interval(y_te, y_pred, groups=groups)
+    params = {**fit.params, "majority_class": m["majority_class"],
+              **{k2: [None if np.isnan(v) else float(v) for v in m[k2]]
+                 for k2 in ("precision", "recall")}}
+    row = _empty_row(cell, key)
+    row.update(
+        status="ok", ci_low=lo, ci_high=hi, n_train=len(x_tr), n_val=len(x_va),
+        n_test=len(x_te), dim=int(x_tr.shape[1]), fit_seconds=fit.fit_seconds,
+        params=json.dumps(params, sort_keys=True, default=str),
+        history=json.dumps(fit.history) if fit.history else None,
+        y_true=y_te.astype(np.int8).tolist(), y_pred=y_pred.astype(np.int8).tolist(),
+        groups=groups.tolist() if groups is not None else None,
+        selection_score=float(np.mean(pred_va == y_va)) if len(y_va) else None,
+        selection_metric=SELECTION_METRIC if len(y_va) else None,
+        ci_method="wilson, by identity" if groups is not None else "wilson",
+        accuracy=m["accuracy"], balanced_accuracy=m["balanced_accuracy"],
+        majority_baseline=m["majority_baseline"], macro_f1=m["macro_f1"], n_classes=k,
+        classes=list(names), confusion=m["confusion"].tolist(),
+        reason="model not saved: multi-class fits are not saved" if cfg.save_models else None)
+    return row
 
 
 def _val_threshold(y: np.ndarray, score: np.ndarray) -> float:

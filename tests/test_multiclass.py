@@ -1,0 +1,123 @@
+"""A class-per-folder study with the real jobs: synth --layout folder (4 imbalanced classes) ->
+ingest --source folder -> extract (MobileNetV2, random weights, 32x32) -> train --target class
+-> report. The results rows are read back and checked against their own confusion matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from featstore import store
+from featstore.train.grid import read_results
+from jobs import extract as extract_job
+from jobs import ingest as ingest_job
+from jobs import report as report_job
+from jobs import synth as synth_job
+from jobs import train as train_job
+
+MODELS = ("lasso", "forest", "dense")
+
+
+@pytest.fixture(scope="module")
+def folder_study(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("multiclass")
+    assert synth_job.main(["--out", str(root / "shapes"), "--layout", "folder", "--classes", "4",
+                           "--n", "400", "--size", "32"]) == 0
+    st = str(root / "store")
+    assert ingest_job.main(["--store", st, "--source", "folder", "--path", str(root / "shapes"),
+                            "--set", "ingest.split_fractions=[0.6,0.15,0.25]"],
+                           spark=spark) == 0
+    assert extract_job.main(["--store", st, "--model", "mobilenetv2", "--input-size", "32x32",
+                             "--weights", "random", "--feature-set", "mnv2",
+                             "--batch-size", "100"], spark=spark) == 0
+    assert train_job.main(["--store", st, "--feature-sets", "mnv2", "--target", "class",
+                           "--models", ",".join(MODELS), "--set", "train.folds=3",
+                           "--set", "train.lasso_cs=5", "--set", "train.forest_trees=60",
+                           "--set", "train.dense_epochs=60", "--set", "train.dense_patience=8",
+                           "--set", "train.dense_batch_size=32"], spark=spark) == 0
+    assert report_job.main(["--store", st, "--out", str(root / "report")], spark=spark) == 0
+    return root
+
+
+def test_the_synthetic_folder_set_is_imbalanced(folder_study):
+    sizes = sorted(len(list(d.iterdir())) for d in (folder_study / "shapes").iterdir())
+    assert len(sizes) == 4 and sizes[-1] >= 10 * sizes[0]
+
+
+def test_one_multiclass_row_per_probe_consistent_with_its_confusion_matrix(folder_study):
+    res = read_results(folder_study / "store")
+    assert sorted(res["model"]) == sorted(MODELS)
+    assert (res["status"] == "ok").all() and (res["attribute"] == "class").all()
+    labels = store.read_table(folder_study / "store", "labels").to_pandas()
+    test_sizes = labels[labels["split"] == "test"]["class"].value_counts()
+    for r in res.itertuples():
+        cm = np.asarray(r.confusion)
+        assert r.n_classes == 4 and cm.shape == (4, 4) and list(r.classes) == sorted(r.classes)
+        # accuracy is the diagonal's share; rows sum to the test split's class sizes
+        assert r.accuracy == pytest.approx(np.trace(cm) / cm.sum())
+        assert cm.sum(axis=1).tolist() == [int(test_sizes[c]) for c in r.classes]
+        assert cm.tolist() == pd.crosstab(pd.Categorical(r.y_true, range(4)),
+                                          pd.Categorical(r.y_pred, range(4)),
+                                          dropna=False).to_numpy().tolist()
+        assert r.ci_low <= r.accuracy <= r.ci_high and 0 <= r.selection_score <= 1
+        assert 0 < r.macro_f1 <= 1 and r.y_score is None
+        # a set with signal: every probe above always predicting the majority class
+        assert r.accuracy > r.majority_baseline, (r.model, r.accuracy, r.majority_baseline)
+
+
+def test_the_report_shows_the_confusion_matrices_and_picks_by_selection_score(folder_study):
+    html = (folder_study / "report" / "index.html").read_text()
+    assert 'id="multiclass"' in html and "Multi-class targets" in html
+    assert html.count("accuracy ") >= 3  # a confusion-matrix panel per probe (titles)
+    for model in MODELS:
+        assert f"{model} · accuracy" in html
+    summary = pd.read_csv(folder_study / "report" / "multiclass.csv")
+    res = read_results(folder_study / "store")
+    order = {m: i for i, m in enumerate(MODELS)}
+    ranked = sorted(res.itertuples(), key=lambda r: (-r.selection_score, order[r.model]))
+    assert summary.loc[summary["best"], "model"].tolist() == [ranked[0].model]
+
+
+def test_metrics_of_a_known_confusion_matrix():
+    from featstore import multiclass
+
+    y_true = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    m = multiclass.metrics(y_true, y_pred, 3, y_train=[0, 0, 0, 1, 2])
+    assert m["confusion"].tolist() == [[3, 1, 0], [0, 1, 1], [0, 0, 2]]
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
+    assert m["macro_f1"] == pytest.approx((6 / 7 + 1 / 2 + 4 / 5) / 3)
+    assert m["majority_class"] == 0 and m["majority_baseline"] == pytest.approx(4 / 8)
+
+
+def test_mcnemar_on_per_image_correctness_is_the_binary_test():
+    from featstore import evaluate, multiclass
+
+    rows = pd.DataFrame({"attribute": "class", "feature_set": "f", "train_size": 0, "seed": 0,
+                         "model": ["a", "b"],
+                         "y_true": [np.array([0, 1, 2, 2, 1]), np.array([0, 1, 2, 2, 1])],
+                         "y_pred": [np.array([0, 1, 2, 0, 0]), np.array([1, 1, 2, 2, 1])]})
+    comp = evaluate.compare_models(multiclass.correctness(rows))
+    assert (comp["b"].item(), comp["c"].item()) == (1, 2)  # a right & b wrong: 1; reverse: 2
+
+
+def test_synthetic_class_sizes_are_imbalanced_tenfold():
+    from featstore.sources.synthetic_folder import class_sizes
+
+    for n, k in ((200, 4), (1000, 5), (60, 3)):
+        sizes = class_sizes(n, k)
+        assert len(sizes) == k and sizes[0] >= 10 * sizes[-1] and min(sizes) >= 3
+
+
+def test_target_class_needs_a_class_column_and_the_multiclass_probes(tmp_path, capsys):
+    from tests.test_train_grid import _signal_store
+
+    root = _signal_store(tmp_path / "store")  # labels written without a class column
+    assert train_job.main(["--store", str(root), "--feature-sets", "sig",
+                           "--target", "class"]) == 2
+    assert "needs a labels table with a class column" in capsys.readouterr().err
+    assert train_job.main(["--store", str(root), "--feature-sets", "sig", "--target", "class",
+                           "--models", "lasso,multilabel"]) == 2
+    assert "not multilabel" in capsys.readouterr().err
