@@ -527,8 +527,11 @@ def _interval(values: np.ndarray, alpha: float, *, what: str, method: str,
     if undefined == len(values):
         raise ValueError(f"{what} is undefined on every bootstrap resample")
     if undefined:
-        log.warning("bootstrap: %s undefined on %d of %d resamples; dropped",
-                    what, undefined, len(values))
+        # a few resamples without one class (a rare attribute resampled by person) are
+        # expected; a share that could move the interval is worth a warning
+        level = logging.WARNING if undefined > 0.05 * len(values) else logging.DEBUG
+        log.log(level, "bootstrap: %s undefined on %d of %d resamples; dropped",
+                what, undefined, len(values))
     quantiles = np.array([alpha / 2.0, 1.0 - alpha / 2.0])
     if method == "bca":
         assert point is not None and jackknife is not None
