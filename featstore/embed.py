@@ -232,6 +232,15 @@ class DecodePool:
                     self._executor = ProcessPoolExecutor(
                         self.workers, mp_context=ctx, initializer=_decode_worker_init,
                         initargs=(os.getpid(),))
+                    # In a process started by multiprocessing, exit first runs the finalizers of
+                    # priority >= 0 (which close the pool's queue feeders: exitpriority 10) and
+                    # then joins the children, so a pool never closed left its workers waiting
+                    # for a stop they never got, and the exit hung (seen in bench/gpu's layout
+                    # processes). Shut the pool down before the feeders close (a no-op if
+                    # already closed).
+                    multiprocessing.util.Finalize(
+                        self._executor, self._executor.shutdown,
+                        kwargs={"wait": True, "cancel_futures": True}, exitpriority=100)
                     logger.info("started %d decode processes", self.workers)
             return self._executor
 

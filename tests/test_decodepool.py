@@ -144,3 +144,36 @@ def test_a_killed_consumer_leaves_no_segment_and_no_worker():
         time.sleep(0.2)
     assert not os.path.exists(path)
     assert not any(map(_alive, workers))
+
+
+UNCLOSED_IN_A_CHILD = """
+import multiprocessing as mp, sys
+sys.path.insert(0, sys.argv[1])
+
+def work():
+    from featstore.embed import DecodePool
+    from tests.test_embed import jpeg
+    pool = DecodePool((24, 20), 1, capacity=4)  # never closed: the exit must not wait on it
+    for batch in pool.map([[jpeg(i) for i in range(4)]]):
+        batch.release()
+    print("decoded", flush=True)
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=work)
+    p.start()
+    p.join(60)
+    print("exit", p.exitcode, flush=True)
+    if p.exitcode is None:
+        p.kill()
+"""
+
+
+def test_a_pool_left_open_in_a_multiprocessing_child_does_not_hang_its_exit(tmp_path):
+    """A process started by multiprocessing closes its queues' feeders before it joins its
+    children: an open pool's workers never got their stop and the exit hung (bench/gpu's
+    layout processes). The pool now shuts down before the feeders close."""
+    script = tmp_path / "child.py"  # spawn re-imports the main module: a file, not -c
+    script.write_text(UNCLOSED_IN_A_CHILD)
+    proc = subprocess.run([sys.executable, str(script), str(ROOT)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["decoded", "exit", "0"], proc.stdout + proc.stderr

@@ -214,7 +214,7 @@ def _task(cfg_kw, n, rows, barrier, queue):
     from featstore.embed import get_embedder
 
     cfg = embed_cfg(**cfg_kw)
-    get_embedder(cfg, warm=True)
+    emb = get_embedder(cfg, warm=True)
     table = pa.table({"content": pa.array(jpegs(n), pa.binary())})  # an images table
     batches = [b.column(0).to_pandas() for b in table.to_batches(max_chunksize=rows)]
     warm = [pd.Series(jpegs(cfg.batch_size))]
@@ -224,6 +224,9 @@ def _task(cfg_kw, n, rows, barrier, queue):
     t0 = time.time()
     done = sum(len(df) for df in udf.embed_batches(cfg, iter(batches)))
     queue.put((t0, time.time(), done))
+    # the cached embedder's decode pool: closed here, or the process waited at exit for its
+    # workers (seen in the CPU dry run: layout (2, 8, 1) hung in join)
+    emb.close()
 
 
 def layout(tasks: int, batch: int, workers: int, n_total: int, rows: int = ROWS) -> dict:
