@@ -280,36 +280,30 @@ def labels_schema(attributes: Sequence[str], *, identity: bool = False,
     )
 
 
-def read_identities(path: str | os.PathLike[str]) -> dict[str, int] | None:
-    """``{image_id: identity}`` of the labels table, or None where it has no identity (a source
-    without one, or a store ingested before the column existed)."""
+def _optional_label(path: str | os.PathLike[str], column: str) -> dict[str, Any] | None:
+    """``{image_id: value}`` of an optional column of the labels table, or None where the table
+    has no value in it (a source without one, or a store ingested before the column existed)."""
     import pyarrow.parquet as pq
 
     table = find_table(path, "labels")
     files = _data_files(Layout(path), table["id"], table["manifest"])
-    if not files or IDENTITY not in pq.read_schema(files[0]).names:
+    if not files or column not in pq.read_schema(files[0]).names:
         return None
-    t = read_table(path, "labels", columns=["image_id", IDENTITY])
-    if t[IDENTITY].null_count == t.num_rows:
+    t = read_table(path, "labels", columns=["image_id", column])
+    if t[column].null_count == t.num_rows:
         return None
-    return {i: v for i, v in zip(t["image_id"].to_pylist(), t[IDENTITY].to_pylist())
+    return {i: v for i, v in zip(t["image_id"].to_pylist(), t[column].to_pylist())
             if v is not None}
+
+
+def read_identities(path: str | os.PathLike[str]) -> dict[str, int] | None:
+    """``{image_id: identity}`` of the labels table, or None where it has no identity."""
+    return _optional_label(path, IDENTITY)
 
 
 def read_classes(path: str | os.PathLike[str]) -> dict[str, str] | None:
-    """``{image_id: class}`` of the labels table, or None where it has no class (a source
-    without one, or a store ingested before the column existed)."""
-    import pyarrow.parquet as pq
-
-    table = find_table(path, "labels")
-    files = _data_files(Layout(path), table["id"], table["manifest"])
-    if not files or CLASS not in pq.read_schema(files[0]).names:
-        return None
-    t = read_table(path, "labels", columns=["image_id", CLASS])
-    if t[CLASS].null_count == t.num_rows:
-        return None
-    return {i: v for i, v in zip(t["image_id"].to_pylist(), t[CLASS].to_pylist())
-            if v is not None}
+    """``{image_id: class}`` of the labels table, or None where it has no class."""
+    return _optional_label(path, CLASS)
 
 
 def spark_schema(schema: pa.Schema) -> Any:

@@ -163,17 +163,20 @@ def _dataset_summary(data: Any, steps: int | None) -> tuple[np.ndarray, np.ndarr
 
 
 def _build(n_features: int, hidden: Sequence[int], outputs: int, mean: np.ndarray,
-           std: np.ndarray, learning_rate: float) -> keras.Model:
+           std: np.ndarray, learning_rate: float, *, activation: str = "sigmoid",
+           loss: str = "binary_crossentropy", name: str = "dense_head") -> keras.Model:
+    """Standardize -> hidden ReLU layers -> ``outputs`` units of ``activation`` (the binary heads:
+    sigmoid; featstore.train.multiclass: softmax), RMSprop on ``loss``."""
     inputs = keras.Input(shape=(n_features,), name="features")
     scale = Standardize(n_features, name="standardize")
     h = scale(inputs)
     scale.set_weights([mean.astype(np.float32), (1.0 / std).astype(np.float32)])
     for i, units in enumerate(hidden):
         h = keras.layers.Dense(int(units), activation="relu", name=f"hidden{i}")(h)
-    out = keras.layers.Dense(outputs, activation="sigmoid", name="output")(h)
-    model = keras.Model(inputs, out, name="dense_head")
+    out = keras.layers.Dense(outputs, activation=activation, name="output")(h)
+    model = keras.Model(inputs, out, name=name)
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-                  loss="binary_crossentropy", metrics=["accuracy"])
+                  loss=loss, metrics=["accuracy"])
     return model
 
 

@@ -216,23 +216,16 @@ def fit_dense(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, n_classes: int,
     early stopping on the validation loss of a held-out tenth of the training rows."""
     import keras
 
-    from featstore.train.dense import HISTORY_KEYS, Standardize, _batched, _moments
+    from featstore.train.dense import HISTORY_KEYS, _batched, _build, _moments
 
     order = np.random.default_rng(seed).permutation(ys.size)
     n_val = max(n_classes, round(validation_fraction * ys.size))
     val, fit = order[:n_val], np.sort(order[n_val:])
     mean, std = _moments(xs[fit])
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=(xs.shape[1],), name="features")
-    scale = Standardize(xs.shape[1], name="standardize")
-    h = scale(inputs)
-    scale.set_weights([mean.astype(np.float32), (1.0 / std).astype(np.float32)])
-    for i, units in enumerate(hidden):
-        h = keras.layers.Dense(int(units), activation="relu", name=f"hidden{i}")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", name="output")(h)
-    model = keras.Model(inputs, out, name="softmax_head")
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = _build(xs.shape[1], hidden, n_classes, mean, std, learning_rate,
+                   activation="softmax", loss="sparse_categorical_crossentropy",
+                   name="softmax_head")
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=patience,
                                          restore_best_weights=True)
     hist = model.fit(xs[fit], ys[fit], validation_data=(xs[val], ys[val]), epochs=epochs,
