@@ -259,9 +259,22 @@ class DecodePool:
 
     def submit(self, contents: Sequence[bytes | None]) -> Future[DecodedBatch]:
         """One chunk through the pipe (its pixels pickled back)."""
-        return self._get_executor().submit(
-            decode_batch, list(contents), self.hw, max_pixels=self.max_pixels
-        )
+        return self._pool_submit(decode_batch, list(contents), self.hw,
+                                 max_pixels=self.max_pixels)
+
+    def _pool_submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        executor = self._get_executor()
+        try:
+            return executor.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:
+            raise
+        except (OSError, ValueError, RuntimeError) as exc:
+            # A worker died while this submit replaced an idle one: the pool's manager thread
+            # marks the pool broken and closes its pipes while submit spawns the replacement
+            # with them (CPython 3.11: "bad value(s) in fds_to_keep"). Same cause, same answer.
+            if _pool_broken(executor):
+                raise BrokenProcessPool(f"{type(exc).__name__}: {exc}") from exc
+            raise
 
     def _submit(self, contents: Sequence[bytes | None]) -> tuple[Future[Any], int | None]:
         ring = self._get_ring(len(contents))
@@ -269,8 +282,8 @@ class DecodePool:
         if ring is None or slot is None:
             return self.submit(contents), None
         try:
-            fut = self._get_executor().submit(_decode_to_slot, ring.name, slot * ring.slot_bytes,
-                                              list(contents), self.hw, self.max_pixels)
+            fut = self._pool_submit(_decode_to_slot, ring.name, slot * ring.slot_bytes,
+                                    list(contents), self.hw, self.max_pixels)
         except BaseException:
             ring.release(slot)
             raise
@@ -322,6 +335,17 @@ class DecodePool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pool_broken(executor: Executor) -> bool:
+    """Whether a process pool lost a worker (CPython marks it ``_broken`` before closing its
+    pipes; a dead worker not yet noticed by the pool counts too)."""
+    if not isinstance(executor, ProcessPoolExecutor):
+        return False
+    if getattr(executor, "_broken", False):
+        return True
+    procs = dict(getattr(executor, "_processes", None) or {})
+    return any(p.exitcode not in (None, 0) for p in procs.values())
 
 
 def _release_later(ring: SlotRing, slot: int, _fut: Future[Any]) -> None:

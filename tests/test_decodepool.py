@@ -109,6 +109,49 @@ def test_a_killed_worker_raises_one_line_and_the_pool_starts_afresh(chunks):
     assert shmring.segments(os.getpid()) == []
 
 
+def test_a_worker_lost_while_submit_spawns_its_replacement_is_the_same_one_line(chunks, monkeypatch):
+    # CPython's race (seen in CI): the pool's manager thread marks the pool broken and closes its
+    # pipes while submit spawns a replacement worker with them -> ValueError("bad value(s) in
+    # fds_to_keep") instead of BrokenProcessPool. Made deterministic here.
+    good = chunks[0]
+    pool = DecodePool(HW, 2, capacity=4)
+
+    def feed():
+        yield good
+        executor = pool._executor
+
+        def racing_submit(*args, **kwargs):
+            executor._broken = "A child process terminated abruptly"
+            raise ValueError("bad value(s) in fds_to_keep")
+
+        monkeypatch.setattr(executor, "submit", racing_submit)
+        yield good
+
+    try:
+        with pytest.raises(DecodePoolError, match="decode worker process died"):
+            for batch in pool.map(feed()):
+                batch.release()
+        assert pool._executor is None and pool._ring is None
+    finally:
+        pool.close()
+    assert shmring.segments(os.getpid()) == []
+
+
+def test_an_unrelated_submit_error_is_not_called_a_dead_worker(chunks, monkeypatch):
+    pool = DecodePool(HW, 2, capacity=4)
+    try:
+        executor = pool._get_executor()
+
+        def failing_submit(*args, **kwargs):
+            raise ValueError("something else")
+
+        monkeypatch.setattr(executor, "submit", failing_submit)
+        with pytest.raises(ValueError, match="something else"):
+            list(pool.map([chunks[0]]))
+    finally:
+        pool.close()
+
+
 KILLED_CONSUMER = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
