@@ -42,8 +42,9 @@ def consumer_pass(pool, chunks) -> tuple[int, float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--n", type=int, default=4096, help="images per measured pass")
     ap.add_argument("--batch-size", type=int, default=256, help="images per chunk (slot)")
@@ -70,20 +71,34 @@ def main(argv: list[str] | None = None) -> int:
         decode_image(data, hw)
     decode_cpu = (time.process_time() - c0) / m
     print(f"machine   {platform.node()} python {platform.python_version()} cpus {os.cpu_count()}")
-    print(f"decode    {decode_cpu * 1e3:.3f} ms CPU per image in one process ({hw[0]}x{hw[1]}, "
-          f"{m} JPEGs)")
-    out = {"decode_cpu_ms": decode_cpu * 1e3, "workers": args.workers, "n": args.n,
-           "batch_size": bs, "hw": list(hw)}
+    print(
+        f"decode    {decode_cpu * 1e3:.3f} ms CPU per image in one process ({hw[0]}x{hw[1]}, "
+        f"{m} JPEGs)"
+    )
+    out = {
+        "decode_cpu_ms": decode_cpu * 1e3,
+        "workers": args.workers,
+        "n": args.n,
+        "batch_size": bs,
+        "hw": list(hw),
+    }
     for name, shared in (("shm", True), ("pipe", False)):
         with DecodePool(hw, args.workers, capacity=bs, shared=shared) as pool:
             consumer_pass(pool, chunks[: max(2, args.workers)])  # start and warm the workers
             n, cpu, wall = consumer_pass(pool, chunks)
         frac = cpu / n / decode_cpu
-        out[name] = {"images": n, "consumer_cpu_s": cpu, "wall_s": wall,
-                     "images_per_s": n / wall, "consumer_cpu_us_per_image": cpu / n * 1e6,
-                     "fraction_of_decode": frac}
-        print(f"{name:5s}     {n / wall:8.1f} img/s delivered; consumer CPU {cpu / n * 1e6:7.1f} "
-              f"us per image = {frac:.3f} of one decode")
+        out[name] = {
+            "images": n,
+            "consumer_cpu_s": cpu,
+            "wall_s": wall,
+            "images_per_s": n / wall,
+            "consumer_cpu_us_per_image": cpu / n * 1e6,
+            "fraction_of_decode": frac,
+        }
+        print(
+            f"{name:5s}     {n / wall:8.1f} img/s delivered; consumer CPU {cpu / n * 1e6:7.1f} "
+            f"us per image = {frac:.3f} of one decode"
+        )
     if args.json:
         import json
 

@@ -45,25 +45,35 @@ def main() -> None:
     from featstore.sources.synthetic import generate
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-extract-"))
-    overrides = [f"extract.model={args.model}", f"extract.input_size={args.input_size}",
-                 f"extract.batch_size={args.batch_size}", "extract.weights=random",
-                 "extract.overwrite=true", "ingest.source=celeba",
-                 f"ingest.path={work / 'celeba'}"]
+    overrides = [
+        f"extract.model={args.model}",
+        f"extract.input_size={args.input_size}",
+        f"extract.batch_size={args.batch_size}",
+        "extract.weights=random",
+        "extract.overwrite=true",
+        "ingest.source=celeba",
+        f"ingest.path={work / 'celeba'}",
+    ]
     cfg = load_config(None, overrides)
     if not (work / "celeba" / "list_attr_celeba.txt").is_file():
         generate(work / "celeba", args.n, seed=0, workers=args.cores)
 
-    spark = (SparkSession.builder.master(f"local[{args.cores}]")
-             .config("spark.ui.enabled", "false").config("spark.python.worker.reuse", "true")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-             .config("spark.driver.memory", "4g").getOrCreate())
+    spark = (
+        SparkSession.builder.master(f"local[{args.cores}]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.memory", "4g")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     ingest(spark, cfg.ingest, str(work / "store"))
 
     import pyarrow.parquet as pq
 
-    contents = pq.read_table(work / "store" / "images", columns=["content"]).column(
-        "content").to_pylist()
+    contents = (
+        pq.read_table(work / "store" / "images", columns=["content"]).column("content").to_pylist()
+    )
     n = len(contents)
 
     # the single-process loop: same settings, model built before timing
@@ -76,7 +86,7 @@ def main() -> None:
     def loop_once() -> float:
         t = time.perf_counter()
         out = 0
-        for result in embedder.embed_iter(contents[i:i + step] for i in range(0, n, step)):
+        for result in embedder.embed_iter(contents[i : i + step] for i in range(0, n, step)):
             out += len(result.ok_index)
         assert out == n
         return time.perf_counter() - t
@@ -95,11 +105,15 @@ def main() -> None:
 
     import keras
 
-    print(f"bench_extract_cpu: {n} images 178x218 JPEG, {args.model} input {args.input_size}, "
-          f"random weights, batch {args.batch_size}, {args.cores} cores, "
-          f"backend {keras.backend.backend()}, Spark {spark.version} local[{args.cores}]")
-    print(f"  single-process loop (decode + model):  {n / loop:8.1f} img/s  "
-          f"(runs {loop1:.1f} s and {loop2:.1f} s)")
+    print(
+        f"bench_extract_cpu: {n} images 178x218 JPEG, {args.model} input {args.input_size}, "
+        f"random weights, batch {args.batch_size}, {args.cores} cores, "
+        f"backend {keras.backend.backend()}, Spark {spark.version} local[{args.cores}]"
+    )
+    print(
+        f"  single-process loop (decode + model):  {n / loop:8.1f} img/s  "
+        f"(runs {loop1:.1f} s and {loop2:.1f} s)"
+    )
     print(f"  Spark extract job, cold (workers start): {n / cold:8.1f} img/s  ({cold:.1f} s)")
     print(f"  Spark extract job, warm (workers reused): {n / warm:7.1f} img/s  ({warm:.1f} s)")
     print(f"  ratio job/loop: warm {loop / warm:.2f}, cold {loop / cold:.2f}  (target >= 0.9)")

@@ -47,18 +47,31 @@ def _bare_loop(store: str, model: str, hw: tuple[int, int], batch: int, seed: in
 
     from featstore import models
 
-    contents = ds.dataset(os.path.join(store, "images"), format="parquet",
-                          partitioning="hive").to_table(columns=["content"]).column(
-        "content").to_pylist()
-    net = models.build_extractor(models.get_spec(model), input_hw=hw,
-                                 weights=models.WeightsInfo("random"), seed=seed)
+    contents = (
+        ds.dataset(os.path.join(store, "images"), format="parquet", partitioning="hive")
+        .to_table(columns=["content"])
+        .column("content")
+        .to_pylist()
+    )
+    net = models.build_extractor(
+        models.get_spec(model), input_hw=hw, weights=models.WeightsInfo("random"), seed=seed
+    )
     h, w = hw
     net.predict_on_batch(np.zeros((batch, h, w, 3), np.uint8))  # compile outside the pass
     t1 = time.perf_counter()
     n = 0
     for i in range(0, len(contents), batch):
-        x = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize(
-            (w, h), Image.Resampling.BILINEAR), dtype=np.uint8) for b in contents[i:i + batch]])
+        x = np.stack(
+            [
+                np.asarray(
+                    Image.open(io.BytesIO(b))
+                    .convert("RGB")
+                    .resize((w, h), Image.Resampling.BILINEAR),
+                    dtype=np.uint8,
+                )
+                for b in contents[i : i + batch]
+            ]
+        )
         n += len(np.asarray(net.predict_on_batch(x)))
     t2 = time.perf_counter()
     print(json.dumps({"images": n, "start_s": t1 - t0, "pass_s": t2 - t1}))
@@ -97,8 +110,9 @@ def _run(cmd: list[str], env: dict[str, str]) -> dict:
 
 def _featstore_pass(store: Path, name: str, cores: int) -> tuple[float, dict]:
     """Images/s of the workers' steady state: images x cores / (task time - worker start)."""
-    man = json.loads((store / "_featstore" / "tables" / "features" / name /
-                      "manifest.json").read_text())
+    man = json.loads(
+        (store / "_featstore" / "tables" / "features" / name / "manifest.json").read_text()
+    )
     wk = man["timing"]["workers"]
     busy = wk["task_s"] - wk["start_s"]
     return (man["counts"]["ok"] + man["counts"]["errors"]) * cores / busy, man["timing"]
@@ -108,8 +122,13 @@ def _compare(store: Path, name: str, peer_out: Path) -> tuple[float, float]:
     import numpy as np
     import pyarrow.dataset as ds
 
-    a = ds.dataset(store / "features" / f"feature_set={name}", format="parquet",
-                   partitioning="hive").to_table(columns=["image_id", "embedding"]).to_pandas()
+    a = (
+        ds.dataset(
+            store / "features" / f"feature_set={name}", format="parquet", partitioning="hive"
+        )
+        .to_table(columns=["image_id", "embedding"])
+        .to_pandas()
+    )
     b = ds.dataset(peer_out, format="parquet").to_table().to_pandas()
     m = a.merge(b, on="image_id", suffixes=("_a", "_b"))
     assert len(m) == len(a) == len(b), (len(m), len(a), len(b))
@@ -126,13 +145,26 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default="ABC", help="which of A, B, C (and D: A with "
-                    "extract.cpu_threads=1, one backend thread per task) to run, in this order each round (default ABC)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[],
-                    help="extra featstore --set KEY=VALUE for A (repeatable)")
-    ap.add_argument("--load", type=int, default=0,
-                    help="start this many busy processes (another job's load: each runs numpy "
-                    "matrix products on one thread) for the whole run")
+    ap.add_argument(
+        "--only",
+        default="ABC",
+        help="which of A, B, C (and D: A with "
+        "extract.cpu_threads=1, one backend thread per task) to run, in this order each round (default ABC)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="extra featstore --set KEY=VALUE for A (repeatable)",
+    )
+    ap.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        help="start this many busy processes (another job's load: each runs numpy "
+        "matrix products on one thread) for the whole run",
+    )
     ap.add_argument("--workdir")
     ap.add_argument("--bare", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--burn", action="store_true", help=argparse.SUPPRESS)
@@ -144,10 +176,18 @@ def main() -> None:
     if args.burn:
         _burn()
         return
-    burners = [subprocess.Popen([sys.executable, __file__, "--burn"],
-                                env={**os.environ, "OMP_NUM_THREADS": "1",
-                                     "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-               for _ in range(args.load)]
+    burners = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--burn"],
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+            },
+        )
+        for _ in range(args.load)
+    ]
     try:
         _bench(args)
     finally:
@@ -168,36 +208,91 @@ def _bench(args: argparse.Namespace) -> None:
 
     py = sys.executable
     cli = str(Path(py).with_name("featstore"))
-    env = {**os.environ, "PYSPARK_PYTHON": py, "PYSPARK_DRIVER_PYTHON": py,
-           "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYSPARK_PYTHON": py, "PYSPARK_DRIVER_PYTHON": py, "PYTHONPATH": str(ROOT)}
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-peer-"))
     hw = args.input_size
     import platform
 
-    print(f"bench_extract_peer: {args.model} random weights at {hw}, batch {args.batch_size}, "
-          f"local[{args.cores}] / {args.cores} cores, {os.cpu_count()} CPUs, "
-          f"{platform.python_version()}; rounds {args.rounds}, interleaved {args.only}; "
-          f"{args.load} busy processes as other load")
+    print(
+        f"bench_extract_peer: {args.model} random weights at {hw}, batch {args.batch_size}, "
+        f"local[{args.cores}] / {args.cores} cores, {os.cpu_count()} CPUs, "
+        f"{platform.python_version()}; rounds {args.rounds}, interleaved {args.only}; "
+        f"{args.load} busy processes as other load"
+    )
     for n in args.n:
         store = work / f"store-{n}"
         if not (store / "_featstore" / "tables" / "images" / "manifest.json").is_file():
-            subprocess.run([cli, "synth", "--out", str(work / f"celeba-{n}"), "--n", str(n)],
-                           env=env, check=True, capture_output=True)
-            subprocess.run([cli, "ingest", "--source", "celeba", "--path",
-                            str(work / f"celeba-{n}"), "--store", str(store),
-                            "--master", f"local[{args.cores}]"], env=env, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [cli, "synth", "--out", str(work / f"celeba-{n}"), "--n", str(n)],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            subprocess.run(
+                [
+                    cli,
+                    "ingest",
+                    "--source",
+                    "celeba",
+                    "--path",
+                    str(work / f"celeba-{n}"),
+                    "--store",
+                    str(store),
+                    "--master",
+                    f"local[{args.cores}]",
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
         name = f"bench-{args.model}"
         cmds = {
-            "A": [cli, "extract", "--store", str(store), "--model", args.model, "--weights",
-                  "random", "--input-size", hw, "--batch-size", str(args.batch_size),
-                  "--feature-set", name, "--overwrite", "--master", f"local[{args.cores}]",
-                  *[x for kv in args.overrides for x in ("--set", kv)]],
-            "B": [py, str(ROOT / "bench" / "peer_predict_batch_udf.py"), "--store", str(store),
-                  "--out", str(work / f"peer-{n}"), "--model", args.model, "--input-size", hw,
-                  "--batch-size", str(args.batch_size), "--cores", str(args.cores)],
-            "C": [py, __file__, "--bare", str(store), args.model, hw, str(args.batch_size),
-                  str(args.seed)],
+            "A": [
+                cli,
+                "extract",
+                "--store",
+                str(store),
+                "--model",
+                args.model,
+                "--weights",
+                "random",
+                "--input-size",
+                hw,
+                "--batch-size",
+                str(args.batch_size),
+                "--feature-set",
+                name,
+                "--overwrite",
+                "--master",
+                f"local[{args.cores}]",
+                *[x for kv in args.overrides for x in ("--set", kv)],
+            ],
+            "B": [
+                py,
+                str(ROOT / "bench" / "peer_predict_batch_udf.py"),
+                "--store",
+                str(store),
+                "--out",
+                str(work / f"peer-{n}"),
+                "--model",
+                args.model,
+                "--input-size",
+                hw,
+                "--batch-size",
+                str(args.batch_size),
+                "--cores",
+                str(args.cores),
+            ],
+            "C": [
+                py,
+                __file__,
+                "--bare",
+                str(store),
+                args.model,
+                hw,
+                str(args.batch_size),
+                str(args.seed),
+            ],
         }
         # D: A with one backend thread per task (the thread policy's alternative: A's default
         # is two per task, featstore.extract.task_cpu_threads)
@@ -221,25 +316,44 @@ def _bench(args: argparse.Namespace) -> None:
                     extra = (
                         f"  workers: start {wk['start_s']:.1f} s, model {wk['model_s']:.1f} s, "
                         f"decode {wk['decode_s']:.1f} s, input {wk['input_s']:.1f} s, "
-                        f"output {wk['output_s']:.1f} s of {wk['task_s']:.1f} task-s")
-                print(f"  n={n} round {r + 1} {k}: {res['e2e_ips']:7.1f} img/s end to end "
-                      f"({res['wall_s']:.1f} s), pass {res['pass_ips']:7.1f} img/s, driver "
-                      f"{res['rss_gib']:.2f} GiB, load {res['load']:.1f}{extra}", flush=True)
-        med = {k: (statistics.median(x["e2e_ips"] for x in v),
-                   statistics.median(x["pass_ips"] for x in v)) for k, v in rows.items()}
-        print(f"n={n}: medians end to end / pass (img/s): "
-              + ", ".join(f"{k} {e:.1f} / {p:.1f}" for k, (e, p) in med.items()))
+                        f"output {wk['output_s']:.1f} s of {wk['task_s']:.1f} task-s"
+                    )
+                print(
+                    f"  n={n} round {r + 1} {k}: {res['e2e_ips']:7.1f} img/s end to end "
+                    f"({res['wall_s']:.1f} s), pass {res['pass_ips']:7.1f} img/s, driver "
+                    f"{res['rss_gib']:.2f} GiB, load {res['load']:.1f}{extra}",
+                    flush=True,
+                )
+        med = {
+            k: (
+                statistics.median(x["e2e_ips"] for x in v),
+                statistics.median(x["pass_ips"] for x in v),
+            )
+            for k, v in rows.items()
+        }
+        print(
+            f"n={n}: medians end to end / pass (img/s): "
+            + ", ".join(f"{k} {e:.1f} / {p:.1f}" for k, (e, p) in med.items())
+        )
         if "A" in med and "B" in med:
-            per_round = ", ".join(f"{a['e2e_ips'] / b['e2e_ips']:.2f}"
-                                  for a, b in zip(rows["A"], rows["B"], strict=True))
-            print(f"n={n}: featstore/peer end to end {med['A'][0] / med['B'][0]:.2f} "
-                  f"(per round: {per_round})")
+            per_round = ", ".join(
+                f"{a['e2e_ips'] / b['e2e_ips']:.2f}"
+                for a, b in zip(rows["A"], rows["B"], strict=True)
+            )
+            print(
+                f"n={n}: featstore/peer end to end {med['A'][0] / med['B'][0]:.2f} "
+                f"(per round: {per_round})"
+            )
             diff, same = _compare(store, name, work / f"peer-{n}")
-            print(f"n={n}: embeddings featstore vs peer: max abs diff {diff:.3g}, "
-                  f"{same:.0%} of rows bit-identical")
+            print(
+                f"n={n}: embeddings featstore vs peer: max abs diff {diff:.3g}, "
+                f"{same:.0%} of rows bit-identical"
+            )
         if "A" in med and "C" in med:
-            print(f"n={n}: featstore pass / bare loop pass {med['A'][1] / med['C'][1]:.2f}, "
-                  f"featstore end to end / bare loop end to end {med['A'][0] / med['C'][0]:.2f}")
+            print(
+                f"n={n}: featstore pass / bare loop pass {med['A'][1] / med['C'][1]:.2f}, "
+                f"featstore end to end / bare loop end to end {med['A'][0] / med['C'][0]:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,18 @@ sys.path.insert(0, str(REPO))
 from featstore import store  # noqa: E402
 
 FS = "mobilenetv2-out_relu-avg-32x32-random0"
-MODEL = ["--model", "mobilenetv2", "--weights", "random", "--input-size", "32x32",
-         "--batch-size", "8", "--set", "extract.chunk_rows=40"]
+MODEL = [
+    "--model",
+    "mobilenetv2",
+    "--weights",
+    "random",
+    "--input-size",
+    "32x32",
+    "--batch-size",
+    "8",
+    "--set",
+    "extract.chunk_rows=40",
+]
 
 
 def stage_args(stage: str, st: Path, src: Path) -> list[str]:
@@ -54,9 +64,21 @@ def stage_args(stage: str, st: Path, src: Path) -> list[str]:
         "ingest": ["ingest", "--store", str(st), "--path", str(src)],
         "extract": ["extract", "--store", str(st), *MODEL],
         "reduce": ["reduce", "--store", str(st), "--feature-set", FS, "--dims", "4,8"],
-        "train": ["train", "--store", str(st), "--feature-sets", f"{FS}-pca4,{FS}-pca8",
-                  "--attributes", "Smiling,Male,Young,Bangs", "--models", "lasso",
-                  "--set", "train.folds=3", "--set", "train.bootstrap=100"],
+        "train": [
+            "train",
+            "--store",
+            str(st),
+            "--feature-sets",
+            f"{FS}-pca4,{FS}-pca8",
+            "--attributes",
+            "Smiling,Male,Young,Bangs",
+            "--models",
+            "lasso",
+            "--set",
+            "train.folds=3",
+            "--set",
+            "train.bootstrap=100",
+        ],
     }[stage]
 
 
@@ -66,14 +88,24 @@ STAGES = ("ingest", "extract", "reduce", "train")
 def run(args: list[str], *, kill_after: float | None = None) -> tuple[int | None, float]:
     """Run ``featstore ARGS``; with ``kill_after``, SIGKILL its process group then. Returns
     (exit code, or None when killed; seconds)."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
-           "PYSPARK_DRIVER_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     cmd = [sys.executable, "-m", "jobs.cli", *args, "--master", "local[2]"]
     if args[0] in ("ls", "describe", "migrate"):
         cmd = cmd[:-2]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         proc.wait(timeout=kill_after)
     except subprocess.TimeoutExpired:
@@ -88,11 +120,20 @@ def run(args: list[str], *, kill_after: float | None = None) -> tuple[int | None
 def run_text(args: list[str]) -> tuple[int, str]:
     """Run ``featstore ARGS`` to the end: (exit code, the last line of stderr; on success, the
     count of Java stack-trace lines it printed, which should be none)."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
-           "PYSPARK_DRIVER_PYTHON": sys.executable, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     spark = [] if args[0] in ("ls", "describe", "retrieve") else ["--master", "local[2]"]
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", *args, *spark], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", *args, *spark],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("featstore:")]
     if proc.returncode in (0, 1):
         traces = sum(1 for ln in proc.stderr.splitlines() if ln.startswith("\tat "))
@@ -136,14 +177,41 @@ def damage_campaign(ref_store: Path, work: Path, rng: random.Random) -> bool:
         bad = damage(st, kind, rng)
         codes, named = {}, True
         for stage, args in (
-                ("ls", ["ls", str(st)]),
-                ("reduce", ["reduce", "--store", str(st), "--feature-set", FS, "--dims", "4",
-                            "--overwrite"]),
-                ("retrieve", ["retrieve", "--store", str(st), "--feature-set", FS,
-                              "--backend", "numpy", "--k", "1"]),
-                ("train", ["train", "--store", str(st), "--feature-sets", FS,
-                           "--attributes", "Male", "--models", "lasso"]),
-                ("extract", ["extract", "--store", str(st), *MODEL])):
+            ("ls", ["ls", str(st)]),
+            (
+                "reduce",
+                ["reduce", "--store", str(st), "--feature-set", FS, "--dims", "4", "--overwrite"],
+            ),
+            (
+                "retrieve",
+                [
+                    "retrieve",
+                    "--store",
+                    str(st),
+                    "--feature-set",
+                    FS,
+                    "--backend",
+                    "numpy",
+                    "--k",
+                    "1",
+                ],
+            ),
+            (
+                "train",
+                [
+                    "train",
+                    "--store",
+                    str(st),
+                    "--feature-sets",
+                    FS,
+                    "--attributes",
+                    "Male",
+                    "--models",
+                    "lasso",
+                ],
+            ),
+            ("extract", ["extract", "--store", str(st), *MODEL]),
+        ):
             codes[stage], line = run_text(args)
             if stage != "ls" and str(bad) not in line:
                 named = False
@@ -156,13 +224,23 @@ def damage_campaign(ref_store: Path, work: Path, rng: random.Random) -> bool:
         repaired = rc in (0, 1) and rc_check == 0
         ls_rc = codes.pop("ls")
         ls_text = f"{ls_rc} (a)" if kind == "flip" else str(ls_rc)
-        print(f"{kind:<9} {ls_text:<9} " + "  ".join(f"{codes[s]:<6}" for s in codes)
-              + f"   {'yes' if named else 'NO':<5}  {derived:<7}  {'yes' if repaired else 'NO'}")
-        held &= (all(c == 2 for c in codes.values()) and named and derived == "none"
-                 and repaired and (ls_rc == 2 or kind == "flip"))
+        print(
+            f"{kind:<9} {ls_text:<9} "
+            + "  ".join(f"{codes[s]:<6}" for s in codes)
+            + f"   {'yes' if named else 'NO':<5}  {derived:<7}  {'yes' if repaired else 'NO'}"
+        )
+        held &= (
+            all(c == 2 for c in codes.values())
+            and named
+            and derived == "none"
+            and repaired
+            and (ls_rc == 2 or kind == "flip")
+        )
         shutil.rmtree(st, ignore_errors=True)
-    print("(a) ls reads no file (a listing and stats): a flipped byte keeps the size; the "
-          "stages' verified read (sha256) and `describe --check` find it")
+    print(
+        "(a) ls reads no file (a listing and stats): a flipped byte keeps the size; the "
+        "stages' verified read (sha256) and `describe --check` find it"
+    )
     return held
 
 
@@ -178,12 +256,16 @@ def snapshot(st: Path) -> dict[str, tuple[list[str], np.ndarray | None]]:
         store.check_table(st, t["name"], deep=True)
         if t["kind"] == "features":
             tab = store.read_arrow(st, t["name"], attributes=[])
-            out[t["name"]] = (tab["image_id"].to_pylist(),
-                              np.stack(tab["embedding"].to_numpy(zero_copy_only=False)))
+            out[t["name"]] = (
+                tab["image_id"].to_pylist(),
+                np.stack(tab["embedding"].to_numpy(zero_copy_only=False)),
+            )
         elif t["name"] == "results":
             res = store.read_results(st)
-            out["results"] = (sorted(f"{r.attribute}|{r.feature_set}|{r.status}"
-                                     for r in res.itertuples()), None)
+            out["results"] = (
+                sorted(f"{r.attribute}|{r.feature_set}|{r.status}" for r in res.itertuples()),
+                None,
+            )
         else:
             ids = store.read_table(st, t["name"], ["image_id"])["image_id"].to_pylist()
             out[t["name"]] = (sorted(ids), None)
@@ -212,13 +294,16 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--dir", help="work folder (default: a temp folder, removed)")
-    p.add_argument("--damage", action="store_true",
-                   help="also the damaged-input campaign (issue 25)")
+    p.add_argument(
+        "--damage", action="store_true", help="also the damaged-input campaign (issue 25)"
+    )
     a = p.parse_args()
     rng = random.Random(a.seed)
     work = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="bench-faults-"))
-    print(f"machine: {platform.node()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}; {a.n} synthetic images, {a.trials} trials per stage")
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f}; {a.n} synthetic images, {a.trials} trials per stage"
+    )
     from featstore.sources.synthetic import generate
 
     src = work / "celeba"
@@ -258,27 +343,38 @@ def main() -> int:
             except Exception as exc:
                 print(f"  {stage} trial {trial}: readers failed after the kill: {exc}")
                 after_kill, ok_readers = {}, False
-            partial = {k: v for k, v in after_kill.items() if k in reference
-                       and v[0] != reference[k][0]}
+            partial = {
+                k: v for k, v in after_kill.items() if k in reference and v[0] != reference[k][0]
+            }
             rc2, _ = run(stage_args(stage, st, src))
             got = snapshot(st)
             lost, dup, diff = compare(got, reference)
-            survived = ok_readers and not partial and rc2 in (0, 1) and lost == 0 and dup == 0 \
+            survived = (
+                ok_readers
+                and not partial
+                and rc2 in (0, 1)
+                and lost == 0
+                and dup == 0
                 and diff < 1e-4
+            )
             stats["survived"] += survived
             stats["lost"] += lost
             stats["dup"] += dup
             stats["diff"] = max(stats["diff"], diff)
-            print(f"  {stage} trial {trial}: kill at {at:.1f} s "
-                  f"({'killed' if rc is None else f'finished first, exit {rc}'}), readers "
-                  f"{'ok' if ok_readers and not partial else 'SAW PARTIAL DATA'}, re-run exit "
-                  f"{rc2}, rows lost {lost}, duplicated {dup}, max embedding diff {diff:.1e}")
+            print(
+                f"  {stage} trial {trial}: kill at {at:.1f} s "
+                f"({'killed' if rc is None else f'finished first, exit {rc}'}), readers "
+                f"{'ok' if ok_readers and not partial else 'SAW PARTIAL DATA'}, re-run exit "
+                f"{rc2}, rows lost {lost}, duplicated {dup}, max embedding diff {diff:.1e}"
+            )
             shutil.rmtree(st, ignore_errors=True)
         summary.append((stage, stats))
     print("\nstage    trials  killed  survived  rows lost  duplicated  max rel. embedding diff")
     for stage, s in summary:
-        print(f"{stage:<8} {s['trials']:>6}  {s['killed']:>6}  {s['survived']:>8}  "
-              f"{s['lost']:>9}  {s['dup']:>10}  {s['diff']:.1e}")
+        print(
+            f"{stage:<8} {s['trials']:>6}  {s['killed']:>6}  {s['survived']:>8}  "
+            f"{s['lost']:>9}  {s['dup']:>10}  {s['diff']:.1e}"
+        )
     if not a.dir:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if damage_held and all(s["survived"] == s["trials"] for _, s in summary) else 1

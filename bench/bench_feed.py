@@ -35,24 +35,33 @@ def generate(root: Path, rows: int, dim: int) -> None:
     rng = np.random.default_rng(0)
     ids = [f"{i:06d}.jpg" for i in range(1, rows + 1)]
     layout = store.Layout(root)
-    labels = pa.table({"image_id": ids, "split": ["train"] * rows,
-                       **{a: rng.random(rows) < 0.5 for a in ATTRS}},
-                      schema=store.labels_schema(ATTRS))
+    labels = pa.table(
+        {"image_id": ids, "split": ["train"] * rows, **{a: rng.random(rows) < 0.5 for a in ATTRS}},
+        schema=store.labels_schema(ATTRS),
+    )
     with store.TableWriter(layout, "labels") as w:
         pq.write_table(labels, w.data / "part-00000.parquet")
-        w.commit(store.base_manifest("labels", attributes=ATTRS, counts={"rows": rows}),
-                 has_errors=False)
+        w.commit(
+            store.base_manifest("labels", attributes=ATTRS, counts={"rows": rows}), has_errors=False
+        )
     x = rng.normal(size=(rows, dim)).astype(np.float32)
-    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, rows * dim + 1, dim, dtype=np.int32)),
-                                   pa.array(x.reshape(-1)))
+    emb = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, rows * dim + 1, dim, dtype=np.int32)), pa.array(x.reshape(-1))
+    )
     with store.TableWriter(layout, store.features_id(NAME)) as w:
         part = w.data / "split=train"
         part.mkdir(parents=True)
-        pq.write_table(pa.table({"image_id": ids, "embedding": emb}),
-                       part / "part-00000.parquet", row_group_size=-(-rows // 4))
+        pq.write_table(
+            pa.table({"image_id": ids, "embedding": emb}),
+            part / "part-00000.parquet",
+            row_group_size=-(-rows // 4),
+        )
         store.write_errors(w.errors, [])
-        w.commit(store.base_manifest("features", name=NAME, dim=dim, model="bench",
-                                     counts={"ok": rows, "errors": 0}))
+        w.commit(
+            store.base_manifest(
+                "features", name=NAME, dim=dim, model="bench", counts={"ok": rows, "errors": 0}
+            )
+        )
 
 
 def timed(open_feed, epoch) -> tuple[float, float, int]:
@@ -74,8 +83,10 @@ def main() -> None:
     from featstore import feed
 
     engines = ["native"] + (["petastorm"] if feed.petastorm_available() else [])
-    print(f"machine: {platform.node()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}; {args.rows:,} rows x {args.dim} float32, batch {args.batch}")
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f}; {args.rows:,} rows x {args.dim} float32, batch {args.batch}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-feed-") as tmp:
         root = Path(tmp) / "store"
         generate(root, args.rows, args.dim)
@@ -84,24 +95,28 @@ def main() -> None:
             from featstore.config import load_config
             from jobs.spark import get_spark
 
-            spark = get_spark(load_config(None, []).spark,
-                              extra_conf={"spark.ui.enabled": "false"})
+            spark = get_spark(load_config(None, []).spark, extra_conf={"spark.ui.enabled": "false"})
         try:
             for engine in engines:
                 kw = {"batch_size": args.batch, "engine": engine}
                 cases = {
                     "numpy_batches": (
-                        lambda kw=kw: feed.numpy_batches(spark, root, NAME, ATTRS, "train",
-                                                         shuffle=True, **kw),
-                        lambda batches: sum(len(x) for x, _ in batches)),
+                        lambda kw=kw: feed.numpy_batches(
+                            spark, root, NAME, ATTRS, "train", shuffle=True, **kw
+                        ),
+                        lambda batches: sum(len(x) for x, _ in batches),
+                    ),
                     "tf_dataset": (
                         lambda kw=kw: feed.tf_dataset(spark, root, NAME, ATTRS, "train", **kw),
-                        lambda out: sum(int(x.shape[0]) for x, _ in out[0])),
+                        lambda out: sum(int(x.shape[0]) for x, _ in out[0]),
+                    ),
                 }
                 for what, (open_feed, epoch) in cases.items():
                     opened, took, n = timed(open_feed, epoch)
-                    print(f"{engine:9s} {what:13s} open {opened:6.2f} s  epoch {took:6.2f} s  "
-                          f"{n / took:9,.0f} rows/s  ({n:,} rows)")
+                    print(
+                        f"{engine:9s} {what:13s} open {opened:6.2f} s  epoch {took:6.2f} s  "
+                        f"{n / took:9,.0f} rows/s  ({n:,} rows)"
+                    )
         finally:
             if spark is not None:
                 spark.stop()

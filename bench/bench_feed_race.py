@@ -56,13 +56,16 @@ def main() -> None:
             raise SystemExit("petastorm is already patched in this process; run this script alone")
         results = {"stock ThreadPool": read_epochs(url, args.epochs, args.rows, args.workers)}
         feed._patch_petastorm()
-        results["featstore race-free pool"] = read_epochs(url, args.epochs, args.rows,
-                                                          args.workers)
-    print(f"{args.epochs} one-epoch reads of {args.rows} rows (one row group), "
-          f"workers_count={args.workers}")
+        results["featstore race-free pool"] = read_epochs(url, args.epochs, args.rows, args.workers)
+    print(
+        f"{args.epochs} one-epoch reads of {args.rows} rows (one row group), "
+        f"workers_count={args.workers}"
+    )
     for name, (empty, short) in results.items():
-        print(f"  {name:26s} empty {empty:4d}  short {short:4d}  "
-              f"({100 * short / args.epochs:.1f}% of epochs lost rows)")
+        print(
+            f"  {name:26s} empty {empty:4d}  short {short:4d}  "
+            f"({100 * short / args.epochs:.1f}% of epochs lost rows)"
+        )
 
 
 if __name__ == "__main__":

@@ -52,28 +52,44 @@ def main() -> None:
     from featstore.train.forest import fit_forest
 
     x, y = make_rows(args.rows + args.test_rows, args.dim, args.seed)
-    x_tr, y_tr, x_te, y_te = x[:args.rows], y[:args.rows], x[args.rows:], y[args.rows:]
+    x_tr, y_tr, x_te, y_te = x[: args.rows], y[: args.rows], x[args.rows :], y[args.rows :]
     majority = float(max(y_te.mean(), 1 - y_te.mean()))
-    print(f"bench_forest: {args.rows} train rows x {args.dim} dims, {args.test_rows} test rows "
-          f"(majority {majority:.3f}); {args.trees} trees, candidates sqrt/0.1/0.3, "
-          f"max_samples={args.max_samples}, n_jobs={args.n_jobs}, {os.cpu_count()} CPUs")
+    print(
+        f"bench_forest: {args.rows} train rows x {args.dim} dims, {args.test_rows} test rows "
+        f"(majority {majority:.3f}); {args.trees} trees, candidates sqrt/0.1/0.3, "
+        f"max_samples={args.max_samples}, n_jobs={args.n_jobs}, {os.cpu_count()} CPUs"
+    )
     times = {}
     for selection in ("cv", "oob"):
         if args.only and selection != args.only:
             continue
-        r = fit_forest(x_tr, y_tr, x_te, folds=args.folds, max_features=("sqrt", 0.1, 0.3),
-                       n_estimators=args.trees, seed=args.seed, n_jobs=args.n_jobs,
-                       max_samples=args.max_samples, cv_max_rows=args.cv_max_rows,
-                       selection=selection)
+        r = fit_forest(
+            x_tr,
+            y_tr,
+            x_te,
+            folds=args.folds,
+            max_features=("sqrt", 0.1, 0.3),
+            n_estimators=args.trees,
+            seed=args.seed,
+            n_jobs=args.n_jobs,
+            max_samples=args.max_samples,
+            cv_max_rows=args.cv_max_rows,
+            selection=selection,
+        )
         p = r.params
         times[selection] = r.fit_seconds
         forests = p["folds"] * 3 + 1 if selection == "cv" else 3
-        score = (f"cv accuracy {p['cv_score']:.4f} on {p['cv_rows']} rows" if selection == "cv"
-                 else f"oob accuracy {p['oob_score']:.4f}, coverage {p['oob_coverage']:.4f}")
+        score = (
+            f"cv accuracy {p['cv_score']:.4f} on {p['cv_rows']} rows"
+            if selection == "cv"
+            else f"oob accuracy {p['oob_score']:.4f}, coverage {p['oob_coverage']:.4f}"
+        )
         cands = ", ".join(f"{c}: {s:.4f}" for c, s in p["candidate_scores"])
-        print(f"  selection={selection:<3} fit {r.fit_seconds:7.1f} s  ({forests} forests)  "
-              f"max_features={p['max_features']}  test accuracy {r.accuracy(y_te):.4f}  "
-              f"({score}; candidates {cands})")
+        print(
+            f"  selection={selection:<3} fit {r.fit_seconds:7.1f} s  ({forests} forests)  "
+            f"max_features={p['max_features']}  test accuracy {r.accuracy(y_te):.4f}  "
+            f"({score}; candidates {cands})"
+        )
         del r
     if len(times) == 2:
         print(f"  speed ratio cv/oob: {times['cv'] / times['oob']:.2f}x")

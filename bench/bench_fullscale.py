@@ -28,8 +28,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-UNIT = {"synth": "images", "ingest": "images", "extract": "images", "reduce": "images",
-        "train": "fits", "retrieve": "queries", "report": ""}
+UNIT = {
+    "synth": "images",
+    "ingest": "images",
+    "extract": "images",
+    "reduce": "images",
+    "train": "fits",
+    "retrieve": "queries",
+    "report": "",
+}
 
 
 def _tree_rss(pid: int) -> int:
@@ -93,8 +100,12 @@ def main() -> None:
 
     py = sys.executable
     cli = str(Path(py).with_name("featstore"))
-    env = {**os.environ, "PYSPARK_PYTHON": py, "PYSPARK_DRIVER_PYTHON": py,
-           "FEATSTORE_SPARK_LOG_LEVEL": "WARN"}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": py,
+        "PYSPARK_DRIVER_PYTHON": py,
+        "FEATSTORE_SPARK_LOG_LEVEL": "WARN",
+    }
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-full-"))
     work.mkdir(parents=True, exist_ok=True)
     src, st = work / "celeba", work / "store"
@@ -103,36 +114,105 @@ def main() -> None:
     red = f"{fs}-pca{args.dims}"
     n = args.n
     stages = [
-        ("synth", [cli, "synth", "--out", str(src), "--n", str(n), "--workers",
-                   str(args.cores)], n, None),
-        ("ingest", [cli, "ingest", "--source", "celeba", "--path", str(src), "--store", str(st),
-                    *master], n, "images"),
-        ("extract", [cli, "extract", "--store", str(st), "--model", args.model, "--weights",
-                     "random", "--input-size", args.input_size, "--feature-set", fs, *master],
-         n, f"features/{fs}"),
-        ("reduce", [cli, "reduce", "--store", str(st), "--feature-set", fs, "--dims",
-                    str(args.dims), *master], n, f"features/{red}"),
-        ("train", [cli, "train", "--store", str(st), "--feature-sets", red, "--models",
-                   "lasso", *master], 40, "results"),
-        ("retrieve", [cli, "retrieve", "--store", str(st), "--feature-set", red],
-         None, f"retrieval/{red}"),
-        ("report", [cli, "report", "--store", str(st), "--out", str(work / "report"),
-                    "--feature-set", red], None, None),
+        (
+            "synth",
+            [cli, "synth", "--out", str(src), "--n", str(n), "--workers", str(args.cores)],
+            n,
+            None,
+        ),
+        (
+            "ingest",
+            [cli, "ingest", "--source", "celeba", "--path", str(src), "--store", str(st), *master],
+            n,
+            "images",
+        ),
+        (
+            "extract",
+            [
+                cli,
+                "extract",
+                "--store",
+                str(st),
+                "--model",
+                args.model,
+                "--weights",
+                "random",
+                "--input-size",
+                args.input_size,
+                "--feature-set",
+                fs,
+                *master,
+            ],
+            n,
+            f"features/{fs}",
+        ),
+        (
+            "reduce",
+            [
+                cli,
+                "reduce",
+                "--store",
+                str(st),
+                "--feature-set",
+                fs,
+                "--dims",
+                str(args.dims),
+                *master,
+            ],
+            n,
+            f"features/{red}",
+        ),
+        (
+            "train",
+            [cli, "train", "--store", str(st), "--feature-sets", red, "--models", "lasso", *master],
+            40,
+            "results",
+        ),
+        (
+            "retrieve",
+            [cli, "retrieve", "--store", str(st), "--feature-set", red],
+            None,
+            f"retrieval/{red}",
+        ),
+        (
+            "report",
+            [
+                cli,
+                "report",
+                "--store",
+                str(st),
+                "--out",
+                str(work / "report"),
+                "--feature-set",
+                red,
+            ],
+            None,
+            None,
+        ),
     ]
-    print(f"bench_fullscale: {n:,} synthetic 178x218 JPEGs, {args.model} at {args.input_size} "
-          f"random weights, PCA {args.dims}, local[{args.cores}], {os.cpu_count()} CPUs; "
-          f"work {work}", flush=True)
+    print(
+        f"bench_fullscale: {n:,} synthetic 178x218 JPEGs, {args.model} at {args.input_size} "
+        f"random weights, PCA {args.dims}, local[{args.cores}], {os.cpu_count()} CPUs; "
+        f"work {work}",
+        flush=True,
+    )
     rows = []
     for name, cmd, count, table in stages:
-        if args.keep_going and name in ("synth", "ingest") and (
+        if (
+            args.keep_going
+            and name in ("synth", "ingest")
+            and (
                 (name == "synth" and (src / "list_attr_celeba.txt").is_file())
-                or (name == "ingest" and (st / "_featstore/tables/images/manifest.json")
-                    .is_file())):
+                or (name == "ingest" and (st / "_featstore/tables/images/manifest.json").is_file())
+            )
+        ):
             print(f"  {name}: reused", flush=True)
             continue
         load = os.getloadavg()[0]
-        print(f"  {name}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}",
-              flush=True)
+        print(
+            f"  {name}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}",
+            flush=True,
+        )
         dt, peak, err = run_stage(cmd, env, work / f"{name}.log")
         if name == "retrieve":
             imgs = json.loads((st / "_featstore/tables/images/manifest.json").read_text())
@@ -140,15 +220,22 @@ def main() -> None:
         big = len(re.findall(r"task of very large size", err))
         files = _files(st, table) if table else 0
         rows.append((name, dt, count, peak, files, big, load))
-        print(f"  {name}: {dt:,.0f} s, {count / dt if count else float('nan'):,.1f} {UNIT[name]}/s, "
-              f"peak {peak / 2**30:.2f} GiB, {files} files, {big} large-task warnings, "
-              f"load {load:.1f}", flush=True)
-    print("\n| stage | time | per second | of | peak memory (tree) | files | large-task warnings "
-          "| load at start |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print(
+            f"  {name}: {dt:,.0f} s, {count / dt if count else float('nan'):,.1f} {UNIT[name]}/s, "
+            f"peak {peak / 2**30:.2f} GiB, {files} files, {big} large-task warnings, "
+            f"load {load:.1f}",
+            flush=True,
+        )
+    print(
+        "\n| stage | time | per second | of | peak memory (tree) | files | large-task warnings "
+        "| load at start |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
     for name, dt, count, peak, files, big, load in rows:
         rate = f"{count / dt:,.1f}" if count else "–"
-        print(f"| {name} | {dt:,.0f} s | {rate} {UNIT[name]} | {count or '–'} | {peak / 2**30:.2f} GiB | "
-              f"{files or '–'} | {big} | {load:.1f} |")
+        print(
+            f"| {name} | {dt:,.0f} s | {rate} {UNIT[name]} | {count or '–'} | {peak / 2**30:.2f} GiB | "
+            f"{files or '–'} | {big} | {load:.1f} |"
+        )
 
 
 if __name__ == "__main__":

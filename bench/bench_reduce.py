@@ -44,8 +44,12 @@ NAME = "bench-resnet50-avg"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rows", type=int, default=sum(SPLITS.values()),
-                   help="total rows, split in CelebA's proportions (default 202,599)")
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=sum(SPLITS.values()),
+        help="total rows, split in CelebA's proportions (default 202,599)",
+    )
     p.add_argument("--dim", type=int, default=2048, help="embedding dimension")
     p.add_argument("--dims", default="8,16,32,64,128,256", help="PCA dimensions")
     p.add_argument("--rank", type=int, default=64, help="rank of the synthetic structure")
@@ -67,16 +71,25 @@ def split_sizes(rows: int) -> dict[str, int]:
     return sizes
 
 
-def generate(store_dir: Path, sizes: dict[str, int], dim: int, rank: int, chunk_rows: int,
-             file_rows: int, seed: int = 0) -> None:
+def generate(
+    store_dir: Path,
+    sizes: dict[str, int],
+    dim: int,
+    rank: int,
+    chunk_rows: int,
+    file_rows: int,
+    seed: int = 0,
+) -> None:
     """features/feature_set=<NAME>/split=<s>/part-*.parquet, committed through the store's
     writer (manifest with checksums), chunk by chunk: memory stays at a few chunks whatever the
     size."""
     from featstore import store
 
     rng = np.random.default_rng(seed)
-    loadings = (rng.standard_normal((rank, dim), dtype=np.float32)
-                * (0.9 ** np.arange(rank, dtype=np.float32))[:, None])
+    loadings = (
+        rng.standard_normal((rank, dim), dtype=np.float32)
+        * (0.9 ** np.arange(rank, dtype=np.float32))[:, None]
+    )
     offset = rng.uniform(0.0, 2.0, size=dim).astype(np.float32)
     file_schema = pa.schema([f for f in store.FEATURES_SCHEMA if f.name != "split"])
     with store.TableWriter(store.Layout(store_dir), store.features_id(NAME)) as w:
@@ -85,8 +98,9 @@ def generate(store_dir: Path, sizes: dict[str, int], dim: int, rank: int, chunk_
             part_dir.mkdir(parents=True)
             for f, start in enumerate(range(0, n, file_rows)):
                 stop = min(n, start + file_rows)
-                with pq.ParquetWriter(part_dir / f"part-{f:05d}.parquet", file_schema,
-                                      compression="snappy") as writer:
+                with pq.ParquetWriter(
+                    part_dir / f"part-{f:05d}.parquet", file_schema, compression="snappy"
+                ) as writer:
                     for a in range(start, stop, chunk_rows):
                         b = min(stop, a + chunk_rows)
                         x = rng.standard_normal((b - a, rank), dtype=np.float32) @ loadings
@@ -95,14 +109,24 @@ def generate(store_dir: Path, sizes: dict[str, int], dim: int, rank: int, chunk_
                         offsets = pa.array(np.arange(0, (b - a + 1) * dim, dim, dtype=np.int32))
                         emb = pa.ListArray.from_arrays(offsets, values)
                         ids = pa.array([f"{split}-{i:06d}.jpg" for i in range(a, b)])
-                        writer.write_table(pa.Table.from_arrays([ids, emb], schema=file_schema),
-                                           row_group_size=chunk_rows)
+                        writer.write_table(
+                            pa.Table.from_arrays([ids, emb], schema=file_schema),
+                            row_group_size=chunk_rows,
+                        )
         store.write_errors(w.errors, [])
         # the writer adds the files, their checksums and the rows per split
-        w.commit(store.base_manifest(
-            "features", name=NAME, run_key=store.fingerprint([NAME, str(sizes), str(dim)]),
-            model="synthetic", layers=["none"], pooling="avg", dim=dim,
-            counts={"ok": sum(sizes.values()), "errors": 0}))
+        w.commit(
+            store.base_manifest(
+                "features",
+                name=NAME,
+                run_key=store.fingerprint([NAME, str(sizes), str(dim)]),
+                model="synthetic",
+                layers=["none"],
+                pooling="avg",
+                dim=dim,
+                counts={"ok": sum(sizes.values()), "errors": 0},
+            )
+        )
 
 
 def _reusable(store_dir: Path, sizes: dict[str, int], dim: int) -> bool:
@@ -125,8 +149,13 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.interval = interval
         self.stop_event = threading.Event()
-        self.peak: dict[str, int] = {"driver": 0, "jvm": 0, "worker_max": 0, "workers": 0,
-                                     "tree": 0}
+        self.peak: dict[str, int] = {
+            "driver": 0,
+            "jvm": 0,
+            "worker_max": 0,
+            "workers": 0,
+            "tree": 0,
+        }
 
     def run(self) -> None:
         import psutil
@@ -175,11 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-reduce-"))
     store_dir = work / "store"
     sizes = split_sizes(args.rows)
-    print(f"machine: {platform.node()}, {os.cpu_count()} cores, python "
-          f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} (other users' "
-          f"processes slow the figures down)")
-    print(f"source: {sum(sizes.values()):,} rows x {args.dim:,} float32 {sizes}, "
-          f"rank-{args.rank} structure + noise, in {work}")
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, python "
+        f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f} (other users' "
+        f"processes slow the figures down)"
+    )
+    print(
+        f"source: {sum(sizes.values()):,} rows x {args.dim:,} float32 {sizes}, "
+        f"rank-{args.rank} structure + noise, in {work}"
+    )
     try:
         tg = time.perf_counter()
         layout = store.Layout(store_dir)
@@ -190,11 +223,16 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(store_dir, ignore_errors=True)
             generate(store_dir, sizes, args.dim, args.rank, args.chunk_rows, args.file_rows)
         size = sum(p.stat().st_size for p in source_dir.rglob("*.parquet"))
-        print(f"generate: {time.perf_counter() - tg:.1f} s, {gib(size)} of Parquet; driver max "
-              f"RSS so far {gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
+        print(
+            f"generate: {time.perf_counter() - tg:.1f} s, {gib(size)} of Parquet; driver max "
+            f"RSS so far {gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}"
+        )
 
-        overrides = [f"reduce.feature_set={NAME}", f"reduce.dims={args.dims}",
-                     "reduce.overwrite=true"]
+        overrides = [
+            f"reduce.feature_set={NAME}",
+            f"reduce.dims={args.dims}",
+            "reduce.overwrite=true",
+        ]
         if args.arrow_rows:
             overrides.append(f"reduce.arrow_batch_rows={args.arrow_rows}")
         cfg = load_config(None, overrides)
@@ -209,30 +247,47 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             summary = reduce(spark, cfg.reduce, str(store_dir))
             total = time.perf_counter() - t0
-            conf: dict[str, Any] = {k: spark.conf.get(k, None) for k in (
-                "spark.driver.memory", "spark.task.cpus", "spark.sql.files.maxPartitionBytes")}
+            conf: dict[str, Any] = {
+                k: spark.conf.get(k, None)
+                for k in (
+                    "spark.driver.memory",
+                    "spark.task.cpus",
+                    "spark.sql.files.maxPartitionBytes",
+                )
+            }
             parallelism = spark.sparkContext.defaultParallelism
         finally:
             spark.stop()
         peak = sampler.stop()
-        out = sum(p.stat().st_size for k in summary.sets
-                  for p in layout.features(k.name).rglob("*.parquet"))
+        out = sum(
+            p.stat().st_size
+            for k in summary.sets
+            for p in layout.features(k.name).rglob("*.parquet")
+        )
         print(summary_line(summary))
-        print(f"spark: {args.master} (parallelism {parallelism}), session start "
-              f"{start_seconds:.1f} s, conf {conf}, arrow batch {cfg.reduce.arrow_batch_rows} rows")
-        print(f"time: total {total:.1f} s = fit {summary.fit_seconds:.1f} s "
-              f"({summary.n_fit / summary.fit_seconds:,.0f} train rows/s) + project/write "
-              f"{summary.project_seconds:.1f} s ({sum(sizes.values()) / summary.project_seconds:,.0f}"
-              f" rows/s, {len(summary.written)} sets, {gib(out)} written)")
-        print(f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), "
-              f"{os.getloadavg()[1]:.1f} (5 min)")
+        print(
+            f"spark: {args.master} (parallelism {parallelism}), session start "
+            f"{start_seconds:.1f} s, conf {conf}, arrow batch {cfg.reduce.arrow_batch_rows} rows"
+        )
+        print(
+            f"time: total {total:.1f} s = fit {summary.fit_seconds:.1f} s "
+            f"({summary.n_fit / summary.fit_seconds:,.0f} train rows/s) + project/write "
+            f"{summary.project_seconds:.1f} s ({sum(sizes.values()) / summary.project_seconds:,.0f}"
+            f" rows/s, {len(summary.written)} sets, {gib(out)} written)"
+        )
+        print(
+            f"load average at the end: {os.getloadavg()[0]:.1f} (1 min), "
+            f"{os.getloadavg()[1]:.1f} (5 min)"
+        )
         self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        print(f"peak memory: driver python max RSS {gib(self_rss)} (getrusage SELF, includes "
-              f"generation; sampled during reduce {gib(peak['driver'])}), exited children max "
-              f"RSS {gib(child_rss)} (getrusage CHILDREN); sampled: JVM {gib(peak['jvm'])}, "
-              f"python workers {gib(peak['workers'])} together (largest {gib(peak['worker_max'])})"
-              f", whole tree {gib(peak['tree'])}")
+        print(
+            f"peak memory: driver python max RSS {gib(self_rss)} (getrusage SELF, includes "
+            f"generation; sampled during reduce {gib(peak['driver'])}), exited children max "
+            f"RSS {gib(child_rss)} (getrusage CHILDREN); sampled: JVM {gib(peak['jvm'])}, "
+            f"python workers {gib(peak['workers'])} together (largest {gib(peak['worker_max'])})"
+            f", whole tree {gib(peak['tree'])}"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -68,14 +68,24 @@ def child(args: argparse.Namespace) -> None:
     base = _rss_mib()
     tracemalloc.start()
     t0 = time.perf_counter()
-    idx = search(q, items, args.k, metric=args.metric, backend=args.one,
-                 query_block=args.query_block)
+    idx = search(
+        q, items, args.k, metric=args.metric, backend=args.one, query_block=args.query_block
+    )
     seconds = time.perf_counter() - t0
     _, traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     np.save(args.out, idx)
-    print(json.dumps({"backend": args.one, "seconds": seconds, "rss_after_data_mib": base,
-                      "peak_rss_mib": _rss_mib(), "tracemalloc_peak_mib": traced / 2**20}))
+    print(
+        json.dumps(
+            {
+                "backend": args.one,
+                "seconds": seconds,
+                "rss_after_data_mib": base,
+                "peak_rss_mib": _rss_mib(),
+                "tracemalloc_peak_mib": traced / 2**20,
+            }
+        )
+    )
 
 
 def job(args: argparse.Namespace) -> None:
@@ -98,13 +108,20 @@ def job(args: argparse.Namespace) -> None:
         n = sum(sizes.values())
         ids = [f"{i:06d}.jpg" for i in range(1, n + 1)]
         splits = ["train"] * args.items + ["test"] * args.queries
-        lab = pa.table({"image_id": ids, "split": splits,
-                        **{a: rng.random(n) < rng.uniform(0.05, 0.5) for a in attrs}},
-                       schema=store.labels_schema(attrs))
+        lab = pa.table(
+            {
+                "image_id": ids,
+                "split": splits,
+                **{a: rng.random(n) < rng.uniform(0.05, 0.5) for a in attrs},
+            },
+            schema=store.labels_schema(attrs),
+        )
         with store.TableWriter(layout, "labels") as w:
             pq.write_table(lab, w.data / "part-00000.parquet")
-            w.commit(store.base_manifest("labels", attributes=attrs, counts={"rows": n}),
-                     has_errors=False)
+            w.commit(
+                store.base_manifest("labels", attributes=attrs, counts={"rows": n}),
+                has_errors=False,
+            )
         name = f"bench-random-{args.dim}"
         with store.TableWriter(layout, store.features_id(name)) as w:
             start = 0
@@ -115,27 +132,54 @@ def job(args: argparse.Namespace) -> None:
                     x = rng.standard_normal((m, args.dim), dtype=np.float32)
                     emb = pa.ListArray.from_arrays(
                         pa.array(np.arange(0, (m + 1) * args.dim, args.dim, dtype=np.int32)),
-                        pa.array(x.reshape(-1)))
-                    pq.write_table(pa.table({"image_id": ids[start + c:start + c + m],
-                                             "embedding": emb.cast(pa.list_(pa.float32()))}),
-                                   w.data / f"split={s}" / f"part-{c // 32768:05d}.parquet")
+                        pa.array(x.reshape(-1)),
+                    )
+                    pq.write_table(
+                        pa.table(
+                            {
+                                "image_id": ids[start + c : start + c + m],
+                                "embedding": emb.cast(pa.list_(pa.float32())),
+                            }
+                        ),
+                        w.data / f"split={s}" / f"part-{c // 32768:05d}.parquet",
+                    )
                 start += size
             store.write_errors(w.errors, [])
-            w.commit(store.base_manifest("features", name=name, dim=args.dim, model="random",
-                                         counts={"ok": n, "errors": 0}))
+            w.commit(
+                store.base_manifest(
+                    "features",
+                    name=name,
+                    dim=args.dim,
+                    model="random",
+                    counts={"ok": n, "errors": 0},
+                )
+            )
         made = time.perf_counter() - t0
         base = _rss_mib()
         t1 = time.perf_counter()
-        rc = retrieve_job.main(["--store", str(root), "--feature-set", name, "--metric",
-                                args.metric, "--k", f"1,5,{args.k}", "--backend",
-                                args.backends.split(",")[0]])
+        rc = retrieve_job.main(
+            [
+                "--store",
+                str(root),
+                "--feature-set",
+                name,
+                "--metric",
+                args.metric,
+                "--k",
+                f"1,5,{args.k}",
+                "--backend",
+                args.backends.split(",")[0],
+            ]
+        )
         seconds = time.perf_counter() - t1
         manifest = store.read_manifest(layout, f"retrieval/{name}")
         timing = manifest["runs"][-1]["timing"] if manifest else {}
-    print(f"store written in {made:.1f} s; retrieve job exit {rc}: {seconds:.1f} s in all "
-          f"(read {timing.get('read_s')} s, search {timing.get('search_s')} s, metrics "
-          f"{timing.get('evaluate_s')} s); peak RSS {_rss_mib():,.0f} MiB (before the job "
-          f"{base:,.0f} MiB)")
+    print(
+        f"store written in {made:.1f} s; retrieve job exit {rc}: {seconds:.1f} s in all "
+        f"(read {timing.get('read_s')} s, search {timing.get('search_s')} s, metrics "
+        f"{timing.get('evaluate_s')} s); peak RSS {_rss_mib():,.0f} MiB (before the job "
+        f"{base:,.0f} MiB)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,43 +189,71 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.job:
         load = os.getloadavg()
-        print(f"retrieve job: {args.queries:,} test x {args.items:,} train, dim {args.dim} "
-              f"float32, 40 attributes, {args.metric}; load average {load[0]:.2f}")
+        print(
+            f"retrieve job: {args.queries:,} test x {args.items:,} train, dim {args.dim} "
+            f"float32, 40 attributes, {args.metric}; load average {load[0]:.2f}"
+        )
         job(args)
         return 0
     import tempfile
 
     load = os.getloadavg()
     data_mib = (args.queries + args.items) * args.dim * 4 / 2**20
-    print(f"exact search: {args.queries:,} queries x {args.items:,} items, dim {args.dim} "
-          f"float32 ({data_mib:,.0f} MiB of vectors), {args.metric}, k {args.k}; "
-          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"exact search: {args.queries:,} queries x {args.items:,} items, dim {args.dim} "
+        f"float32 ({data_mib:,.0f} MiB of vectors), {args.metric}, k {args.k}; "
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     results, neighbours = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             out = Path(tmp) / f"{backend}.npy"
-            cmd = [sys.executable, __file__, "--one", backend, "--out", str(out),
-                   "--queries", str(args.queries), "--items", str(args.items),
-                   "--dim", str(args.dim), "--k", str(args.k), "--metric", args.metric,
-                   "--query-block", str(args.query_block), "--seed", str(args.seed)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                backend,
+                "--out",
+                str(out),
+                "--queries",
+                str(args.queries),
+                "--items",
+                str(args.items),
+                "--dim",
+                str(args.dim),
+                "--k",
+                str(args.k),
+                "--metric",
+                args.metric,
+                "--query-block",
+                str(args.query_block),
+                "--seed",
+                str(args.seed),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
-                print(f"{backend}: failed (exit {proc.returncode}): "
-                      f"{proc.stderr.strip().splitlines()[-1:]}")
+                print(
+                    f"{backend}: failed (exit {proc.returncode}): "
+                    f"{proc.stderr.strip().splitlines()[-1:]}"
+                )
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(r)
             neighbours[backend] = np.load(out)
-            print(f"{backend:>6}: {r['seconds']:7.1f} s  ({args.queries / r['seconds']:,.0f} "
-                  f"queries/s)  peak RSS {r['peak_rss_mib']:,.0f} MiB (after the vectors: "
-                  f"{r['rss_after_data_mib']:,.0f} MiB; search +"
-                  f"{r['peak_rss_mib'] - r['rss_after_data_mib']:,.0f} MiB)  tracemalloc peak "
-                  f"{r['tracemalloc_peak_mib']:,.0f} MiB")
+            print(
+                f"{backend:>6}: {r['seconds']:7.1f} s  ({args.queries / r['seconds']:,.0f} "
+                f"queries/s)  peak RSS {r['peak_rss_mib']:,.0f} MiB (after the vectors: "
+                f"{r['rss_after_data_mib']:,.0f} MiB; search +"
+                f"{r['peak_rss_mib'] - r['rss_after_data_mib']:,.0f} MiB)  tracemalloc peak "
+                f"{r['tracemalloc_peak_mib']:,.0f} MiB"
+            )
     if len(neighbours) == 2:
         a, b = neighbours.values()
-        print(f"neighbour lists agree: {(a == b).mean():.5%} of positions, first neighbour "
-              f"{(a[:, 0] == b[:, 0]).mean():.5%}")
+        print(
+            f"neighbour lists agree: {(a == b).mean():.5%} of positions, first neighbour "
+            f"{(a[:, 0] == b[:, 0]).mean():.5%}"
+        )
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0

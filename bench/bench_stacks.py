@@ -23,8 +23,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench" / "bench_extract_cpu.py"
-FIGURES = {"loop": r"single-process loop", "cold": r"Spark extract job, cold",
-           "warm": r"Spark extract job, warm"}
+FIGURES = {
+    "loop": r"single-process loop",
+    "cold": r"Spark extract job, cold",
+    "warm": r"Spark extract job, warm",
+}
 
 
 def _load() -> str:
@@ -38,11 +41,14 @@ def _run(python: str, args: list[str]) -> tuple[dict[str, float], str]:
     env = {**os.environ, "PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python}
     for key in ("VIRTUAL_ENV", "PYTHONPATH"):
         env.pop(key, None)
-    done = subprocess.run([python, str(BENCH), *args], capture_output=True, text=True, env=env,
-                          check=False, cwd=REPO)
+    done = subprocess.run(
+        [python, str(BENCH), *args], capture_output=True, text=True, env=env, check=False, cwd=REPO
+    )
     if done.returncode != 0:
-        raise SystemExit(f"{python} {BENCH.name} failed ({done.returncode}):\n"
-                         f"{(done.stdout + done.stderr)[-3000:]}")
+        raise SystemExit(
+            f"{python} {BENCH.name} failed ({done.returncode}):\n"
+            f"{(done.stdout + done.stderr)[-3000:]}"
+        )
     figures = {}
     for key, label in FIGURES.items():
         m = re.search(rf"^\s+{label}[^:]*:\s+([\d.]+) img/s", done.stdout, re.MULTILINE)
@@ -58,8 +64,9 @@ def main() -> None:
     ap.add_argument("--a", default=".venv/bin/python", help="stack A's interpreter")
     ap.add_argument("--b", default=".venv-spark4/bin/python", help="stack B's interpreter")
     ap.add_argument("--rounds", type=int, default=1, help="A B B A rounds (default 1)")
-    ap.add_argument("rest", nargs=argparse.REMAINDER,
-                    help="after --: arguments for bench_extract_cpu.py")
+    ap.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="after --: arguments for bench_extract_cpu.py"
+    )
     args = ap.parse_args()
     rest = [a for a in args.rest if a != "--"]
     if "--workdir" not in rest:
@@ -72,16 +79,21 @@ def main() -> None:
             load = _load()
             figures, header = _run(python, rest)
             runs[which].append(figures)
-            print(f"{which} ({python}), load before {load}: loop {figures['loop']:.1f}, "
-                  f"job cold {figures['cold']:.1f}, job warm {figures['warm']:.1f} img/s",
-                  flush=True)
+            print(
+                f"{which} ({python}), load before {load}: loop {figures['loop']:.1f}, "
+                f"job cold {figures['cold']:.1f}, job warm {figures['warm']:.1f} img/s",
+                flush=True,
+            )
             print(f"    {header}", flush=True)
     print(f"load after: {_load()}")
     print()
     print("| img/s (mean of runs) | A | B | B / A |")
     print("| --- | --- | --- | --- |")
-    for key, label in (("loop", "single-process loop"), ("cold", "Spark job, cold"),
-                       ("warm", "Spark job, warm")):
+    for key, label in (
+        ("loop", "single-process loop"),
+        ("cold", "Spark job, cold"),
+        ("warm", "Spark job, warm"),
+    ):
         a = statistics.mean(r[key] for r in runs["A"])
         b = statistics.mean(r[key] for r in runs["B"])
         print(f"| {label} | {a:.1f} | {b:.1f} | {b / a:.2f} |")

@@ -51,10 +51,17 @@ def build(root: Path, rows: int, dim: int, files: int) -> tuple[store.Layout, st
             split = "train" if k < files * 8 // 10 else ("val" if k < files * 9 // 10 else "test")
             folder = w.data / f"split={split}"
             folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(_table(n, dim, k * per, split, rng), folder / f"part-{k:05d}.parquet",
-                           use_dictionary=False)
-        w.commit(store.base_manifest("features", name="bench-512", dim=dim,
-                                     counts={"ok": rows, "errors": 0}), has_errors=False)
+            pq.write_table(
+                _table(n, dim, k * per, split, rng),
+                folder / f"part-{k:05d}.parquet",
+                use_dictionary=False,
+            )
+        w.commit(
+            store.base_manifest(
+                "features", name="bench-512", dim=dim, counts={"ok": rows, "errors": 0}
+            ),
+            has_errors=False,
+        )
     return layout, tid
 
 
@@ -81,16 +88,19 @@ def main() -> None:
         manifest = store.read_manifest(layout, tid)
         files = store.data_files(layout, tid, manifest)
         size = sum(p.stat().st_size for p in files)
-        print(f"feature set: {a.rows:,} x {a.dim} float32 in {len(files)} files, "
-              f"{size / 1e6:,.0f} MB (built in {time.perf_counter() - t:.1f} s)")
+        print(
+            f"feature set: {a.rows:,} x {a.dim} float32 in {len(files)} files, "
+            f"{size / 1e6:,.0f} MB (built in {time.perf_counter() - t:.1f} s)"
+        )
         import inspect
 
         crc_ok = "write_page_checksum" in inspect.signature(pq.write_table).parameters
         crc = tmp / "crc"
         crc.mkdir()
         for p in files if crc_ok else ():
-            pq.write_table(pq.read_table(p), crc / p.name, use_dictionary=False,
-                           write_page_checksum=True)
+            pq.write_table(
+                pq.read_table(p), crc / p.name, use_dictionary=False, write_page_checksum=True
+            )
 
         def sha() -> None:
             store._SHA_SEEN.clear()  # cold: what a new job process does
@@ -101,19 +111,29 @@ def main() -> None:
                 pq.read_table(p, **({"page_checksum_verification": True} if verify else {}))
 
         rows = [
-            ("ls (listing + stat)", timed(lambda: store.check_files(
-                layout, tid, manifest, footers=False), a.repeat)),
-            ("footers (every reader)", timed(lambda: store.check_files(layout, tid, manifest),
-                                             a.repeat)),
+            (
+                "ls (listing + stat)",
+                timed(lambda: store.check_files(layout, tid, manifest, footers=False), a.repeat),
+            ),
+            (
+                "footers (every reader)",
+                timed(lambda: store.check_files(layout, tid, manifest), a.repeat),
+            ),
             ("sha256 verified read", timed(sha, a.repeat)),
             ("read (pyarrow)", timed(lambda: read(files), a.repeat)),
         ]
         if crc_ok:
-            rows.append(("read + page CRC verify", timed(
-                lambda: read(sorted(crc.iterdir()), True), a.repeat)))
+            rows.append(
+                (
+                    "read + page CRC verify",
+                    timed(lambda: read(sorted(crc.iterdir()), True), a.repeat),
+                )
+            )
         else:
-            print(f"pyarrow {pa.__version__}: no write_page_checksum / "
-                  "page_checksum_verification (pyarrow >= 15): page checksums not measured")
+            print(
+                f"pyarrow {pa.__version__}: no write_page_checksum / "
+                "page_checksum_verification (pyarrow >= 15): page checksums not measured"
+            )
         for name, secs in rows:
             print(f"{name:<26} {secs:8.3f} s  {size / 1e6 / secs:9,.0f} MB/s")
     finally:

@@ -35,16 +35,27 @@ def make_predict_fn(model: str, hw: tuple[int, int], seed: int):
 
         from featstore import models
 
-        net = models.build_extractor(models.get_spec(model), input_hw=hw,
-                                     weights=models.WeightsInfo("random"), seed=seed)
+        net = models.build_extractor(
+            models.get_spec(model), input_hw=hw, weights=models.WeightsInfo("random"), seed=seed
+        )
 
         def predict(content: np.ndarray) -> np.ndarray:
             h, w = hw
-            x = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize(
-                (w, h), Image.Resampling.BILINEAR), dtype=np.uint8) for b in content])
+            x = np.stack(
+                [
+                    np.asarray(
+                        Image.open(io.BytesIO(b))
+                        .convert("RGB")
+                        .resize((w, h), Image.Resampling.BILINEAR),
+                        dtype=np.uint8,
+                    )
+                    for b in content
+                ]
+            )
             return net.predict(x, batch_size=len(x), verbose=0)
 
         return predict
+
     return make
 
 
@@ -62,21 +73,35 @@ def main() -> None:
     from pyspark.sql import SparkSession
     from pyspark.sql.types import ArrayType, FloatType
 
-    spark = (SparkSession.builder.master(f"local[{a.cores}]")
-             .config("spark.ui.enabled", "false").config("spark.python.worker.reuse", "true")
-             .getOrCreate())
+    spark = (
+        SparkSession.builder.master(f"local[{a.cores}]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.python.worker.reuse", "true")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     t_spark = time.perf_counter()
     hw = tuple(int(v) for v in a.input_size.split("x"))
-    embed = predict_batch_udf(make_predict_fn(a.model, hw, a.seed),
-                              return_type=ArrayType(FloatType()), batch_size=a.batch_size)
+    embed = predict_batch_udf(
+        make_predict_fn(a.model, hw, a.seed),
+        return_type=ArrayType(FloatType()),
+        batch_size=a.batch_size,
+    )
     images = spark.read.parquet(os.path.join(a.store, "images")).repartition(a.cores)
     images.select("image_id", embed("content").alias("embedding")).write.parquet(
-        a.out, mode="overwrite")
+        a.out, mode="overwrite"
+    )
     t_pass = time.perf_counter()
     spark.stop()
-    print(json.dumps({"start_s": t_spark - T0, "pass_s": t_pass - t_spark,
-                      "total_s": time.perf_counter() - T0}))
+    print(
+        json.dumps(
+            {
+                "start_s": t_spark - T0,
+                "pass_s": t_pass - t_spark,
+                "total_s": time.perf_counter() - T0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,11 @@ def load(path: Path) -> list[dict]:
 
 def timeline(events: list[dict]) -> list[str]:
     t0 = next(e["Timestamp"] for e in events if e["Event"].endswith("ApplicationStart"))
-    ends = [e.get("Timestamp") or e.get("Completion Time") or 0 for e in events
-            if e["Event"].endswith(("ApplicationEnd", "JobEnd"))]
+    ends = [
+        e.get("Timestamp") or e.get("Completion Time") or 0
+        for e in events
+        if e["Event"].endswith(("ApplicationEnd", "JobEnd"))
+    ]
     end = max(ends, default=t0)
 
     def s(ms: float) -> str:
@@ -37,20 +40,26 @@ def timeline(events: list[dict]) -> list[str]:
         ev = e["Event"]
         if ev.endswith("JobStart"):
             props = e.get("Properties") or {}
-            jobs[e["Job ID"]] = {"start": e["Submission Time"], "stages": e.get("Stage IDs", []),
-                                 "group": props.get("spark.jobGroup.id", ""),
-                                 "sql": props.get("spark.sql.execution.id", "")}
+            jobs[e["Job ID"]] = {
+                "start": e["Submission Time"],
+                "stages": e.get("Stage IDs", []),
+                "group": props.get("spark.jobGroup.id", ""),
+                "sql": props.get("spark.sql.execution.id", ""),
+            }
         elif ev.endswith("JobEnd"):
             jobs[e["Job ID"]]["end"] = e["Completion Time"]
         elif ev.endswith("StageSubmitted"):
             info = e["Stage Info"]
             stages.setdefault(info["Stage ID"], {}).update(
-                name=info["Stage Name"], n=info["Number of Tasks"],
-                submitted=info.get("Submission Time"))
+                name=info["Stage Name"],
+                n=info["Number of Tasks"],
+                submitted=info.get("Submission Time"),
+            )
         elif ev.endswith("StageCompleted"):
             info = e["Stage Info"]
-            st = stages.setdefault(info["Stage ID"], {"name": info["Stage Name"],
-                                                      "n": info["Number of Tasks"]})
+            st = stages.setdefault(
+                info["Stage ID"], {"name": info["Stage Name"], "n": info["Number of Tasks"]}
+            )
             st["completed"] = info.get("Completion Time")
             st["submitted"] = st.get("submitted") or info.get("Submission Time")
         elif ev.endswith("TaskEnd"):
@@ -62,16 +71,20 @@ def timeline(events: list[dict]) -> list[str]:
             st["busy"] = st.get("busy", 0) + ti["Finish Time"] - ti["Launch Time"]
     out = ["job  submitted    ended  group / sql id"]
     for jid, j in sorted(jobs.items()):
-        out.append(f"{jid:3d}  {s(j['start'])}  {s(j.get('end', end))}  "
-                   f"{j['group'] or '-'} / {j['sql'] or '-'}  stages {j['stages']}")
+        out.append(
+            f"{jid:3d}  {s(j['start'])}  {s(j.get('end', end))}  "
+            f"{j['group'] or '-'} / {j['sql'] or '-'}  stages {j['stages']}"
+        )
     out.append("stage submitted first-task last-task completed tasks task-s  name")
     for sid, st in sorted(stages.items(), key=lambda kv: kv[1].get("submitted") or 0):
         if st.get("submitted") is None:
             continue  # skipped (its shuffle output reused)
-        out.append(f"{sid:4d}  {s(st['submitted'])}  {s(st.get('first', st['submitted']))}  "
-                   f"{s(st.get('last', st['submitted']))}  {s(st.get('completed', end))}  "
-                   f"{st.get('n', 0):4d}  {st.get('busy', 0) / 1000:6.1f}  "
-                   f"{st.get('name', '')[:60]}")
+        out.append(
+            f"{sid:4d}  {s(st['submitted'])}  {s(st.get('first', st['submitted']))}  "
+            f"{s(st.get('last', st['submitted']))}  {s(st.get('completed', end))}  "
+            f"{st.get('n', 0):4d}  {st.get('busy', 0) / 1000:6.1f}  "
+            f"{st.get('name', '')[:60]}"
+        )
     # no task running on any slot: the driver's own time (planning, commits, waiting)
     edges = sorted([(a, 1) for a, _, _ in tasks] + [(b, -1) for _, b, _ in tasks])
     running, last, idle = 0, t0, []
@@ -82,8 +95,10 @@ def timeline(events: list[dict]) -> list[str]:
         last = t
     if end - last > 300:
         idle.append((last, end))
-    out.append("no task running (> 0.3 s): " + ", ".join(
-        f"{s(a).strip()}-{s(b).strip()} ({(b - a) / 1000:.1f} s)" for a, b in idle))
+    out.append(
+        "no task running (> 0.3 s): "
+        + ", ".join(f"{s(a).strip()}-{s(b).strip()} ({(b - a) / 1000:.1f} s)" for a, b in idle)
+    )
     out.append(f"application: {(end - t0) / 1000:.1f} s from its start to the last job's end")
     return out
 

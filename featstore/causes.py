@@ -17,15 +17,30 @@ KNOWN: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("No space left on device", re.compile(r"No space left on device|ENOSPC|Disk quota exceeded")),
     ("Read-only file system", re.compile(r"Read-only file system|EROFS")),
     ("Permission denied", re.compile(r"Permission denied|AccessDeniedException|EACCES")),
-    ("out of memory", re.compile(r"OutOfMemoryError|Java heap space|GC overhead limit|"
-                                 r"MemoryError|Cannot allocate memory")),
-    ("a worker died", re.compile(r"Python worker exited unexpectedly|worker (?:crashed|died)|"
-                                 r"ExecutorLostFailure|Connection reset|EOFException|"
-                                 r"killed by signal|exit code 137|SIGKILL")),
+    (
+        "out of memory",
+        re.compile(
+            r"OutOfMemoryError|Java heap space|GC overhead limit|"
+            r"MemoryError|Cannot allocate memory"
+        ),
+    ),
+    (
+        "a worker died",
+        re.compile(
+            r"Python worker exited unexpectedly|worker (?:crashed|died)|"
+            r"ExecutorLostFailure|Connection reset|EOFException|"
+            r"killed by signal|exit code 137|SIGKILL"
+        ),
+    ),
 )
-_ERRNO = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "No space left on device",
-          errno.EROFS: "Read-only file system", errno.EACCES: "Permission denied",
-          errno.EPERM: "Permission denied", errno.ENOMEM: "out of memory"}
+_ERRNO = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "No space left on device",
+    errno.EROFS: "Read-only file system",
+    errno.EACCES: "Permission denied",
+    errno.EPERM: "Permission denied",
+    errno.ENOMEM: "out of memory",
+}
 _PATH = re.compile(r"(?:file:)?(/(?:[^\s'\",;()\[\]]+/)*[^\s'\",;:()\[\]]+)")
 _JAVA_NOISE = re.compile(r"^\s+at |^\s+\.\.\. \d+ more|^Driver stacktrace:")
 
@@ -57,8 +72,9 @@ def chain(exc: BaseException) -> list[str]:
             where = e.filename or ""
             out.append(f"{_ERRNO[e.errno]}: {where}".rstrip(": "))
         out += _java_chain(e)
-        out += [ln.strip() for ln in str(e).splitlines()
-                if ln.strip() and not _JAVA_NOISE.match(ln)]
+        out += [
+            ln.strip() for ln in str(e).splitlines() if ln.strip() and not _JAVA_NOISE.match(ln)
+        ]
         e = e.__cause__ or e.__context__
     return out
 
@@ -91,9 +107,13 @@ def _path(lines: list[str], hits: list[int]) -> str | None:
     for i in [*reversed(hits), *range(len(lines) - 1, -1, -1)]:
         if lines[i].startswith("File "):  # a Python traceback's frame, not the data
             continue
-        found = [p for p in _PATH.findall(lines[i]) if not p.startswith("/tmp/spark-")
-                 and p.count("/") > 1 and not p.endswith((".py", ".jar", ".java"))]
+        found = [
+            p
+            for p in _PATH.findall(lines[i])
+            if not p.startswith("/tmp/spark-")
+            and p.count("/") > 1
+            and not p.endswith((".py", ".jar", ".java"))
+        ]
         if found:
             return found[-1].rstrip(".")  # "... to file:/x/out." ends a sentence
     return None
-

@@ -61,16 +61,22 @@ def check_bases(cfg: Any) -> tuple[str, ...]:
 
     bases = tuple(b.strip().lower() for b in cfg.compare.bases if b.strip())
     if not bases:
-        raise ConfigError("compare.bases is empty: name the conv bases to compare, e.g. "
-                          "--bases vgg16,resnet50 (see conf/compare_bases.yaml)")
+        raise ConfigError(
+            "compare.bases is empty: name the conv bases to compare, e.g. "
+            "--bases vgg16,resnet50 (see conf/compare_bases.yaml)"
+        )
     if len(set(bases)) != len(bases):
         raise ConfigError(f"compare.bases names a base twice: {', '.join(bases)}")
     if cfg.compare.retrieve_on not in RETRIEVE_ON:
-        raise ConfigError(f"compare.retrieve_on must be one of {', '.join(RETRIEVE_ON)}, got "
-                          f"{cfg.compare.retrieve_on!r}")
+        raise ConfigError(
+            f"compare.retrieve_on must be one of {', '.join(RETRIEVE_ON)}, got "
+            f"{cfg.compare.retrieve_on!r}"
+        )
     if cfg.extract.feature_set:
-        raise ConfigError("extract.feature_set must be empty for a study: each base's set is "
-                          "named after its settings")
+        raise ConfigError(
+            "extract.feature_set must be empty for a study: each base's set is "
+            "named after its settings"
+        )
     for b in bases:
         check_config(embed_config(replace(cfg.extract, model=b)))
     return bases
@@ -123,8 +129,9 @@ def run_compare(spark: Any, cfg: Any, store_path: str) -> CompareSummary:
             runs += 1
     probed = cfg.train.feature_sets or tuple(n for b in bases for n in sets[b][1:])
     g = run_grid(spark, store_path, replace(cfg.train, feature_sets=tuple(probed)))
-    return CompareSummary(str(store.open_store(store_path).root), bases, sets, g.cells, runs,
-                          time.perf_counter() - t0)
+    return CompareSummary(
+        str(store.open_store(store_path).root), bases, sets, g.cells, runs, time.perf_counter() - t0
+    )
 
 
 # ----------------------------------------------------------------------------- reading back
@@ -158,8 +165,11 @@ def _is_reduced(store_path: str | Any, name: str) -> bool:
 def _retrieval_rows(store_path: str | Any) -> pd.DataFrame:
     from featstore.retrieval import read_retrieval
 
-    frames = [read_retrieval(store_path, t["id"].partition("/")[2])
-              for t in store.list_tables(store_path) if t["id"].startswith("retrieval/")]
+    frames = [
+        read_retrieval(store_path, t["id"].partition("/")[2])
+        for t in store.list_tables(store_path)
+        if t["id"].startswith("retrieval/")
+    ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -169,17 +179,22 @@ def topk_chance(chance_precision: float, k: int) -> float:
     p (1 - (1 - p)^k) + (1 - p) (1 - p^k)."""
     c = min(1.0, max(0.5, float(chance_precision)))
     p = (1.0 - np.sqrt(2.0 * c - 1.0)) / 2.0
-    return float(p * (1 - (1 - p) ** k) + (1 - p) * (1 - p ** k))
+    return float(p * (1 - (1 - p) ** k) + (1 - p) * (1 - p**k))
 
 
 def retrieval_chance(store_path: str | Any, row: pd.Series) -> float:
     """The chance level of a ``mean`` retrieval row's top-k accuracy: the mean over its
     attribute rows (same run: feature set, queries, items, metric, k) of :func:`topk_chance`."""
     ret = _retrieval_rows(store_path)
-    same = ret[(ret["feature_set"] == row["feature_set"]) & (ret["queries"] == row["queries"])
-               & (ret["items"] == row["items"]) & (ret["metric"] == row["metric"])
-               & (ret["k"] == row["k"]) & (ret["target"] == "attribute")
-               & ret["chance_precision"].notna()]
+    same = ret[
+        (ret["feature_set"] == row["feature_set"])
+        & (ret["queries"] == row["queries"])
+        & (ret["items"] == row["items"])
+        & (ret["metric"] == row["metric"])
+        & (ret["k"] == row["k"])
+        & (ret["target"] == "attribute")
+        & ret["chance_precision"].notna()
+    ]
     if same.empty:
         return float("nan")
     return float(np.mean([topk_chance(c, int(row["k"])) for c in same["chance_precision"]]))
@@ -212,38 +227,58 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
         owner[name] = b
         cost = m.get("base") if isinstance(m.get("base"), dict) else {}
         timing = m.get("timing") if isinstance(m.get("timing"), dict) else {}
-        costs.setdefault(b, {"params": cost.get("params"), "flops": cost.get("flops"),
-                             "images_per_second": timing.get("images_per_second"),
-                             "input_hw": "x".join(map(str, m.get("input_hw") or []))})
+        costs.setdefault(
+            b,
+            {
+                "params": cost.get("params"),
+                "flops": cost.get("flops"),
+                "images_per_second": timing.get("images_per_second"),
+                "input_hw": "x".join(map(str, m.get("input_hw") or [])),
+            },
+        )
     if not ok.empty:  # the summary's training size: the one with the most training rows
         sizes = ok.groupby("train_size")["n_train"].median().sort_values(kind="stable")
         ok = ok[ok["train_size"] == sizes.index[-1]]
     rows = []
     for b in sorted(costs):
-        row: dict[str, Any] = {"base": b, **costs[b], "accuracy": np.nan,
-                               "balanced_accuracy": np.nan, "probe": "", "chosen_by": "",
-                               "selection_score": np.nan, "retrieval_top5": np.nan,
-                               "accuracy_chance": np.nan, "retrieval_top5_chance": np.nan}
+        row: dict[str, Any] = {
+            "base": b,
+            **costs[b],
+            "accuracy": np.nan,
+            "balanced_accuracy": np.nan,
+            "probe": "",
+            "chosen_by": "",
+            "selection_score": np.nan,
+            "retrieval_top5": np.nan,
+            "accuracy_chance": np.nan,
+            "retrieval_top5_chance": np.nan,
+        }
         mine = ok[ok["feature_set"].map(owner.get) == b] if not ok.empty else ok
         if not mine.empty:
             per = mine.groupby(["feature_set", "model"], as_index=False).agg(
-                accuracy=("accuracy", "mean"), balanced_accuracy=("balanced_accuracy", "mean"),
+                accuracy=("accuracy", "mean"),
+                balanced_accuracy=("balanced_accuracy", "mean"),
                 selection_score=("selection_score", "mean"),
-                unselected=("selection_score", lambda v: int(v.isna().sum())))
+                unselected=("selection_score", lambda v: int(v.isna().sum())),
+            )
             by = "selection_score" if (per["unselected"] == 0).all() else "accuracy"
-            best = per.sort_values([by, "feature_set", "model"],
-                                   ascending=[False, True, True]).iloc[0]
-            row.update(accuracy=float(best["accuracy"]),
-                       balanced_accuracy=float(best["balanced_accuracy"]),
-                       selection_score=float(best["selection_score"]),
-                       chosen_by="validation accuracy" if by == "selection_score"
-                       else "test accuracy (fits without selection_score)",
-                       probe=f"{best['model']} on {best['feature_set']}")
+            best = per.sort_values(
+                [by, "feature_set", "model"], ascending=[False, True, True]
+            ).iloc[0]
+            row.update(
+                accuracy=float(best["accuracy"]),
+                balanced_accuracy=float(best["balanced_accuracy"]),
+                selection_score=float(best["selection_score"]),
+                chosen_by="validation accuracy"
+                if by == "selection_score"
+                else "test accuracy (fits without selection_score)",
+                probe=f"{best['model']} on {best['feature_set']}",
+            )
             row["accuracy_chance"] = float(
-                mine.groupby("attribute")["majority_baseline"].mean().mean())
+                mine.groupby("attribute")["majority_baseline"].mean().mean()
+            )
         if not ret.empty:
-            mine_ret = ret[(ret["feature_set"].map(owner.get) == b)
-                           & ret["top_k_accuracy"].notna()]
+            mine_ret = ret[(ret["feature_set"].map(owner.get) == b) & ret["top_k_accuracy"].notna()]
             raw = [n for n in mine_ret["feature_set"].unique() if not _is_reduced(store_path, n)]
             r = mine_ret[mine_ret["feature_set"].isin(raw)]
             if r.empty and not mine_ret.empty:  # only reduced sets were searched: the largest
@@ -251,12 +286,25 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
                 r = mine_ret[mine_ret["feature_set"] == dims.index[-1]]
             if len(r):
                 row["retrieval_top5"] = float(r["top_k_accuracy"].mean())
-                row["retrieval_top5_chance"] = float(np.mean(
-                    [retrieval_chance(store_path, t) for _, t in r.iterrows()]))
+                row["retrieval_top5_chance"] = float(
+                    np.mean([retrieval_chance(store_path, t) for _, t in r.iterrows()])
+                )
         rows.append(row)
-    cols = ["base", "input_hw", "params", "flops", "images_per_second", "accuracy",
-            "balanced_accuracy", "probe", "chosen_by", "selection_score", "retrieval_top5",
-            "accuracy_chance", "retrieval_top5_chance"]
+    cols = [
+        "base",
+        "input_hw",
+        "params",
+        "flops",
+        "images_per_second",
+        "accuracy",
+        "balanced_accuracy",
+        "probe",
+        "chosen_by",
+        "selection_score",
+        "retrieval_top5",
+        "accuracy_chance",
+        "retrieval_top5_chance",
+    ]
     out = pd.DataFrame(rows, columns=cols)
     for c in ("params", "flops", "images_per_second"):
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)

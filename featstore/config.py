@@ -53,9 +53,11 @@ def resolve_config_path(path: str | Path) -> Path:
         packaged = CONF_DIR.joinpath(*name) if name else CONF_DIR
         if packaged.is_file():
             return packaged.resolve()
-        raise ConfigError(f"config file not found: {path} (looked in {Path.cwd()} and in "
-                          f"featstore's own configs {CONF_DIR}: "
-                          f"{', '.join(packaged_configs()) or 'none'})")
+        raise ConfigError(
+            f"config file not found: {path} (looked in {Path.cwd()} and in "
+            f"featstore's own configs {CONF_DIR}: "
+            f"{', '.join(packaged_configs()) or 'none'})"
+        )
     raise ConfigError(f"config file not found: {given}")
 
 
@@ -151,7 +153,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(
+            f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     parent = data.pop("extends", None)
@@ -256,9 +260,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(
             f"{where or 'config'}: unknown key {unknown[0]!r}; expected one of {sorted(names)}"
         )
-    kwargs = {
-        k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()
-    }
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
 
@@ -272,8 +274,10 @@ def load_config(
     else:
         base_path = CONF_DIR / "base.yaml"
         if not base_path.is_file():  # never silently run without base.yaml's settings
-            raise ConfigError(f"featstore's default config {base_path} is missing: reinstall "
-                              "featstore (conf/ ships inside the package) or pass --config FILE")
+            raise ConfigError(
+                f"featstore's default config {base_path} is missing: reinstall "
+                "featstore (conf/ ships inside the package) or pass --config FILE"
+            )
         data = _read_yaml(base_path.resolve())
     for key, value in direct.items():
         if isinstance(value, dict):

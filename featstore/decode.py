@@ -110,8 +110,9 @@ def _open(data: bytes | None) -> Image.Image:
         raise DecodeError(one_line(f"corrupt {kind} header: {exc}")) from None
 
 
-def _decode(data: bytes | None, max_pixels: int,
-            draft: tuple[int, int] | None) -> tuple[Image.Image, Image.Image, str]:
+def _decode(
+    data: bytes | None, max_pixels: int, draft: tuple[int, int] | None
+) -> tuple[Image.Image, Image.Image, str]:
     """(the opened source image, its RGB pixels, its format); the caller closes the source."""
     img = _open(data)
     fmt = img.format or "image"
@@ -121,8 +122,12 @@ def _decode(data: bytes | None, max_pixels: int,
             raise DecodeError(f"empty {fmt} ({w0}x{h0})")
         if w0 * h0 > max_pixels:
             raise DecodeError(f"image too large ({w0}x{h0} > {max_pixels / 1e6:g} MP)")
-        if (draft is not None and fmt in JPEG_FORMATS and w0 >= DRAFT_FACTOR * draft[0]
-                and h0 >= DRAFT_FACTOR * draft[1]):
+        if (
+            draft is not None
+            and fmt in JPEG_FORMATS
+            and w0 >= DRAFT_FACTOR * draft[0]
+            and h0 >= DRAFT_FACTOR * draft[1]
+        ):
             # DCT-domain downscale (1/2, 1/4, 1/8) to the smallest size still >= target.
             img.draft("RGB", (int(draft[0]), int(draft[1])))
         try:
@@ -143,8 +148,9 @@ def _decode(data: bytes | None, max_pixels: int,
     return img, rgb, fmt
 
 
-def open_rgb(data: bytes | None, *, max_pixels: int = MAX_PIXELS,
-             draft: tuple[int, int] | None = None) -> Image.Image:
+def open_rgb(
+    data: bytes | None, *, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None
+) -> Image.Image:
     """Image bytes -> the decoded image in mode RGB (loaded; its ``format`` is the source's).
 
     ``draft = (width, height)``: the size the caller will resize to; a JPEG at least

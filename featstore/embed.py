@@ -128,7 +128,10 @@ class DecodedBatch:
 
 
 def decode_batch(
-    contents: Sequence[bytes | None], hw: tuple[int, int], *, max_pixels: int = MAX_PIXELS,
+    contents: Sequence[bytes | None],
+    hw: tuple[int, int],
+    *,
+    max_pixels: int = MAX_PIXELS,
     out: np.ndarray | None = None,
 ) -> DecodedBatch:
     """Decode a list of image bytes; failures become ``(position, reason)`` entries. ``out``:
@@ -154,7 +157,10 @@ def decode_batch(
 
 
 def _decode_to_slot(
-    shm_name: str, offset: int, contents: Sequence[bytes | None], hw: tuple[int, int],
+    shm_name: str,
+    offset: int,
+    contents: Sequence[bytes | None],
+    hw: tuple[int, int],
     max_pixels: int,
 ) -> tuple[np.ndarray, list[tuple[int, str]], float]:
     """In a decode worker: decode into a shared-memory slot; only positions and errors return."""
@@ -189,8 +195,15 @@ class DecodePool:
     segment is unlinked by :meth:`close`, and by the resource tracker if this process is killed
     (the workers exit with their parent)."""
 
-    def __init__(self, hw: tuple[int, int], workers: int = 0, *, max_pixels: int = MAX_PIXELS,
-                 capacity: int | None = None, shared: bool = True):
+    def __init__(
+        self,
+        hw: tuple[int, int],
+        workers: int = 0,
+        *,
+        max_pixels: int = MAX_PIXELS,
+        capacity: int | None = None,
+        shared: bool = True,
+    ):
         if workers < 0:
             raise ConfigError(f"decode_workers must be >= 0, got {workers}")
         self.hw = (int(hw[0]), int(hw[1]))
@@ -230,8 +243,11 @@ class DecodePool:
                     # forked child would inherit in an undefined state.
                     ctx = multiprocessing.get_context("spawn")
                     self._executor = ProcessPoolExecutor(
-                        self.workers, mp_context=ctx, initializer=_decode_worker_init,
-                        initargs=(os.getpid(),))
+                        self.workers,
+                        mp_context=ctx,
+                        initializer=_decode_worker_init,
+                        initargs=(os.getpid(),),
+                    )
                     # In a process started by multiprocessing, exit first runs the finalizers of
                     # priority >= 0 (which close the pool's queue feeders: exitpriority 10) and
                     # then joins the children, so a pool never closed left its workers waiting
@@ -239,8 +255,11 @@ class DecodePool:
                     # processes). Shut the pool down before the feeders close (a no-op if
                     # already closed).
                     multiprocessing.util.Finalize(
-                        self._executor, self._executor.shutdown,
-                        kwargs={"wait": True, "cancel_futures": True}, exitpriority=100)
+                        self._executor,
+                        self._executor.shutdown,
+                        kwargs={"wait": True, "cancel_futures": True},
+                        exitpriority=100,
+                    )
                     logger.info("started %d decode processes", self.workers)
             return self._executor
 
@@ -259,8 +278,7 @@ class DecodePool:
 
     def submit(self, contents: Sequence[bytes | None]) -> Future[DecodedBatch]:
         """One chunk through the pipe (its pixels pickled back)."""
-        return self._pool_submit(decode_batch, list(contents), self.hw,
-                                 max_pixels=self.max_pixels)
+        return self._pool_submit(decode_batch, list(contents), self.hw, max_pixels=self.max_pixels)
 
     def _pool_submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         executor = self._get_executor()
@@ -282,8 +300,14 @@ class DecodePool:
         if ring is None or slot is None:
             return self.submit(contents), None
         try:
-            fut = self._pool_submit(_decode_to_slot, ring.name, slot * ring.slot_bytes,
-                                    list(contents), self.hw, self.max_pixels)
+            fut = self._pool_submit(
+                _decode_to_slot,
+                ring.name,
+                slot * ring.slot_bytes,
+                list(contents),
+                self.hw,
+                self.max_pixels,
+            )
         except BaseException:
             ring.release(slot)
             raise
@@ -295,8 +319,9 @@ class DecodePool:
         ring = self._ring
         assert ring is not None
         ok, errors, seconds = fut.result()
-        return DecodedBatch(ring.view(slot, len(ok)), ok, errors, seconds,
-                            functools.partial(ring.release, slot))
+        return DecodedBatch(
+            ring.view(slot, len(ok)), ok, errors, seconds, functools.partial(ring.release, slot)
+        )
 
     def map(self, chunks: Iterable[Sequence[bytes | None]]) -> Iterator[DecodedBatch]:
         """Decode chunks in order, keeping :attr:`depth` of them in flight."""
@@ -312,8 +337,9 @@ class DecodePool:
         except BrokenProcessPool:
             pending.clear()
             self.close()
-            raise DecodePoolError("a decode worker process died (killed or out of memory); "
-                                  "the decode pool was reset") from None
+            raise DecodePoolError(
+                "a decode worker process died (killed or out of memory); the decode pool was reset"
+            ) from None
         finally:
             ring = self._ring
             for fut, slot in pending:
@@ -451,8 +477,9 @@ def _resolve(cfg: EmbedConfig) -> _Resolved:
 
 
 @functools.lru_cache(maxsize=16)
-def _checked_base(name: str, input_hw: tuple[int, int], layers: tuple[str, ...],
-                  pooling: str) -> tuple[int, int, int]:
+def _checked_base(
+    name: str, input_hw: tuple[int, int], layers: tuple[str, ...], pooling: str
+) -> tuple[int, int, int]:
     """Build the base (random weights) once per process to check layer names; returns the
     embedding width, the base's parameter count and its FLOPs per image
     (:func:`featstore.models.count_flops`). Weights are resolved afresh on every call."""
@@ -465,8 +492,9 @@ def _checked_base(name: str, input_hw: tuple[int, int], layers: tuple[str, ...],
     return dim, int(base.count_params()), int(models.count_flops(base))
 
 
-def _checked_dim(name: str, input_hw: tuple[int, int], layers: tuple[str, ...],
-                 pooling: str) -> int:
+def _checked_dim(
+    name: str, input_hw: tuple[int, int], layers: tuple[str, ...], pooling: str
+) -> int:
     return _checked_base(name, input_hw, layers, pooling)[0]
 
 
@@ -475,8 +503,7 @@ def base_cost(cfg: EmbedConfig) -> dict[str, int]:
     forward pass of one image at the configured input size), from the same base
     :func:`validate_config` builds (built once per process and settings)."""
     r = _resolve(cfg)
-    _, params, flops = _checked_base(r.spec.name, tuple(r.input_hw), tuple(r.layers),
-                                     cfg.pooling)
+    _, params, flops = _checked_base(r.spec.name, tuple(r.input_hw), tuple(r.layers), cfg.pooling)
     return {"params": params, "flops": flops}
 
 
@@ -529,8 +556,12 @@ def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
 def _describe(cfg: EmbedConfig, r: _Resolved, dim: int) -> dict[str, Any]:
     import keras
 
-    return {**_settings(cfg, r), "dim": dim, "backend": keras.backend.backend(),
-            "keras_version": keras.version()}
+    return {
+        **_settings(cfg, r),
+        "dim": dim,
+        "backend": keras.backend.backend(),
+        "keras_version": keras.version(),
+    }
 
 
 class Embedder:
@@ -618,9 +649,13 @@ class Embedder:
         from featstore import models
 
         base = self.model.get_layer(f"{self._spec.name}_features")
-        return {"dim": self._dim, "backend": keras.backend.backend(),
-                "keras_version": keras.version(), "params": int(base.count_params()),
-                "flops": int(models.count_flops(base))}
+        return {
+            "dim": self._dim,
+            "backend": keras.backend.backend(),
+            "keras_version": keras.version(),
+            "params": int(base.count_params()),
+            "flops": int(models.count_flops(base)),
+        }
 
     # -- model side
 
@@ -631,8 +666,12 @@ class Embedder:
         t0 = time.perf_counter()
         rows = 1 if self._forward.any_batch else self.config.batch_size
         self._forward_one(self._pads[0][:rows], rows)
-        logger.info("warm-up forward pass (%d rows, %s) %.2fs", rows, self._forward.name,
-                    time.perf_counter() - t0)
+        logger.info(
+            "warm-up forward pass (%d rows, %s) %.2fs",
+            rows,
+            self._forward.name,
+            time.perf_counter() - t0,
+        )
 
     @functools.cached_property
     def _forward(self) -> Any:
@@ -819,8 +858,9 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def get_embedder(cfg: EmbedConfig, weights_sha256: str | None = None, *,
-                 warm: bool = False) -> Embedder:
+def get_embedder(
+    cfg: EmbedConfig, weights_sha256: str | None = None, *, warm: bool = False
+) -> Embedder:
     """The process-wide :class:`Embedder` for ``cfg`` (built on first use, then reused), so a
     reused Python worker builds the model once. ``weights_sha256`` (the weights file's content
     hash, as the driver recorded it) is part of the key: a file rewritten under the same path

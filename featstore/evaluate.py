@@ -312,8 +312,9 @@ def metrics(
 ROC_POINTS = 101
 
 
-def roc_points(y_true: Any, y_score: Any, *,
-               max_points: int = ROC_POINTS) -> tuple[np.ndarray, np.ndarray] | None:
+def roc_points(
+    y_true: Any, y_score: Any, *, max_points: int = ROC_POINTS
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The ROC curve of scores ``y_score`` on labels ``y_true`` as ``(fpr, tpr)`` float32 arrays,
     from (0, 0) to (1, 1); None when ``y_true`` has one class only (no curve).
 
@@ -514,9 +515,15 @@ def _jackknife(stat: str, s: _Sample) -> np.ndarray:
     return out
 
 
-def _interval(values: np.ndarray, alpha: float, *, what: str, method: str,
-              point: float | None = None, jackknife: np.ndarray | None = None
-              ) -> tuple[float, float]:
+def _interval(
+    values: np.ndarray,
+    alpha: float,
+    *,
+    what: str,
+    method: str,
+    point: float | None = None,
+    jackknife: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Percentile or BCa interval from bootstrap ``values`` (NaN = undefined resample, dropped
     with a warning). BCa follows Efron & Tibshirani (1993) 14.3 as scipy.stats.bootstrap does:
     bias ``z0 = Phi^-1((#{v < point} + #{v <= point}) / (2B))``, acceleration from the jackknife
@@ -530,8 +537,13 @@ def _interval(values: np.ndarray, alpha: float, *, what: str, method: str,
         # a few resamples without one class (a rare attribute resampled by person) are
         # expected; a share that could move the interval is worth a warning
         level = logging.WARNING if undefined > 0.05 * len(values) else logging.DEBUG
-        log.log(level, "bootstrap: %s undefined on %d of %d resamples; dropped",
-                what, undefined, len(values))
+        log.log(
+            level,
+            "bootstrap: %s undefined on %d of %d resamples; dropped",
+            what,
+            undefined,
+            len(values),
+        )
     quantiles = np.array([alpha / 2.0, 1.0 - alpha / 2.0])
     if method == "bca":
         assert point is not None and jackknife is not None
@@ -540,8 +552,11 @@ def _interval(values: np.ndarray, alpha: float, *, what: str, method: str,
         z0 = float(special.ndtri(share))
         d = jackknife.mean() - jackknife
         if not (np.isfinite(z0) and np.isfinite(d).all()):
-            log.warning("bootstrap: BCa undefined for %s (estimate at the edge of the bootstrap "
-                        "distribution or undefined jackknife values); percentile interval", what)
+            log.warning(
+                "bootstrap: BCa undefined for %s (estimate at the edge of the bootstrap "
+                "distribution or undefined jackknife values); percentile interval",
+                what,
+            )
         else:
             ss = float(np.sum(d**2))
             accel = float(np.sum(d**3)) / (6.0 * ss**1.5) if ss > 0 else 0.0
@@ -562,8 +577,9 @@ def _check_boot_args(stat: str, n_boot: Any, alpha: float, method: str = "percen
         raise ValueError(f"method must be 'percentile' or 'bca', got {method!r}")
 
 
-def _sample(stat: str, t: np.ndarray, pred: Any, score: Any, pred_name: str,
-            score_name: str) -> _Sample:
+def _sample(
+    stat: str, t: np.ndarray, pred: Any, score: Any, pred_name: str, score_name: str
+) -> _Sample:
     n = len(t)
     if stat == "roc_auc":
         s = _scores(score_name, score, n)
@@ -625,16 +641,19 @@ def bootstrap_ci(
     n = len(t)
     codes = None if groups is None else _group_codes(groups, n)
     if method == "bca" and codes is not None and codes.max() + 1 < n:
-        raise ValueError("method='bca' needs independent images; with groups use "
-                         "method='percentile' (or accuracy_ci for accuracy)")
+        raise ValueError(
+            "method='bca' needs independent images; with groups use "
+            "method='percentile' (or accuracy_ci for accuracy)"
+        )
     per_image = 4 if stat == "roc_auc" else 1
     values = _resample(lambda w: _stat(stat, s, w), n, codes, int(n_boot), seed, per_image)
     if method == "bca":
         point = float(_stat(stat, s, np.ones((1, n)))[0])
         if math.isnan(point):
             raise ValueError(f"{stat} is undefined on the test set itself")
-        return _interval(values, alpha, what=stat, method="bca", point=point,
-                         jackknife=_jackknife(stat, s))
+        return _interval(
+            values, alpha, what=stat, method="bca", point=point, jackknife=_jackknife(stat, s)
+        )
     return _interval(values, alpha, what=stat, method="percentile")
 
 
@@ -719,12 +738,15 @@ def accuracy_ci(
         n_groups = int(codes.max()) + 1
         if n_groups < n:  # some images share a cluster
             if n_groups < 2:
-                raise ValueError("groups has a single cluster: the design effect needs at "
-                                 "least 2 clusters")
+                raise ValueError(
+                    "groups has a single cluster: the design effect needs at least 2 clusters"
+                )
             if 0.0 < acc < 1.0:
                 y_g = np.bincount(codes, weights=correct, minlength=n_groups)
                 m_g = np.bincount(codes, minlength=n_groups)
-                v_cluster = (n_groups / (n_groups - 1)) * float(np.sum((y_g - acc * m_g) ** 2)) / n**2
+                v_cluster = (
+                    (n_groups / (n_groups - 1)) * float(np.sum((y_g - acc * m_g) ** 2)) / n**2
+                )
                 v_iid = (n / (n - 1)) * acc * (1.0 - acc) / n
                 n_eff = n / max(1.0, v_cluster / v_iid)
     return _wilson(acc * n_eff, n_eff, alpha)
@@ -803,10 +825,15 @@ def calibration_table(y_true: Any, y_score: Any, bins: int = 10) -> pd.DataFrame
     positives = np.bincount(ids, weights=t.astype(np.float64), minlength=bins)
     keep = count > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        frame = pd.DataFrame({
-            "bin_low": edges[:-1], "bin_high": edges[1:], "n": count.astype(np.int64),
-            "mean_score": total / count, "frac_positive": positives / count,
-        })
+        frame = pd.DataFrame(
+            {
+                "bin_low": edges[:-1],
+                "bin_high": edges[1:],
+                "n": count.astype(np.int64),
+                "mean_score": total / count,
+                "frac_positive": positives / count,
+            }
+        )
     return frame[keep].reset_index(drop=True)[CALIBRATION_COLUMNS]
 
 
@@ -905,7 +932,8 @@ def holm_by_family(
     if not family:
         return pd.Series(holm(p.to_numpy()), index=frame.index, name=p_column)
     return p.groupby([frame[c] for c in family], dropna=False).transform(
-        lambda s: holm(s.to_numpy()))
+        lambda s: holm(s.to_numpy())
+    )
 
 
 def beats_baseline(
@@ -982,8 +1010,9 @@ def _aligned(group: pd.DataFrame, key: tuple[Any, ...]) -> dict[str, tuple[np.nd
         ref_order = np.argsort(ref_ids, kind="stable")
         ref_sorted_ids = ref_ids[ref_order]
         if len(ref_ids) != len(ref_true) or (ref_sorted_ids[1:] == ref_sorted_ids[:-1]).any():
-            raise ValueError(f"{key}, model {rows[0].model!r}: image_ids must be unique and "
-                             "as long as y_true")
+            raise ValueError(
+                f"{key}, model {rows[0].model!r}: image_ids must be unique and as long as y_true"
+            )
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for row in rows:
         where = f"{key}, model {row.model!r}"
@@ -991,8 +1020,10 @@ def _aligned(group: pd.DataFrame, key: tuple[Any, ...]) -> dict[str, tuple[np.nd
         y_pred = _binary(f"y_pred of {where}", row.y_pred)
         _same_length(y_true=y_true, y_pred=y_pred)
         if len(y_true) != len(ref_true):
-            raise ValueError(f"{where}: {len(y_true)} test predictions, "
-                             f"the first model of the group has {len(ref_true)}")
+            raise ValueError(
+                f"{where}: {len(y_true)} test predictions, "
+                f"the first model of the group has {len(ref_true)}"
+            )
         if has_ids:
             assert ref_order is not None and ref_sorted_ids is not None
             ids = np.asarray(row.image_ids)
@@ -1000,16 +1031,19 @@ def _aligned(group: pd.DataFrame, key: tuple[Any, ...]) -> dict[str, tuple[np.nd
                 raise ValueError(f"{where}: image_ids and y_true differ in length")
             order = np.argsort(ids, kind="stable")
             if not np.array_equal(ids[order], ref_sorted_ids):
-                raise ValueError(f"{where}: predicts a different set of test images than "
-                                 f"model {rows[0].model!r}")
+                raise ValueError(
+                    f"{where}: predicts a different set of test images than model {rows[0].model!r}"
+                )
             t_al = np.empty_like(y_true)
             p_al = np.empty_like(y_pred)
             t_al[ref_order] = y_true[order]
             p_al[ref_order] = y_pred[order]
             y_true, y_pred = t_al, p_al
         if not np.array_equal(y_true, ref_true):
-            raise ValueError(f"{where}: y_true disagrees with model {rows[0].model!r} on the same "
-                             "test images (different test order or labels)")
+            raise ValueError(
+                f"{where}: y_true disagrees with model {rows[0].model!r} on the same "
+                "test images (different test order or labels)"
+            )
         out[str(row.model)] = (y_true, y_pred)
     return out
 
@@ -1049,30 +1083,37 @@ def compare_models(
             y_true, pred_a = preds[model_a]
             _, pred_b = preds[model_b]
             test = mcnemar(y_true, pred_a, pred_b, exact=exact)
-            records.append({
-                **dict(zip(GROUP_KEYS, key, strict=True)),
-                "model_a": model_a,
-                "model_b": model_b,
-                "n": len(y_true),
-                "accuracy_a": float(np.mean(pred_a == y_true)),
-                "accuracy_b": float(np.mean(pred_b == y_true)),
-                "b": test["b"],
-                "c": test["c"],
-                "statistic": test["statistic"],
-                "method": test["method"],
-                "p_value": test["p_value"],
-            })
+            records.append(
+                {
+                    **dict(zip(GROUP_KEYS, key, strict=True)),
+                    "model_a": model_a,
+                    "model_b": model_b,
+                    "n": len(y_true),
+                    "accuracy_a": float(np.mean(pred_a == y_true)),
+                    "accuracy_b": float(np.mean(pred_b == y_true)),
+                    "b": test["b"],
+                    "c": test["c"],
+                    "statistic": test["statistic"],
+                    "method": test["method"],
+                    "p_value": test["p_value"],
+                }
+            )
     out = pd.DataFrame.from_records(records, columns=COMPARISON_COLUMNS[:-2])
     if out.empty:
         out["p_holm"] = pd.Series(dtype=np.float64)
         out["significant"] = pd.Series(dtype=bool)
         return out[COMPARISON_COLUMNS]
     out["p_holm"] = out.groupby(COMPARISON_FAMILY, dropna=False)["p_value"].transform(
-        lambda s: holm(s.to_numpy()))
+        lambda s: holm(s.to_numpy())
+    )
     out["significant"] = out["p_holm"] < alpha
-    log.info("compare_models: %d comparisons in %d Holm families, %d significant at %.3g",
-             len(out), out.groupby(COMPARISON_FAMILY, dropna=False).ngroups,
-             int(out["significant"].sum()), alpha)
+    log.info(
+        "compare_models: %d comparisons in %d Holm families, %d significant at %.3g",
+        len(out),
+        out.groupby(COMPARISON_FAMILY, dropna=False).ngroups,
+        int(out["significant"].sum()),
+        alpha,
+    )
     return out[COMPARISON_COLUMNS].reset_index(drop=True)
 
 
@@ -1134,19 +1175,21 @@ def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Dat
             comp = index[ckey]
             p_holms.append(float(comp.p_holm))
             wins.append(bool(comp.significant) and acc[best] > acc[other])
-        records.append({
-            **dict(zip(GROUP_KEYS, key, strict=True)),
-            "n_models": len(ranked),
-            "best_model": best,
-            "best_accuracy": acc[best],
-            "runner_up": runner_up,
-            "runner_up_accuracy": acc[runner_up] if runner_up is not None else math.nan,
-            "tied": runner_up is not None and rank_score[runner_up] == rank_score[best],
-            "max_p_holm": max(p_holms) if p_holms else math.nan,
-            "beats_all": bool(wins) and all(wins),
-            "chosen_by": chosen_by,
-            "best_selection_score": selection[best] if selection is not None else math.nan,
-        })
+        records.append(
+            {
+                **dict(zip(GROUP_KEYS, key, strict=True)),
+                "n_models": len(ranked),
+                "best_model": best,
+                "best_accuracy": acc[best],
+                "runner_up": runner_up,
+                "runner_up_accuracy": acc[runner_up] if runner_up is not None else math.nan,
+                "tied": runner_up is not None and rank_score[runner_up] == rank_score[best],
+                "max_p_holm": max(p_holms) if p_holms else math.nan,
+                "beats_all": bool(wins) and all(wins),
+                "chosen_by": chosen_by,
+                "best_selection_score": selection[best] if selection is not None else math.nan,
+            }
+        )
     return pd.DataFrame.from_records(records, columns=BEST_COLUMNS)
 
 
@@ -1181,8 +1224,10 @@ def _train_majority_classes(y_true: np.ndarray, majority_baseline: float, where:
     share = {1: float(np.mean(y_true == 1)), 0: float(np.mean(y_true == 0))}
     classes = [k for k in (0, 1) if math.isclose(share[k], majority_baseline, abs_tol=1e-9)]
     if not classes:
-        raise ValueError(f"{where}: majority_baseline {majority_baseline!r} is the accuracy of "
-                         f"neither constant (class 1: {share[1]!r}, class 0: {share[0]!r})")
+        raise ValueError(
+            f"{where}: majority_baseline {majority_baseline!r} is the accuracy of "
+            f"neither constant (class 1: {share[1]!r}, class 0: {share[0]!r})"
+        )
     return classes
 
 
@@ -1225,30 +1270,54 @@ def baseline_tests(
         raise ValueError(f"results frame lacks columns {missing}")
     records: list[dict[str, Any]] = []
     for row in results.itertuples(index=False):
-        key = tuple(getattr(row, k) for k in ["attribute", "feature_set", "model", "train_size",
-                                              "seed"])
+        key = tuple(
+            getattr(row, k) for k in ["attribute", "feature_set", "model", "train_size", "seed"]
+        )
         where = str(key)
         y_true = _binary(f"y_true of {where}", row.y_true)
         y_pred = _binary(f"y_pred of {where}", row.y_pred)
         _same_length(y_true=y_true, y_pred=y_pred)
-        tests = [beats_baseline(y_true, y_pred, baseline_class=k, alpha=alpha, exact=exact)
-                 for k in _train_majority_classes(y_true, float(row.majority_baseline), where)]
+        tests = [
+            beats_baseline(y_true, y_pred, baseline_class=k, alpha=alpha, exact=exact)
+            for k in _train_majority_classes(y_true, float(row.majority_baseline), where)
+        ]
         test = max(tests, key=lambda r: r["p_value"])
         score = getattr(row, "y_score", None)
         chance = {"auc": math.nan, "p_value": math.nan}
         if score is not None and not (np.isscalar(score) and pd.isna(score)):
             chance = auc_vs_chance(y_true, _scores(f"y_score of {where}", score, len(y_true)))
-        records.append({
-            **dict(zip(["attribute", "feature_set", "model", "train_size", "seed"], key,
-                       strict=True)),
-            "n": len(y_true),
-            **{k: test[k] for k in ("accuracy", "baseline_accuracy", "baseline_class", "b", "c",
-                                    "statistic", "method", "p_value")},
-            "auc": chance["auc"],
-            "p_auc": chance["p_value"],
-        })
-    columns = [c for c in BASELINE_COLUMNS if c not in ("p_holm", "beats_baseline",
-                                                        "p_auc_holm", "beats_chance")]
+        records.append(
+            {
+                **dict(
+                    zip(
+                        ["attribute", "feature_set", "model", "train_size", "seed"],
+                        key,
+                        strict=True,
+                    )
+                ),
+                "n": len(y_true),
+                **{
+                    k: test[k]
+                    for k in (
+                        "accuracy",
+                        "baseline_accuracy",
+                        "baseline_class",
+                        "b",
+                        "c",
+                        "statistic",
+                        "method",
+                        "p_value",
+                    )
+                },
+                "auc": chance["auc"],
+                "p_auc": chance["p_value"],
+            }
+        )
+    columns = [
+        c
+        for c in BASELINE_COLUMNS
+        if c not in ("p_holm", "beats_baseline", "p_auc_holm", "beats_chance")
+    ]
     out = pd.DataFrame.from_records(records, columns=columns)
     out[["auc", "p_auc"]] = out[["auc", "p_auc"]].astype(np.float64)
     fam = results[family].reset_index(drop=True)

@@ -82,8 +82,9 @@ def default_name(info: dict[str, Any], cfg: ExtractConfig) -> str:
     return "-".join(parts)
 
 
-def _plan_chunks(layout: store.Layout, manifest: dict[str, Any],
-                 chunk_rows: int) -> list[tuple[str, str, int]]:
+def _plan_chunks(
+    layout: store.Layout, manifest: dict[str, Any], chunk_rows: int
+) -> list[tuple[str, str, int]]:
     """[(first_id, last_id, rows)] over the sorted image ids, ~chunk_rows each.
 
     Streams: the images table's files are each sorted by image id (ingest sorts within its
@@ -110,8 +111,9 @@ def _plan_chunks(layout: store.Layout, manifest: dict[str, Any],
     try:
         merged: Iterable[str] = list(_boundaries(heapq.merge(*(ids(f) for f in files)), size))
     except _Unsorted:
-        every = sorted(v for f in files for v in pq.read_table(f, columns=["image_id"])
-                       .column(0).to_pylist())
+        every = sorted(
+            v for f in files for v in pq.read_table(f, columns=["image_id"]).column(0).to_pylist()
+        )
         merged = list(_boundaries(iter(every), size))
     return list(merged)  # type: ignore[arg-type]
 
@@ -134,8 +136,9 @@ def _boundaries(ids: Iterator[str], size: int) -> Iterator[tuple[str, str, int]]
         yield first, last, rows  # type: ignore[misc]
 
 
-def preflight(cfg: ExtractConfig, store_path: str
-              ) -> tuple[store.Layout, dict[str, Any], dict[str, Any], str]:
+def preflight(
+    cfg: ExtractConfig, store_path: str
+) -> tuple[store.Layout, dict[str, Any], dict[str, Any], str]:
     """Everything that can be checked without Spark or Keras: the settings, the store and its
     images table, the model, layers and weights (:func:`featstore.embed.check_config`), the
     feature-set name. Returns (layout, the images manifest, the model's settings without
@@ -145,8 +148,9 @@ def preflight(cfg: ExtractConfig, store_path: str
     if cfg.feature_set:
         store.check_name(cfg.feature_set)
     layout = store.open_store(store_path)
-    images_manifest = store.verify_table(layout, "images",
-                                         store.require_committed(layout, "images"))
+    images_manifest = store.verify_table(
+        layout, "images", store.require_committed(layout, "images")
+    )
     info = check_config(embed_config(cfg))  # one clear line for bad model / layer / weights
     name = store.check_name(cfg.feature_set or default_name(info, cfg))
     # a damaged feature set of that name stops the run (or is repaired, with --overwrite)
@@ -180,20 +184,33 @@ def plan_extract(cfg: ExtractConfig, store_path: str) -> ExtractPlan:
     chunks = _plan_chunks(layout, images_manifest, cfg.chunk_rows)
     existing = store.existing_output(layout, store.features_id(name), overwrite=cfg.overwrite)
     prefix = store.features_id(name).replace("/", "__")
-    staged = sum(1 for d in layout.staging.glob(f"{prefix}-*") if d.is_dir()
-                 for done in d.glob("chunks/chunk-*/_SUCCESS")
-                 if (d / "chunk-errors" / f"errors-{done.parent.name[6:]}.parquet").is_file()) \
-        if layout.staging.is_dir() else 0
+    staged = (
+        sum(
+            1
+            for d in layout.staging.glob(f"{prefix}-*")
+            if d.is_dir()
+            for done in d.glob("chunks/chunk-*/_SUCCESS")
+            if (d / "chunk-errors" / f"errors-{done.parent.name[6:]}.parquet").is_file()
+        )
+        if layout.staging.is_dir()
+        else 0
+    )
     counts = images_manifest.get("counts", {})
     order = {"train": 0, "val": 1, "test": 2}
     splits = dict(sorted(counts.get("splits", {}).items(), key=lambda kv: order.get(kv[0], 3)))
     return ExtractPlan(
-        str(layout.root), name, info["model"], tuple(info["layers"]),
+        str(layout.root),
+        name,
+        info["model"],
+        tuple(info["layers"]),
         (int(info["input_hw"][0]), int(info["input_hw"][1])),
-        info["weights_source"] if info["weights_source"] == "random"
-        else str(info["weights_path"]),
-        int(counts.get("ok", sum(c[2] for c in chunks))), splits,
-        chunks, existing.get("created", "?") if existing else None, staged)
+        info["weights_source"] if info["weights_source"] == "random" else str(info["weights_path"]),
+        int(counts.get("ok", sum(c[2] for c in chunks))),
+        splits,
+        chunks,
+        existing.get("created", "?") if existing else None,
+        staged,
+    )
 
 
 def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
@@ -212,25 +229,40 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
     tid = store.features_id(name)
     run_key = _run_key(images_manifest, info, cfg.seed)
     existing = store.existing_output(layout, tid, overwrite=cfg.overwrite)
-    if existing is not None and not cfg.overwrite and existing.get("run_key") in (
-            run_key, _run_key(images_manifest, info, cfg.seed, existing.get("dim"))):
+    if (
+        existing is not None
+        and not cfg.overwrite
+        and existing.get("run_key")
+        in (run_key, _run_key(images_manifest, info, cfg.seed, existing.get("dim")))
+    ):
         logger.info("feature set %s is already committed with these settings; nothing to do", name)
         c = existing["counts"]
-        return ExtractSummary(str(layout.root), name, c["ok"], c["errors"], existing["dim"],
-                              time.perf_counter() - t0, skipped=True)
+        return ExtractSummary(
+            str(layout.root),
+            name,
+            c["ok"],
+            c["errors"],
+            existing["dim"],
+            time.perf_counter() - t0,
+            skipped=True,
+        )
     warm_stats = spark.sparkContext.accumulator({}, StatsParam())  # the warm-up tasks' time
     with contextlib.ExitStack() as stack:
         # first: the workers' backend import and model build overlap all that follows; none of
         # its tasks outlives the extract (a task still loading the weights file: on leaving)
-        warmup = stack.enter_context(_start_warmup(spark, ecfg, cpu_threads, info, warm_stats)) \
-            if cfg.warmup else None
+        warmup = (
+            stack.enter_context(_start_warmup(spark, ecfg, cpu_threads, info, warm_stats))
+            if cfg.warmup
+            else None
+        )
         # No model on the driver: the layer names were checked against the generated table, and
         # the workers report the width, parameters and FLOPs of the model they built. Only when
         # the table cannot say (another Keras version) is the base built here to check the names.
         if not info.pop("layers_checked", False):
             validate_config(ecfg)
-        w = stack.enter_context(store.TableWriter(layout, tid, resume_key=run_key,
-                                                  overwrite=cfg.overwrite, spark=spark))
+        w = stack.enter_context(
+            store.TableWriter(layout, tid, resume_key=run_key, overwrite=cfg.overwrite, spark=spark)
+        )
         plan_path = w.staging / PLAN
         if plan_path.is_file():
             chunks = [tuple(c) for c in json.loads(plan_path.read_text())["chunks"]]
@@ -247,7 +279,8 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         worker_stats = spark.sparkContext.accumulator({}, StatsParam())  # timings, base facts
         # the store's own schema: no Spark job to read a footer and infer it
         images = spark.read.schema(store.spark_schema(store.IMAGES_SCHEMA)).parquet(
-            store.spark_uri(layout.images))
+            store.spark_uri(layout.images)
+        )
         parallelism = spark.sparkContext.defaultParallelism
         resumed = resumed_rows = 0
         bar = Progress("extract", sum(c[2] for c in chunks), "images")
@@ -265,34 +298,54 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
             # (train is 80%), so reading them as they are leaves cores idle at the end of a
             # chunk. The shuffle moves only JPEG bytes (~10 KB an image), cheap next to the
             # forward pass.
-            df = df.repartition(cfg.partitions
-                                or parallelism * math.ceil(rows / (parallelism * 4096)))
+            df = df.repartition(
+                cfg.partitions or parallelism * math.ceil(rows / (parallelism * 4096))
+            )
             # One pass: the embeddings are written as the tasks make them; the images that
             # failed reach the driver in an accumulator keyed by image id (a re-run task adds
             # the same keys again), and the chunk counts as done only once its errors file is
             # written too (_chunk_done); the assembly checks that the counts add up.
             errors = spark.sparkContext.accumulator({}, ErrorsParam())
-            embed_udf = make_embed_udf(ecfg, cpu_threads=cpu_threads, backend=info["backend"],
-                                       weights_sha256=info["weights_sha256"], counter=embedded,
-                                       stats=worker_stats, errors=errors)
-            out = df.select("image_id", "split",
-                            embed_udf("image_id", "split", "content").alias("r"))
+            embed_udf = make_embed_udf(
+                ecfg,
+                cpu_threads=cpu_threads,
+                backend=info["backend"],
+                weights_sha256=info["weights_sha256"],
+                counter=embedded,
+                stats=worker_stats,
+                errors=errors,
+            )
+            out = df.select(
+                "image_id", "split", embed_udf("image_id", "split", "content").alias("r")
+            )
             try:  # progress: rows embedded by the finished tasks (accumulator) + resumed chunks
                 with spark_feed(spark, bar, accumulator=embedded, offset=resumed_rows):
-                    (out.filter(F.col("r.error").isNull())
-                     .select("image_id", "split", F.col("r.embedding").alias("embedding"))
-                     .write.options(**store.FEATURES_WRITE_OPTIONS).partitionBy("split")
-                     .parquet(store.spark_uri(chunk_dir), mode="overwrite"))
+                    (
+                        out.filter(F.col("r.error").isNull())
+                        .select("image_id", "split", F.col("r.embedding").alias("embedding"))
+                        .write.options(**store.FEATURES_WRITE_OPTIONS)
+                        .partitionBy("split")
+                        .parquet(store.spark_uri(chunk_dir), mode="overwrite")
+                    )
             except BaseException:
                 bar.close()
                 raise
-            bad = [(image_id, split, reason)
-                   for image_id, (split, reason) in sorted(errors.value.items())]
+            bad = [
+                (image_id, split, reason)
+                for image_id, (split, reason) in sorted(errors.value.items())
+            ]
             _write_chunk_errors(_chunk_errors(w, k), bad)
             _save_facts(w, worker_stats.value.get("base"))
             dt = time.perf_counter() - tc
-            logger.info("chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors", k + 1,
-                        len(chunks), rows, dt, rows / dt if dt else 0.0, len(bad))
+            logger.info(
+                "chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors",
+                k + 1,
+                len(chunks),
+                rows,
+                dt,
+                rows / dt if dt else 0.0,
+                len(bad),
+            )
 
         bar.close()
         if warmup is not None:  # the pass is done: a warm-up task still running only costs
@@ -301,20 +354,45 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         facts = _load_facts(w) or _driver_facts(ecfg)
         info.update(dim=facts["dim"], keras_version=facts.get("keras_version"))
         ok, errors = _assemble(w, len(chunks), images_manifest)
-        timing = Timing(driver={"plan": t_pass - t0, "pass": t_commit - t_pass},
-                        workers={k: v for k, v in {**worker_stats.value,
-                                                   **warm_stats.value}.items()
-                                 if k != "base"})
+        timing = Timing(
+            driver={"plan": t_pass - t0, "pass": t_commit - t_pass},
+            workers={
+                k: v for k, v in {**worker_stats.value, **warm_stats.value}.items() if k != "base"
+            },
+        )
         timing.driver["commit"] = time.perf_counter() - t_commit  # all but the final rename
         sp = spread.spread_of_files(sorted(w.data.glob("split=*/*.parquet")), int(info["dim"]))
         spread.warn(name, sp)
         seconds = time.perf_counter() - t0
-        w.commit(_manifest(spark, info, cfg, name, run_key, images_manifest, ok, errors,
-                           len(chunks), seconds, facts, timing, sp))
+        w.commit(
+            _manifest(
+                spark,
+                info,
+                cfg,
+                name,
+                run_key,
+                images_manifest,
+                ok,
+                errors,
+                len(chunks),
+                seconds,
+                facts,
+                timing,
+                sp,
+            )
+        )
     timing.driver["commit"] = time.perf_counter() - t_commit
-    return ExtractSummary(str(layout.root), name, ok, errors, info["dim"],
-                          time.perf_counter() - t0, chunks_done=len(chunks) - resumed,
-                          chunks_resumed=resumed, timing=timing)
+    return ExtractSummary(
+        str(layout.root),
+        name,
+        ok,
+        errors,
+        info["dim"],
+        time.perf_counter() - t0,
+        chunks_done=len(chunks) - resumed,
+        chunks_resumed=resumed,
+        timing=timing,
+    )
 
 
 def task_cpu_threads(spark: Any, configured: int = 0) -> int:
@@ -335,33 +413,47 @@ def task_cpu_threads(spark: Any, configured: int = 0) -> int:
     return max(1, min(2 * task_cpus, int(cores))) if cores is not None else 2 * task_cpus
 
 
-def _start_warmup(spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[str, Any],
-                  stats: Any = None) -> Any:
+def _start_warmup(
+    spark: Any, ecfg: EmbedConfig, cpu_threads: int, info: dict[str, Any], stats: Any = None
+) -> Any:
     """One warm-up task per task slot (:func:`featstore.udf.start_warm_workers`) on a background
     thread: the workers import the backend, build the model and run its first pass while the
     driver plans the extract's jobs and Spark reads the first chunk's images."""
     from featstore.udf import start_warm_workers
 
-    slots = max(1, spark.sparkContext.defaultParallelism
-                // max(1, int(spark.conf.get("spark.task.cpus", "1"))))
-    return start_warm_workers(spark, slots, ecfg, cpu_threads=cpu_threads, backend=info["backend"],
-                              weights_sha256=info["weights_sha256"], stats=stats)
+    slots = max(
+        1,
+        spark.sparkContext.defaultParallelism
+        // max(1, int(spark.conf.get("spark.task.cpus", "1"))),
+    )
+    return start_warm_workers(
+        spark,
+        slots,
+        ecfg,
+        cpu_threads=cpu_threads,
+        backend=info["backend"],
+        weights_sha256=info["weights_sha256"],
+        stats=stats,
+    )
 
 
-def _run_key(images_manifest: dict[str, Any], info: dict[str, Any], seed: int,
-             dim: int | None = None) -> str:
+def _run_key(
+    images_manifest: dict[str, Any], info: dict[str, Any], seed: int, dim: int | None = None
+) -> str:
     """The settings' fingerprint: a committed set with the same key is not extracted again.
     Keys written before the width was measured by the workers also held ``dim`` (a function
     of the other settings): ``dim`` = the committed set's recomputes such a key."""
-    settings = {k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing",
-                                     "precision")}
+    settings = {
+        k: info[k] for k in ("model", "layers", "pooling", "input_hw", "preprocessing", "precision")
+    }
     if dim is not None:
         settings["dim"] = dim
     settings["weights_sha256"] = info["weights_sha256"]
     settings["weights_source"] = info["weights_source"]
     settings["seed"] = seed
-    return store.fingerprint([images_manifest["input_fingerprint"],
-                              json.dumps(settings, sort_keys=True, default=str)])
+    return store.fingerprint(
+        [images_manifest["input_fingerprint"], json.dumps(settings, sort_keys=True, default=str)]
+    )
 
 
 FACTS = "_base.json"
@@ -398,8 +490,10 @@ class Timing:
     workers: dict[str, float]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"driver": {k: round(v, 3) for k, v in self.driver.items()},
-                "workers": {k: round(v, 3) for k, v in self.workers.items()}}
+        return {
+            "driver": {k: round(v, 3) for k, v in self.driver.items()},
+            "workers": {k: round(v, 3) for k, v in self.workers.items()},
+        }
 
     def line(self) -> str:
         """``workers: model 84%, decode wait 3%, ... of 61.2 task-s; driver: plan 1.1 s, ...``"""
@@ -407,19 +501,32 @@ class Timing:
         total = wk.get("task_s", 0.0)
         parts = []
         if total > 0:
-            shares = {"model": wk.get("model_s", 0.0), "decode wait": wk.get("decode_wait_s", 0.0),
-                      "Spark input": wk.get("input_s", 0.0), "Spark output": wk.get("output_s", 0.0),
-                      "worker start": wk.get("start_s", 0.0)}
+            shares = {
+                "model": wk.get("model_s", 0.0),
+                "decode wait": wk.get("decode_wait_s", 0.0),
+                "Spark input": wk.get("input_s", 0.0),
+                "Spark output": wk.get("output_s", 0.0),
+                "worker start": wk.get("start_s", 0.0),
+            }
             shares["other"] = max(0.0, total - sum(shares.values()))
-            parts.append("workers: " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
-                         + f" of {total:.1f} task-s in {int(wk.get('tasks', 0))} tasks"
-                         + " (" + (f"{int(wk['model_reused'])} found the model built; "
-                                   if "model_reused" in wk else "")
-                         + f"decode {wk.get('decode_s', 0.0):.1f} s on its own thread)")
+            parts.append(
+                "workers: "
+                + ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
+                + f" of {total:.1f} task-s in {int(wk.get('tasks', 0))} tasks"
+                + " ("
+                + (
+                    f"{int(wk['model_reused'])} found the model built; "
+                    if "model_reused" in wk
+                    else ""
+                )
+                + f"decode {wk.get('decode_s', 0.0):.1f} s on its own thread)"
+            )
         if wk.get("warmup_tasks"):
-            parts.append(f"warm-up: {int(wk['warmup_tasks'])} workers imported the backend, built "
-                         f"the model and ran its first pass in {wk.get('warmup_s', 0.0):.1f} "
-                         "task-s before the tasks")
+            parts.append(
+                f"warm-up: {int(wk['warmup_tasks'])} workers imported the backend, built "
+                f"the model and ran its first pass in {wk.get('warmup_s', 0.0):.1f} "
+                "task-s before the tasks"
+            )
         parts.append("driver: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.driver.items()))
         return "; ".join(parts)
 
@@ -435,8 +542,16 @@ def _chunk_done(w: store.TableWriter, k: int) -> bool:
 
 
 def _write_chunk_errors(path: Path, bad: list[tuple[str, str | None, str]]) -> None:
-    rows = [{"image_id": image_id, "split": split, "source_path": None,
-             "stage": STAGE_EMBED, "error": reason} for image_id, split, reason in bad]
+    rows = [
+        {
+            "image_id": image_id,
+            "split": split,
+            "source_path": None,
+            "stage": STAGE_EMBED,
+            "error": reason,
+        }
+        for image_id, split, reason in bad
+    ]
     for r in rows:
         logger.warning("image %s: %s", r["image_id"], r["error"])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -445,8 +560,9 @@ def _write_chunk_errors(path: Path, bad: list[tuple[str, str | None, str]]) -> N
     os.replace(tmp, path)
 
 
-def _assemble(w: store.TableWriter, n_chunks: int,
-              images_manifest: dict[str, Any]) -> tuple[int, int]:
+def _assemble(
+    w: store.TableWriter, n_chunks: int, images_manifest: dict[str, Any]
+) -> tuple[int, int]:
     """Move every chunk's files into the staged table and merge the chunk errors. Restartable:
     a file already moved by a killed earlier run stays where it went; the counts are taken
     from the assembled files, so they are right whichever run moved what."""
@@ -456,28 +572,49 @@ def _assemble(w: store.TableWriter, n_chunks: int,
             dest = w.data / part.parent.name
             dest.mkdir(exist_ok=True)
             os.replace(part, dest / f"c{k:05d}-{part.name}")
-    error_tables = [pq.read_table(_chunk_errors(w, k), schema=store.ERRORS_SCHEMA)
-                    for k in range(n_chunks)]
+    error_tables = [
+        pq.read_table(_chunk_errors(w, k), schema=store.ERRORS_SCHEMA) for k in range(n_chunks)
+    ]
     errors = pa.concat_tables(error_tables) if error_tables else store.ERRORS_SCHEMA.empty_table()
     store.write_errors(w.errors, errors.to_pylist())
     ok = sum(f["rows"] for f in store.describe_files(w.data, checksums=False))
     expected = int(images_manifest["counts"]["ok"])
     if ok + errors.num_rows != expected:
-        raise StoreError(f"{w.staging}: {ok} embeddings + {errors.num_rows} errors != {expected} "
-                         "images; staged chunks are inconsistent, rerun with --overwrite")
+        raise StoreError(
+            f"{w.staging}: {ok} embeddings + {errors.num_rows} errors != {expected} "
+            "images; staged chunks are inconsistent, rerun with --overwrite"
+        )
     return ok, errors.num_rows
 
 
-def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, run_key: str,
-              images_manifest: dict[str, Any], ok: int, errors: int, chunks: int,
-              seconds: float, cost: dict[str, Any] | None = None,
-              timing: Timing | None = None,
-              spread_info: dict[str, Any] | None = None) -> dict[str, Any]:
+def _manifest(
+    spark: Any,
+    info: dict[str, Any],
+    cfg: ExtractConfig,
+    name: str,
+    run_key: str,
+    images_manifest: dict[str, Any],
+    ok: int,
+    errors: int,
+    chunks: int,
+    seconds: float,
+    cost: dict[str, Any] | None = None,
+    timing: Timing | None = None,
+    spread_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     conf = spark.sparkContext.getConf()
-    spark_conf = {k: conf.get(k) for k in (
-        "spark.executor.resource.gpu.amount", "spark.task.resource.gpu.amount",
-        "spark.executor.cores", "spark.task.cpus", "spark.python.worker.reuse",
-        "spark.sql.execution.arrow.maxRecordsPerBatch") if conf.contains(k)}
+    spark_conf = {
+        k: conf.get(k)
+        for k in (
+            "spark.executor.resource.gpu.amount",
+            "spark.task.resource.gpu.amount",
+            "spark.executor.cores",
+            "spark.task.cpus",
+            "spark.python.worker.reuse",
+            "spark.sql.execution.arrow.maxRecordsPerBatch",
+        )
+        if conf.contains(k)
+    }
     spark_conf["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(cfg.arrow_batch_rows)
     expected = int(images_manifest["counts"]["ok"])
     return store.base_manifest(
@@ -491,8 +628,11 @@ def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, r
         input_hw=list(info["input_hw"]),
         backend=info["backend"],
         keras_version=info.get("keras_version"),
-        weights={"source": info["weights_source"], "path": info["weights_path"],
-                 "sha256": info["weights_sha256"]},
+        weights={
+            "source": info["weights_source"],
+            "path": info["weights_path"],
+            "sha256": info["weights_sha256"],
+        },
         preprocessing=info["preprocessing"],
         precision=info["precision"],
         dim=info["dim"],
@@ -500,15 +640,20 @@ def _manifest(spark: Any, info: dict[str, Any], cfg: ExtractConfig, name: str, r
         # layers): parameters, FLOPs per image (featstore.models.count_flops)
         base={"params": (cost or {}).get("params"), "flops": (cost or {}).get("flops")},
         counts={"ok": ok, "errors": errors},
-        input={"table": "images", "fingerprint": images_manifest["input_fingerprint"],
-               "content_fingerprint": images_manifest.get("content_fingerprint"),
-               "created": images_manifest.get("created"), "rows": expected},
+        input={
+            "table": "images",
+            "fingerprint": images_manifest["input_fingerprint"],
+            "content_fingerprint": images_manifest.get("content_fingerprint"),
+            "created": images_manifest.get("created"),
+            "rows": expected,
+        },
         attributes=images_manifest.get("attributes", []),
-        spark={"master": spark.sparkContext.master, "version": spark.version,
-               "conf": spark_conf},
-        timing={"seconds": round(seconds, 2),
-                "images_per_second": round(expected / seconds, 2) if seconds else None,
-                **(timing.as_dict() if timing else {})},
+        spark={"master": spark.sparkContext.master, "version": spark.version, "conf": spark_conf},
+        timing={
+            "seconds": round(seconds, 2),
+            "images_per_second": round(expected / seconds, 2) if seconds else None,
+            **(timing.as_dict() if timing else {}),
+        },
         chunks=chunks,
         # featstore.spread: is every dimension's spread (almost) nil? (flagged, not refused)
         spread=spread_info,

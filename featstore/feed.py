@@ -65,16 +65,20 @@ def resolve_engine(engine: str) -> str:
     if engine == "auto":
         return "petastorm" if petastorm_available() else "native"
     if engine == "petastorm" and not petastorm_available():
-        raise ConfigError("the petastorm feed needs petastorm (pip install 'featstore[petastorm]'"
-                          ", Spark 3.5 / pyarrow < 15 only); engine='native' needs nothing more")
+        raise ConfigError(
+            "the petastorm feed needs petastorm (pip install 'featstore[petastorm]'"
+            ", Spark 3.5 / pyarrow < 15 only); engine='native' needs nothing more"
+        )
     return engine
 
 
 def _check_spark(spark: Any) -> None:
     """The petastorm feed writes its cache with Spark: refuse a missing session in one line."""
     if spark is None or not hasattr(spark, "createDataFrame"):
-        raise ConfigError("the petastorm feed needs a SparkSession as its first argument (got "
-                          f"{type(spark).__name__}); engine='native' needs none")
+        raise ConfigError(
+            "the petastorm feed needs a SparkSession as its first argument (got "
+            f"{type(spark).__name__}); engine='native' needs none"
+        )
 
 
 # ---------------------------------------------------------------- the petastorm feed
@@ -121,22 +125,34 @@ def _cache_url(path: str | os.PathLike[str], cache_dir: str | None) -> str:
     return cache.as_uri()
 
 
-def training_frame(spark: Any, path: str | os.PathLike[str], feature_set: str,
-                   attributes: Sequence[str], split: str) -> Any:
+def training_frame(
+    spark: Any,
+    path: str | os.PathLike[str],
+    feature_set: str,
+    attributes: Sequence[str],
+    split: str,
+) -> Any:
     """Spark DataFrame ``features array<float>, <attribute> float...`` for the feed."""
     from pyspark.sql import functions as F
 
     if not attributes:
         raise store.StoreError("the feed needs at least one attribute")
     df = store.read_spark(spark, path, feature_set, splits=[split], attributes=attributes)
-    return df.select(F.col("embedding").alias("features"),
-                     *[F.col(a).cast("float").alias(a) for a in attributes])
+    return df.select(
+        F.col("embedding").alias("features"), *[F.col(a).cast("float").alias(a) for a in attributes]
+    )
 
 
 @contextmanager
-def converter(spark: Any, path: str | os.PathLike[str], feature_set: str,
-              attributes: Sequence[str], split: str, *,
-              cache_dir: str | None = None) -> Iterator[Any]:
+def converter(
+    spark: Any,
+    path: str | os.PathLike[str],
+    feature_set: str,
+    attributes: Sequence[str],
+    split: str,
+    *,
+    cache_dir: str | None = None,
+) -> Iterator[Any]:
     """A petastorm ``SparkDatasetConverter`` of one split, deleted (cache and all) on exit."""
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
@@ -144,8 +160,13 @@ def converter(spark: Any, path: str | os.PathLike[str], feature_set: str,
     df = training_frame(spark, path, feature_set, attributes, split)
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _cache_url(path, cache_dir))
     conv = make_spark_converter(df)
-    logger.info("petastorm feed %s/%s: %d rows, attributes %s", feature_set, split, len(conv),
-                list(attributes))
+    logger.info(
+        "petastorm feed %s/%s: %d rows, attributes %s",
+        feature_set,
+        split,
+        len(conv),
+        list(attributes),
+    )
     try:
         yield conv
     finally:
@@ -153,19 +174,30 @@ def converter(spark: Any, path: str | os.PathLike[str], feature_set: str,
 
 
 @contextmanager
-def _petastorm_tf_dataset(spark: Any, path: str | os.PathLike[str], feature_set: str,
-                          attributes: Sequence[str], split: str, *, batch_size: int,
-                          num_epochs: int | None, shuffle: bool, workers: int,
-                          cache_dir: str | None) -> Iterator[tuple[Any, int]]:
+def _petastorm_tf_dataset(
+    spark: Any,
+    path: str | os.PathLike[str],
+    feature_set: str,
+    attributes: Sequence[str],
+    split: str,
+    *,
+    batch_size: int,
+    num_epochs: int | None,
+    shuffle: bool,
+    workers: int,
+    cache_dir: str | None,
+) -> Iterator[tuple[Any, int]]:
     """:func:`tf_dataset` through petastorm."""
     import tensorflow as tf
 
     names = list(attributes)
     with converter(spark, path, feature_set, names, split, cache_dir=cache_dir) as conv:
-        with conv.make_tf_dataset(batch_size=batch_size, num_epochs=num_epochs,
-                                  workers_count=workers,
-                                  shuffling_queue_capacity=4 * batch_size if shuffle else 0
-                                  ) as ds:
+        with conv.make_tf_dataset(
+            batch_size=batch_size,
+            num_epochs=num_epochs,
+            workers_count=workers,
+            shuffling_queue_capacity=4 * batch_size if shuffle else 0,
+        ) as ds:
 
             def to_xy(batch: Any) -> tuple[Any, Any]:
                 y = tf.stack([tf.cast(getattr(batch, a), tf.float32) for a in names], axis=1)
@@ -175,10 +207,17 @@ def _petastorm_tf_dataset(spark: Any, path: str | os.PathLike[str], feature_set:
 
 
 @contextmanager
-def _petastorm_numpy_batches(spark: Any, path: str | os.PathLike[str], feature_set: str,
-                              attributes: Sequence[str], split: str, *, batch_size: int,
-                              num_epochs: int | None,
-                              cache_dir: str | None) -> Iterator[Iterator[tuple[Any, Any]]]:
+def _petastorm_numpy_batches(
+    spark: Any,
+    path: str | os.PathLike[str],
+    feature_set: str,
+    attributes: Sequence[str],
+    split: str,
+    *,
+    batch_size: int,
+    num_epochs: int | None,
+    cache_dir: str | None,
+) -> Iterator[Iterator[tuple[Any, Any]]]:
     """:func:`numpy_batches` through ``petastorm.make_batch_reader`` over the converter's cached
     Parquet (row groups in petastorm's shuffled order)."""
     import numpy as np
@@ -213,8 +252,7 @@ def _petastorm_numpy_batches(spark: Any, path: str | os.PathLike[str], feature_s
 # ---------------------------------------------------------------- the native feed
 
 
-def _check_feed_args(batch_size: int, num_epochs: int | None,
-                     shuffle_buffer: int | None) -> None:
+def _check_feed_args(batch_size: int, num_epochs: int | None, shuffle_buffer: int | None) -> None:
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, not {batch_size}")
     if num_epochs is not None and num_epochs < 1:
@@ -227,8 +265,15 @@ class _NativeSplit:
     """One split of a feature set, ready to stream: its row groups (from the manifest's data
     files) and its labels, a float32 ``(label rows, k)`` matrix indexed by the labels' image ids."""
 
-    def __init__(self, path: str | os.PathLike[str], feature_set: str,
-                 attributes: Sequence[str], split: str, *, read_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        feature_set: str,
+        attributes: Sequence[str],
+        split: str,
+        *,
+        read_rows: int | None = None,
+    ) -> None:
         import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -238,16 +283,22 @@ class _NativeSplit:
         manifest = store.check_feature_set(path, feature_set)
         _, names = store._check_selection(path, feature_set, manifest, [split], attributes)
         layout = store.Layout(path)
-        self.name, self.split, self.data = feature_set, split, layout.data(
-            store.features_id(feature_set))
+        self.name, self.split, self.data = (
+            feature_set,
+            split,
+            layout.data(store.features_id(feature_set)),
+        )
         self.dim = int(manifest["dim"])
         self.rows = int(manifest["counts"]["splits"][split])
         # rows per read: about 16 MiB of float32 embeddings, never fewer than one
         self.read_rows = read_rows or max(1, min(65536, (16 << 20) // (4 * max(self.dim, 1))))
         labels = store.read_table(path, "labels", columns=["image_id", *names])
         self.label_ids = labels["image_id"].combine_chunks()
-        self.y = np.stack([labels[a].to_numpy(zero_copy_only=False) for a in names],
-                          axis=1).astype(np.float32).reshape(labels.num_rows, len(names))
+        self.y = (
+            np.stack([labels[a].to_numpy(zero_copy_only=False) for a in names], axis=1)
+            .astype(np.float32)
+            .reshape(labels.num_rows, len(names))
+        )
         self.units: list[tuple[Path, int]] = []
         # label rows of each record batch, found once (a hash lookup) and reused every epoch
         self._label_rows: dict[tuple[tuple[Path, int], int], Any] = {}
@@ -259,9 +310,11 @@ class _NativeSplit:
             self.units.extend((f, g) for g in range(groups))
 
     def _damaged(self, exc: BaseException) -> StoreError:
-        return StoreError(f"{self.data}: feature set {self.name!r} is damaged: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
-                          "rebuild it with --overwrite")
+        return StoreError(
+            f"{self.data}: feature set {self.name!r} is damaged: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+            "rebuild it with --overwrite"
+        )
 
     def read(self, unit: tuple[Path, int]) -> Iterator[tuple[Any, Any]]:
         """``(x float32 (n, dim), y float32 (n, k))`` record batches of one row group."""
@@ -272,14 +325,17 @@ class _NativeSplit:
         path, group = unit
         try:
             batches = pq.ParquetFile(path).iter_batches(
-                batch_size=self.read_rows, row_groups=[group], columns=["image_id", "embedding"])
+                batch_size=self.read_rows, row_groups=[group], columns=["image_id", "embedding"]
+            )
             for k, rb in enumerate(batches):
                 rows = self._label_rows.get((unit, k))
                 if rows is None or len(rows) != rb.num_rows:
                     idx = pc.index_in(rb.column("image_id"), value_set=self.label_ids)
                     if idx.null_count:
-                        raise StoreError(f"{path}: {idx.null_count} images of {self.name!r} have "
-                                         "no labels; re-run ingest")
+                        raise StoreError(
+                            f"{path}: {idx.null_count} images of {self.name!r} have "
+                            "no labels; re-run ingest"
+                        )
                     rows = self._label_rows[(unit, k)] = idx.to_numpy(zero_copy_only=False)
                 x = store.embedding_matrix(pa.Table.from_batches([rb]), self.dim, self.name)
                 yield x, self.y[rows]
@@ -287,8 +343,9 @@ class _NativeSplit:
             raise self._damaged(exc) from None
 
 
-def _in_order(src: _NativeSplit, units: Sequence[tuple[Path, int]],
-              batch_size: int) -> Iterator[tuple[Any, Any]]:
+def _in_order(
+    src: _NativeSplit, units: Sequence[tuple[Path, int]], batch_size: int
+) -> Iterator[tuple[Any, Any]]:
     """The rows of ``units`` in their order, in batches (the last may be short)."""
     import numpy as np
 
@@ -304,14 +361,15 @@ def _in_order(src: _NativeSplit, units: Sequence[tuple[Path, int]],
                 xs, ys = np.concatenate(pool_x), np.concatenate(pool_y)
                 full = n - n % batch_size
                 for b in range(0, full, batch_size):
-                    yield xs[b:b + batch_size], ys[b:b + batch_size]
+                    yield xs[b : b + batch_size], ys[b : b + batch_size]
                 pool_x, pool_y, n = [xs[full:]], [ys[full:]], n - full
     if n:
         yield np.concatenate(pool_x), np.concatenate(pool_y)
 
 
-def _shuffled(src: _NativeSplit, units: Sequence[tuple[Path, int]], rng: Any, batch_size: int,
-              buffer: int) -> Iterator[tuple[Any, Any]]:
+def _shuffled(
+    src: _NativeSplit, units: Sequence[tuple[Path, int]], rng: Any, batch_size: int, buffer: int
+) -> Iterator[tuple[Any, Any]]:
     """The rows of ``units`` through a shuffle buffer: a pool of ``buffer`` rows (at least one
     batch) is filled in read order; each time it is full, a batch is drawn from it at random and
     the pool's last rows fill the holes (so a batch costs a batch of copying, not a pool). At the
@@ -327,7 +385,7 @@ def _shuffled(src: _NativeSplit, units: Sequence[tuple[Path, int]], rng: Any, ba
             i = 0
             while i < len(x):
                 take = min(len(x) - i, cap - n)
-                pool_x[n:n + take], pool_y[n:n + take] = x[i:i + take], y[i:i + take]
+                pool_x[n : n + take], pool_y[n : n + take] = x[i : i + take], y[i : i + take]
                 n, i = n + take, i + take
                 if n == cap:
                     idx = rng.choice(n, size=batch_size, replace=False)
@@ -339,12 +397,13 @@ def _shuffled(src: _NativeSplit, units: Sequence[tuple[Path, int]], rng: Any, ba
                     n = tail
     perm = rng.permutation(n)
     for b in range(0, n, batch_size):
-        rows = perm[b:b + batch_size]
+        rows = perm[b : b + batch_size]
         yield pool_x[rows], pool_y[rows]
 
 
-def _native_epoch(src: _NativeSplit, rng: Any, batch_size: int,
-                  buffer: int) -> Iterator[tuple[Any, Any]]:
+def _native_epoch(
+    src: _NativeSplit, rng: Any, batch_size: int, buffer: int
+) -> Iterator[tuple[Any, Any]]:
     """One pass over ``src``: row groups in ``rng``'s order and rows through a shuffle buffer of
     ``buffer`` rows (without ``rng``: file order)."""
     if rng is None:
@@ -354,9 +413,16 @@ def _native_epoch(src: _NativeSplit, rng: Any, batch_size: int,
     yield from _shuffled(src, units, rng, batch_size, buffer)
 
 
-def _native_batches(src: _NativeSplit, *, batch_size: int, num_epochs: int | None,
-                    shuffle: bool, buffer: int, seed: int,
-                    epoch_numbers: Iterator[int]) -> Iterator[tuple[Any, Any]]:
+def _native_batches(
+    src: _NativeSplit,
+    *,
+    batch_size: int,
+    num_epochs: int | None,
+    shuffle: bool,
+    buffer: int,
+    seed: int,
+    epoch_numbers: Iterator[int],
+) -> Iterator[tuple[Any, Any]]:
     """``num_epochs`` epochs (None: forever) of :func:`_native_epoch`; epoch ``e`` (numbered by
     ``epoch_numbers``, shared by every pass over one feed) shuffles with ``rng([seed, e])``."""
     import numpy as np
@@ -371,10 +437,18 @@ def _native_batches(src: _NativeSplit, *, batch_size: int, num_epochs: int | Non
             return
 
 
-def _native_feed(path: str | os.PathLike[str], feature_set: str, attributes: Sequence[str],
-                 split: str, *, batch_size: int, num_epochs: int | None, shuffle: bool,
-                 seed: int | None, shuffle_buffer: int | None
-                 ) -> tuple[_NativeSplit, Callable[[], Iterator[tuple[Any, Any]]]]:
+def _native_feed(
+    path: str | os.PathLike[str],
+    feature_set: str,
+    attributes: Sequence[str],
+    split: str,
+    *,
+    batch_size: int,
+    num_epochs: int | None,
+    shuffle: bool,
+    seed: int | None,
+    shuffle_buffer: int | None,
+) -> tuple[_NativeSplit, Callable[[], Iterator[tuple[Any, Any]]]]:
     """The split and a factory of batch iterators (each call: ``num_epochs`` more epochs)."""
     import numpy as np
 
@@ -385,13 +459,25 @@ def _native_feed(path: str | os.PathLike[str], feature_set: str, attributes: Seq
     # default buffer: 4 batches (petastorm's shuffling queue), or 64 MiB of rows if that is more
     buffer = shuffle_buffer or max(4 * batch_size, (64 << 20) // (4 * max(src.dim, 1)))
     epoch_numbers = itertools.count()
-    logger.info("native feed %s/%s: %d rows in %d row groups, attributes %s", feature_set, split,
-                src.rows, len(src.units), list(attributes))
+    logger.info(
+        "native feed %s/%s: %d rows in %d row groups, attributes %s",
+        feature_set,
+        split,
+        src.rows,
+        len(src.units),
+        list(attributes),
+    )
 
     def batches() -> Iterator[tuple[Any, Any]]:
-        return _native_batches(src, batch_size=batch_size, num_epochs=num_epochs,
-                               shuffle=shuffle, buffer=buffer, seed=seed,
-                               epoch_numbers=epoch_numbers)
+        return _native_batches(
+            src,
+            batch_size=batch_size,
+            num_epochs=num_epochs,
+            shuffle=shuffle,
+            buffer=buffer,
+            seed=seed,
+            epoch_numbers=epoch_numbers,
+        )
 
     return src, batches
 
@@ -414,11 +500,22 @@ def _grouped(batches: Iterator[tuple[Any, Any]], most: int) -> Iterator[tuple[An
 
 
 @contextmanager
-def tf_dataset(spark: Any, path: str | os.PathLike[str], feature_set: str,
-               attributes: Sequence[str], split: str, *, batch_size: int = 256,
-               num_epochs: int | None = 1, shuffle: bool = True, workers: int = 2,
-               cache_dir: str | None = None, engine: str = "native", seed: int | None = None,
-               shuffle_buffer: int | None = None) -> Iterator[tuple[Any, int]]:
+def tf_dataset(
+    spark: Any,
+    path: str | os.PathLike[str],
+    feature_set: str,
+    attributes: Sequence[str],
+    split: str,
+    *,
+    batch_size: int = 256,
+    num_epochs: int | None = 1,
+    shuffle: bool = True,
+    workers: int = 2,
+    cache_dir: str | None = None,
+    engine: str = "native",
+    seed: int | None = None,
+    shuffle_buffer: int | None = None,
+) -> Iterator[tuple[Any, int]]:
     """``(dataset, rows)``: a tf.data.Dataset of ``(x float32 (b, dim), y float32 (b, k))`` with
     k = len(attributes), and the number of rows in the split. ``num_epochs=None`` repeats forever
     (pass ``steps_per_epoch = ceil(rows / batch_size)`` to ``fit`` then).
@@ -430,33 +527,62 @@ def tf_dataset(spark: Any, path: str | os.PathLike[str], feature_set: str,
     chosen = resolve_engine(engine)
     if chosen == "petastorm":
         _check_spark(spark)
-        with _petastorm_tf_dataset(spark, path, feature_set, attributes, split,
-                                   batch_size=batch_size, num_epochs=num_epochs,
-                                   shuffle=shuffle, workers=workers,
-                                   cache_dir=cache_dir) as out:
+        with _petastorm_tf_dataset(
+            spark,
+            path,
+            feature_set,
+            attributes,
+            split,
+            batch_size=batch_size,
+            num_epochs=num_epochs,
+            shuffle=shuffle,
+            workers=workers,
+            cache_dir=cache_dir,
+        ) as out:
             yield out
         return
     import tensorflow as tf
 
-    src, batches = _native_feed(path, feature_set, attributes, split, batch_size=batch_size,
-                                num_epochs=num_epochs, shuffle=shuffle, seed=seed,
-                                shuffle_buffer=shuffle_buffer)
-    signature = (tf.TensorSpec((None, None, src.dim), tf.float32),
-                 tf.TensorSpec((None, None, len(attributes)), tf.float32))
+    src, batches = _native_feed(
+        path,
+        feature_set,
+        attributes,
+        split,
+        batch_size=batch_size,
+        num_epochs=num_epochs,
+        shuffle=shuffle,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+    )
+    signature = (
+        tf.TensorSpec((None, None, src.dim), tf.float32),
+        tf.TensorSpec((None, None, len(attributes)), tf.float32),
+    )
     # groups of batches (up to 16, about 16 MiB) cross from Python to tf.data at once (each
     # element of a generator costs a Python round trip), then ``unbatch`` gives the batches back
     most = max(1, min(16, (16 << 20) // (4 * batch_size * max(src.dim, 1))))
-    ds = tf.data.Dataset.from_generator(lambda: _grouped(batches(), most),
-                                        output_signature=signature)
+    ds = tf.data.Dataset.from_generator(
+        lambda: _grouped(batches(), most), output_signature=signature
+    )
     yield ds.unbatch().prefetch(2), src.rows
 
 
 @contextmanager
-def numpy_batches(spark: Any, path: str | os.PathLike[str], feature_set: str,
-                  attributes: Sequence[str], split: str, *, batch_size: int = 1024,
-                  num_epochs: int | None = 1, shuffle: bool = False,
-                  cache_dir: str | None = None, engine: str = "native", seed: int | None = None,
-                  shuffle_buffer: int | None = None) -> Iterator[Iterator[tuple[Any, Any]]]:
+def numpy_batches(
+    spark: Any,
+    path: str | os.PathLike[str],
+    feature_set: str,
+    attributes: Sequence[str],
+    split: str,
+    *,
+    batch_size: int = 1024,
+    num_epochs: int | None = 1,
+    shuffle: bool = False,
+    cache_dir: str | None = None,
+    engine: str = "native",
+    seed: int | None = None,
+    shuffle_buffer: int | None = None,
+) -> Iterator[Iterator[tuple[Any, Any]]]:
     """The same feed without TensorFlow: an iterator of ``(x, y)`` numpy float32 batches
     (``num_epochs`` epochs, one by default). ``engine`` and the native feed's settings as in
     :func:`tf_dataset`; ``shuffle`` applies to the native feed (petastorm's reader shuffles its
@@ -464,14 +590,29 @@ def numpy_batches(spark: Any, path: str | os.PathLike[str], feature_set: str,
     chosen = resolve_engine(engine)
     if chosen == "petastorm":
         _check_spark(spark)
-        with _petastorm_numpy_batches(spark, path, feature_set, attributes, split,
-                                      batch_size=batch_size, num_epochs=num_epochs,
-                                      cache_dir=cache_dir) as out:
+        with _petastorm_numpy_batches(
+            spark,
+            path,
+            feature_set,
+            attributes,
+            split,
+            batch_size=batch_size,
+            num_epochs=num_epochs,
+            cache_dir=cache_dir,
+        ) as out:
             yield out
         return
-    _, batches = _native_feed(path, feature_set, attributes, split, batch_size=batch_size,
-                              num_epochs=num_epochs, shuffle=shuffle, seed=seed,
-                              shuffle_buffer=shuffle_buffer)
+    _, batches = _native_feed(
+        path,
+        feature_set,
+        attributes,
+        split,
+        batch_size=batch_size,
+        num_epochs=num_epochs,
+        shuffle=shuffle,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+    )
     gen = batches()
     try:
         yield gen

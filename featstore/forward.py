@@ -64,8 +64,10 @@ class JaxForward(Forward):
     def __init__(self, model: Any) -> None:
         import jax
 
-        self._state = ([v.value for v in model.trainable_variables],
-                       [v.value for v in model.non_trainable_variables])
+        self._state = (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+        )
 
         def call(trainable: Any, non_trainable: Any, x: Any) -> Any:
             y, _ = model.stateless_call(trainable, non_trainable, x, training=False)
@@ -86,8 +88,11 @@ def any_batch_forward(model: Any, input_hw: tuple[int, int]) -> Callable[[Any], 
     import tensorflow as tf
 
     h, w = input_hw
-    return tf.function(lambda x: model(x, training=False), autograph=False,
-                       input_signature=[tf.TensorSpec((None, h, w, 3), tf.uint8)])
+    return tf.function(
+        lambda x: model(x, training=False),
+        autograph=False,
+        input_signature=[tf.TensorSpec((None, h, w, 3), tf.uint8)],
+    )
 
 
 def make_forward(model: Any, input_hw: tuple[int, int], *, mode: str = "auto") -> Forward:

@@ -51,8 +51,9 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Fals
     return Path(path)
 
 
-def write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8",
-               fsync: bool = False) -> Path:
+def write_text(
+    path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", fsync: bool = False
+) -> Path:
     return write_bytes(path, text.encode(encoding), fsync=fsync)
 
 

@@ -84,15 +84,23 @@ class GpuDecoder:
         pixels: dict[int, np.ndarray] = {}
         if on_gpu:
             try:
-                data = [torch.frombuffer(bytearray(contents[i]), dtype=torch.uint8)
-                        for i in on_gpu]
+                data = [torch.frombuffer(bytearray(contents[i]), dtype=torch.uint8) for i in on_gpu]
                 imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")
                 out = []
                 for img in imgs:  # (3, H, W) uint8 on the GPU
                     if tuple(img.shape[1:]) != (h, w):
-                        img = torch.nn.functional.interpolate(
-                            img[None].float(), size=(h, w), mode="bilinear", antialias=True,
-                            align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+                        img = (
+                            torch.nn.functional.interpolate(
+                                img[None].float(),
+                                size=(h, w),
+                                mode="bilinear",
+                                antialias=True,
+                                align_corners=False,
+                            )[0]
+                            .round()
+                            .clamp(0, 255)
+                            .to(torch.uint8)
+                        )
                     out.append(img.permute(1, 2, 0))
                 host = torch.stack(out).cpu().numpy()  # one copy back for the chunk
                 pixels = dict(zip(on_gpu, host))
@@ -107,8 +115,9 @@ class GpuDecoder:
         for k, i in enumerate(ok):
             images[k] = pixels[i] if i in pixels else cpu_ok[i]
         errors = sorted((rest[j], why) for j, why in cpu.errors)
-        return DecodedBatch(images, np.asarray(ok, dtype=np.int64), errors,
-                            time.perf_counter() - t0)
+        return DecodedBatch(
+            images, np.asarray(ok, dtype=np.int64), errors, time.perf_counter() - t0
+        )
 
     def map(self, chunks: Iterable[Sequence[bytes | None]]) -> Iterator[Any]:
         if self._executor is None:

@@ -63,8 +63,9 @@ def read_source(cfg: IngestConfig) -> Listing:
     raise ConfigError(f"unknown source {cfg.source!r}; expected celeba or folder")
 
 
-def listing_fingerprint(listing: Listing, cfg: IngestConfig,
-                        file_hashes: dict[str, str] | None = None) -> str:
+def listing_fingerprint(
+    listing: Listing, cfg: IngestConfig, file_hashes: dict[str, str] | None = None
+) -> str:
     hashes = file_hashes if file_hashes is not None else annotation_hashes(listing)
     parts: list[str | bytes] = [listing.source, str(cfg.rows_per_file)]
     parts += [hashes[Path(f).name] for f in listing.files]
@@ -128,7 +129,9 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
     phases.lap("read listing")
     listing = read_source(cfg)
     if listing.images.empty:
-        raise InputError(f"{cfg.path}: no usable images listed (all {len(listing.problems)} missing)")
+        raise InputError(
+            f"{cfg.path}: no usable images listed (all {len(listing.problems)} missing)"
+        )
     layout = store.Layout(store_path)
     file_hashes = annotation_hashes(listing)  # hashed once: fingerprint and manifest
     fp = listing_fingerprint(listing, cfg, file_hashes)
@@ -138,8 +141,11 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         current = store.existing_output(layout, "images", overwrite=cfg.overwrite)
         if current is not None and current.get("input_fingerprint") == fp and not cfg.overwrite:
             if store.existing_output(layout, "labels", overwrite=False) is not None:
-                logger.info("store %s already holds this input (fingerprint %s); nothing to do",
-                            layout.root, fp[:12])
+                logger.info(
+                    "store %s already holds this input (fingerprint %s); nothing to do",
+                    layout.root,
+                    fp[:12],
+                )
                 return IngestSummary(
                     store=str(layout.root),
                     ok=int(current["counts"]["ok"]),
@@ -149,13 +155,16 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
                 )
 
     n = len(listing.images)
-    with store.TableWriter(layout, "labels") as w_labels, \
-            store.TableWriter(layout, "images") as w_images:
+    with (
+        store.TableWriter(layout, "labels") as w_labels,
+        store.TableWriter(layout, "images") as w_images,
+    ):
         n_parts = max(1, math.ceil(n / cfg.rows_per_file), spark.sparkContext.defaultParallelism)
         # The listing reaches the executors as a Parquet file in the staging folder (the store
         # is on storage they share), not inside the tasks: 202,599 paths are ~13 MB of task.
-        listed = spark.read.parquet(store.spark_uri(_stage_listing(listing, w_images))
-                                    ).repartitionByRange(n_parts, "image_id")
+        listed = spark.read.parquet(
+            store.spark_uri(_stage_listing(listing, w_images))
+        ).repartitionByRange(n_parts, "image_id")
         validated = spark.sparkContext.accumulator(0)  # files read and checked: the progress
 
         def validate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -168,8 +177,13 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         )
         phases.lap("read+validate+write images (Spark)")
         progress = contextlib.ExitStack()
-        progress.enter_context(spark_feed(
-            spark, progress.enter_context(Progress("ingest", n, "images")), accumulator=validated))
+        progress.enter_context(
+            spark_feed(
+                spark,
+                progress.enter_context(Progress("ingest", n, "images")),
+                accumulator=validated,
+            )
+        )
         try:
             ok_df = checked.filter(F.col("error").isNull()).select(*store.IMAGES_SCHEMA.names)
             (
@@ -189,12 +203,22 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
             checked.unpersist()
 
         error_rows = [
-            {"image_id": p.image_id, "split": p.split,
-             "source_path": p.source_path, "stage": p.stage, "error": p.error}
+            {
+                "image_id": p.image_id,
+                "split": p.split,
+                "source_path": p.source_path,
+                "stage": p.stage,
+                "error": p.error,
+            }
             for p in listing.problems
         ] + [
-            {"image_id": r.image_id, "split": r.split, "source_path": r.source_path,
-             "stage": STAGE_DECODE, "error": r.error}
+            {
+                "image_id": r.image_id,
+                "split": r.split,
+                "source_path": r.source_path,
+                "stage": STAGE_DECODE,
+                "error": r.error,
+            }
             for r in bad.itertuples(index=False)
         ]
         for row in error_rows:
@@ -207,8 +231,13 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
         ok_split = listing.images.loc[ok_mask, "split"]
         split_counts = {s: int((ok_split == s).sum()) for s in SPLITS}
         split_counts = {s: c for s, c in split_counts.items() if c} or split_counts
-        counts = {"ok": int(ok_mask.sum()), "errors": len(error_rows), "splits": split_counts,
-                  "listed": n, "unlisted_or_missing": len(listing.problems)}
+        counts = {
+            "ok": int(ok_mask.sum()),
+            "errors": len(error_rows),
+            "splits": split_counts,
+            "listed": n,
+            "unlisted_or_missing": len(listing.problems),
+        }
         if counts["ok"] + counts["errors"] != n + len(listing.problems):
             raise AssertionError(f"ingest counts do not add up: {counts}")
         written = sum(f["rows"] for f in store.describe_files(w_images.data, checksums=False))
@@ -216,14 +245,15 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
             raise AssertionError(f"ingest wrote {written} images but {counts['ok']} were valid")
 
         # labels of the images that made it, same ids as the images table
-        labels = listing.labels[listing.labels["image_id"].isin(
-            set(listing.images.loc[ok_mask, "image_id"]))]
+        labels = listing.labels[
+            listing.labels["image_id"].isin(set(listing.images.loc[ok_mask, "image_id"]))
+        ]
         if store.IDENTITY not in labels.columns:  # a source without identities: null
-            labels = labels.assign(**{store.IDENTITY: pd.array([None] * len(labels),
-                                                               dtype="Int64")})
+            labels = labels.assign(
+                **{store.IDENTITY: pd.array([None] * len(labels), dtype="Int64")}
+            )
         if store.CLASS not in labels.columns:  # a source without classes: null
-            labels = labels.assign(**{store.CLASS: pd.array([None] * len(labels),
-                                                            dtype="string")})
+            labels = labels.assign(**{store.CLASS: pd.array([None] * len(labels), dtype="string")})
         labels = labels[["image_id", "split", store.IDENTITY, store.CLASS, *listing.attributes]]
         _write_labels(labels.reset_index(drop=True), listing.attributes, w_labels.data)
 
@@ -237,11 +267,15 @@ def ingest(spark: Any, cfg: IngestConfig, store_path: str) -> IngestSummary:
             "spark": {"master": spark.sparkContext.master, "version": spark.version},
         }
         # labels first: the images manifest is what marks the ingest as done
-        w_labels.commit(store.base_manifest(
-            "labels", counts={"rows": len(labels), "splits": split_counts}, **common),
-            has_errors=False)
-        w_images.commit(store.base_manifest(
-            "images", counts=counts, rows_per_file=cfg.rows_per_file, **common))
+        w_labels.commit(
+            store.base_manifest(
+                "labels", counts={"rows": len(labels), "splits": split_counts}, **common
+            ),
+            has_errors=False,
+        )
+        w_images.commit(
+            store.base_manifest("images", counts=counts, rows_per_file=cfg.rows_per_file, **common)
+        )
     phases.lap(None)
     return IngestSummary(
         store=str(layout.root),
@@ -261,7 +295,8 @@ def _stage_listing(listing: Listing, w: store.TableWriter) -> Path:
 
     path = w.staging / "listing.parquet"  # no leading _: Spark skips such files
     table = pa.Table.from_pandas(
-        listing.images[["image_id", "split", "source_path"]].astype(str), preserve_index=False)
+        listing.images[["image_id", "split", "source_path"]].astype(str), preserve_index=False
+    )
     pq.write_table(table, path, row_group_size=50_000)
     return path
 
@@ -270,7 +305,9 @@ def _write_labels(labels: pd.DataFrame, attributes: list[str], out: Path) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(labels, schema=store.labels_schema(attributes, identity=True,
-                                                               klass=True),
-                                 preserve_index=False)
+    table = pa.Table.from_pandas(
+        labels,
+        schema=store.labels_schema(attributes, identity=True, klass=True),
+        preserve_index=False,
+    )
     pq.write_table(table, out / "part-00000.parquet", row_group_size=250_000)

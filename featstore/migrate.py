@@ -37,8 +37,10 @@ def _read_v1(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{path}: cannot read this layout-1 manifest ({exc}); rebuild that "
-                         "table instead of migrating it") from None
+        raise StoreError(
+            f"{path}: cannot read this layout-1 manifest ({exc}); rebuild that "
+            "table instead of migrating it"
+        ) from None
     if manifest.get("schema_version") != 1:
         raise StoreError(f"{path}: schema_version {manifest.get('schema_version')!r}, expected 1")
     return manifest
@@ -63,20 +65,30 @@ def _move_into(src: Path, dst: Path) -> None:
     shutil.rmtree(src)
 
 
-def _commit_v2(layout: store.Layout, tid: str, manifest: dict[str, Any], v1_path: Path, *,
-               has_errors: bool, sidecars: dict[str, Path] | None = None) -> None:
+def _commit_v2(
+    layout: store.Layout,
+    tid: str,
+    manifest: dict[str, Any],
+    v1_path: Path,
+    *,
+    has_errors: bool,
+    sidecars: dict[str, Path] | None = None,
+) -> None:
     meta = layout.table_meta(tid)
     meta.mkdir(parents=True, exist_ok=True)
     for name, src in (sidecars or {}).items():
         if src.exists():
             os.replace(src, meta / name)
     files = store.describe_files(layout.data(tid))
-    manifest = {**manifest, "schema_version": store.SCHEMA_VERSION, "files": files,
-                "data_path": layout.rel(layout.data(tid)),
-                "content_fingerprint": store.fingerprint(
-                    [f"{f['path']}:{f['sha256']}" for f in files]),
-                "sidecars": sorted(p.name for p in meta.iterdir() if p.name != store.MANIFEST),
-                "migrated_from": {"layout": 1, "created": manifest.get("created")}}
+    manifest = {
+        **manifest,
+        "schema_version": store.SCHEMA_VERSION,
+        "files": files,
+        "data_path": layout.rel(layout.data(tid)),
+        "content_fingerprint": store.fingerprint([f"{f['path']}:{f['sha256']}" for f in files]),
+        "sidecars": sorted(p.name for p in meta.iterdir() if p.name != store.MANIFEST),
+        "migrated_from": {"layout": 1, "created": manifest.get("created")},
+    }
     if has_errors:
         manifest["errors_files"] = store.describe_files(layout.errors(tid))
         manifest["errors_path"] = layout.rel(layout.errors(tid))
@@ -96,7 +108,7 @@ def _fix_model_paths(path: Path) -> None:
     for r in rows:
         mp = r.get("model_path")
         if isinstance(mp, str) and mp.startswith("results/_models/"):
-            r["model_path"] = "models/" + mp[len("results/_models/"):]
+            r["model_path"] = "models/" + mp[len("results/_models/") :]
     out = pa.Table.from_pylist(rows, schema=store.RESULTS_SCHEMA)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(out, tmp)
@@ -108,8 +120,11 @@ def _v1_feature_sets(layout: store.Layout) -> list[tuple[str, Path]]:
     if layout.features_root.is_dir():
         for entry in sorted(layout.features_root.iterdir()):
             if entry.is_dir() and (entry / V1).is_file():
-                name = entry.name.split("=", 1)[1] if entry.name.startswith(
-                    f"{store.PARTITION}=") else entry.name
+                name = (
+                    entry.name.split("=", 1)[1]
+                    if entry.name.startswith(f"{store.PARTITION}=")
+                    else entry.name
+                )
                 out.append((name, entry))
     return out
 

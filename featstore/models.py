@@ -60,11 +60,32 @@ from featstore.modelspecs import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CELEBA_HW", "HDF5_SIGNATURE", "MAX_INPUT_SIDE", "MODELS", "POOLINGS", "PRECISIONS",
-    "PREPROCESSING_MODES", "WEIGHT_SOURCES", "ImagePreprocess", "ModelSpec", "PoolingName",
-    "PrecisionName", "WeightsInfo", "build_base", "build_extractor", "check_layers",
-    "file_sha256", "get_spec", "keras_models_dir", "known_layers", "known_models",
-    "list_layers", "pooled_dim", "preprocess_ops", "resolve_input_size", "resolve_weights",
+    "CELEBA_HW",
+    "HDF5_SIGNATURE",
+    "MAX_INPUT_SIDE",
+    "MODELS",
+    "POOLINGS",
+    "PRECISIONS",
+    "PREPROCESSING_MODES",
+    "WEIGHT_SOURCES",
+    "ImagePreprocess",
+    "ModelSpec",
+    "PoolingName",
+    "PrecisionName",
+    "WeightsInfo",
+    "build_base",
+    "build_extractor",
+    "check_layers",
+    "file_sha256",
+    "get_spec",
+    "keras_models_dir",
+    "known_layers",
+    "known_models",
+    "list_layers",
+    "pooled_dim",
+    "preprocess_ops",
+    "resolve_input_size",
+    "resolve_weights",
 ]
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -357,8 +378,9 @@ def count_flops(model: keras.Model) -> int:
     return 2 * sum(layer_macs(layer) for layer in model.layers)
 
 
-def describe_base(name: str, input_size: str = "default", *,
-                  use_table: bool = True) -> dict[str, Any]:
+def describe_base(
+    name: str, input_size: str = "default", *, use_table: bool = True
+) -> dict[str, Any]:
     """A registered base at ``input_size``: its default layer, input size, parameter count and
     FLOPs per image, measured on the Keras model. At the base's default input size the answer
     comes from the generated table (:func:`featstore.modelspecs.known_counts`, measured the same
@@ -380,6 +402,12 @@ def describe_base(name: str, input_size: str = "default", *,
 
 def base_facts(spec: ModelSpec, hw: Sequence[int], base: keras.Model) -> dict[str, Any]:
     """What :func:`describe_base` reports of a built base."""
-    return {"model": spec.name, "default_layer": spec.default_layer, "input_hw": list(hw),
-            "params": int(base.count_params()), "flops": int(count_flops(base)),
-            "layers": len(base.layers), "preprocessing": spec.preprocessing}
+    return {
+        "model": spec.name,
+        "default_layer": spec.default_layer,
+        "input_hw": list(hw),
+        "params": int(base.count_params()),
+        "flops": int(count_flops(base)),
+        "layers": len(base.layers),
+        "preprocessing": spec.preprocessing,
+    }

@@ -378,11 +378,12 @@ def resolve_weights(
     with open(path, "rb") as fh:
         signature = fh.read(8)
     if signature != HDF5_SIGNATURE:
-        raise ConfigError(f"weights file {path} is not an HDF5 file (it does not start with the "
-                          "HDF5 signature); pass a .weights.h5 saved by model.save_weights")
+        raise ConfigError(
+            f"weights file {path} is not an HDF5 file (it does not start with the "
+            "HDF5 signature); pass a .weights.h5 saved by model.save_weights"
+        )
     source = "imagenet" if path.name in spec.imagenet_weights_files() else "file"
     return WeightsInfo(source, str(path.resolve()), file_sha256(path))
-
 
 
 # --------------------------------------------------------------------------- layers

@@ -36,10 +36,25 @@ from featstore import evaluate
 #: The results' ``attribute`` of a multi-class fit (the labels table's class column).
 TARGET = "class"
 
-SUMMARY_COLUMNS = ["feature_set", "train_size", "seed", "model", "n_classes", "n_test",
-                   "selection_score", "accuracy", "ci_low", "ci_high", "balanced_accuracy",
-                   "macro_f1", "majority_baseline", "p_holm_baseline", "beats_baseline",
-                   "best", "best_beats_all"]
+SUMMARY_COLUMNS = [
+    "feature_set",
+    "train_size",
+    "seed",
+    "model",
+    "n_classes",
+    "n_test",
+    "selection_score",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "balanced_accuracy",
+    "macro_f1",
+    "majority_baseline",
+    "p_holm_baseline",
+    "beats_baseline",
+    "best",
+    "best_beats_all",
+]
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
@@ -48,7 +63,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
     p = np.asarray(y_pred, dtype=np.int64)
     if t.shape != p.shape:
         raise ValueError(f"{t.size} labels for {p.size} predictions")
-    return np.bincount(t * n_classes + p, minlength=n_classes ** 2).reshape(n_classes, n_classes)
+    return np.bincount(t * n_classes + p, minlength=n_classes**2).reshape(n_classes, n_classes)
 
 
 def per_class(cm: np.ndarray) -> pd.DataFrame:
@@ -61,9 +76,15 @@ def per_class(cm: np.ndarray) -> pd.DataFrame:
         precision = np.where(predicted > 0, tp / predicted, np.nan)
         recall = np.where(support > 0, tp / support, np.nan)
         f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), np.nan)
-    return pd.DataFrame({"support": support.astype(np.int64),
-                         "predicted": predicted.astype(np.int64),
-                         "precision": precision, "recall": recall, "f1": f1})
+    return pd.DataFrame(
+        {
+            "support": support.astype(np.int64),
+            "predicted": predicted.astype(np.int64),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        }
+    )
 
 
 def metrics(y_true: Any, y_pred: Any, n_classes: int, *, y_train: Any) -> dict[str, Any]:
@@ -72,8 +93,7 @@ def metrics(y_true: Any, y_pred: Any, n_classes: int, *, y_train: Any) -> dict[s
     cm = confusion_matrix(y_true, y_pred, n_classes)
     pc = per_class(cm)
     n = int(cm.sum())
-    majority = int(np.argmax(np.bincount(np.asarray(y_train, dtype=np.int64),
-                                         minlength=n_classes)))
+    majority = int(np.argmax(np.bincount(np.asarray(y_train, dtype=np.int64), minlength=n_classes)))
     return {
         "accuracy": float(np.trace(cm) / n) if n else float("nan"),
         "balanced_accuracy": float(pc["recall"].mean(skipna=True)),
@@ -86,8 +106,9 @@ def metrics(y_true: Any, y_pred: Any, n_classes: int, *, y_train: Any) -> dict[s
     }
 
 
-def accuracy_interval(y_true: Any, y_pred: Any, *, groups: Any | None = None
-                      ) -> tuple[float, float]:
+def accuracy_interval(
+    y_true: Any, y_pred: Any, *, groups: Any | None = None
+) -> tuple[float, float]:
     """The Wilson interval of the accuracy (by identity with ``groups``), as for binary fits."""
     right = (np.asarray(y_true) == np.asarray(y_pred)).astype(np.int8)
     return evaluate.accuracy_ci(np.ones_like(right), right, groups=groups)
@@ -104,8 +125,10 @@ def correctness(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` with ``y_true`` all 1 and ``y_pred`` 1 where the probe was right: the 0/1 form
     :func:`featstore.evaluate.compare_models` tests (McNemar on per-image correctness)."""
     out = rows.copy()
-    right = [(np.asarray(t) == np.asarray(p)).astype(np.int8)
-             for t, p in zip(rows["y_true"], rows["y_pred"])]
+    right = [
+        (np.asarray(t) == np.asarray(p)).astype(np.int8)
+        for t, p in zip(rows["y_true"], rows["y_pred"])
+    ]
     out["y_true"] = [np.ones_like(r) for r in right]
     out["y_pred"] = right
     return out
@@ -121,13 +144,29 @@ def baseline_tests(rows: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
         base_class = int(json.loads(r.params)["majority_class"])  # the training split's
         ones = np.ones(t.size, dtype=np.int8)
         test = evaluate.mcnemar(ones, (t == p).astype(np.int8), (t == base_class).astype(np.int8))
-        records.append({"feature_set": r.feature_set, "train_size": r.train_size, "seed": r.seed,
-                        "model": r.model, "accuracy": float(np.mean(t == p)),
-                        "baseline_accuracy": float(np.mean(t == base_class)),
-                        "p_value": test["p_value"]})
-    out = pd.DataFrame.from_records(records, columns=["feature_set", "train_size", "seed",
-                                                      "model", "accuracy", "baseline_accuracy",
-                                                      "p_value"])
+        records.append(
+            {
+                "feature_set": r.feature_set,
+                "train_size": r.train_size,
+                "seed": r.seed,
+                "model": r.model,
+                "accuracy": float(np.mean(t == p)),
+                "baseline_accuracy": float(np.mean(t == base_class)),
+                "p_value": test["p_value"],
+            }
+        )
+    out = pd.DataFrame.from_records(
+        records,
+        columns=[
+            "feature_set",
+            "train_size",
+            "seed",
+            "model",
+            "accuracy",
+            "baseline_accuracy",
+            "p_value",
+        ],
+    )
     out["p_holm"] = evaluate.holm_by_family(out, "p_value") if len(out) else []
     out["beats_baseline"] = (out["accuracy"] > out["baseline_accuracy"]) & (out["p_holm"] < alpha)
     return out
@@ -152,26 +191,46 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
     rows = []
     for (fs, size, seed), group in ok.groupby(["feature_set", "train_size", "seed"], sort=True):
         sel = group["selection_score"].astype(float).fillna(-1.0)
-        best = sorted(group["model"], key=lambda m: (-float(sel[group["model"] == m].iloc[0]),
-                                                     _rank(m)))[0]
+        best = sorted(
+            group["model"], key=lambda m: (-float(sel[group["model"] == m].iloc[0]), _rank(m))
+        )[0]
         for r in sorted(group.itertuples(index=False), key=lambda r: _rank(r.model)):
             b = base.loc[(fs, size, seed, r.model)]
-            mine = comp[(comp.feature_set == fs) & (comp.train_size == size)
-                        & (comp.seed == seed)
-                        & ((comp.model_a == r.model) | (comp.model_b == r.model))]
-            beats_all = bool(r.model == best and len(mine) and mine["significant"].all()
-                             and b["beats_baseline"]
-                             and (mine["accuracy_a"].where(mine.model_a == r.model,
-                                                           mine["accuracy_b"])
-                                  > mine["accuracy_b"].where(mine.model_a == r.model,
-                                                             mine["accuracy_a"])).all())
-            rows.append({"feature_set": fs, "train_size": size, "seed": seed, "model": r.model,
-                         "n_classes": int(r.n_classes), "n_test": int(r.n_test),
-                         "selection_score": r.selection_score, "accuracy": r.accuracy,
-                         "ci_low": r.ci_low, "ci_high": r.ci_high,
-                         "balanced_accuracy": r.balanced_accuracy, "macro_f1": r.macro_f1,
-                         "majority_baseline": r.majority_baseline,
-                         "p_holm_baseline": float(b["p_holm"]),
-                         "beats_baseline": bool(b["beats_baseline"]),
-                         "best": r.model == best, "best_beats_all": beats_all})
+            mine = comp[
+                (comp.feature_set == fs)
+                & (comp.train_size == size)
+                & (comp.seed == seed)
+                & ((comp.model_a == r.model) | (comp.model_b == r.model))
+            ]
+            beats_all = bool(
+                r.model == best
+                and len(mine)
+                and mine["significant"].all()
+                and b["beats_baseline"]
+                and (
+                    mine["accuracy_a"].where(mine.model_a == r.model, mine["accuracy_b"])
+                    > mine["accuracy_b"].where(mine.model_a == r.model, mine["accuracy_a"])
+                ).all()
+            )
+            rows.append(
+                {
+                    "feature_set": fs,
+                    "train_size": size,
+                    "seed": seed,
+                    "model": r.model,
+                    "n_classes": int(r.n_classes),
+                    "n_test": int(r.n_test),
+                    "selection_score": r.selection_score,
+                    "accuracy": r.accuracy,
+                    "ci_low": r.ci_low,
+                    "ci_high": r.ci_high,
+                    "balanced_accuracy": r.balanced_accuracy,
+                    "macro_f1": r.macro_f1,
+                    "majority_baseline": r.majority_baseline,
+                    "p_holm_baseline": float(b["p_holm"]),
+                    "beats_baseline": bool(b["beats_baseline"]),
+                    "best": r.model == best,
+                    "best_beats_all": beats_all,
+                }
+            )
     return pd.DataFrame.from_records(rows, columns=SUMMARY_COLUMNS)

@@ -29,17 +29,27 @@ INTERVAL_S = 30.0
 
 def _hms(seconds: float) -> str:
     s = round(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
 
 
 class Progress:
     """``done`` of ``total`` ``unit`` for one stage. ``tty=None``: a bar when ``stream`` (stderr)
     is a terminal. ``clock`` and ``log`` are injectable for tests."""
 
-    def __init__(self, stage: str, total: int, unit: str = "images", *,
-                 stream: TextIO | None = None, tty: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic, interval: float = INTERVAL_S,
-                 log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        total: int,
+        unit: str = "images",
+        *,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = INTERVAL_S,
+        log: logging.Logger | None = None,
+    ) -> None:
         self.stage, self.total, self.unit = stage, int(total), unit
         self.done = 0
         self._clock, self._interval = clock, float(interval)
@@ -61,10 +71,18 @@ class Progress:
             from rich.progress import Progress as _Rich
 
             self._bar = _Rich(
-                TextColumn("[bold]{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn(unit), TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(), console=Console(file=stream), transient=True,
-                redirect_stderr=True, redirect_stdout=False)
+                TextColumn("[bold]{task.description:<8}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(unit),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=Console(file=stream),
+                transient=True,
+                redirect_stderr=True,
+                redirect_stdout=False,
+            )
             self._task = self._bar.add_task(stage, total=self.total or None, rate="")
             self._bar.start()
 
@@ -90,8 +108,10 @@ class Progress:
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         eta = self.eta
         left = f", {_hms(eta)} left" if eta is not None and self.done < self.total else ""
-        return (f"{self.stage}: {self.done:,}/{self.total:,} {self.unit}{pct}, "
-                f"{self.rate:,.1f} {self.unit}/s{left}")
+        return (
+            f"{self.stage}: {self.done:,}/{self.total:,} {self.unit}{pct}, "
+            f"{self.rate:,.1f} {self.unit}/s{left}"
+        )
 
     # ------------------------------------------------------------------ updates
 
@@ -102,8 +122,12 @@ class Progress:
                 self.total = int(total)
             self.done = max(self.done, min(int(done), self.total) if self.total else int(done))
             if self._bar is not None:
-                self._bar.update(self._task, completed=self.done, total=self.total or None,
-                                 rate=f"{self.rate:,.1f}/s")
+                self._bar.update(
+                    self._task,
+                    completed=self.done,
+                    total=self.total or None,
+                    rate=f"{self.rate:,.1f}/s",
+                )
                 return
             now = self._clock()
             if now - self._last >= self._interval:
@@ -135,7 +159,7 @@ def finished_tasks(sc: Any, group: str) -> tuple[int, int]:
     done = total = 0
     for job_id in tracker.getJobIdsForGroup(group):
         job = tracker.getJobInfo(job_id)
-        for stage_id in (job.stageIds if job else []):
+        for stage_id in job.stageIds if job else []:
             stage = tracker.getStageInfo(stage_id)
             if stage is not None:
                 done += stage.numCompletedTasks
@@ -144,8 +168,15 @@ def finished_tasks(sc: Any, group: str) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def spark_feed(spark: Any, progress: Progress, *, accumulator: Any = None, offset: int = 0,
-               tasks_total: bool = False, poll_s: float = 0.5) -> Iterator[str]:
+def spark_feed(
+    spark: Any,
+    progress: Progress,
+    *,
+    accumulator: Any = None,
+    offset: int = 0,
+    tasks_total: bool = False,
+    poll_s: float = 0.5,
+) -> Iterator[str]:
     """While the block runs Spark jobs (from this thread), update ``progress`` from Spark every
     ``poll_s``: ``offset`` + the ``accumulator``'s value when given (rows the finished tasks
     added), else the finished tasks of the block's jobs (``tasks_total``: their task count is

@@ -101,8 +101,11 @@ def filtered_stderr() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             tmp.seek(0)
-            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
-                    if not NOISE.match(ln)]
+            kept = [
+                ln
+                for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                if not NOISE.match(ln)
+            ]
             if kept:
                 os.write(2, "".join(kept).encode())
 

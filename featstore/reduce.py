@@ -54,13 +54,31 @@ logger = logging.getLogger(__name__)
 REDUCER = "pca"
 FIT_SPLIT = "train"
 PCA_FILE = "pca.npz"  # a sidecar in the set's metadata folder (store.Layout.table_meta)
-SIGN_CONVENTION = ("each component's loading of largest absolute value is positive "
-                   "(scikit-learn svd_flip, u_based_decision=False)")
+SIGN_CONVENTION = (
+    "each component's loading of largest absolute value is positive "
+    "(scikit-learn svd_flip, u_based_decision=False)"
+)
 SHIFT_ROWS = 1024  # rows of the first train file whose mean is the fit's shift
 # source manifest keys that describe how the source was made and still apply to a reduction
-_NOT_INHERITED = {"schema_version", "table", "code_version", "created", "name", "run_key", "dim",
-                  "counts", "spark", "timing", "chunks", "files", "errors_files", "data_path",
-                  "errors_path", "content_fingerprint", "sidecars"}
+_NOT_INHERITED = {
+    "schema_version",
+    "table",
+    "code_version",
+    "created",
+    "name",
+    "run_key",
+    "dim",
+    "counts",
+    "spark",
+    "timing",
+    "chunks",
+    "files",
+    "errors_files",
+    "data_path",
+    "errors_path",
+    "content_fingerprint",
+    "sidecars",
+}
 _PARTIAL_SCHEMA = "n long, bad long, s binary, g binary"
 
 
@@ -146,8 +164,9 @@ def _check_embedding_type(path: Path) -> None:
 
 def _run_key(source_manifest: dict[str, Any]) -> str:
     """The exact committed content of the source (a rebuilt source re-derives its sets)."""
-    return store.fingerprint([REDUCER, FIT_SPLIT, source_manifest.get("name", ""),
-                              store.fs_fingerprint(source_manifest)])
+    return store.fingerprint(
+        [REDUCER, FIT_SPLIT, source_manifest.get("name", ""), store.fs_fingerprint(source_manifest)]
+    )
 
 
 def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
@@ -169,8 +188,10 @@ def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
     files = [source_dir / f["path"] for f in manifest["files"]]
     n_train = splits.get(FIT_SPLIT, 0)
     if n_train < 2:
-        raise StoreError(f"{source_dir}: PCA is fitted on the {FIT_SPLIT!r} split, which has "
-                         f"{n_train} rows (needs at least 2)")
+        raise StoreError(
+            f"{source_dir}: PCA is fitted on the {FIT_SPLIT!r} split, which has "
+            f"{n_train} rows (needs at least 2)"
+        )
     _check_embedding_type(files[0])
 
     dims = tuple(sorted(set(cfg.dims)))
@@ -180,23 +201,28 @@ def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
         if k < 1:
             raise ConfigError(f"reduce dimension {k} is < 1")
         if k > dim:
-            raise ConfigError(f"reduce dimension {k} is larger than the embedding dimension "
-                              f"{dim} of {source!r}")
+            raise ConfigError(
+                f"reduce dimension {k} is larger than the embedding dimension {dim} of {source!r}"
+            )
         if k > n_train:
-            raise ConfigError(f"reduce dimension {k} is larger than the {n_train:,} "
-                              f"{FIT_SPLIT} rows of {source!r}")
+            raise ConfigError(
+                f"reduce dimension {k} is larger than the {n_train:,} "
+                f"{FIT_SPLIT} rows of {source!r}"
+            )
         store.check_name(output_name(source, k))
 
     run_key = _run_key(manifest)
     done: dict[int, dict[str, Any]] = {}
     for k in dims:
-        existing = store.existing_output(layout, store.features_id(output_name(source, k)),
-                                         overwrite=cfg.overwrite)
+        existing = store.existing_output(
+            layout, store.features_id(output_name(source, k)), overwrite=cfg.overwrite
+        )
         if existing is not None and existing.get("run_key") == run_key and not cfg.overwrite:
             done[k] = existing
     todo = tuple(k for k in dims if k not in done)
-    return ReducePlan(layout, source, source_dir, manifest, dim, splits, tuple(files), dims,
-                      run_key, todo, done)
+    return ReducePlan(
+        layout, source, source_dir, manifest, dim, splits, tuple(files), dims, run_key, todo, done
+    )
 
 
 # ---------------------------------------------------------------- fit
@@ -249,14 +275,17 @@ def make_partial_fn(d: int, shift: np.ndarray, blas_threads: int = 1) -> Any:
         if n or bad:
             yield pa.RecordBatch.from_pydict(
                 {"n": [n], "bad": [bad], "s": [s.tobytes()], "g": [g.tobytes()]},
-                schema=pa.schema([("n", pa.int64()), ("bad", pa.int64()), ("s", pa.binary()),
-                                  ("g", pa.binary())]))
+                schema=pa.schema(
+                    [("n", pa.int64()), ("bad", pa.int64()), ("s", pa.binary()), ("g", pa.binary())]
+                ),
+            )
 
     return partial
 
 
-def _combine(a: tuple[int, int, np.ndarray, np.ndarray],
-             b: tuple[int, int, np.ndarray, np.ndarray]) -> tuple[int, int, np.ndarray, np.ndarray]:
+def _combine(
+    a: tuple[int, int, np.ndarray, np.ndarray], b: tuple[int, int, np.ndarray, np.ndarray]
+) -> tuple[int, int, np.ndarray, np.ndarray]:
     g = a[3]
     g += b[3]  # in place: each partial is a fresh deserialized array, used once
     return a[0] + b[0], a[1] + b[1], a[2] + b[2], g
@@ -264,8 +293,12 @@ def _combine(a: tuple[int, int, np.ndarray, np.ndarray],
 
 def _decode(d: int) -> Any:
     def decode(row: Any) -> tuple[int, int, np.ndarray, np.ndarray]:
-        return (int(row["n"]), int(row["bad"]), np.frombuffer(row["s"], np.float64).copy(),
-                np.frombuffer(row["g"], np.float64).reshape(d, d).copy())
+        return (
+            int(row["n"]),
+            int(row["bad"]),
+            np.frombuffer(row["s"], np.float64).copy(),
+            np.frombuffer(row["g"], np.float64).reshape(d, d).copy(),
+        )
 
     return decode
 
@@ -287,16 +320,22 @@ def pca_from_moments(n: int, shift: np.ndarray, s: np.ndarray, g: np.ndarray) ->
     order = np.argsort(eigvals)[::-1]
     eigvals = np.clip(eigvals[order], 0.0, None)
     components = sign_flip(eigvecs[:, order].T)
-    return PCAFit(n=n, mean=np.asarray(shift, np.float64) + m, components=components,
-                  explained_variance=eigvals)
+    return PCAFit(
+        n=n,
+        mean=np.asarray(shift, np.float64) + m,
+        components=components,
+        explained_variance=eigvals,
+    )
 
 
-def fit_pca(embeddings: Any, d: int, shift: np.ndarray, *, blas_threads: int = 1,
-            depth: int = 2) -> PCAFit:
+def fit_pca(
+    embeddings: Any, d: int, shift: np.ndarray, *, blas_threads: int = 1, depth: int = 2
+) -> PCAFit:
     """Fit a PCA on a DataFrame whose first column is ``embedding`` (array<float> of length d).
     Raises StoreError if a row is null or of another length, or a value is not finite."""
-    rows = (embeddings.mapInArrow(make_partial_fn(d, shift, blas_threads), _PARTIAL_SCHEMA)
-            .rdd.map(_decode(d)))
+    rows = embeddings.mapInArrow(make_partial_fn(d, shift, blas_threads), _PARTIAL_SCHEMA).rdd.map(
+        _decode(d)
+    )
     try:
         n, bad, s, g = rows.treeReduce(_combine, depth=depth)
     except ValueError as exc:  # an empty RDD
@@ -346,7 +385,8 @@ def make_project_fn(mean: np.ndarray, w: np.ndarray, blas_threads: int = 1) -> A
                 offsets = pa.array(np.arange(0, (len(z) + 1) * k, k, dtype=np.int32))
                 emb = pa.ListArray.from_arrays(offsets, pa.array(z.reshape(-1)))
                 yield pa.RecordBatch.from_arrays(
-                    [batch.column("image_id"), batch.column("split"), emb], schema=out_schema)
+                    [batch.column("image_id"), batch.column("split"), emb], schema=out_schema
+                )
 
     return project
 
@@ -355,7 +395,8 @@ def project(features: Any, fit: PCAFit, k: int, *, blas_threads: int = 1) -> Any
     """DataFrame (image_id, split, embedding) -> the same with the first k PCA coordinates."""
     w = fit.components[:k].T
     return features.select("image_id", "split", "embedding").mapInArrow(
-        make_project_fn(fit.mean, w, blas_threads), store.spark_schema(store.FEATURES_SCHEMA))
+        make_project_fn(fit.mean, w, blas_threads), store.spark_schema(store.FEATURES_SCHEMA)
+    )
 
 
 # ---------------------------------------------------------------- the projection file
@@ -377,10 +418,15 @@ class Projection:
 def save_projection(table_dir: Path, fit: PCAFit, k: int) -> Path:
     path = Path(table_dir) / PCA_FILE
     with open(path, "wb") as fh:
-        np.savez(fh, mean=fit.mean, components=fit.components[:k],
-                 explained_variance=fit.explained_variance[:k],
-                 explained_variance_ratio=fit.explained_variance_ratio[:k],
-                 total_variance=np.float64(fit.total_variance), n_fit=np.int64(fit.n))
+        np.savez(
+            fh,
+            mean=fit.mean,
+            components=fit.components[:k],
+            explained_variance=fit.explained_variance[:k],
+            explained_variance_ratio=fit.explained_variance_ratio[:k],
+            total_variance=np.float64(fit.total_variance),
+            n_fit=np.int64(fit.n),
+        )
     return path
 
 
@@ -391,15 +437,23 @@ def load_projection(store_path: str | Path, name: str) -> Projection:
         raise StoreError(f"feature set {name!r} is not a PCA set (it has no projection)")
     layout = store.Layout(store_path)
     with np.load(layout.table_meta(store.features_id(name)) / PCA_FILE) as z:
-        return Projection(z["mean"], z["components"], z["explained_variance"],
-                          z["explained_variance_ratio"])
+        return Projection(
+            z["mean"], z["components"], z["explained_variance"], z["explained_variance_ratio"]
+        )
 
 
 # ---------------------------------------------------------------- the job
 
 
-def _manifest(plan: ReducePlan, fit: PCAFit, k: int, name: str,
-              spark: Any, arrow_rows: int, seconds: dict[str, float]) -> dict[str, Any]:
+def _manifest(
+    plan: ReducePlan,
+    fit: PCAFit,
+    k: int,
+    name: str,
+    spark: Any,
+    arrow_rows: int,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
     src = plan.manifest
     inherited = {key: v for key, v in src.items() if key not in _NOT_INHERITED}
     ratio = fit.explained_variance_ratio[:k]
@@ -409,9 +463,14 @@ def _manifest(plan: ReducePlan, fit: PCAFit, k: int, name: str,
         "run_key": plan.run_key,
         "reducer": REDUCER,
         "dim": k,
-        "source": {"name": plan.source, "run_key": src.get("run_key"),
-                   "content_fingerprint": src.get("content_fingerprint"),
-                   "created": src.get("created"), "dim": plan.dim, "counts": src.get("counts")},
+        "source": {
+            "name": plan.source,
+            "run_key": src.get("run_key"),
+            "content_fingerprint": src.get("content_fingerprint"),
+            "created": src.get("created"),
+            "dim": plan.dim,
+            "counts": src.get("counts"),
+        },
         "fit_split": FIT_SPLIT,
         "n_fit": fit.n,
         "explained_variance_ratio": [float(r) for r in ratio],
@@ -422,10 +481,12 @@ def _manifest(plan: ReducePlan, fit: PCAFit, k: int, name: str,
         "pca_file": PCA_FILE,
         "counts": {"ok": int(sum(plan.splits.values())), "errors": 0},
         # the components' spread on the fit rows: sqrt of their eigenvalues (featstore.spread)
-        "spread": spread.spread_of_std(np.sqrt(np.maximum(fit.explained_variance[:k], 0.0)),
-                                       fit.n),
-        "spark": {"master": spark.sparkContext.master, "version": spark.version,
-                  "conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_rows)}},
+        "spread": spread.spread_of_std(np.sqrt(np.maximum(fit.explained_variance[:k], 0.0)), fit.n),
+        "spark": {
+            "master": spark.sparkContext.master,
+            "version": spark.version,
+            "conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_rows)},
+        },
         "timing": {key: round(v, 2) for key, v in seconds.items()},
     }
     return store.base_manifest("features", **fields)
@@ -436,17 +497,28 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
     when every requested set is already committed for this source, ``spark`` is not used."""
     t0 = time.perf_counter()
     plan = plan_reduce(cfg, store_path)
-    skipped = {k: ReducedSet(output_name(plan.source, k), k,
-                             float(m.get("explained_variance_ratio_sum", float("nan"))),
-                             skipped=True) for k, m in plan.done.items()}
+    skipped = {
+        k: ReducedSet(
+            output_name(plan.source, k),
+            k,
+            float(m.get("explained_variance_ratio_sum", float("nan"))),
+            skipped=True,
+        )
+        for k, m in plan.done.items()
+    }
     for s in skipped.values():
-        logger.info("feature set %s is already committed from this source; nothing to do",
-                    s.name)
+        logger.info("feature set %s is already committed from this source; nothing to do", s.name)
     if not plan.todo:
-        return ReduceSummary(str(plan.layout.root), plan.source, plan.dim,
-                             int(next(iter(plan.done.values())).get("n_fit", plan.n_train)),
-                             tuple(skipped[k] for k in plan.dims), 0.0, 0.0,
-                             time.perf_counter() - t0)
+        return ReduceSummary(
+            str(plan.layout.root),
+            plan.source,
+            plan.dim,
+            int(next(iter(plan.done.values())).get("n_fit", plan.n_train)),
+            tuple(skipped[k] for k in plan.dims),
+            0.0,
+            0.0,
+            time.perf_counter() - t0,
+        )
 
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -455,52 +527,75 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
     previous_arrow = spark.conf.get(arrow_key, None)
     spark.conf.set(arrow_key, str(cfg.arrow_batch_rows))
     blas_threads = int(spark.conf.get("spark.task.cpus", "1"))
-    source_df = (spark.read.schema(store.spark_schema(store.FEATURES_SCHEMA))
-                 .parquet(store.spark_uri(plan.source_dir)))
+    source_df = spark.read.schema(store.spark_schema(store.FEATURES_SCHEMA)).parquet(
+        store.spark_uri(plan.source_dir)
+    )
     train_files = [f for f in plan.files if f.parent.name == f"split={FIT_SPLIT}"]
     # progress: the finished Spark tasks of the fit, projection and writes (their total grows
     # as Spark plans each job's stages)
     progress = contextlib.ExitStack()
-    progress.enter_context(spark_feed(
-        spark, progress.enter_context(Progress("reduce", 0, "tasks")), tasks_total=True))
+    progress.enter_context(
+        spark_feed(spark, progress.enter_context(Progress("reduce", 0, "tasks")), tasks_total=True)
+    )
     try:
         tf = time.perf_counter()
         shift = shift_from_file(train_files[0], plan.dim)
-        fit = fit_pca(source_df.filter(F.col("split") == FIT_SPLIT).select("embedding"),
-                      plan.dim, shift, blas_threads=blas_threads)
+        fit = fit_pca(
+            source_df.filter(F.col("split") == FIT_SPLIT).select("embedding"),
+            plan.dim,
+            shift,
+            blas_threads=blas_threads,
+        )
         fit_seconds = time.perf_counter() - tf
-        logger.info("PCA fitted on %d %s rows x %d dims in %.1f s", fit.n, FIT_SPLIT, plan.dim,
-                    fit_seconds)
+        logger.info(
+            "PCA fitted on %d %s rows x %d dims in %.1f s", fit.n, FIT_SPLIT, plan.dim, fit_seconds
+        )
 
         tp = time.perf_counter()
         kmax = max(plan.todo)
         projected = project(source_df, fit, kmax, blas_threads=blas_threads).persist(
-            StorageLevel.MEMORY_AND_DISK)
+            StorageLevel.MEMORY_AND_DISK
+        )
         written: dict[int, ReducedSet] = {}
         try:
             for k in sorted(plan.todo, reverse=True):
                 tk = time.perf_counter()
                 name = output_name(plan.source, k)
                 with store.TableWriter(plan.layout, store.features_id(name), spark=spark) as w:
-                    (projected.select("image_id", "split",
-                                      F.slice("embedding", 1, k).alias("embedding"))
-                     .write.options(**store.FEATURES_WRITE_OPTIONS).partitionBy("split")
-                     .parquet(store.spark_uri(w.data), mode="overwrite"))
+                    (
+                        projected.select(
+                            "image_id", "split", F.slice("embedding", 1, k).alias("embedding")
+                        )
+                        .write.options(**store.FEATURES_WRITE_OPTIONS)
+                        .partitionBy("split")
+                        .parquet(store.spark_uri(w.data), mode="overwrite")
+                    )
                     store.write_errors(w.errors, [])
                     save_projection(w.meta, fit, k)
-                    manifest = _manifest(plan, fit, k, name, spark, cfg.arrow_batch_rows,
-                                         {"fit_seconds": fit_seconds,
-                                          "write_seconds": time.perf_counter() - tk})
+                    manifest = _manifest(
+                        plan,
+                        fit,
+                        k,
+                        name,
+                        spark,
+                        cfg.arrow_batch_rows,
+                        {"fit_seconds": fit_seconds, "write_seconds": time.perf_counter() - tk},
+                    )
                     spread.warn(name, manifest["spread"])
                     manifest = w.commit(manifest)
                 splits = manifest["counts"]["splits"]
                 if splits != plan.splits:  # pragma: no cover - the writer counted the rows
-                    raise StoreError(f"{name}: wrote {splits} rows per split, the source has "
-                                     f"{plan.splits}")
+                    raise StoreError(
+                        f"{name}: wrote {splits} rows per split, the source has {plan.splits}"
+                    )
                 written[k] = ReducedSet(name, k, manifest["explained_variance_ratio_sum"])
-                logger.info("committed %s (%d rows, %.1f%% of the variance) in %.1f s", name,
-                            sum(splits.values()), 100 * written[k].explained_variance_ratio_sum,
-                            time.perf_counter() - tk)
+                logger.info(
+                    "committed %s (%d rows, %.1f%% of the variance) in %.1f s",
+                    name,
+                    sum(splits.values()),
+                    100 * written[k].explained_variance_ratio_sum,
+                    time.perf_counter() - tk,
+                )
         finally:
             projected.unpersist()
         project_seconds = time.perf_counter() - tp
@@ -511,16 +606,29 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
         else:
             spark.conf.set(arrow_key, previous_arrow)
     sets = tuple(written.get(k) or skipped[k] for k in plan.dims)
-    return ReduceSummary(str(plan.layout.root), plan.source, plan.dim, fit.n, sets, fit_seconds,
-                         project_seconds, time.perf_counter() - t0)
+    return ReduceSummary(
+        str(plan.layout.root),
+        plan.source,
+        plan.dim,
+        fit.n,
+        sets,
+        fit_seconds,
+        project_seconds,
+        time.perf_counter() - t0,
+    )
 
 
 def summary_line(s: ReduceSummary) -> str:
     """The job's one human line: the sets and their explained variance."""
-    parts = [f"{x.name} {100 * x.explained_variance_ratio_sum:.1f}%"
-             + (" (already committed)" if x.skipped else "") for x in s.sets]
+    parts = [
+        f"{x.name} {100 * x.explained_variance_ratio_sum:.1f}%"
+        + (" (already committed)" if x.skipped else "")
+        for x in s.sets
+    ]
     verb = "reduced" if s.written else "already reduced"
-    return (f"{verb}: {s.source} ({s.source_dim:,} floats, PCA fitted on {s.n_fit:,} "
-            f"{FIT_SPLIT} rows) -> {', '.join(parts)} explained variance; fit "
-            f"{s.fit_seconds:.1f} s, project+write {s.project_seconds:.1f} s, total "
-            f"{s.seconds:.1f} s -> {s.store}/features")
+    return (
+        f"{verb}: {s.source} ({s.source_dim:,} floats, PCA fitted on {s.n_fit:,} "
+        f"{FIT_SPLIT} rows) -> {', '.join(parts)} explained variance; fit "
+        f"{s.fit_seconds:.1f} s, project+write {s.project_seconds:.1f} s, total "
+        f"{s.seconds:.1f} s -> {s.store}/features"
+    )

@@ -199,8 +199,9 @@ def summary_feature_set(ok: pd.DataFrame, feature_set: str | None = None) -> str
     chosen = feature_set or str(dims.sort_index().sort_values(kind="stable").index[-1])
     if chosen not in dims.index:
         train_size, seed = summary_group(ok)
-        raise ValueError(f"feature set {chosen!r} has no results at train size {train_size}, "
-                         f"seed {seed}")
+        raise ValueError(
+            f"feature set {chosen!r} has no results at train size {train_size}, seed {seed}"
+        )
     return chosen
 
 
@@ -212,8 +213,9 @@ def summary_fits(ok: pd.DataFrame, feature_set: str | None = None) -> pd.DataFra
     return group[group["feature_set"] == chosen].reset_index(drop=True)
 
 
-def baseline_family(ok: pd.DataFrame, *, feature_set: str | None = None,
-                    alpha: float = ALPHA) -> pd.DataFrame:
+def baseline_family(
+    ok: pd.DataFrame, *, feature_set: str | None = None, alpha: float = ALPHA
+) -> pd.DataFrame:
     """McNemar's test of every model of every attribute of the summary (:func:`summary_fits`)
     against the train-majority constant, Holm-corrected as **one family** over all of them:
     the best model of each attribute is picked on the test images, so the models it was picked
@@ -226,8 +228,9 @@ def baseline_family(ok: pd.DataFrame, *, feature_set: str | None = None,
     return evaluate.baseline_tests(summary_fits(ok, feature_set), alpha=alpha, family=[])
 
 
-def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
-                  feature_set: str | None = None) -> pd.DataFrame:
+def summary_table(
+    ok: pd.DataFrame, *, alpha: float = ALPHA, feature_set: str | None = None
+) -> pd.DataFrame:
     """One row per attribute (see the module docstring for the choices).
 
     Columns: attribute, feature_set, dim, train_size, seed, n_train, n_test, majority_baseline,
@@ -245,14 +248,46 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
     from featstore import evaluate
 
     models = order_models(ok["model"].unique()) if not ok.empty else []
-    per_model = ("accuracy", "ci_low", "ci_high", "selection", "auc", "seeds", "seed_mean",
-                 "seed_sd")
+    per_model = (
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "selection",
+        "auc",
+        "seeds",
+        "seed_mean",
+        "seed_sd",
+    )
     model_cols = [f"{m}_{s}" for m in models for s in per_model]
-    columns = ["attribute", "feature_set", "dim", "train_size", "seed", "n_train", "n_test",
-               "majority_baseline", *model_cols, "n_models", "best_model", "chosen_by",
-               "best_selection_score", "best_accuracy", "runner_up", "runner_up_accuracy", "tied",
-               "max_p_holm", "beats_all_models", "beats_all", "p_baseline", "p_baseline_holm",
-               "beats_baseline", "p_auc", "p_auc_holm", "beats_chance", "verdict"]
+    columns = [
+        "attribute",
+        "feature_set",
+        "dim",
+        "train_size",
+        "seed",
+        "n_train",
+        "n_test",
+        "majority_baseline",
+        *model_cols,
+        "n_models",
+        "best_model",
+        "chosen_by",
+        "best_selection_score",
+        "best_accuracy",
+        "runner_up",
+        "runner_up_accuracy",
+        "tied",
+        "max_p_holm",
+        "beats_all_models",
+        "beats_all",
+        "p_baseline",
+        "p_baseline_holm",
+        "beats_baseline",
+        "p_auc",
+        "p_auc_holm",
+        "beats_chance",
+        "verdict",
+    ]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     train_size, seed = summary_group(ok)
@@ -260,8 +295,9 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
     # pairwise comparisons: one Holm family per model pair over the attributes of this set
     comparisons = evaluate.compare_models(fits, alpha=alpha)
     chosen = evaluate.best_model_table(fits, comparisons).sort_values("attribute", kind="stable")
-    vs_baseline = baseline_family(ok, feature_set=feature_set,
-                                  alpha=alpha).set_index(["attribute", "model"])
+    vs_baseline = baseline_family(ok, feature_set=feature_set, alpha=alpha).set_index(
+        ["attribute", "model"]
+    )
     spread = seed_spread(ok[ok["train_size"] == train_size])
 
     records = []
@@ -269,28 +305,47 @@ def summary_table(ok: pd.DataFrame, *, alpha: float = ALPHA,
         rows = fits[fits["attribute"] == b.attribute].set_index("model")
         ref = rows.loc[b.best_model]
         rec: dict[str, Any] = {
-            "attribute": b.attribute, "feature_set": b.feature_set, "dim": int(ref["dim"]),
-            "train_size": train_size, "seed": seed, "n_train": int(ref["n_train"]),
-            "n_test": int(ref["n_test"]), "majority_baseline": float(ref["majority_baseline"]),
+            "attribute": b.attribute,
+            "feature_set": b.feature_set,
+            "dim": int(ref["dim"]),
+            "train_size": train_size,
+            "seed": seed,
+            "n_train": int(ref["n_train"]),
+            "n_test": int(ref["n_test"]),
+            "majority_baseline": float(ref["majority_baseline"]),
         }
         for m in models:
-            for s, col in (("accuracy", "accuracy"), ("ci_low", "ci_low"),
-                           ("ci_high", "ci_high"), ("selection", "selection_score"),
-                           ("auc", "roc_auc")):
+            for s, col in (
+                ("accuracy", "accuracy"),
+                ("ci_low", "ci_low"),
+                ("ci_high", "ci_high"),
+                ("selection", "selection_score"),
+                ("auc", "roc_auc"),
+            ):
                 v = rows.at[m, col] if m in rows.index else None
                 rec[f"{m}_{s}"] = math.nan if v is None or pd.isna(v) else float(v)
             sp = spread.get((b.attribute, b.feature_set, m), (1, math.nan, math.nan))
             rec[f"{m}_seeds"], rec[f"{m}_seed_mean"], rec[f"{m}_seed_sd"] = sp
         test = vs_baseline.loc[(b.attribute, b.best_model)]
-        rec.update(n_models=int(b.n_models), best_model=b.best_model, chosen_by=b.chosen_by,
-                   best_selection_score=float(b.best_selection_score),
-                   best_accuracy=float(b.best_accuracy), runner_up=b.runner_up,
-                   runner_up_accuracy=float(b.runner_up_accuracy), tied=bool(b.tied),
-                   max_p_holm=float(b.max_p_holm), beats_all_models=bool(b.beats_all),
-                   beats_all=bool(b.beats_all) and bool(test["beats_baseline"]),
-                   p_baseline=float(test["p_value"]), p_baseline_holm=float(test["p_holm"]),
-                   beats_baseline=bool(test["beats_baseline"]), p_auc=float(test["p_auc"]),
-                   p_auc_holm=float(test["p_auc_holm"]), beats_chance=bool(test["beats_chance"]))
+        rec.update(
+            n_models=int(b.n_models),
+            best_model=b.best_model,
+            chosen_by=b.chosen_by,
+            best_selection_score=float(b.best_selection_score),
+            best_accuracy=float(b.best_accuracy),
+            runner_up=b.runner_up,
+            runner_up_accuracy=float(b.runner_up_accuracy),
+            tied=bool(b.tied),
+            max_p_holm=float(b.max_p_holm),
+            beats_all_models=bool(b.beats_all),
+            beats_all=bool(b.beats_all) and bool(test["beats_baseline"]),
+            p_baseline=float(test["p_value"]),
+            p_baseline_holm=float(test["p_holm"]),
+            beats_baseline=bool(test["beats_baseline"]),
+            p_auc=float(test["p_auc"]),
+            p_auc_holm=float(test["p_auc_holm"]),
+            beats_chance=bool(test["beats_chance"]),
+        )
         rec["verdict"] = _verdict(pd.Series(rec))
         records.append(rec)
     return pd.DataFrame.from_records(records, columns=columns)
@@ -305,21 +360,37 @@ def seed_spread(ok: pd.DataFrame) -> dict[tuple[str, str, str], tuple[int, float
     for key, g in ok.groupby(["attribute", "feature_set", "model"]):
         acc = g["accuracy"].astype(float)
         out[(str(key[0]), str(key[1]), str(key[2]))] = (
-            len(acc), float(acc.mean()), float(acc.std(ddof=1)) if len(acc) > 1 else math.nan)
+            len(acc),
+            float(acc.mean()),
+            float(acc.std(ddof=1)) if len(acc) > 1 else math.nan,
+        )
     return out
 
 
 def seed_table(ok: pd.DataFrame) -> pd.DataFrame:
     """Every cell run with more than one seed: attribute, feature_set, train_size, model, seeds,
     mean and sd of the test accuracy and of the selection_score over the seeds."""
-    cols = ["attribute", "feature_set", "train_size", "model", "seeds", "accuracy_mean",
-            "accuracy_sd", "selection_mean", "selection_sd"]
+    cols = [
+        "attribute",
+        "feature_set",
+        "train_size",
+        "model",
+        "seeds",
+        "accuracy_mean",
+        "accuracy_sd",
+        "selection_mean",
+        "selection_sd",
+    ]
     if ok.empty:
         return pd.DataFrame(columns=cols)
     g = ok.groupby(["attribute", "feature_set", "train_size", "model"])
-    out = g.agg(seeds=("seed", "nunique"), accuracy_mean=("accuracy", "mean"),
-                accuracy_sd=("accuracy", "std"), selection_mean=("selection_score", "mean"),
-                selection_sd=("selection_score", "std")).reset_index()
+    out = g.agg(
+        seeds=("seed", "nunique"),
+        accuracy_mean=("accuracy", "mean"),
+        accuracy_sd=("accuracy", "std"),
+        selection_mean=("selection_score", "mean"),
+        selection_sd=("selection_score", "std"),
+    ).reset_index()
     out = out[out["seeds"] > 1]
     return out[cols].reset_index(drop=True)
 
@@ -387,15 +458,46 @@ def hyperparameter_text(model: str, params: Any) -> str:
 
 #: Columns of :func:`full_table`, in order.
 FULL_COLUMNS: list[str] = [
-    "attribute", "model", "feature_set", "train_size", "seed", "n_train", "n_test", "positives",
-    "majority_baseline", "selection_score", "accuracy", "ci_low", "ci_high", "gain",
-    "balanced_accuracy", "ba_ci_low", "ba_ci_high", "f1", "roc_auc", "auc_ci_low", "auc_ci_high",
-    "brier", "hyperparameters", "p_baseline", "p_baseline_holm", "beats_baseline", "p_auc",
-    "p_auc_holm", "beats_chance", "best"]
+    "attribute",
+    "model",
+    "feature_set",
+    "train_size",
+    "seed",
+    "n_train",
+    "n_test",
+    "positives",
+    "majority_baseline",
+    "selection_score",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "gain",
+    "balanced_accuracy",
+    "ba_ci_low",
+    "ba_ci_high",
+    "f1",
+    "roc_auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "brier",
+    "hyperparameters",
+    "p_baseline",
+    "p_baseline_holm",
+    "beats_baseline",
+    "p_auc",
+    "p_auc_holm",
+    "beats_chance",
+    "best",
+]
 
 
-def full_table(ok: pd.DataFrame, *, feature_set: str | None = None, alpha: float = ALPHA,
-               summary: pd.DataFrame | None = None) -> pd.DataFrame:
+def full_table(
+    ok: pd.DataFrame,
+    *,
+    feature_set: str | None = None,
+    alpha: float = ALPHA,
+    summary: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per attribute and model of the summary's fits (:func:`summary_fits`), columns
     :data:`FULL_COLUMNS`: ``positives`` (share of positive test labels), ``majority_baseline``,
     test ``accuracy`` with its bootstrap ``ci_low`` / ``ci_high``, ``gain`` (accuracy minus the
@@ -407,7 +509,8 @@ def full_table(ok: pd.DataFrame, *, feature_set: str | None = None, alpha: float
         return pd.DataFrame(columns=FULL_COLUMNS)
     fits = summary_fits(ok, feature_set)
     tests = baseline_family(ok, feature_set=feature_set, alpha=alpha).set_index(
-        ["attribute", "model"])
+        ["attribute", "model"]
+    )
     if summary is None:
         summary = summary_table(ok, alpha=alpha, feature_set=feature_set)
     best = dict(zip(summary["attribute"], summary["best_model"], strict=True))
@@ -416,37 +519,57 @@ def full_table(ok: pd.DataFrame, *, feature_set: str | None = None, alpha: float
     for r in fits.itertuples(index=False):
         test = tests.loc[(r.attribute, r.model)]
         y_true = np.asarray(r.y_true)
-        records.append({
-            "attribute": r.attribute, "model": r.model, "feature_set": r.feature_set,
-            "train_size": int(r.train_size), "seed": int(r.seed), "n_train": int(r.n_train),
-            "n_test": int(r.n_test), "positives": float(y_true.mean()) if y_true.size else math.nan,
-            "majority_baseline": float(r.majority_baseline),
-            "selection_score": _float(r.selection_score), "accuracy": float(r.accuracy),
-            "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
-            "gain": float(r.accuracy) - float(r.majority_baseline),
-            "balanced_accuracy": float(r.balanced_accuracy),
-            "ba_ci_low": _float(r.ba_ci_low), "ba_ci_high": _float(r.ba_ci_high),
-            "f1": _float(r.f1), "roc_auc": _float(r.roc_auc),
-            "auc_ci_low": _float(r.auc_ci_low), "auc_ci_high": _float(r.auc_ci_high),
-            "brier": _float(r.brier),
-            "hyperparameters": hyperparameter_text(str(r.model), r.params),
-            "p_baseline": float(test["p_value"]), "p_baseline_holm": float(test["p_holm"]),
-            "beats_baseline": bool(test["beats_baseline"]), "p_auc": float(test["p_auc"]),
-            "p_auc_holm": float(test["p_auc_holm"]), "beats_chance": bool(test["beats_chance"]),
-            "best": best.get(r.attribute) == r.model,
-        })
+        records.append(
+            {
+                "attribute": r.attribute,
+                "model": r.model,
+                "feature_set": r.feature_set,
+                "train_size": int(r.train_size),
+                "seed": int(r.seed),
+                "n_train": int(r.n_train),
+                "n_test": int(r.n_test),
+                "positives": float(y_true.mean()) if y_true.size else math.nan,
+                "majority_baseline": float(r.majority_baseline),
+                "selection_score": _float(r.selection_score),
+                "accuracy": float(r.accuracy),
+                "ci_low": float(r.ci_low),
+                "ci_high": float(r.ci_high),
+                "gain": float(r.accuracy) - float(r.majority_baseline),
+                "balanced_accuracy": float(r.balanced_accuracy),
+                "ba_ci_low": _float(r.ba_ci_low),
+                "ba_ci_high": _float(r.ba_ci_high),
+                "f1": _float(r.f1),
+                "roc_auc": _float(r.roc_auc),
+                "auc_ci_low": _float(r.auc_ci_low),
+                "auc_ci_high": _float(r.auc_ci_high),
+                "brier": _float(r.brier),
+                "hyperparameters": hyperparameter_text(str(r.model), r.params),
+                "p_baseline": float(test["p_value"]),
+                "p_baseline_holm": float(test["p_holm"]),
+                "beats_baseline": bool(test["beats_baseline"]),
+                "p_auc": float(test["p_auc"]),
+                "p_auc_holm": float(test["p_auc_holm"]),
+                "beats_chance": bool(test["beats_chance"]),
+                "best": best.get(r.attribute) == r.model,
+            }
+        )
     out = pd.DataFrame.from_records(records, columns=FULL_COLUMNS)
     order = out["model"].map(rank)
-    return out.assign(_o=order).sort_values(["attribute", "_o"], kind="stable").drop(
-        columns="_o").reset_index(drop=True)
+    return (
+        out.assign(_o=order)
+        .sort_values(["attribute", "_o"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
 def _float(value: Any) -> float:
     return math.nan if value is None or pd.isna(value) else float(value)
 
 
-def hyperparameter_summary(ok: pd.DataFrame, *,
-                           feature_set: str | None = None) -> list[tuple[str, str, str]]:
+def hyperparameter_summary(
+    ok: pd.DataFrame, *, feature_set: str | None = None
+) -> list[tuple[str, str, str]]:
     """Per model and hyper-parameter, the values the summary's fits chose over the attributes:
     ``(model, hyper-parameter, "value (count), ...")``, or the median and range when more than
     eight distinct values were chosen."""
@@ -455,8 +578,9 @@ def hyperparameter_summary(ok: pd.DataFrame, *,
     fits = summary_fits(ok, feature_set)
     out = []
     for model in order_models(fits["model"].unique()):
-        chosen = [chosen_hyperparameters(model, p) for p in fits.loc[fits["model"] == model,
-                                                                     "params"]]
+        chosen = [
+            chosen_hyperparameters(model, p) for p in fits.loc[fits["model"] == model, "params"]
+        ]
         keys = [k for k in dict.fromkeys(k for hp in chosen for k in hp) if k != "epochs_run"]
         for key in keys:
             values = [hp[key] for hp in chosen if key in hp]
@@ -464,12 +588,15 @@ def hyperparameter_summary(ok: pd.DataFrame, *,
             numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
             if len(counts) > 8 and numeric:
                 arr = np.asarray(values, dtype=float)
-                text = (f"median {_hp_value(float(np.median(arr)))}, range "
-                        f"{_hp_value(float(arr.min()))} – {_hp_value(float(arr.max()))} "
-                        f"({len(counts)} distinct values over {len(values)} attributes)")
+                text = (
+                    f"median {_hp_value(float(np.median(arr)))}, range "
+                    f"{_hp_value(float(arr.min()))} – {_hp_value(float(arr.max()))} "
+                    f"({len(counts)} distinct values over {len(values)} attributes)"
+                )
             else:
-                order = sorted(counts.index, key=lambda v: (
-                    float(v) if _is_number(v) else math.inf, v))
+                order = sorted(
+                    counts.index, key=lambda v: (float(v) if _is_number(v) else math.inf, v)
+                )
                 text = ", ".join(f"{v} ({counts[v]})" for v in order)
             label = "epochs (kept by early stopping)" if key == "epochs" else key
             out.append((model, label, text))
@@ -493,8 +620,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _fmt_int(value: Any) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
+    return (
+        "–"
+        if value is None or (isinstance(value, float) and math.isnan(value))
         else f"{int(value):,}"
+    )
 
 
 def _acc_ci(row: pd.Series, model: str) -> str:
@@ -504,8 +634,9 @@ def _acc_ci(row: pd.Series, model: str) -> str:
     text = f"{acc:.3f} [{row[f'{model}_ci_low']:.3f}, {row[f'{model}_ci_high']:.3f}]"
     seeds = row.get(f"{model}_seeds", 1)
     if seeds is not None and not pd.isna(seeds) and int(seeds) > 1:
-        text += (f"; {int(seeds)} seeds {row[f'{model}_seed_mean']:.3f} ± "
-                 f"{row[f'{model}_seed_sd']:.3f}")
+        text += (
+            f"; {int(seeds)} seeds {row[f'{model}_seed_mean']:.3f} ± {row[f'{model}_seed_sd']:.3f}"
+        )
     return text
 
 
@@ -541,20 +672,44 @@ def _baseline_verdict(row: pd.Series) -> str:
 
 def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted cells of the summary table as shown in HTML and Markdown."""
-    models = [c[: -len("_accuracy")] for c in summary.columns
-              if c.endswith("_accuracy") and c not in ("best_accuracy", "runner_up_accuracy")]
-    headers = ["attribute", "feature set", "dim", "n_train", "n_test", "majority baseline",
-               *[f"{m} accuracy [95% CI]" for m in models], "best", "beats baseline",
-               "AUC above chance", "best beats all others"]
+    models = [
+        c[: -len("_accuracy")]
+        for c in summary.columns
+        if c.endswith("_accuracy") and c not in ("best_accuracy", "runner_up_accuracy")
+    ]
+    headers = [
+        "attribute",
+        "feature set",
+        "dim",
+        "n_train",
+        "n_test",
+        "majority baseline",
+        *[f"{m} accuracy [95% CI]" for m in models],
+        "best",
+        "beats baseline",
+        "AUC above chance",
+        "best beats all others",
+    ]
     rows = []
     for _, r in summary.iterrows():
         best = str(r["best_model"])
         if r.get("chosen_by") not in (None, "selection_score") and not pd.isna(r.get("chosen_by")):
             best += " (by test: old fits)"
-        rows.append([str(r["attribute"]), str(r["feature_set"]), str(r["dim"]),
-                     str(r["n_train"]), str(r["n_test"]), _fmt(r["majority_baseline"]),
-                     *[_acc_ci(r, m) for m in models], best,
-                     _baseline_verdict(r), _chance_verdict(r), _verdict(r)])
+        rows.append(
+            [
+                str(r["attribute"]),
+                str(r["feature_set"]),
+                str(r["dim"]),
+                str(r["n_train"]),
+                str(r["n_test"]),
+                _fmt(r["majority_baseline"]),
+                *[_acc_ci(r, m) for m in models],
+                best,
+                _baseline_verdict(r),
+                _chance_verdict(r),
+                _verdict(r),
+            ]
+        )
     return headers, rows
 
 
@@ -572,8 +727,9 @@ def to_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def manifest_rows(store_path: str | os.PathLike[str],
-                  feature_sets: Sequence[str]) -> list[dict[str, Any]]:
+def manifest_rows(
+    store_path: str | os.PathLike[str], feature_sets: Sequence[str]
+) -> list[dict[str, Any]]:
     """What made each feature set: model, layers, pooling, weights source, reducer, dim, counts,
     created (``committed`` False for a name with no committed feature set)."""
     rows = []
@@ -590,19 +746,30 @@ def manifest_rows(store_path: str | os.PathLike[str],
         source = m.get("source") if isinstance(m.get("source"), dict) else {}
         reducer = f"{m['reducer']} of {source.get('name', '?')}" if m.get("reducer") else ""
         counts = m.get("counts", {})
-        rows.append({"feature_set": name, "committed": True, "model": m.get("model", ""),
-                     "layers": ", ".join(map(str, layers)), "pooling": m.get("pooling", ""),
-                     "weights": weights or "", "reducer": reducer, "dim": m.get("dim"),
-                     "ok": counts.get("ok"), "errors": counts.get("errors"),
-                     "created": m.get("created", "")})
+        rows.append(
+            {
+                "feature_set": name,
+                "committed": True,
+                "model": m.get("model", ""),
+                "layers": ", ".join(map(str, layers)),
+                "pooling": m.get("pooling", ""),
+                "weights": weights or "",
+                "reducer": reducer,
+                "dim": m.get("dim"),
+                "ok": counts.get("ok"),
+                "errors": counts.get("errors"),
+                "created": m.get("created", ""),
+            }
+        )
     return rows
 
 
 # ----------------------------------------------------------------------------- plots
 
 
-def _figure(n_panels: int, *, ncols_max: int = 5, w: float = 3.2,
-            h: float = 2.6) -> tuple[Any, list[Any]]:
+def _figure(
+    n_panels: int, *, ncols_max: int = 5, w: float = 3.2, h: float = 2.6
+) -> tuple[Any, list[Any]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -659,15 +826,21 @@ class Panels:
     def figure(self, *, ncols_max: int = 5) -> Any:
         from matplotlib.lines import Line2D
 
-        fig, axes = _figure(len(self.panels), ncols_max=ncols_max, w=self.size[0],
-                            h=self.size[1] + 0.25)
+        fig, axes = _figure(
+            len(self.panels), ncols_max=ncols_max, w=self.size[0], h=self.size[1] + 0.25
+        )
         for ax, panel in zip(axes, self.panels, strict=True):
             panel.draw(ax)
             ax.set_title(panel.title, fontsize=9, wrap=True)
         if self.legend:
             handles = [Line2D([], [], color=c, ls=ls, label=label) for label, c, ls in self.legend]
-            fig.legend(handles=handles, loc="outside lower center", ncols=len(handles),
-                       fontsize=8, frameon=False)
+            fig.legend(
+                handles=handles,
+                loc="outside lower center",
+                ncols=len(handles),
+                fontsize=8,
+                frameon=False,
+            )
         return fig
 
 
@@ -675,8 +848,10 @@ def _model_styles(models: Sequence[str]) -> dict[str, dict[str, Any]]:
     from matplotlib.colors import to_hex
 
     markers = "osD^v<>ph*"
-    return {m: {"color": to_hex(f"C{i % 10}"), "marker": markers[i % len(markers)]}
-            for i, m in enumerate(order_models(models))}
+    return {
+        m: {"color": to_hex(f"C{i % 10}"), "marker": markers[i % len(markers)]}
+        for i, m in enumerate(order_models(models))
+    }
 
 
 def _model_legend(models: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
@@ -684,8 +859,9 @@ def _model_legend(models: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
     return tuple((m, styles[m]["color"], "-") for m in order_models(models))
 
 
-def _shared_limits(values: Sequence[float], *, include: Sequence[float] = (),
-                   min_span: float = 0.02) -> tuple[float, float]:
+def _shared_limits(
+    values: Sequence[float], *, include: Sequence[float] = (), min_span: float = 0.02
+) -> tuple[float, float]:
     """One (low, high) for every panel of a figure: the range of ``values`` and ``include``,
     padded by 6% (at least ``min_span`` wide)."""
     v = np.asarray([*values, *include], dtype=float)
@@ -735,10 +911,13 @@ def accuracy_panels(ok: pd.DataFrame, x: str, x_label: str, *, name: str) -> Pan
     ok = ok.assign(source=ok["feature_set"].map(_source_set) if x == "dim" else "")
     sources = sorted(ok["source"].unique())
     by_source = len(sources) > 1
-    line_style = {src: SOURCE_STYLES[i % len(SOURCE_STYLES)] if by_source else "-"
-                  for i, src in enumerate(sources)}
+    line_style = {
+        src: SOURCE_STYLES[i % len(SOURCE_STYLES)] if by_source else "-"
+        for i, src in enumerate(sources)
+    }
     per = ok.groupby(["attribute", "model", "source", x], as_index=False).agg(
-        accuracy=("accuracy", "mean"), majority_baseline=("majority_baseline", "mean"))
+        accuracy=("accuracy", "mean"), majority_baseline=("majority_baseline", "mean")
+    )
     per["gain"] = per["accuracy"] - per["majority_baseline"]
     mean = per.groupby(["model", "source", x], as_index=False)["gain"].mean()
     xs = sorted(per[x].unique())
@@ -751,19 +930,24 @@ def accuracy_panels(ok: pd.DataFrame, x: str, x_label: str, *, name: str) -> Pan
                 for src in sources:
                     d = data[(data["model"] == m) & (data["source"] == src)].sort_values(x)
                     if not d.empty:
-                        ax.plot(d[x], d["gain"], label=m, ms=4, lw=1.4, ls=line_style[src],
-                                **styles[m])
+                        ax.plot(
+                            d[x], d["gain"], label=m, ms=4, lw=1.4, ls=line_style[src], **styles[m]
+                        )
             ax.axhline(0.0, color="0.45", ls=":", lw=1)
             if log_x:
                 ax.set_xscale("log", base=2)
             ax.set_ylim(*ylim)
             _style_axes(ax, x_label, GAIN_LABEL)
+
         return _draw
 
     panels = [Panel("mean over attributes", draw(mean))]
     panels += [Panel(a, draw(per[per["attribute"] == a])) for a in attributes]
-    bases = tuple((label, "#404040", line_style[src])
-                  for src, label in _source_labels(sources).items()) if by_source else ()
+    bases = (
+        tuple((label, "#404040", line_style[src]) for src, label in _source_labels(sources).items())
+        if by_source
+        else ()
+    )
     legend = (*_model_legend(models), *bases, ("majority baseline (0)", "#737373", ":"))
     return Panels(name, tuple(panels), legend)
 
@@ -777,8 +961,7 @@ def plot_accuracy_vs_dim(ok: pd.DataFrame) -> Any:
 
 def plot_accuracy_vs_train_size(ok: pd.DataFrame) -> Any:
     """Accuracy minus the baseline against the number of training rows (``n_train``)."""
-    return accuracy_panels(ok, "n_train", "training rows",
-                           name="accuracy_vs_train_size").figure()
+    return accuracy_panels(ok, "n_train", "training rows", name="accuracy_vs_train_size").figure()
 
 
 def roc_panels(fits: pd.DataFrame, summary: pd.DataFrame) -> Panels:
@@ -789,8 +972,11 @@ def roc_panels(fits: pd.DataFrame, summary: pd.DataFrame) -> Panels:
     models = order_models(fits["model"].unique())
     styles = _model_styles(models)
     best = dict(zip(summary["attribute"], summary["best_model"], strict=True))
-    has = fits["roc_fpr"].map(lambda v: hasattr(v, "__len__") and len(v) > 1) \
-        if "roc_fpr" in fits else pd.Series(False, index=fits.index)
+    has = (
+        fits["roc_fpr"].map(lambda v: hasattr(v, "__len__") and len(v) > 1)
+        if "roc_fpr" in fits
+        else pd.Series(False, index=fits.index)
+    )
     panels = []
     for attribute in sorted(fits["attribute"].unique()):
         rows = fits[(fits["attribute"] == attribute) & has]
@@ -798,22 +984,43 @@ def roc_panels(fits: pd.DataFrame, summary: pd.DataFrame) -> Panels:
             continue
         top = best.get(attribute)
         top_row = rows[rows["model"] == top]
-        auc = (f"\nAUC {float(top_row['roc_auc'].iloc[0]):.3f}"
-               if len(top_row) and pd.notna(top_row["roc_auc"].iloc[0]) else "")
+        auc = (
+            f"\nAUC {float(top_row['roc_auc'].iloc[0]):.3f}"
+            if len(top_row) and pd.notna(top_row["roc_auc"].iloc[0])
+            else ""
+        )
         note = f"best: {top}{auc}" if top is not None else ""
 
-        def _draw(ax: Any, rows: pd.DataFrame = rows, top: str | None = top,
-                  note: str = note) -> None:
+        def _draw(
+            ax: Any, rows: pd.DataFrame = rows, top: str | None = top, note: str = note
+        ) -> None:
             ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1)
             if note:  # inside the axes, so the title stays one line over every panel
-                ax.text(0.97, 0.04, note, transform=ax.transAxes, ha="right", va="bottom",
-                        fontsize=7, bbox={"facecolor": "white", "edgecolor": "0.8",
-                                          "boxstyle": "round,pad=0.2", "alpha": 0.9})
+                ax.text(
+                    0.97,
+                    0.04,
+                    note,
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="bottom",
+                    fontsize=7,
+                    bbox={
+                        "facecolor": "white",
+                        "edgecolor": "0.8",
+                        "boxstyle": "round,pad=0.2",
+                        "alpha": 0.9,
+                    },
+                )
             for r in sorted(rows.itertuples(index=False), key=lambda r: r.model == top):
                 thick = r.model == top
-                ax.plot(r.roc_fpr, r.roc_tpr, color=styles[r.model]["color"],
-                        lw=2.2 if thick else 1.0, alpha=1.0 if thick else 0.8,
-                        ls="-" if thick else "--")
+                ax.plot(
+                    r.roc_fpr,
+                    r.roc_tpr,
+                    color=styles[r.model]["color"],
+                    lw=2.2 if thick else 1.0,
+                    alpha=1.0 if thick else 0.8,
+                    ls="-" if thick else "--",
+                )
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.01)
             ax.set_aspect("equal")
@@ -836,9 +1043,15 @@ def confusion_panels(rows: pd.DataFrame) -> Panels:
             ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
             for i in range(2):
                 for j in range(2):
-                    ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}", ha="center",
-                            va="center", fontsize=8,
-                            color="white" if share[i, j] > 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(cm[i, j])}\n{share[i, j]:.0%}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if share[i, j] > 0.6 else "black",
+                    )
             ax.set_xticks([0, 1], ["0", "1"], fontsize=7)
             ax.set_yticks([0, 1], ["0", "1"], fontsize=7)
             ax.set_xlabel("predicted", fontsize=8)
@@ -870,8 +1083,13 @@ def calibration_panels(fits: pd.DataFrame) -> Panels:
         def _draw(ax: Any, cal: pd.DataFrame = cal, colour: str = colour) -> None:
             ax.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1)
             ax.plot(cal["mean_score"], cal["frac_positive"], color=colour, lw=1.2)
-            ax.scatter(cal["mean_score"], cal["frac_positive"], color=colour,
-                       s=10 + 90 * cal["n"] / max(int(cal["n"].max()), 1), zorder=3)
+            ax.scatter(
+                cal["mean_score"],
+                cal["frac_positive"],
+                color=colour,
+                s=10 + 90 * cal["n"] / max(int(cal["n"].max()), 1),
+                zorder=3,
+            )
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             _style_axes(ax, "mean score in the bin", "share of positives")
@@ -885,8 +1103,14 @@ def plot_confusions(rows: pd.DataFrame) -> Any:
     return confusion_panels(rows).figure(ncols_max=6)
 
 
-def map_points(store_path: str | os.PathLike[str], feature_set: str, color_by: str, *,
-               max_points: int = MAX_MAP_POINTS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def map_points(
+    store_path: str | os.PathLike[str],
+    feature_set: str,
+    color_by: str,
+    *,
+    max_points: int = MAX_MAP_POINTS,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Test embeddings (float32, at most ``max_points`` rows, a seeded sample in image_id order)
     and the ``color_by`` labels of the same images. Uses the test split, or every split when the
     feature set has no test split."""
@@ -943,8 +1167,13 @@ def embed_2d(x: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
         k = min(50, len(x))  # PCA cannot give more components than points
         if x.shape[1] > k:
             x = PCA(n_components=k, random_state=seed).fit_transform(x)
-        tsne = TSNE(n_components=2, perplexity=tsne_perplexity(len(x)), init="pca",
-                    learning_rate="auto", random_state=seed)
+        tsne = TSNE(
+            n_components=2,
+            perplexity=tsne_perplexity(len(x)),
+            init="pca",
+            learning_rate="auto",
+            random_state=seed,
+        )
         # Barnes-Hut's OpenMP threads gain nothing on a few hundred points and spin badly on a
         # busy machine (60 points: 7.5 s with 2 threads on a loaded 2-core box, 0.2 s with 1)
         threads = 1 if len(x) < _TSNE_THREADED_FROM else None
@@ -953,33 +1182,57 @@ def embed_2d(x: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
     raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
 
 
-def _draw_map(ax: Any, xy: np.ndarray, y: np.ndarray, color_by: str, xlabel: str,
-              ylabel: str) -> None:
+def _draw_map(
+    ax: Any, xy: np.ndarray, y: np.ndarray, color_by: str, xlabel: str, ylabel: str
+) -> None:
     for value, color, label in ((False, "C0", f"not {color_by}"), (True, "C3", color_by)):
         m = y == value
-        ax.scatter(xy[m, 0], xy[m, 1], s=8, alpha=0.6, color=color,
-                   label=f"{label} ({int(m.sum())})", linewidths=0)
+        ax.scatter(
+            xy[m, 0],
+            xy[m, 1],
+            s=8,
+            alpha=0.6,
+            color=color,
+            label=f"{label} ({int(m.sum())})",
+            linewidths=0,
+        )
     ax.legend(fontsize=8, markerscale=2)
     _style_axes(ax, xlabel, ylabel)
 
 
-def map_panels(x: np.ndarray, y: np.ndarray, *, feature_set: str, color_by: str,
-               seed: int = 0) -> Panels:
+def map_panels(
+    x: np.ndarray, y: np.ndarray, *, feature_set: str, color_by: str, seed: int = 0
+) -> Panels:
     """The PCA map (axes: the first two principal components, labelled with the share of the
     variance each explains) and the t-SNE map of embeddings ``x`` coloured by ``y``."""
     pca_xy, ratio = pca_2d(x, seed=seed)
     tsne_xy = embed_2d(x, "tsne", seed=seed)
-    return Panels("embedding_maps", (
-        Panel(f"PCA of {feature_set}", lambda ax: _draw_map(
-            ax, pca_xy, y, color_by, f"PC 1 ({ratio[0]:.1%} of the variance)",
-            f"PC 2 ({ratio[1]:.1%} of the variance)")),
-        Panel(f"t-SNE of {feature_set} (perplexity {tsne_perplexity(len(x)):.0f})",
-              lambda ax: _draw_map(ax, tsne_xy, y, color_by, "t-SNE 1", "t-SNE 2")),
-    ), size=(5.6, 4.6))
+    return Panels(
+        "embedding_maps",
+        (
+            Panel(
+                f"PCA of {feature_set}",
+                lambda ax: _draw_map(
+                    ax,
+                    pca_xy,
+                    y,
+                    color_by,
+                    f"PC 1 ({ratio[0]:.1%} of the variance)",
+                    f"PC 2 ({ratio[1]:.1%} of the variance)",
+                ),
+            ),
+            Panel(
+                f"t-SNE of {feature_set} (perplexity {tsne_perplexity(len(x)):.0f})",
+                lambda ax: _draw_map(ax, tsne_xy, y, color_by, "t-SNE 1", "t-SNE 2"),
+            ),
+        ),
+        size=(5.6, 4.6),
+    )
 
 
-def plot_map(xy: np.ndarray, y: np.ndarray, *, title: str, color_by: str,
-             xlabel: str = "", ylabel: str = "") -> Any:
+def plot_map(
+    xy: np.ndarray, y: np.ndarray, *, title: str, color_by: str, xlabel: str = "", ylabel: str = ""
+) -> Any:
     """Scatter of 2-D points coloured by a binary attribute."""
     fig, (ax,) = _figure(1, w=6.0, h=5.0)
     _draw_map(ax, xy, y, color_by, xlabel, ylabel)
@@ -1000,8 +1253,11 @@ BASE_SCORES: tuple[tuple[str, str], ...] = (
     ("retrieval_top5", "retrieval top-5 accuracy"),
 )
 #: each score's chance level: a column of the base table, or a constant
-BASE_CHANCE: dict[str, str | float] = {"accuracy": "accuracy_chance", "balanced_accuracy": 0.5,
-                                       "retrieval_top5": "retrieval_top5_chance"}
+BASE_CHANCE: dict[str, str | float] = {
+    "accuracy": "accuracy_chance",
+    "balanced_accuracy": 0.5,
+    "retrieval_top5": "retrieval_top5_chance",
+}
 
 
 def _base_chance(bases: pd.DataFrame, score: str) -> float:
@@ -1025,26 +1281,46 @@ def plot_bases(bases: pd.DataFrame) -> Any:
     fig, axes = _figure(len(scores) * len(BASE_COSTS), ncols_max=len(BASE_COSTS), w=3.6, h=2.6)
     panels = [(sc, co) for sc in scores for co in BASE_COSTS]
     for ax, ((score, score_label), (cost, cost_label, log, higher)) in zip(
-            axes, panels, strict=True):
+        axes, panels, strict=True
+    ):
         d = bases[bases[score].notna() & bases[cost].notna()]
         if d.empty:
-            ax.text(0.5, 0.5, f"no {cost_label} recorded", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8)
+            ax.text(
+                0.5,
+                0.5,
+                f"no {cost_label} recorded",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+            )
         else:
             x = d[cost].to_numpy(float)
             y = d[score].to_numpy(float)
             front = pareto_front(-x if higher else x, y)
-            ax.scatter(x[~front], y[~front], s=28, facecolors="none", edgecolors="C0",
-                       label="dominated")
+            ax.scatter(
+                x[~front], y[~front], s=28, facecolors="none", edgecolors="C0", label="dominated"
+            )
             ax.scatter(x[front], y[front], s=32, color="C3", label="Pareto front")
             order = np.argsort(x[front])
-            ax.plot(x[front][order], y[front][order], color="C3", lw=1, ls="--",
-                    drawstyle="steps-pre" if higher else "steps-post")
+            ax.plot(
+                x[front][order],
+                y[front][order],
+                color="C3",
+                lw=1,
+                ls="--",
+                drawstyle="steps-pre" if higher else "steps-post",
+            )
             for xi, yi, name in zip(x, y, d["base"], strict=True):
                 right = len(x) > 1 and xi == x.max()  # the rightmost label ends at its point
-                ax.annotate(name, (xi, yi), xytext=(-3 if right else 3, 3),
-                            textcoords="offset points", fontsize=7,
-                            ha="right" if right else "left")
+                ax.annotate(
+                    name,
+                    (xi, yi),
+                    xytext=(-3 if right else 3, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    ha="right" if right else "left",
+                )
             if log and (x > 0).all() and x.max() / x.min() >= 8:  # else minor labels collide
                 from matplotlib.ticker import NullFormatter
 
@@ -1064,8 +1340,9 @@ def plot_bases(bases: pd.DataFrame) -> Any:
     return fig
 
 
-def representative_curves(ok: pd.DataFrame, summary: pd.DataFrame, *,
-                          k: int = MAX_CURVES) -> pd.DataFrame:
+def representative_curves(
+    ok: pd.DataFrame, summary: pd.DataFrame, *, k: int = MAX_CURVES
+) -> pd.DataFrame:
     """Up to ``k`` dense fits with a training history, on the summary's feature set of each
     attribute and its training size and seed: the highest, lowest and median-accuracy ones
     (spread evenly over the fits sorted by test accuracy)."""
@@ -1078,8 +1355,9 @@ def representative_curves(ok: pd.DataFrame, summary: pd.DataFrame, *,
     cand = with_hist.merge(keys, on=["attribute", "feature_set", "train_size", "seed"])
     if cand.empty:
         cand = with_hist
-    cand = cand.sort_values(["accuracy", "attribute", "feature_set"], ascending=[False, True, True],
-                            kind="stable").reset_index(drop=True)
+    cand = cand.sort_values(
+        ["accuracy", "attribute", "feature_set"], ascending=[False, True, True], kind="stable"
+    ).reset_index(drop=True)
     if len(cand) <= k:
         return cand
     picks = sorted(set(np.linspace(0, len(cand) - 1, k).round().astype(int).tolist()))
@@ -1091,14 +1369,18 @@ def curve_panels(rows: pd.DataFrame) -> Panels:
     (the epoch of the lowest validation loss, whose weights early stopping kept, dotted). The
     loss panels share one y-scale, the accuracy panels another."""
     hists = [json.loads(h) for h in rows["history"]]
-    limits = {m: _shared_limits([v for h in hists for key in (m, f"val_{m}")
-                                 for v in (h.get(key) or [])]) for m in ("loss", "accuracy")}
+    limits = {
+        m: _shared_limits([v for h in hists for key in (m, f"val_{m}") for v in (h.get(key) or [])])
+        for m in ("loss", "accuracy")
+    }
     panels = []
     for (_, r), hist in zip(rows.iterrows(), hists, strict=True):
         best = int(np.argmin(hist["val_loss"])) + 1 if hist.get("val_loss") else None
         for metric in ("loss", "accuracy"):
-            def _draw(ax: Any, hist: dict[str, Any] = hist, metric: str = metric,
-                      best: int | None = best) -> None:
+
+            def _draw(
+                ax: Any, hist: dict[str, Any] = hist, metric: str = metric, best: int | None = best
+            ) -> None:
                 for key, style, color in ((metric, "-", "C0"), (f"val_{metric}", "--", "C1")):
                     values = hist.get(key)
                     if values:
@@ -1108,10 +1390,17 @@ def curve_panels(rows: pd.DataFrame) -> Panels:
                 ax.set_ylim(*limits[metric])
                 _style_axes(ax, "epoch", metric)
 
-            panels.append(Panel(f"{r['attribute']} · {r['model']} (n_train {int(r['n_train'])}): "
-                                f"{metric}", _draw))
-    legend = (("train", "#1f77b4", "-"), ("validation", "#ff7f0e", "--"),
-              ("epoch kept (lowest validation loss)", "#808080", ":"))
+            panels.append(
+                Panel(
+                    f"{r['attribute']} · {r['model']} (n_train {int(r['n_train'])}): {metric}",
+                    _draw,
+                )
+            )
+    legend = (
+        ("train", "#1f77b4", "-"),
+        ("validation", "#ff7f0e", "--"),
+        ("epoch kept (lowest validation loss)", "#808080", ":"),
+    )
     return Panels("training_curves", tuple(panels), legend, size=(3.4, 2.4))
 
 
@@ -1188,8 +1477,11 @@ _SORT_JS = """
 """
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-           classes: Sequence[Sequence[str]] | None = None) -> str:
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    classes: Sequence[Sequence[str]] | None = None,
+) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = []
     for i, row in enumerate(rows):
@@ -1211,18 +1503,22 @@ def _num(value: Any) -> str:
 
 def _img(png: bytes, alt: str, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img data-figure="{html.escape(alt)}" alt="{html.escape(alt)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}'
-            "</figcaption></figure>")
+    return (
+        f'<figure><img data-figure="{html.escape(alt)}" alt="{html.escape(alt)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}'
+        "</figcaption></figure>"
+    )
 
 
 def _legend_html(entries: Sequence[tuple[str, str, str]]) -> str:
     if not entries:
         return ""
     cls = {"-": "", "--": " dashed", ":": " dotted"}
-    keys = "".join(f'<span class="key"><span class="sw{cls.get(ls, "")}" '
-                   f'style="border-color:{html.escape(color)}"></span>{html.escape(label)}</span>'
-                   for label, color, ls in entries)
+    keys = "".join(
+        f'<span class="key"><span class="sw{cls.get(ls, "")}" '
+        f'style="border-color:{html.escape(color)}"></span>{html.escape(label)}</span>'
+        for label, color, ls in entries
+    )
     return f'<div class="legend">{keys}</div>'
 
 
@@ -1234,14 +1530,19 @@ def _panels_html(p: Panels, caption: str) -> tuple[str, int]:
     for panel, png in zip(p.panels, p.pngs(), strict=True):
         data = base64.b64encode(png).decode("ascii")
         title = html.escape(panel.title)
-        items.append(f'<div class="panel"><div class="ptitle">{title}</div>'
-                     f'<img data-figure="{html.escape(p.name)}" alt="{html.escape(p.name)}: '
-                     f'{title}" width="{w}" height="{h}" src="data:image/png;base64,{data}">'
-                     "</div>")
+        items.append(
+            f'<div class="panel"><div class="ptitle">{title}</div>'
+            f'<img data-figure="{html.escape(p.name)}" alt="{html.escape(p.name)}: '
+            f'{title}" width="{w}" height="{h}" src="data:image/png;base64,{data}">'
+            "</div>"
+        )
     grid = f"grid-template-columns:repeat(auto-fill,minmax({round(w * 0.8)}px,1fr))"
-    return (f'<figure class="multiples" id="fig-{html.escape(p.name)}">'
-            f'{_legend_html(p.legend)}<div class="panels" style="{grid}">{"".join(items)}</div>'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>", len(items))
+    return (
+        f'<figure class="multiples" id="fig-{html.escape(p.name)}">'
+        f'{_legend_html(p.legend)}<div class="panels" style="{grid}">{"".join(items)}</div>'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>",
+        len(items),
+    )
 
 
 def _p(text: str, cls: str = "note") -> str:
@@ -1266,8 +1567,10 @@ def _scale_html(low: str, high: str) -> str:
     from matplotlib.colors import to_hex
 
     stops = ", ".join(to_hex(colormaps["RdBu"](t)) for t in np.linspace(0, 1, 7))
-    return (f'{html.escape(low)}<span class="scale" style="background:linear-gradient(to right, '
-            f'{stops})"></span>{html.escape(high)}')
+    return (
+        f'{html.escape(low)}<span class="scale" style="background:linear-gradient(to right, '
+        f'{stops})"></span>{html.escape(high)}'
+    )
 
 
 def heatmap_html(table: pd.DataFrame) -> str:
@@ -1286,10 +1589,12 @@ def heatmap_html(table: pd.DataFrame) -> str:
             head2.append(f'<th data-col="{col}" tabindex="0">{html.escape(m)}</th>')
             col += 1
     n = len(models)
-    head = (f'<tr><th rowspan="2" data-col="0" tabindex="0">attribute</th>'
-            f'<th rowspan="2" data-col="1" tabindex="0">positives</th>'
-            f'<th colspan="{n}">{html.escape(GAIN_LABEL)}</th>'
-            f'<th colspan="{n}">balanced accuracy</th></tr><tr>{"".join(head2)}</tr>')
+    head = (
+        f'<tr><th rowspan="2" data-col="0" tabindex="0">attribute</th>'
+        f'<th rowspan="2" data-col="1" tabindex="0">positives</th>'
+        f'<th colspan="{n}">{html.escape(GAIN_LABEL)}</th>'
+        f'<th colspan="{n}">balanced accuracy</th></tr><tr>{"".join(head2)}</tr>'
+    )
     body = []
     for a in attributes:
         pos = float(table.loc[table["attribute"] == a, "positives"].iloc[0])
@@ -1299,38 +1604,55 @@ def heatmap_html(table: pd.DataFrame) -> str:
                 v = float(by.at[(a, m), kind]) if (a, m) in by.index else math.nan
                 norm = v / span if kind == "gain" else (v - 0.5) / 0.5
                 bg, fg = _heat_colour(norm)
-                text = "–" if not math.isfinite(v) else (f"{v:+.3f}" if kind == "gain"
-                                                         else f"{v:.3f}")
+                text = (
+                    "–" if not math.isfinite(v) else (f"{v:+.3f}" if kind == "gain" else f"{v:.3f}")
+                )
                 best = (a, m) in by.index and bool(by.at[(a, m), "best"])
                 mark = ' title="best model"' if best else ""
-                cells.append(f'<td class="h" data-v="{_num(v)}"{mark} style="background:{bg};'
-                             f'color:{fg}">{text}{" ★" if best else ""}</td>')
+                cells.append(
+                    f'<td class="h" data-v="{_num(v)}"{mark} style="background:{bg};'
+                    f'color:{fg}">{text}{" ★" if best else ""}</td>'
+                )
         body.append("<tr>" + "".join(cells) + "</tr>")
-    scales = (f"Colour: {GAIN_LABEL} " + _scale_html(f"{-span:+.2f}", f"{span:+.2f}")
-              + " · balanced accuracy " + _scale_html("0", "1"))
-    return (f'<p class="legend">{scales} · ★ the best model of the attribute</p>'
-            f'<table class="heat sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody>'
-            "</table>")
+    scales = (
+        f"Colour: {GAIN_LABEL} "
+        + _scale_html(f"{-span:+.2f}", f"{span:+.2f}")
+        + " · balanced accuracy "
+        + _scale_html("0", "1")
+    )
+    return (
+        f'<p class="legend">{scales} · ★ the best model of the attribute</p>'
+        f'<table class="heat sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody>'
+        "</table>"
+    )
 
 
 #: The full table's columns in index.html: (heading, full_table column or None, numeric).
 _FULL_HTML: tuple[tuple[str, str, bool], ...] = (
-    ("attribute", "attribute", False), ("model", "model", False),
-    ("positives", "positives", True), ("majority baseline", "majority_baseline", True),
+    ("attribute", "attribute", False),
+    ("model", "model", False),
+    ("positives", "positives", True),
+    ("majority baseline", "majority_baseline", True),
     ("validation accuracy (selection)", "selection_score", True),
-    ("accuracy [95% CI]", "accuracy", True), ("accuracy − baseline", "gain", True),
-    ("balanced accuracy [95% CI]", "balanced_accuracy", True), ("F1", "f1", True),
-    ("ROC AUC [95% CI]", "roc_auc", True), ("Brier", "brier", True),
+    ("accuracy [95% CI]", "accuracy", True),
+    ("accuracy − baseline", "gain", True),
+    ("balanced accuracy [95% CI]", "balanced_accuracy", True),
+    ("F1", "f1", True),
+    ("ROC AUC [95% CI]", "roc_auc", True),
+    ("Brier", "brier", True),
     ("chosen hyper-parameters", "hyperparameters", False),
-    ("p_holm vs baseline", "p_baseline_holm", True), ("beats baseline", "beats_baseline", False),
+    ("p_holm vs baseline", "p_baseline_holm", True),
+    ("beats baseline", "beats_baseline", False),
     ("p_holm AUC vs 0.5", "p_auc_holm", True),
 )
 
 
 def full_table_html(table: pd.DataFrame) -> str:
     """:func:`full_table` as a sortable HTML table (best models' rows in bold)."""
-    head = "".join(f'<th data-col="{i}" data-key="{key}" tabindex="0">{html.escape(h)}</th>'
-                   for i, (h, key, _) in enumerate(_FULL_HTML))
+    head = "".join(
+        f'<th data-col="{i}" data-key="{key}" tabindex="0">{html.escape(h)}</th>'
+        for i, (h, key, _) in enumerate(_FULL_HTML)
+    )
     body = []
     for r in table.itertuples(index=False):
         cells = []
@@ -1354,14 +1676,19 @@ def full_table_html(table: pd.DataFrame) -> str:
                 text = "yes" if v else "no"
             else:
                 text = _fmt(v)
-            cls = ' class="num"' if numeric else (' class="yes"' if key == "beats_baseline"
-                                                  and v else "")
+            cls = (
+                ' class="num"'
+                if numeric
+                else (' class="yes"' if key == "beats_baseline" and v else "")
+            )
             sort = f' data-v="{_num(v)}"' if numeric else ""
             cells.append(f"<td{cls}{sort}>{html.escape(text)}</td>")
         row_cls = ' class="best"' if r.best else ""
         body.append(f"<tr{row_cls}>{''.join(cells)}</tr>")
-    return (f'<table class="full sortable"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+    return (
+        f'<table class="full sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def _href(target: Path, out: Path) -> str:
@@ -1372,14 +1699,17 @@ def _href(target: Path, out: Path) -> str:
 
 def _files_html(layout: store.Layout, out: Path, tables: list[dict[str, Any]]) -> str:
     """The files of the report and the store's results and errors tables, as relative links."""
-    items = ['<li><a href="summary.csv">summary.csv</a>: the summary table, one row per '
-             "attribute</li>",
-             '<li><a href="summary.md">summary.md</a>: the same as Markdown</li>',
-             '<li><a href="table.csv">table.csv</a>: the full table, one row per attribute and '
-             "model</li>"]
+    items = [
+        '<li><a href="summary.csv">summary.csv</a>: the summary table, one row per attribute</li>',
+        '<li><a href="summary.md">summary.md</a>: the same as Markdown</li>',
+        '<li><a href="table.csv">table.csv</a>: the full table, one row per attribute and '
+        "model</li>",
+    ]
     if layout.results.is_dir():
-        items.append(f'<li><a href="{_href(layout.results, out)}">results/</a>: the results '
-                     "table (Parquet), one row per fit, failed fits included</li>")
+        items.append(
+            f'<li><a href="{_href(layout.results, out)}">results/</a>: the results '
+            "table (Parquet), one row per fit, failed fits included</li>"
+        )
     errors = []
     for t in tables:
         path = t.get("errors_path")
@@ -1390,10 +1720,13 @@ def _files_html(layout: store.Layout, out: Path, tables: list[dict[str, Any]]) -
     if errors:
         lines = "".join(
             f'<li><a href="{_href(p, out)}">{html.escape(layout.rel(p))}/</a>: '
-            f'{rows:,} row{"s" if rows != 1 else ""} ({html.escape(tid)})</li>'
-            for rows, tid, p in sorted(errors, key=lambda e: (-e[0], e[1])))
-        items.append(f"<li>errors tables (Parquet: the images a stage could not use, with the "
-                     f"stage and the reason):<ul>{lines}</ul></li>")
+            f"{rows:,} row{'s' if rows != 1 else ''} ({html.escape(tid)})</li>"
+            for rows, tid, p in sorted(errors, key=lambda e: (-e[0], e[1]))
+        )
+        items.append(
+            f"<li>errors tables (Parquet: the images a stage could not use, with the "
+            f"stage and the reason):<ul>{lines}</ul></li>"
+        )
     else:
         items.append("<li>errors tables: none in this store</li>")
     return f'<ul class="files">{"".join(items)}</ul>'
@@ -1402,27 +1735,32 @@ def _files_html(layout: store.Layout, out: Path, tables: list[dict[str, Any]]) -
 # ----------------------------------------------------------------------------- the report
 
 
-def _choose_map_set(store_path: str | os.PathLike[str], ok: pd.DataFrame,
-                    feature_set: str | None) -> str | None:
+def _choose_map_set(
+    store_path: str | os.PathLike[str], ok: pd.DataFrame, feature_set: str | None
+) -> str | None:
     if feature_set:
         store.feature_set_manifest(store_path, feature_set)  # StoreError if unknown
         return feature_set
-    committed = {t["name"]: t["manifest"] for t in store.list_tables(store_path)
-                 if t["kind"] == "features"}
+    committed = {
+        t["name"]: t["manifest"] for t in store.list_tables(store_path) if t["kind"] == "features"
+    }
     used = [fs for fs in ok["feature_set"].unique() if fs in committed] if not ok.empty else []
     if used:  # the largest dimension among the feature sets in the results
         return sorted(used, key=lambda fs: (-int(committed[fs].get("dim") or 0), fs))[0]
     return next(iter(sorted(committed)), None)
 
 
-def _choose_color(store_path: str | os.PathLike[str], summary: pd.DataFrame,
-                  color_by: str | None) -> str | None:
+def _choose_color(
+    store_path: str | os.PathLike[str], summary: pd.DataFrame, color_by: str | None
+) -> str | None:
     labels = store.read_manifest(store.Layout(store_path), "labels")
     known = list(labels["attributes"]) if labels else []
     if color_by:
         if color_by not in known:
-            raise StoreError(f"--color-by {color_by!r}: not an attribute of the labels table "
-                             f"({', '.join(known[:8])}{', ...' if len(known) > 8 else ''})")
+            raise StoreError(
+                f"--color-by {color_by!r}: not an attribute of the labels table "
+                f"({', '.join(known[:8])}{', ...' if len(known) > 8 else ''})"
+            )
         return color_by
     if not summary.empty:  # the attribute the models separate best from its baseline
         gain = summary["best_accuracy"] - summary["majority_baseline"]
@@ -1446,12 +1784,20 @@ def replaced_rows(layout: store.Layout, results: pd.DataFrame) -> str:
             out.append(f"{int(old.sum())} rows of {fs} ({state})")
     if not out:
         return ""
-    return ("these results rows describe a feature set version that no longer exists: "
-            + "; ".join(out) + " (re-run `featstore train` to refit them)")
+    return (
+        "these results rows describe a feature set version that no longer exists: "
+        + "; ".join(out)
+        + " (re-run `featstore train` to refit them)"
+    )
 
 
-def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-                 feature_set: str | None = None, color_by: str | None = None) -> ReportSummary:
+def build_report(
+    store_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    feature_set: str | None = None,
+    color_by: str | None = None,
+) -> ReportSummary:
     """Write ``index.html``, ``summary.csv``, ``summary.md`` and ``table.csv`` of the store's
     results table to ``out_dir`` (created). ``feature_set``: the feature set of the PCA / t-SNE
     maps (default: the largest-dimension feature set in the results); ``color_by``: the
@@ -1465,8 +1811,9 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     layout = store.open_store(store_path)
     results_manifest = store.read_manifest(layout, "results")
     if results_manifest is None:
-        raise StoreError(f"{layout.results}: no committed results table (run `featstore train` "
-                         "first)")
+        raise StoreError(
+            f"{layout.results}: no committed results table (run `featstore train` first)"
+        )
     results = store.read_results(layout.root)
     phases.lap("statistics")
     from featstore import multiclass
@@ -1485,8 +1832,14 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     train_size, seed = summary_group(ok) if not ok.empty else (None, None)
     models = tuple(order_models(ok["model"].unique())) if not ok.empty else ()
     summary_set = str(summary["feature_set"].iloc[0]) if not summary.empty else None
-    logger.info("results: %d ok, %d failed fits; summary of %d attributes at train_size %s, "
-                "seed %s", len(ok), len(failed), len(summary), train_size, seed)
+    logger.info(
+        "results: %d ok, %d failed fits; summary of %d attributes at train_size %s, seed %s",
+        len(ok),
+        len(failed),
+        len(summary),
+        train_size,
+        seed,
+    )
     out = Path(out_dir).expanduser().resolve()
 
     figures: list[str] = []
@@ -1519,13 +1872,15 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     parts["summary"].append(
         '<p class="note">Files: <a href="summary.csv">summary.csv</a> · '
         '<a href="summary.md">summary.md</a> · <a href="table.csv">table.csv</a> · the results '
-        'and errors tables of the store: <a href="#files">Files and errors tables</a></p>')
+        'and errors tables of the store: <a href="#files">Files and errors tables</a></p>'
+    )
     if cells:
         model_col = headers.index("best")
         base_col = headers.index("beats baseline")
         best_col = headers.index("best beats all others")
-        classes = [["num" if 2 <= j < model_col else "" for j in range(len(headers))]
-                   for _ in cells]
+        classes = [
+            ["num" if 2 <= j < model_col else "" for j in range(len(headers))] for _ in cells
+        ]
         for i, (_, r) in enumerate(summary.iterrows()):
             if r["beats_baseline"]:
                 classes[i][base_col] = "yes"
@@ -1533,43 +1888,51 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
                     classes[i][best_col] = "yes"
         parts["summary"].append(_table(headers, cells, classes))
         size_text = "the whole train split" if train_size == 0 else f"{train_size} rows"
-        parts["summary"].append(_p(
-            f"Successful fits at training size {train_size} ({size_text}), seed {seed}, on one "
-            "feature set for every attribute (the largest dimension; chosen without looking at "
-            "test accuracy, the other sets are in the accuracy-against-dimension plot). "
-            "How the winner is chosen: every probe is fitted and tuned on the train "
-            "split only (lasso's C by cross-validation, the forest's max_features out of bag, "
-            "both by the one-standard-error rule; the dense head stops early on a held-out "
-            "tenth of the training rows), then scored once on the validation split: 'best' is "
-            "the probe of highest validation accuracy (selection_score; ties: lasso, forest, "
-            "dense). Which split each number comes from: the accuracies, intervals and "
-            "tests are on the test split, touched once, after every choice was made. What "
-            "the intervals resample: 95% Wilson intervals for accuracy, widened by the "
-            "design effect of the people in the test split where the store knows identities "
-            "(CelebA: ~20 images per person are not 20 independent draws); the balanced "
-            "accuracy and AUC intervals of the full table are bootstraps that resample people. "
-            "With several seeds the cell also shows the mean ± sd of the test accuracy over "
-            "them. 'Best beats all others': every McNemar test of the best model against "
-            f"another model is significant at {ALPHA} after Holm's correction across the "
-            "attributes of one feature set, training size, seed and model pair; p_holm is the "
-            "largest of those adjusted p-values. 'Beats baseline': the best model is more "
-            "accurate than always predicting the training majority class and McNemar's test "
-            "of the two on the same test images is significant at "
-            f"{ALPHA} after Holm's correction across every model and attribute of this table "
-            "(one family for the report, evaluate and the notebooks). 'AUC above chance': the "
-            "best model's test scores rank positives above negatives (one-sided Mann-Whitney, "
-            "AUC against 0.5), Holm-corrected in the same family: McNemar against a constant "
-            "has no power on rare attributes, this test has. A best model that does not beat "
-            "the baseline is never reported as beating the others ('no: not above "
-            "baseline'), in summary.csv too (beats_all; beats_all_models keeps the "
-            "comparison alone).", "note"))
+        parts["summary"].append(
+            _p(
+                f"Successful fits at training size {train_size} ({size_text}), seed {seed}, on one "
+                "feature set for every attribute (the largest dimension; chosen without looking at "
+                "test accuracy, the other sets are in the accuracy-against-dimension plot). "
+                "How the winner is chosen: every probe is fitted and tuned on the train "
+                "split only (lasso's C by cross-validation, the forest's max_features out of bag, "
+                "both by the one-standard-error rule; the dense head stops early on a held-out "
+                "tenth of the training rows), then scored once on the validation split: 'best' is "
+                "the probe of highest validation accuracy (selection_score; ties: lasso, forest, "
+                "dense). Which split each number comes from: the accuracies, intervals and "
+                "tests are on the test split, touched once, after every choice was made. What "
+                "the intervals resample: 95% Wilson intervals for accuracy, widened by the "
+                "design effect of the people in the test split where the store knows identities "
+                "(CelebA: ~20 images per person are not 20 independent draws); the balanced "
+                "accuracy and AUC intervals of the full table are bootstraps that resample people. "
+                "With several seeds the cell also shows the mean ± sd of the test accuracy over "
+                "them. 'Best beats all others': every McNemar test of the best model against "
+                f"another model is significant at {ALPHA} after Holm's correction across the "
+                "attributes of one feature set, training size, seed and model pair; p_holm is the "
+                "largest of those adjusted p-values. 'Beats baseline': the best model is more "
+                "accurate than always predicting the training majority class and McNemar's test "
+                "of the two on the same test images is significant at "
+                f"{ALPHA} after Holm's correction across every model and attribute of this table "
+                "(one family for the report, evaluate and the notebooks). 'AUC above chance': the "
+                "best model's test scores rank positives above negatives (one-sided Mann-Whitney, "
+                "AUC against 0.5), Holm-corrected in the same family: McNemar against a constant "
+                "has no power on rare attributes, this test has. A best model that does not beat "
+                "the baseline is never reported as beating the others ('no: not above "
+                "baseline'), in summary.csv too (beats_all; beats_all_models keeps the "
+                "comparison alone).",
+                "note",
+            )
+        )
         for line in _score_notes(layout.root, ok, results):
             parts["summary"].append(_p(line, "warn"))
     elif multi_ok.empty:
         parts["summary"].append(_p("No successful fits in the results table."))
     else:
-        parts["summary"].append(_p("No binary attribute fits: this store's results are "
-                                   "multi-class (see Multi-class targets)."))
+        parts["summary"].append(
+            _p(
+                "No binary attribute fits: this store's results are "
+                "multi-class (see Multi-class targets)."
+            )
+        )
 
     # --- multi-class targets
     multi_summary = None
@@ -1585,28 +1948,55 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     phases.lap("bases")
     from featstore.compare import base_table
 
-    at_group = (ok[(ok["train_size"] == train_size) & (ok["seed"] == seed)]
-                if not ok.empty else ok)
+    at_group = ok[(ok["train_size"] == train_size) & (ok["seed"] == seed)] if not ok.empty else ok
     bases = base_table(layout.root, at_group)
     if len(bases) > 1:
-        parts["bases"].append(_table(
-            ["base", "input", "params", "GFLOPs", "images/s", "validation acc. (chosen by)",
-             "test accuracy", "test balanced acc.", "chosen probe", "retrieval top-5"],
-            [[r.base, r.input_hw, _fmt_int(r.params), _fmt(r.flops / 1e9, 2),
-              _fmt(r.images_per_second, 1), _fmt(r.selection_score), _fmt(r.accuracy),
-              _fmt(r.balanced_accuracy), r.probe, _fmt(r.retrieval_top5)]
-             for r in bases.itertuples(index=False)]))
+        parts["bases"].append(
+            _table(
+                [
+                    "base",
+                    "input",
+                    "params",
+                    "GFLOPs",
+                    "images/s",
+                    "validation acc. (chosen by)",
+                    "test accuracy",
+                    "test balanced acc.",
+                    "chosen probe",
+                    "retrieval top-5",
+                ],
+                [
+                    [
+                        r.base,
+                        r.input_hw,
+                        _fmt_int(r.params),
+                        _fmt(r.flops / 1e9, 2),
+                        _fmt(r.images_per_second, 1),
+                        _fmt(r.selection_score),
+                        _fmt(r.accuracy),
+                        _fmt(r.balanced_accuracy),
+                        r.probe,
+                        _fmt(r.retrieval_top5),
+                    ]
+                    for r in bases.itertuples(index=False)
+                ],
+            )
+        )
         if bases[[c for c, _ in BASE_SCORES]].notna().any().any():
-            add_figure("bases", "which_base", plot_bases(bases),
-                       f"Each conv base's scores against its cost. Accuracy and balanced accuracy: "
-                       f"the test scores, mean over attributes at training size {train_size}, of "
-                       "the base's (feature set, probe) pair with the best mean validation "
-                       "accuracy (chosen off the test split; the test split gives the estimate). "
-                       "Retrieval top-5: top-5 accuracy (a neighbour shares the query's label), "
-                       "mean over attributes, on the base's raw feature set. Parameters "
-                       "and FLOPs per image of the base at its input size, and images/s of its "
-                       "extraction, from the feature set's manifest. Filled and joined: the "
-                       "Pareto front (no other base is both cheaper and more accurate).")
+            add_figure(
+                "bases",
+                "which_base",
+                plot_bases(bases),
+                f"Each conv base's scores against its cost. Accuracy and balanced accuracy: "
+                f"the test scores, mean over attributes at training size {train_size}, of "
+                "the base's (feature set, probe) pair with the best mean validation "
+                "accuracy (chosen off the test split; the test split gives the estimate). "
+                "Retrieval top-5: top-5 accuracy (a neighbour shares the query's label), "
+                "mean over attributes, on the base's raw feature set. Parameters "
+                "and FLOPs per image of the base at its input size, and images/s of its "
+                "extraction, from the feature set's manifest. Filled and joined: the "
+                "Pareto front (no other base is both cheaper and more accurate).",
+            )
     else:
         parts.pop("bases")
 
@@ -1614,33 +2004,46 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     phases.lap("tables")
     if not table.empty:
         parts["heatmap"].append(heatmap_html(table))
-        parts["heatmap"].append(_p(
-            f"Every attribute (rows) and model (columns) at {where}. Accuracy minus the "
-            "majority baseline: how far a model is above always predicting the training "
-            "majority class (0: no better; the baseline is high for rare attributes, where "
-            "accuracy alone flatters). Balanced accuracy: the mean of the recalls of the two "
-            "classes (0.5: chance, whatever the label balance). Positives: the share of test "
-            "images with the attribute. Click a heading to sort."))
+        parts["heatmap"].append(
+            _p(
+                f"Every attribute (rows) and model (columns) at {where}. Accuracy minus the "
+                "majority baseline: how far a model is above always predicting the training "
+                "majority class (0: no better; the baseline is high for rare attributes, where "
+                "accuracy alone flatters). Balanced accuracy: the mean of the recalls of the two "
+                "classes (0.5: chance, whatever the label balance). Positives: the share of test "
+                "images with the attribute. Click a heading to sort."
+            )
+        )
         parts["table"].append(full_table_html(table))
-        parts["table"].append(_p(
-            f"One row per attribute and model at {where} (also in table.csv); the best model "
-            "of each attribute (highest validation accuracy) in bold. Validation accuracy: "
-            "what the probe was chosen by. Test accuracy with its 95% Wilson interval (by "
-            "identity where known); balanced accuracy and ROC AUC with 95% bootstrap intervals "
-            "that resample people; Brier: the mean squared error of the test scores. p_holm vs "
-            "baseline: McNemar's test against the training-majority constant; p_holm AUC vs "
-            "0.5: the one-sided Mann-Whitney test of the scores; both Holm-corrected across "
-            "every model and attribute of the table (the summary's family). Chosen "
-            "hyper-parameters: C of the lasso (cross-validation), max_features of the forest "
-            "(out of bag or cross-validated), both by the one-standard-error rule; the epochs of "
-            "the dense head (early stopping on a held-out tenth of the training rows). Click a "
-            "heading to sort."))
+        parts["table"].append(
+            _p(
+                f"One row per attribute and model at {where} (also in table.csv); the best model "
+                "of each attribute (highest validation accuracy) in bold. Validation accuracy: "
+                "what the probe was chosen by. Test accuracy with its 95% Wilson interval (by "
+                "identity where known); balanced accuracy and ROC AUC with 95% bootstrap intervals "
+                "that resample people; Brier: the mean squared error of the test scores. p_holm vs "
+                "baseline: McNemar's test against the training-majority constant; p_holm AUC vs "
+                "0.5: the one-sided Mann-Whitney test of the scores; both Holm-corrected across "
+                "every model and attribute of the table (the summary's family). Chosen "
+                "hyper-parameters: C of the lasso (cross-validation), max_features of the forest "
+                "(out of bag or cross-validated), both by the one-standard-error rule; the epochs of "
+                "the dense head (early stopping on a held-out tenth of the training rows). Click a "
+                "heading to sort."
+            )
+        )
         hp = hyperparameter_summary(ok)
         if hp:
             parts["table"].append("<h3>Chosen hyper-parameters</h3>")
-            parts["table"].append(_table(["model", "hyper-parameter",
-                                          f"chosen over the {len(summary)} attributes (count)"],
-                                         [list(row) for row in hp]))
+            parts["table"].append(
+                _table(
+                    [
+                        "model",
+                        "hyper-parameter",
+                        f"chosen over the {len(summary)} attributes (count)",
+                    ],
+                    [list(row) for row in hp],
+                )
+            )
     else:
         parts["heatmap"].append(_p("No successful fits."))
         parts["table"].append(_p("No successful fits."))
@@ -1652,28 +2055,36 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         roc = roc_panels(fits, summary)
         missing = int(fits["roc_fpr"].isna().sum())
         if roc.panels:
-            add_panels("roc", roc,
-                       f"Test ROC curves at {where}: every model of each attribute, the best "
-                       "model (the summary's, by validation accuracy) thick and solid, the "
-                       "others dashed; "
-                       "dotted: chance. AUC: the best model's.")
+            add_panels(
+                "roc",
+                roc,
+                f"Test ROC curves at {where}: every model of each attribute, the best "
+                "model (the summary's, by validation accuracy) thick and solid, the "
+                "others dashed; "
+                "dotted: chance. AUC: the best model's.",
+            )
         if missing:
-            parts["roc"].append(_p(
-                f"{missing} of {len(fits)} fits have no ROC points: fits whose test labels are "
-                "of one class, or results written by a featstore that did not store them "
-                "(`featstore train --overwrite` fits them again with the points)."))
+            parts["roc"].append(
+                _p(
+                    f"{missing} of {len(fits)} fits have no ROC points: fits whose test labels are "
+                    "of one class, or results written by a featstore that did not store them "
+                    "(`featstore train --overwrite` fits them again with the points)."
+                )
+            )
     else:
         parts["roc"].append(_p("No successful fits."))
 
     # --- accuracy against dimension
     phases.lap("accuracy plots")
     if not ok.empty:
-        add_panels("dimension", accuracy_panels(at_group, "dim", "feature dimension",
-                                                name="accuracy_vs_dimension"),
-                   f"Test accuracy minus the attribute's majority baseline against feature "
-                   f"dimension at training size {train_size}, seed {seed}: one y-scale for "
-                   "every panel, 0 (dotted) is the baseline; feature sets of equal dimension "
-                   "are averaged; first panel: mean over attributes.")
+        add_panels(
+            "dimension",
+            accuracy_panels(at_group, "dim", "feature dimension", name="accuracy_vs_dimension"),
+            f"Test accuracy minus the attribute's majority baseline against feature "
+            f"dimension at training size {train_size}, seed {seed}: one y-scale for "
+            "every panel, 0 (dotted) is the baseline; feature sets of equal dimension "
+            "are averaged; first panel: mean over attributes.",
+        )
     else:
         parts["dimension"].append(_p("No successful fits."))
 
@@ -1683,13 +2094,19 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         dims = ok.groupby("feature_set")["dim"].max()
         order = sorted(n_sizes.index, key=lambda fs: (-n_sizes[fs], fs != map_set, -dims[fs], fs))
         size_set = order[0]
-        add_panels("train-size",
-                   accuracy_panels(ok[ok["feature_set"] == size_set], "n_train",
-                                   "training rows", name="accuracy_vs_train_size"),
-                   f"Test accuracy minus the majority baseline against training rows on "
-                   f"{size_set} (the feature set with the most training sizes: "
-                   f"{int(n_sizes[size_set])}), mean over seeds; one y-scale for every panel, 0 "
-                   "(dotted) is the baseline.")
+        add_panels(
+            "train-size",
+            accuracy_panels(
+                ok[ok["feature_set"] == size_set],
+                "n_train",
+                "training rows",
+                name="accuracy_vs_train_size",
+            ),
+            f"Test accuracy minus the majority baseline against training rows on "
+            f"{size_set} (the feature set with the most training sizes: "
+            f"{int(n_sizes[size_set])}), mean over seeds; one y-scale for every panel, 0 "
+            "(dotted) is the baseline.",
+        )
     else:
         parts["train-size"].append(_p("No successful fits."))
 
@@ -1697,12 +2114,16 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     phases.lap("confusion matrices")
     if not summary.empty:
         keys = summary[["attribute", "feature_set", "train_size", "seed", "best_model"]].rename(
-            columns={"best_model": "model"})
+            columns={"best_model": "model"}
+        )
         best_rows = keys.merge(ok, on=["attribute", "feature_set", "train_size", "seed", "model"])
-        add_panels("confusion", confusion_panels(best_rows),
-                   f"Test confusion matrices of the best model per attribute (the summary's "
-                   f"choice, on {summary_set}): rows the true class, columns the predicted one; "
-                   "count and share of the true class; colour: that share.")
+        add_panels(
+            "confusion",
+            confusion_panels(best_rows),
+            f"Test confusion matrices of the best model per attribute (the summary's "
+            f"choice, on {summary_set}): rows the true class, columns the predicted one; "
+            "count and share of the true class; colour: that share.",
+        )
     else:
         parts["confusion"].append(_p("No successful fits."))
 
@@ -1712,55 +2133,90 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
         fits = summary_fits(ok)
         cal = calibration_panels(fits)
         if cal.panels:
-            add_panels("calibration", cal,
-                       f"Calibration of the test scores at {where}, every attribute pooled per "
-                       "model: the share of positives among the test images whose score fell "
-                       "in each tenth of [0, 1], against their mean score (dotted: perfect "
-                       "calibration; point size: images in the bin). Brier: the mean squared "
-                       "error of the scores, averaged over the attributes (lower is better; "
-                       "0.25 for a constant 0.5). Scores are probabilities: the lasso's and the "
-                       "dense head's sigmoid, the forest's share of trees.")
+            add_panels(
+                "calibration",
+                cal,
+                f"Calibration of the test scores at {where}, every attribute pooled per "
+                "model: the share of positives among the test images whose score fell "
+                "in each tenth of [0, 1], against their mean score (dotted: perfect "
+                "calibration; point size: images in the bin). Brier: the mean squared "
+                "error of the scores, averaged over the attributes (lower is better; "
+                "0.25 for a constant 0.5). Scores are probabilities: the lasso's and the "
+                "dense head's sigmoid, the forest's share of trees.",
+            )
         else:
-            parts["calibration"].append(_p(
-                "No fit stores its test scores (results written before y_score existed: "
-                "`featstore train` fits them again with the scores)."))
+            parts["calibration"].append(
+                _p(
+                    "No fit stores its test scores (results written before y_score existed: "
+                    "`featstore train` fits them again with the scores)."
+                )
+            )
     else:
         parts["calibration"].append(_p("No successful fits."))
 
     # --- seeds
     seeds = seed_table(ok)
     if seeds.empty:
-        parts["seeds"].append(_p(
-            "Every cell was run with one seed: no spread over training draws to show (the "
-            "study configs, conf/train.yaml and conf/seed_male_8k.yaml, run three)."))
+        parts["seeds"].append(
+            _p(
+                "Every cell was run with one seed: no spread over training draws to show (the "
+                "study configs, conf/train.yaml and conf/seed_male_8k.yaml, run three)."
+            )
+        )
     else:
-        parts["seeds"].append(_table(
-            ["attribute", "feature set", "training size", "model", "seeds",
-             "test accuracy mean ± sd", "validation accuracy mean ± sd"],
-            [[r.attribute, r.feature_set, int(r.train_size), r.model, int(r.seeds),
-              f"{r.accuracy_mean:.3f} ± {r.accuracy_sd:.3f}",
-              "–" if pd.isna(r.selection_mean) else
-              f"{r.selection_mean:.3f} ± {r.selection_sd:.3f}"]
-             for r in seeds.itertuples(index=False)]))
-        parts["seeds"].append(_p(
-            "Cells fitted with several seeds (a new draw of the training subsample, the CV "
-            "folds, the bootstrap samples and the weight initialisation each): the mean and "
-            "standard deviation over the seeds. A difference between two probes smaller than "
-            "these spreads is not a finding."))
+        parts["seeds"].append(
+            _table(
+                [
+                    "attribute",
+                    "feature set",
+                    "training size",
+                    "model",
+                    "seeds",
+                    "test accuracy mean ± sd",
+                    "validation accuracy mean ± sd",
+                ],
+                [
+                    [
+                        r.attribute,
+                        r.feature_set,
+                        int(r.train_size),
+                        r.model,
+                        int(r.seeds),
+                        f"{r.accuracy_mean:.3f} ± {r.accuracy_sd:.3f}",
+                        "–"
+                        if pd.isna(r.selection_mean)
+                        else f"{r.selection_mean:.3f} ± {r.selection_sd:.3f}",
+                    ]
+                    for r in seeds.itertuples(index=False)
+                ],
+            )
+        )
+        parts["seeds"].append(
+            _p(
+                "Cells fitted with several seeds (a new draw of the training subsample, the CV "
+                "folds, the bootstrap samples and the weight initialisation each): the mean and "
+                "standard deviation over the seeds. A difference between two probes smaller than "
+                "these spreads is not a finding."
+            )
+        )
 
     # --- maps
     phases.lap("PCA and t-SNE maps")
     if map_set is not None and color is not None:
         x, y = map_points(layout.root, map_set, color)
         if len(x) >= 3:
-            parts["maps"].append(_p(
-                f"{len(x)} test images of {map_set} (dim {x.shape[1]}), coloured by {color}."))
-            add_panels("maps", map_panels(x, y, feature_set=map_set, color_by=color),
-                       f"Left: the first two principal components of the test embeddings (axes: "
-                       f"the share of their variance each explains). Right: t-SNE (perplexity "
-                       f"{tsne_perplexity(len(x)):.0f}, on the first 50 principal components of a "
-                       f"larger dimension); "
-                       f"its axes have no units. Coloured by {color}.")
+            parts["maps"].append(
+                _p(f"{len(x)} test images of {map_set} (dim {x.shape[1]}), coloured by {color}.")
+            )
+            add_panels(
+                "maps",
+                map_panels(x, y, feature_set=map_set, color_by=color),
+                f"Left: the first two principal components of the test embeddings (axes: "
+                f"the share of their variance each explains). Right: t-SNE (perplexity "
+                f"{tsne_perplexity(len(x)):.0f}, on the first 50 principal components of a "
+                f"larger dimension); "
+                f"its axes have no units. Coloured by {color}.",
+            )
         else:
             parts["maps"].append(_p(f"{map_set}: fewer than 3 images; no map."))
     else:
@@ -1770,10 +2226,13 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     phases.lap("training curves")
     curves = representative_curves(ok, summary) if not ok.empty else ok
     if len(curves):
-        add_panels("curves", curve_panels(curves),
-                   "Loss and accuracy per epoch of the dense heads with the highest, median and "
-                   "lowest test accuracy in the summary; the loss panels share one y-scale, the "
-                   "accuracy panels another.")
+        add_panels(
+            "curves",
+            curve_panels(curves),
+            "Loss and accuracy per epoch of the dense heads with the highest, median and "
+            "lowest test accuracy in the summary; the loss panels share one y-scale, the "
+            "accuracy panels another.",
+        )
     else:
         parts["curves"].append(_p("No dense heads with a training history in the results."))
 
@@ -1781,28 +2240,62 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     phases.lap("manifests and files")
     # every committed feature set: the raw (extracted) sets too, which no probe trains on
     # when the grid runs on their reductions
-    used = sorted(set(results["feature_set"].dropna().unique())
-                  | {t["name"] for t in store.list_tables(layout.root) if t["kind"] == "features"})
+    used = sorted(
+        set(results["feature_set"].dropna().unique())
+        | {t["name"] for t in store.list_tables(layout.root) if t["kind"] == "features"}
+    )
     if map_set is not None and map_set not in used:
         used.append(map_set)
     mrows = manifest_rows(layout.root, used)
-    mcols = ["feature_set", "model", "layers", "pooling", "weights", "reducer", "dim", "ok",
-             "errors", "created"]
-    parts["feature-sets"].append(_table(
-        ["feature set", "model", "layers", "pooling", "weights", "reduced by", "dim",
-         "images ok", "errors", "created"],
-        [[r.get(c) for c in mcols] if r["committed"]
-         else [r["feature_set"], "not committed", *[""] * (len(mcols) - 2)] for r in mrows]))
+    mcols = [
+        "feature_set",
+        "model",
+        "layers",
+        "pooling",
+        "weights",
+        "reducer",
+        "dim",
+        "ok",
+        "errors",
+        "created",
+    ]
+    parts["feature-sets"].append(
+        _table(
+            [
+                "feature set",
+                "model",
+                "layers",
+                "pooling",
+                "weights",
+                "reduced by",
+                "dim",
+                "images ok",
+                "errors",
+                "created",
+            ],
+            [
+                [r.get(c) for c in mcols]
+                if r["committed"]
+                else [r["feature_set"], "not committed", *[""] * (len(mcols) - 2)]
+                for r in mrows
+            ],
+        )
+    )
 
     # --- failed fits
     if failed.empty:
         parts["failed"].append(_p("None: every fit in the results table succeeded."))
     else:
-        parts["failed"].append(_p(f"{len(failed)} fit{'s' if len(failed) != 1 else ''} failed; "
-                                  "they are the rows with status 'error' in the results table."))
+        parts["failed"].append(
+            _p(
+                f"{len(failed)} fit{'s' if len(failed) != 1 else ''} failed; "
+                "they are the rows with status 'error' in the results table."
+            )
+        )
         counts = failed.groupby("reason", dropna=False).size().sort_values(ascending=False)
-        parts["failed"].append(_table(["reason", "fits"],
-                                      [[str(k), int(v)] for k, v in counts.items()]))
+        parts["failed"].append(
+            _table(["reason", "fits"], [[str(k), int(v)] for k, v in counts.items()])
+        )
         fcols = ["attribute", "feature_set", "model", "train_size", "seed", "reason"]
         shown = failed[fcols].head(MAX_FAILED_ROWS)
         parts["failed"].append(_table(fcols, shown.astype(object).values.tolist()))
@@ -1811,14 +2304,26 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
 
     # --- files
     parts["files"].append(_files_html(layout, out, store.list_tables(layout.root)))
-    parts["files"].append(_p(
-        "Links are relative to this folder, so they work wherever the store and the report "
-        "folder are opened together. The tables are Parquet folders: read them with DuckDB, "
-        "pandas, polars, pyarrow or Spark (see the README)."))
+    parts["files"].append(
+        _p(
+            "Links are relative to this folder, so they work wherever the store and the report "
+            "folder are opened together. The tables are Parquet folders: read them with DuckDB, "
+            "pandas, polars, pyarrow or Spark (see the README)."
+        )
+    )
 
     if ok.empty and not multi_ok.empty:  # a multi-class study only: no empty binary sections
-        for sid in ("heatmap", "table", "roc", "dimension", "train-size", "confusion",
-                    "calibration", "seeds", "curves"):
+        for sid in (
+            "heatmap",
+            "table",
+            "roc",
+            "dimension",
+            "train-size",
+            "confusion",
+            "calibration",
+            "seeds",
+            "curves",
+        ):
             parts.pop(sid, None)
 
     # --- write
@@ -1827,18 +2332,24 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     shown_sections = [(sid, title) for sid, title in SECTIONS if sid in parts]
     nav = "".join(f'<a href="#{sid}">{html.escape(title)}</a>' for sid, title in shown_sections)
-    body = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{"".join(parts[sid])}'
-                   "</section>" for sid, title in shown_sections)
-    meta = (f"Store {layout.root} · results table of {results_manifest.get('created', '?')}: "
-            f"{len(ok)} successful and {len(failed)} failed fits, {ok['attribute'].nunique()} "
-            f"attributes, models {', '.join(models) or '–'} · report made {created}")
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>featstore report: {html.escape(layout.root.name)}</title>"
-            f"<style>{_CSS}</style></head><body>"
-            f"<h1>featstore report: {html.escape(layout.root.name)}</h1>"
-            f"<p class=\"meta\">{html.escape(meta)}</p><nav>{nav}</nav>{body}"
-            f"<script>{_SORT_JS}</script></body></html>\n")
+    body = "".join(
+        f'<section id="{sid}"><h2>{html.escape(title)}</h2>{"".join(parts[sid])}</section>'
+        for sid, title in shown_sections
+    )
+    meta = (
+        f"Store {layout.root} · results table of {results_manifest.get('created', '?')}: "
+        f"{len(ok)} successful and {len(failed)} failed fits, {ok['attribute'].nunique()} "
+        f"attributes, models {', '.join(models) or '–'} · report made {created}"
+    )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>featstore report: {html.escape(layout.root.name)}</title>"
+        f"<style>{_CSS}</style></head><body>"
+        f"<h1>featstore report: {html.escape(layout.root.name)}</h1>"
+        f'<p class="meta">{html.escape(meta)}</p><nav>{nav}</nav>{body}'
+        f"<script>{_SORT_JS}</script></body></html>\n"
+    )
     index = out / "index.html"
     csv_path = out / "summary.csv"
     md_path = out / "summary.md"
@@ -1853,12 +2364,28 @@ def build_report(store_path: str | os.PathLike[str], out_dir: str | os.PathLike[
     phases.lap(None)
     logger.info("report with %d figures (%d images) written to %s", len(figures), n_images, index)
     return ReportSummary(
-        store=str(layout.root), out_dir=str(out), index_html=str(index),
-        summary_csv=str(csv_path), summary_md=str(md_path), figures=tuple(figures),
-        rows_ok=len(ok), rows_error=len(failed), attributes=len(summary), models=models,
-        train_size=train_size, seed=seed, map_feature_set=map_set, color_by=color,
-        markdown=markdown, summary=summary, table_csv=str(table_path), table=table,
-        images=n_images, timing=phases, multiclass_rows=len(multi_ok))
+        store=str(layout.root),
+        out_dir=str(out),
+        index_html=str(index),
+        summary_csv=str(csv_path),
+        summary_md=str(md_path),
+        figures=tuple(figures),
+        rows_ok=len(ok),
+        rows_error=len(failed),
+        attributes=len(summary),
+        models=models,
+        train_size=train_size,
+        seed=seed,
+        map_feature_set=map_set,
+        color_by=color,
+        markdown=markdown,
+        summary=summary,
+        table_csv=str(table_path),
+        table=table,
+        images=n_images,
+        timing=phases,
+        multiclass_rows=len(multi_ok),
+    )
 
 
 def _score_notes(root: Path, ok: pd.DataFrame, results: pd.DataFrame) -> list[str]:
@@ -1873,15 +2400,19 @@ def _score_notes(root: Path, ok: pd.DataFrame, results: pd.DataFrame) -> list[st
         except StoreError:
             continue
         if flag:
-            notes.append(f"Feature set {name} is {flag}: the probes standardize it, but its "
-                         "results say more about the layer, pooling or weights than about "
-                         "the attributes.")
+            notes.append(
+                f"Feature set {name} is {flag}: the probes standardize it, but its "
+                "results say more about the layer, pooling or weights than about "
+                "the attributes."
+            )
     old = int(ok["selection_score"].isna().sum())
     if old:
-        notes.append(f"{old} of {len(ok)} fits were written before featstore recorded "
-                     "selection_score and y_score: where a probe lacks it, 'best' falls back "
-                     "to test accuracy (marked 'by test: old fits') and those fits have no "
-                     "calibration or AUC test; `featstore train` fits them again.")
+        notes.append(
+            f"{old} of {len(ok)} fits were written before featstore recorded "
+            "selection_score and y_score: where a probe lacks it, 'best' falls back "
+            "to test accuracy (marked 'by test: old fits') and those fits have no "
+            "calibration or AUC test; `featstore train` fits them again."
+        )
     return notes
 
 

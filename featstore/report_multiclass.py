@@ -21,10 +21,14 @@ def shown_group(ok: pd.DataFrame) -> pd.DataFrame:
     """The rows the figures show: one (feature set, training size, seed), the feature set of
     largest dimension, the largest training size (0: the whole split) and the smallest seed."""
     keyed = ok.assign(_size=ok["train_size"].where(ok["train_size"] > 0, np.iinfo(np.int64).max))
-    first = keyed.sort_values(["dim", "_size", "seed", "feature_set"],
-                              ascending=[False, False, True, True]).iloc[0]
-    return ok[(ok["feature_set"] == first["feature_set"])
-              & (ok["train_size"] == first["train_size"]) & (ok["seed"] == first["seed"])]
+    first = keyed.sort_values(
+        ["dim", "_size", "seed", "feature_set"], ascending=[False, False, True, True]
+    ).iloc[0]
+    return ok[
+        (ok["feature_set"] == first["feature_set"])
+        & (ok["train_size"] == first["train_size"])
+        & (ok["seed"] == first["seed"])
+    ]
 
 
 def confusion_panels(rows: pd.DataFrame) -> Any:
@@ -45,17 +49,25 @@ def confusion_panels(rows: pd.DataFrame) -> Any:
             k = len(names)
             for i in range(k):
                 for j in range(k):
-                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
-                            fontsize=8 if k <= 8 else 6,
-                            color="white" if share[i, j] > 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(cm[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=8 if k <= 8 else 6,
+                        color="white" if share[i, j] > 0.6 else "black",
+                    )
             ax.set_xticks(range(k), names, fontsize=7, rotation=45, ha="right")
-            ax.set_yticks(range(k), [f"{n} ({int(cm[i].sum())})" for i, n in enumerate(names)],
-                          fontsize=7)
+            ax.set_yticks(
+                range(k), [f"{n} ({int(cm[i].sum())})" for i, n in enumerate(names)], fontsize=7
+            )
             ax.set_xlabel("predicted", fontsize=8)
             ax.set_ylabel("true (test images)", fontsize=8)
 
-        panels.append(Panel(f"{model} · accuracy {r.accuracy:.3f} · macro-F1 {r.macro_f1:.3f}",
-                            _draw))
+        panels.append(
+            Panel(f"{model} · accuracy {r.accuracy:.3f} · macro-F1 {r.macro_f1:.3f}", _draw)
+        )
     side = 1.0 + 0.45 * max((len(r.classes) for r in by_model.values()), default=4)
     return Panels("multiclass_confusion", tuple(panels), size=(max(3.2, side), max(3.0, side)))
 
@@ -72,8 +84,12 @@ def recall_panels(rows: pd.DataFrame) -> Any:
         pc = multiclass.per_class(np.asarray(r.confusion))
         names = list(r.classes)
 
-        def _draw(ax: Any, pc: pd.DataFrame = pc, names: list[str] = names,
-                  ba: float = float(r.balanced_accuracy)) -> None:
+        def _draw(
+            ax: Any,
+            pc: pd.DataFrame = pc,
+            names: list[str] = names,
+            ba: float = float(r.balanced_accuracy),
+        ) -> None:
             x = np.arange(len(names))
             ax.bar(x, pc["recall"].fillna(0.0), color="#4c72b0")
             ax.axhline(ba, ls=":", color="black", lw=1)
@@ -82,9 +98,11 @@ def recall_panels(rows: pd.DataFrame) -> Any:
             ax.set_ylabel("recall (test)", fontsize=8)
 
         panels.append(Panel(f"{model} · balanced accuracy {r.balanced_accuracy:.3f}", _draw))
-    return Panels("multiclass_recall", tuple(panels),
-                  size=(max(3.2, 0.7 * max((len(r.classes) for r in by_model.values()),
-                                           default=4)), 2.6))
+    return Panels(
+        "multiclass_recall",
+        tuple(panels),
+        size=(max(3.2, 0.7 * max((len(r.classes) for r in by_model.values()), default=4)), 2.6),
+    )
 
 
 def section(ok: pd.DataFrame, add_panels: Any) -> tuple[list[str], pd.DataFrame]:
@@ -93,44 +111,79 @@ def section(ok: pd.DataFrame, add_panels: Any) -> tuple[list[str], pd.DataFrame]
     from featstore.report import ALPHA, _fmt, _p, _table
 
     summary = multiclass.summary_table(ok, alpha=ALPHA)
-    parts = [_table(
-        ["feature set", "training size", "seed", "probe", "classes", "test images",
-         "validation acc. (chosen by)", "test accuracy [95% CI]", "balanced acc.", "macro-F1",
-         "majority class", "p_holm vs majority", "best", "best beats all others"],
-        [[r.feature_set, int(r.train_size), int(r.seed), r.model, int(r.n_classes),
-          int(r.n_test), _fmt(r.selection_score),
-          f"{_fmt(r.accuracy)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
-          _fmt(r.balanced_accuracy), _fmt(r.macro_f1), _fmt(r.majority_baseline),
-          "<0.001" if r.p_holm_baseline < 0.001 else _fmt(r.p_holm_baseline),
-          "best" if r.best else "",
-          ("yes" if r.best_beats_all else "no") if r.best else ""]
-         for r in summary.itertuples(index=False)])]
-    parts.append(_p(
-        "One multi-class probe per feature set, training size, seed and model "
-        "(train.target: class). Each probe is fitted and tuned on the train split only (the "
-        "multinomial lasso's C by cross-validation, the forest's max_features out of bag, both "
-        "by the one-standard-error rule; the softmax head stops early on a held-out tenth of "
-        "the training rows), then scored once on the validation split: 'best' is the probe of "
-        "highest validation accuracy (ties: lasso, forest, dense); its test accuracy is the "
-        "estimate. Test accuracy with its 95% Wilson interval (by identity where known). "
-        "Balanced accuracy: the mean of the per-class recalls (1/K: chance). Majority class: "
-        "the test accuracy of always predicting the training split's largest class. p_holm vs "
-        "majority: McNemar's test of the probe's per-image correctness against the majority "
-        "constant's, Holm-corrected over every model of one feature set, training size and "
-        "seed. 'Best beats all others': every McNemar test (per-image correctness) of the best "
-        f"probe against another is significant at {ALPHA} after Holm's correction and the best "
-        f"beats the majority class. Also in {CSV_NAME}."))
+    parts = [
+        _table(
+            [
+                "feature set",
+                "training size",
+                "seed",
+                "probe",
+                "classes",
+                "test images",
+                "validation acc. (chosen by)",
+                "test accuracy [95% CI]",
+                "balanced acc.",
+                "macro-F1",
+                "majority class",
+                "p_holm vs majority",
+                "best",
+                "best beats all others",
+            ],
+            [
+                [
+                    r.feature_set,
+                    int(r.train_size),
+                    int(r.seed),
+                    r.model,
+                    int(r.n_classes),
+                    int(r.n_test),
+                    _fmt(r.selection_score),
+                    f"{_fmt(r.accuracy)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
+                    _fmt(r.balanced_accuracy),
+                    _fmt(r.macro_f1),
+                    _fmt(r.majority_baseline),
+                    "<0.001" if r.p_holm_baseline < 0.001 else _fmt(r.p_holm_baseline),
+                    "best" if r.best else "",
+                    ("yes" if r.best_beats_all else "no") if r.best else "",
+                ]
+                for r in summary.itertuples(index=False)
+            ],
+        )
+    ]
+    parts.append(
+        _p(
+            "One multi-class probe per feature set, training size, seed and model "
+            "(train.target: class). Each probe is fitted and tuned on the train split only (the "
+            "multinomial lasso's C by cross-validation, the forest's max_features out of bag, both "
+            "by the one-standard-error rule; the softmax head stops early on a held-out tenth of "
+            "the training rows), then scored once on the validation split: 'best' is the probe of "
+            "highest validation accuracy (ties: lasso, forest, dense); its test accuracy is the "
+            "estimate. Test accuracy with its 95% Wilson interval (by identity where known). "
+            "Balanced accuracy: the mean of the per-class recalls (1/K: chance). Majority class: "
+            "the test accuracy of always predicting the training split's largest class. p_holm vs "
+            "majority: McNemar's test of the probe's per-image correctness against the majority "
+            "constant's, Holm-corrected over every model of one feature set, training size and "
+            "seed. 'Best beats all others': every McNemar test (per-image correctness) of the best "
+            f"probe against another is significant at {ALPHA} after Holm's correction and the best "
+            f"beats the majority class. Also in {CSV_NAME}."
+        )
+    )
     rows = shown_group(ok)
     r0 = rows.iloc[0]
-    where = (f"{r0['feature_set']}, training size {int(r0['train_size'])}, seed "
-             f"{int(r0['seed'])}")
-    add_panels(SECTION[0], confusion_panels(rows),
-               f"Test confusion matrices of every probe on {where}: rows the true class (its "
-               "test images in brackets), columns the predicted class; colour: the share of the "
-               "true class (rows normalized, so a rare class reads as clearly as a common one); "
-               "text: the count.")
-    add_panels(SECTION[0], recall_panels(rows),
-               f"Recall of each class on {where}, with the number of test images of the class "
-               "(n): under imbalance a high accuracy can hide a class the probe never finds. "
-               "Dotted: the balanced accuracy (the mean of these recalls).")
+    where = f"{r0['feature_set']}, training size {int(r0['train_size'])}, seed {int(r0['seed'])}"
+    add_panels(
+        SECTION[0],
+        confusion_panels(rows),
+        f"Test confusion matrices of every probe on {where}: rows the true class (its "
+        "test images in brackets), columns the predicted class; colour: the share of the "
+        "true class (rows normalized, so a rare class reads as clearly as a common one); "
+        "text: the count.",
+    )
+    add_panels(
+        SECTION[0],
+        recall_panels(rows),
+        f"Recall of each class on {where}, with the number of test images of the class "
+        "(n): under imbalance a high accuracy can hide a class the probe never finds. "
+        "Dotted: the balanced accuracy (the mean of these recalls).",
+    )
     return parts, summary

@@ -58,7 +58,12 @@ METRICS = ("cosine", "l2")
 BACKENDS = ("faiss", "numpy")
 ALL = "*"
 TARGET_ATTRIBUTE, TARGET_MEAN, TARGET_EXACT, TARGET_JACCARD, TARGET_CLASS = (
-    "attribute", "mean", "exact", "jaccard", "class")
+    "attribute",
+    "mean",
+    "exact",
+    "jaccard",
+    "class",
+)
 TABLE = "retrieval"
 DEFINITIONS_VERSION = 1  # bump when a metric's definition changes: committed runs re-run
 CLASS_SOURCES = ("folder",)  # labels manifests whose attributes are one-hot classes
@@ -144,8 +149,9 @@ def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
     if cfg.metric not in METRICS:
         raise ConfigError(f"retrieve metric {cfg.metric!r}: expected one of {', '.join(METRICS)}")
     if cfg.backend not in BACKENDS:
-        raise ConfigError(f"retrieve backend {cfg.backend!r}: expected one of "
-                          f"{', '.join(BACKENDS)}")
+        raise ConfigError(
+            f"retrieve backend {cfg.backend!r}: expected one of {', '.join(BACKENDS)}"
+        )
     if cfg.query_block < 1:
         raise ConfigError(f"retrieve query_block {cfg.query_block} is < 1")
     ks = _parse_ks(cfg.k)
@@ -157,15 +163,19 @@ def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
     splits = store.rows_per_split(manifest["files"])
     for role, split in (("queries", cfg.queries), ("items", cfg.items)):
         if not splits.get(split):
-            raise ConfigError(f"retrieve {role} split {split!r}: feature set {name!r} has no "
-                              f"rows in it (it has {', '.join(sorted(splits)) or 'none'})")
+            raise ConfigError(
+                f"retrieve {role} split {split!r}: feature set {name!r} has no "
+                f"rows in it (it has {', '.join(sorted(splits)) or 'none'})"
+            )
     labels = store.require_committed(layout, "labels")
     known = list(labels["attributes"])
     attributes = tuple(cfg.attributes) or tuple(known)
     for a in attributes:
         if a not in known:
-            raise ConfigError(f"unknown attribute {a!r}; the labels table has {len(known)}: "
-                              f"{', '.join(known[:8])}{', ...' if len(known) > 8 else ''}")
+            raise ConfigError(
+                f"unknown attribute {a!r}; the labels table has {len(known)}: "
+                f"{', '.join(known[:8])}{', ...' if len(known) > 8 else ''}"
+            )
     if len(set(attributes)) != len(attributes):
         raise ConfigError("retrieve attributes: each attribute once")
     single = labels.get("source") in CLASS_SOURCES
@@ -174,20 +184,55 @@ def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
         classes, attributes = attributes, tuple(known)
     n_items = splits[cfg.items] - (1 if cfg.queries == cfg.items else 0)
     if ks[-1] > n_items:
-        raise ConfigError(f"retrieve k {ks[-1]} is larger than the {n_items:,} items of split "
-                          f"{cfg.items!r}" + (" other than the query" if cfg.queries == cfg.items
-                                              else ""))
+        raise ConfigError(
+            f"retrieve k {ks[-1]} is larger than the {n_items:,} items of split "
+            f"{cfg.items!r}" + (" other than the query" if cfg.queries == cfg.items else "")
+        )
     content = store.fs_fingerprint(manifest)
     labels_content = store.fs_fingerprint(labels)
-    run_key = store.fingerprint([TABLE, str(DEFINITIONS_VERSION), name, content, labels_content,
-                                 cfg.queries, cfg.items, cfg.metric, ",".join(map(str, ks)),
-                                 ",".join(attributes), ",".join(classes), str(single)])
+    run_key = store.fingerprint(
+        [
+            TABLE,
+            str(DEFINITIONS_VERSION),
+            name,
+            content,
+            labels_content,
+            cfg.queries,
+            cfg.items,
+            cfg.metric,
+            ",".join(map(str, ks)),
+            ",".join(attributes),
+            ",".join(classes),
+            str(single),
+        ]
+    )
     existing = store.existing_output(layout, table_id(name), overwrite=cfg.overwrite)
-    done = (not cfg.overwrite and existing is not None
-            and any(r.get("run_key") == run_key for r in existing.get("runs", [])))
-    return RetrievePlan(layout, name, manifest, dim, cfg.queries, cfg.items, cfg.metric, ks,
-                        attributes, single, classes, splits[cfg.queries], splits[cfg.items], content,
-                        labels_content, run_key, cfg.backend, cfg.query_block, done)
+    done = (
+        not cfg.overwrite
+        and existing is not None
+        and any(r.get("run_key") == run_key for r in existing.get("runs", []))
+    )
+    return RetrievePlan(
+        layout,
+        name,
+        manifest,
+        dim,
+        cfg.queries,
+        cfg.items,
+        cfg.metric,
+        ks,
+        attributes,
+        single,
+        classes,
+        splits[cfg.queries],
+        splits[cfg.items],
+        content,
+        labels_content,
+        run_key,
+        cfg.backend,
+        cfg.query_block,
+        done,
+    )
 
 
 # ---------------------------------------------------------------- search
@@ -200,15 +245,16 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.float32(1e-12))
 
 
-def _numpy_block(q: np.ndarray, items: np.ndarray, item_sq: np.ndarray | None,
-                 kk: int) -> np.ndarray:
+def _numpy_block(
+    q: np.ndarray, items: np.ndarray, item_sq: np.ndarray | None, kk: int
+) -> np.ndarray:
     scores = q @ items.T  # (block, N) float32; larger is nearer
     if item_sq is not None:  # l2: ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2, ||q||^2 constant per row
         scores *= 2.0
         scores -= item_sq[None, :]
     n = scores.shape[1]
     if kk < n:  # the kk largest scores, unordered (no negated copy of the block)
-        part = np.argpartition(scores, n - kk, axis=1)[:, n - kk:]
+        part = np.argpartition(scores, n - kk, axis=1)[:, n - kk :]
     else:
         part = np.broadcast_to(np.arange(n), (scores.shape[0], n)).copy()
     top = np.take_along_axis(scores, part, axis=1)
@@ -216,9 +262,16 @@ def _numpy_block(q: np.ndarray, items: np.ndarray, item_sq: np.ndarray | None,
     return np.take_along_axis(part, order, axis=1)
 
 
-def search(queries: np.ndarray, items: np.ndarray, k: int, *, metric: str = "cosine",
-           backend: str = "faiss", query_block: int = 4096,
-           exclude_self: bool = False) -> np.ndarray:
+def search(
+    queries: np.ndarray,
+    items: np.ndarray,
+    k: int,
+    *,
+    metric: str = "cosine",
+    backend: str = "faiss",
+    query_block: int = 4096,
+    exclude_self: bool = False,
+) -> np.ndarray:
     """Indices ``(n_queries, k)`` into ``items`` of each query's ``k`` nearest items, nearest
     first (exact search). ``exclude_self``: queries and items are the same rows, and query ``i``
     never returns item ``i``."""
@@ -243,16 +296,16 @@ def search(queries: np.ndarray, items: np.ndarray, k: int, *, metric: str = "cos
         index.add(items)
         block = query_block
         for s in range(0, n_q, block):
-            _, idx = index.search(queries[s:s + block], kk)
-            out[s:s + block] = idx
+            _, idx = index.search(queries[s : s + block], kk)
+            out[s : s + block] = idx
             logger.debug("searched %d/%d queries", min(s + block, n_q), n_q)
         del index
     elif backend == "numpy":
-        item_sq = (np.einsum("ij,ij->i", items, items) if metric == "l2" else None)
+        item_sq = np.einsum("ij,ij->i", items, items) if metric == "l2" else None
         # one block's float32 scores plus argpartition's int64 indices under NUMPY_BLOCK_BYTES
         block = max(1, min(query_block, NUMPY_BLOCK_BYTES // max(1, n_i * 12)))
         for s in range(0, n_q, block):
-            out[s:s + block] = _numpy_block(queries[s:s + block], items, item_sq, kk)
+            out[s : s + block] = _numpy_block(queries[s : s + block], items, item_sq, kk)
     else:
         raise ConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if (out < 0).any():
@@ -276,7 +329,8 @@ def _scores(rel: np.ndarray, k: int, r: np.ndarray | None) -> dict[str, Any]:
         "n_queries": int(rel.shape[0]),
         "top_k_accuracy": float(rel.max(axis=1).mean()) if rel.size else None,
         "top_k_precision": float(rel.mean()) if rel.size else None,
-        "map_at_k": None, "n_relevant_queries": None,
+        "map_at_k": None,
+        "n_relevant_queries": None,
     }
     if r is not None:
         has = r > 0
@@ -295,10 +349,17 @@ def _keys(labels: np.ndarray) -> np.ndarray:
     return inverse.reshape(-1)
 
 
-def evaluate(neighbours: np.ndarray, y_queries: np.ndarray, y_items: np.ndarray,
-             ks: tuple[int, ...], attributes: tuple[str, ...], *, single_label: bool = False,
-             same_split: bool = False,
-             classes: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+def evaluate(
+    neighbours: np.ndarray,
+    y_queries: np.ndarray,
+    y_items: np.ndarray,
+    ks: tuple[int, ...],
+    attributes: tuple[str, ...],
+    *,
+    single_label: bool = False,
+    same_split: bool = False,
+    classes: tuple[str, ...] | None = None,
+) -> list[dict[str, Any]]:
     """The metric rows (see the module docstring) of a search result: ``neighbours``
     (n_queries, >= max k) indices into the items; ``y_*`` boolean label matrices (rows, attrs).
     ``same_split``: the queries are the items, so a query's own label is not among its
@@ -309,10 +370,19 @@ def evaluate(neighbours: np.ndarray, y_queries: np.ndarray, y_items: np.ndarray,
     n_items = y_i.shape[0] - int(same_split)
     rows: list[dict[str, Any]] = []
 
-    def add(k: int, target: str, attribute: str, scores: dict[str, Any],
-            chance: float | None) -> None:
-        rows.append({"k": k, "target": target, "attribute": attribute, "n_items": n_items,
-                     "chance_precision": chance, **scores})
+    def add(
+        k: int, target: str, attribute: str, scores: dict[str, Any], chance: float | None
+    ) -> None:
+        rows.append(
+            {
+                "k": k,
+                "target": target,
+                "attribute": attribute,
+                "n_items": n_items,
+                "chance_precision": chance,
+                **scores,
+            }
+        )
 
     if single_label:
         cls_q, cls_i = _classes(y_q, "queries"), _classes(y_i, "items")
@@ -326,8 +396,13 @@ def evaluate(neighbours: np.ndarray, y_queries: np.ndarray, y_items: np.ndarray,
                     continue
                 sel = cls_q == c
                 if sel.any():
-                    add(k, TARGET_CLASS, name, _scores(rel[sel], k, r[sel]),
-                        float((r[sel] / n_items).mean()))
+                    add(
+                        k,
+                        TARGET_CLASS,
+                        name,
+                        _scores(rel[sel], k, r[sel]),
+                        float((r[sel] / n_items).mean()),
+                    )
         return rows
 
     got = y_i[neighbours]  # (n_q, kmax, A)
@@ -335,7 +410,7 @@ def evaluate(neighbours: np.ndarray, y_queries: np.ndarray, y_items: np.ndarray,
     pos = y_i.sum(axis=0).astype(np.int64)
     r_attr = np.where(y_q, pos[None, :], y_i.shape[0] - pos[None, :]) - int(same_split)
     keys = _keys(np.concatenate([y_q, y_i]))
-    key_q, key_i = keys[: len(y_q)], keys[len(y_q):]
+    key_q, key_i = keys[: len(y_q)], keys[len(y_q) :]
     r_exact = np.bincount(key_i, minlength=int(keys.max()) + 1)[key_q] - int(same_split)
     rel_exact = key_i[neighbours] == key_q[:, None]
     inter = (got & y_q[:, None, :]).sum(axis=2)
@@ -349,18 +424,29 @@ def evaluate(neighbours: np.ndarray, y_queries: np.ndarray, y_items: np.ndarray,
             add(k, TARGET_ATTRIBUTE, name, s, chance)
             per.append((s, chance))
         mean = {
-            "n_queries": int(y_q.shape[0]), "n_relevant_queries": None,
-            **{m: _mean([s[m] for s, _ in per])
-               for m in ("top_k_accuracy", "top_k_precision", "map_at_k")},
+            "n_queries": int(y_q.shape[0]),
+            "n_relevant_queries": None,
+            **{
+                m: _mean([s[m] for s, _ in per])
+                for m in ("top_k_accuracy", "top_k_precision", "map_at_k")
+            },
         }
         add(k, TARGET_MEAN, ALL, mean, _mean([c for _, c in per]))
-        add(k, TARGET_EXACT, ALL, _scores(rel_exact, k, r_exact),
-            float((r_exact / n_items).mean()))
+        add(k, TARGET_EXACT, ALL, _scores(rel_exact, k, r_exact), float((r_exact / n_items).mean()))
         jk = jac[:, :k]
-        add(k, TARGET_JACCARD, ALL, {
-            "n_queries": int(y_q.shape[0]), "n_relevant_queries": None, "map_at_k": None,
-            "top_k_accuracy": float(jk.max(axis=1).mean()),
-            "top_k_precision": float(jk.mean())}, None)
+        add(
+            k,
+            TARGET_JACCARD,
+            ALL,
+            {
+                "n_queries": int(y_q.shape[0]),
+                "n_relevant_queries": None,
+                "map_at_k": None,
+                "top_k_accuracy": float(jk.max(axis=1).mean()),
+                "top_k_precision": float(jk.mean()),
+            },
+            None,
+        )
     return rows
 
 
@@ -373,8 +459,10 @@ def _classes(y: np.ndarray, what: str) -> np.ndarray:
     per_row = y.sum(axis=1)
     if (per_row != 1).any():
         bad = int((per_row != 1).sum())
-        raise StoreError(f"the labels of {bad} {what} images are not one class each (a "
-                         "class-per-folder labels table is one-hot)")
+        raise StoreError(
+            f"the labels of {bad} {what} images are not one class each (a "
+            "class-per-folder labels table is one-hot)"
+        )
     return y.argmax(axis=1)
 
 
@@ -382,16 +470,23 @@ def _classes(y: np.ndarray, what: str) -> np.ndarray:
 
 
 def _load(plan: RetrievePlan, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    table = store.read_arrow(plan.layout.root, plan.feature_set, splits=[split],
-                             attributes=list(plan.attributes))
+    table = store.read_arrow(
+        plan.layout.root, plan.feature_set, splits=[split], attributes=list(plan.attributes)
+    )
     x = store.embedding_matrix(table, plan.dim, plan.feature_set)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x).all(axis=1)).sum())
-        raise StoreError(f"feature set {plan.feature_set!r}: {bad} {split} embeddings hold NaN "
-                         "or infinite values; rebuild the set")
-    y = np.stack([table[a].to_numpy(zero_copy_only=False).astype(bool)
-                  for a in plan.attributes], axis=1) if plan.attributes else np.zeros(
-        (table.num_rows, 0), bool)
+        raise StoreError(
+            f"feature set {plan.feature_set!r}: {bad} {split} embeddings hold NaN "
+            "or infinite values; rebuild the set"
+        )
+    y = (
+        np.stack(
+            [table[a].to_numpy(zero_copy_only=False).astype(bool) for a in plan.attributes], axis=1
+        )
+        if plan.attributes
+        else np.zeros((table.num_rows, 0), bool)
+    )
     return x, y, table["image_id"].to_pylist()
 
 
@@ -404,28 +499,40 @@ def _existing_rows(plan: RetrievePlan) -> tuple[pa.Table | None, list[dict[str, 
     if manifest is None:
         return None, []
     runs = manifest.get("runs", [])
-    keep = [r for r in runs if (r["queries"], r["items"], r["metric"]) != plan.setting
-            and r.get("feature_set_content") == plan.content
-            and r.get("labels_content") == plan.labels_content]
-    stale = [r for r in runs if r not in keep and
-             (r["queries"], r["items"], r["metric"]) != plan.setting]
+    keep = [
+        r
+        for r in runs
+        if (r["queries"], r["items"], r["metric"]) != plan.setting
+        and r.get("feature_set_content") == plan.content
+        and r.get("labels_content") == plan.labels_content
+    ]
+    stale = [
+        r for r in runs if r not in keep and (r["queries"], r["items"], r["metric"]) != plan.setting
+    ]
     if stale:
-        logger.info("retrieval/%s: dropping %d run(s) computed from an earlier version of the "
-                    "feature set or labels", plan.feature_set, len(stale))
+        logger.info(
+            "retrieval/%s: dropping %d run(s) computed from an earlier version of the "
+            "feature set or labels",
+            plan.feature_set,
+            len(stale),
+        )
     if not keep:
         return None, []
     try:
         table = store.read_table(plan.layout.root, table_id(plan.feature_set))
     except StoreError as exc:  # damaged, and --overwrite asked for
-        logger.warning("retrieval/%s: not keeping the rows of a damaged table (%s)",
-                       plan.feature_set, exc)
+        logger.warning(
+            "retrieval/%s: not keeping the rows of a damaged table (%s)", plan.feature_set, exc
+        )
         return None, []
-    table = table.select(
-        store.RETRIEVAL_SCHEMA.names).cast(store.RETRIEVAL_SCHEMA)
+    table = table.select(store.RETRIEVAL_SCHEMA.names).cast(store.RETRIEVAL_SCHEMA)
     settings = {(r["queries"], r["items"], r["metric"]) for r in keep}
-    mask = [(q, i, m) in settings for q, i, m in zip(table["queries"].to_pylist(),
-                                                     table["items"].to_pylist(),
-                                                     table["metric"].to_pylist())]
+    mask = [
+        (q, i, m) in settings
+        for q, i, m in zip(
+            table["queries"].to_pylist(), table["items"].to_pylist(), table["metric"].to_pylist()
+        )
+    ]
     return table.filter(pa.array(mask, pa.bool_())), keep
 
 
@@ -434,9 +541,22 @@ def retrieve(plan: RetrievePlan) -> RetrieveSummary:
     t0 = time.perf_counter()
     path = str(plan.layout.data(table_id(plan.feature_set)))
     if plan.done:
-        return RetrieveSummary(str(plan.layout.root), plan.feature_set, plan.queries, plan.items,
-                               plan.metric, plan.ks, plan.n_queries, plan.n_items, 0, 0.0, 0.0,
-                               {}, skipped=True, path=path)
+        return RetrieveSummary(
+            str(plan.layout.root),
+            plan.feature_set,
+            plan.queries,
+            plan.items,
+            plan.metric,
+            plan.ks,
+            plan.n_queries,
+            plan.n_items,
+            0,
+            0.0,
+            0.0,
+            {},
+            skipped=True,
+            path=path,
+        )
     x_q, y_q, _ = _load(plan, plan.queries)
     if plan.same_split:
         x_i, y_i = x_q, y_q
@@ -444,58 +564,126 @@ def retrieve(plan: RetrievePlan) -> RetrieveSummary:
         x_i, y_i, _ = _load(plan, plan.items)
     t_read = time.perf_counter() - t0
     t1 = time.perf_counter()
-    neighbours = search(x_q, x_i, plan.ks[-1], metric=plan.metric, backend=plan.backend,
-                        query_block=plan.query_block, exclude_self=plan.same_split)
+    neighbours = search(
+        x_q,
+        x_i,
+        plan.ks[-1],
+        metric=plan.metric,
+        backend=plan.backend,
+        query_block=plan.query_block,
+        exclude_self=plan.same_split,
+    )
     t_search = time.perf_counter() - t1
-    logger.info("retrieval/%s: %d %s queries x %d %s items (dim %d, %s, %s): searched in %.1f s",
-                plan.feature_set, len(x_q), plan.queries, len(x_i), plan.items, plan.dim,
-                plan.metric, plan.backend, t_search)
+    logger.info(
+        "retrieval/%s: %d %s queries x %d %s items (dim %d, %s, %s): searched in %.1f s",
+        plan.feature_set,
+        len(x_q),
+        plan.queries,
+        len(x_i),
+        plan.items,
+        plan.dim,
+        plan.metric,
+        plan.backend,
+        t_search,
+    )
     t2 = time.perf_counter()
-    rows = evaluate(neighbours, y_q, y_i, plan.ks, plan.attributes,
-                    single_label=plan.single_label, same_split=plan.same_split,
-                    classes=plan.classes or None)
+    rows = evaluate(
+        neighbours,
+        y_q,
+        y_i,
+        plan.ks,
+        plan.attributes,
+        single_label=plan.single_label,
+        same_split=plan.same_split,
+        classes=plan.classes or None,
+    )
     t_eval = time.perf_counter() - t2
     created = store.now_iso()
     for row in rows:
-        row.update(queries=plan.queries, items=plan.items, metric=plan.metric, dim=plan.dim,
-                   feature_set_content=plan.content, created=created)
+        row.update(
+            queries=plan.queries,
+            items=plan.items,
+            metric=plan.metric,
+            dim=plan.dim,
+            feature_set_content=plan.content,
+            created=created,
+        )
     new = pa.Table.from_pylist(rows, schema=store.RETRIEVAL_SCHEMA)
     kept, kept_runs = _existing_rows(plan)
     table = pa.concat_tables([kept, new]) if kept is not None else new
-    run = {"queries": plan.queries, "items": plan.items, "metric": plan.metric,
-           "k": list(plan.ks), "attributes": list(plan.attributes),
-           "single_label": plan.single_label, "run_key": plan.run_key,
-           "feature_set_content": plan.content, "labels_content": plan.labels_content,
-           "backend": plan.backend, "n_queries": len(x_q), "n_items": len(x_i),
-           "rows": new.num_rows, "created": created,
-           "timing": {"read_s": round(t_read, 3), "search_s": round(t_search, 3),
-                      "evaluate_s": round(t_eval, 3)}}
+    run = {
+        "queries": plan.queries,
+        "items": plan.items,
+        "metric": plan.metric,
+        "k": list(plan.ks),
+        "attributes": list(plan.attributes),
+        "single_label": plan.single_label,
+        "run_key": plan.run_key,
+        "feature_set_content": plan.content,
+        "labels_content": plan.labels_content,
+        "backend": plan.backend,
+        "n_queries": len(x_q),
+        "n_items": len(x_i),
+        "rows": new.num_rows,
+        "created": created,
+        "timing": {
+            "read_s": round(t_read, 3),
+            "search_s": round(t_search, 3),
+            "evaluate_s": round(t_eval, 3),
+        },
+    }
     t3 = time.perf_counter()
     with store.TableWriter(plan.layout, table_id(plan.feature_set)) as w:
         pq.write_table(table, w.data / "part-00000.parquet")
-        w.commit(store.base_manifest(
-            TABLE, name=plan.feature_set, feature_set=plan.feature_set,
-            feature_set_content=plan.content, labels_content=plan.labels_content,
-            dim=plan.dim, definitions_version=DEFINITIONS_VERSION,
-            counts={"rows": table.num_rows}, runs=[*kept_runs, run]), has_errors=False)
+        w.commit(
+            store.base_manifest(
+                TABLE,
+                name=plan.feature_set,
+                feature_set=plan.feature_set,
+                feature_set_content=plan.content,
+                labels_content=plan.labels_content,
+                dim=plan.dim,
+                definitions_version=DEFINITIONS_VERSION,
+                counts={"rows": table.num_rows},
+                runs=[*kept_runs, run],
+            ),
+            has_errors=False,
+        )
     headline = _headline(rows, plan)
     phases = Phases()
-    phases.seconds.update({"read": t_read, "search": t_search, "metrics": t_eval,
-                           "commit": time.perf_counter() - t3})
-    return RetrieveSummary(str(plan.layout.root), plan.feature_set, plan.queries, plan.items,
-                           plan.metric, plan.ks, len(x_q), len(x_i), new.num_rows,
-                           time.perf_counter() - t0, t_search, headline, path=path,
-                           timing=phases)
+    phases.seconds.update(
+        {"read": t_read, "search": t_search, "metrics": t_eval, "commit": time.perf_counter() - t3}
+    )
+    return RetrieveSummary(
+        str(plan.layout.root),
+        plan.feature_set,
+        plan.queries,
+        plan.items,
+        plan.metric,
+        plan.ks,
+        len(x_q),
+        len(x_i),
+        new.num_rows,
+        time.perf_counter() - t0,
+        t_search,
+        headline,
+        path=path,
+        timing=phases,
+    )
 
 
 def _headline(rows: list[dict[str, Any]], plan: RetrievePlan) -> dict[str, float]:
     k = 5 if 5 in plan.ks else plan.ks[-1]
-    want = ([(TARGET_CLASS, "class")] if plan.single_label else
-            [(TARGET_MEAN, "mean"), (TARGET_EXACT, "exact-match")])
+    want = (
+        [(TARGET_CLASS, "class")]
+        if plan.single_label
+        else [(TARGET_MEAN, "mean"), (TARGET_EXACT, "exact-match")]
+    )
     out = {}
     for target, label in want:
-        row = next(r for r in rows if r["k"] == k and r["target"] == target
-                   and r["attribute"] == ALL)
+        row = next(
+            r for r in rows if r["k"] == k and r["target"] == target and r["attribute"] == ALL
+        )
         for m, short in (("top_k_accuracy", "accuracy"), ("top_k_precision", "precision")):
             if row[m] is not None:
                 out[f"{label} top-{k} {short}"] = row[m]
@@ -504,21 +692,29 @@ def _headline(rows: list[dict[str, Any]], plan: RetrievePlan) -> dict[str, float
 
 def summary_line(s: RetrieveSummary) -> str:
     ks = ",".join(map(str, s.ks))
-    what = (f"retrieval of {s.feature_set}: {s.queries} queries vs {s.items} items, {s.metric}, "
-            f"k={ks}")
+    what = (
+        f"retrieval of {s.feature_set}: {s.queries} queries vs {s.items} items, {s.metric}, k={ks}"
+    )
     if s.skipped:
-        return (f"{what}: already done for this feature set's committed content (--overwrite "
-                f"to recompute) -> {s.path}")
+        return (
+            f"{what}: already done for this feature set's committed content (--overwrite "
+            f"to recompute) -> {s.path}"
+        )
     scores = ", ".join(f"{name} {v:.3f}" for name, v in s.headline.items())
-    line = (f"{what}: {s.n_queries:,} x {s.n_items:,} searched in {s.search_seconds:.1f} s "
-            f"({s.seconds:.1f} s in all); {scores}; {s.rows} rows -> {s.path}")
+    line = (
+        f"{what}: {s.n_queries:,} x {s.n_items:,} searched in {s.search_seconds:.1f} s "
+        f"({s.seconds:.1f} s in all); {scores}; {s.rows} rows -> {s.path}"
+    )
     return line + (f"\n{s.timing.line('retrieve')}" if s.timing is not None else "")
 
 
 def read_retrieval(store_path: str, name: str) -> Any:
     """The committed retrieval table of feature set ``name`` as pandas, with ``feature_set``."""
-    table = store.read_table(store_path, table_id(name)).select(
-        store.RETRIEVAL_SCHEMA.names).cast(store.RETRIEVAL_SCHEMA)
+    table = (
+        store.read_table(store_path, table_id(name))
+        .select(store.RETRIEVAL_SCHEMA.names)
+        .cast(store.RETRIEVAL_SCHEMA)
+    )
     df = table.to_pandas()
     df.insert(0, "feature_set", name)
     return df

@@ -73,8 +73,9 @@ class SlotRing:
         self.slots, self.capacity, self.hw = int(slots), int(capacity), (h, w)
         self.slot_bytes = self.capacity * h * w * 3
         name = f"{PREFIX}{os.getpid()}_{uuid.uuid4().hex[:12]}"
-        self.shm = shared_memory.SharedMemory(name=name, create=True,
-                                              size=max(1, self.slots * self.slot_bytes))
+        self.shm = shared_memory.SharedMemory(
+            name=name, create=True, size=max(1, self.slots * self.slot_bytes)
+        )
         self.name = self.shm.name
         self._free: deque[int] = deque(range(self.slots))
         self._lock = threading.Lock()
@@ -87,9 +88,11 @@ class SlotRing:
         need = slots * capacity * int(hw[0]) * int(hw[1]) * 3
         free = shm_free_bytes()
         if free is None or free < need + need // 4:
-            logger.warning("decoded images go through pipes: /dev/shm has %s free, the ring "
-                           "needs %.0f MB", "no" if free is None else f"{free / 1e6:.0f} MB",
-                           need / 1e6)
+            logger.warning(
+                "decoded images go through pipes: /dev/shm has %s free, the ring needs %.0f MB",
+                "no" if free is None else f"{free / 1e6:.0f} MB",
+                need / 1e6,
+            )
             return None
         return cls(slots, capacity, hw)
 
@@ -110,8 +113,9 @@ class SlotRing:
     def view(self, slot: int, n: int) -> np.ndarray:
         """The first ``n`` images of ``slot``: a view into the segment, valid until released."""
         h, w = self.hw
-        return np.ndarray((n, h, w, 3), dtype=np.uint8, buffer=self.shm.buf,
-                          offset=slot * self.slot_bytes)
+        return np.ndarray(
+            (n, h, w, 3), dtype=np.uint8, buffer=self.shm.buf, offset=slot * self.slot_bytes
+        )
 
     def close(self) -> None:
         self._finalizer()  # unlinks once

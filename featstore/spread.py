@@ -40,11 +40,19 @@ def spread_of_std(std: Any, rows: int) -> dict[str, Any]:
     elif zero == s.size:
         reason = f"every one of the {s.size} dimensions is constant over {rows} rows"
     elif degenerate:
-        reason = (f"every one of the {s.size} dimensions spans less than {TINY_STD:g} "
-                  f"(largest standard deviation {float(s.max()):.3g} over {rows} rows)")
-    return {"rows": int(rows), "max_std": float(s.max()) if s.size else 0.0,
-            "median_std": float(np.median(s)) if s.size else 0.0, "zero_dims": zero,
-            "tiny_dims": tiny, "degenerate": bool(degenerate), "reason": reason}
+        reason = (
+            f"every one of the {s.size} dimensions spans less than {TINY_STD:g} "
+            f"(largest standard deviation {float(s.max()):.3g} over {rows} rows)"
+        )
+    return {
+        "rows": int(rows),
+        "max_std": float(s.max()) if s.size else 0.0,
+        "median_std": float(np.median(s)) if s.size else 0.0,
+        "zero_dims": zero,
+        "tiny_dims": tiny,
+        "degenerate": bool(degenerate),
+        "reason": reason,
+    }
 
 
 def spread_of(x: Any) -> dict[str, Any]:
@@ -54,8 +62,7 @@ def spread_of(x: Any) -> dict[str, Any]:
     return spread_of_std(std, arr.shape[0])
 
 
-def spread_of_files(files: Sequence[Path], dim: int, *, max_rows: int = MAX_ROWS
-                    ) -> dict[str, Any]:
+def spread_of_files(files: Sequence[Path], dim: int, *, max_rows: int = MAX_ROWS) -> dict[str, Any]:
     """``spread`` of the first ``max_rows`` embeddings of ``files`` (train split files first)."""
     import pyarrow.parquet as pq
 
@@ -63,8 +70,9 @@ def spread_of_files(files: Sequence[Path], dim: int, *, max_rows: int = MAX_ROWS
     parts, rows = [], 0
     for f in ordered:
         col = pq.read_table(f, columns=["embedding"])["embedding"].combine_chunks()
-        flat = np.asarray(col.flatten() if hasattr(col, "flatten") else col.values,
-                          dtype=np.float32)
+        flat = np.asarray(
+            col.flatten() if hasattr(col, "flatten") else col.values, dtype=np.float32
+        )
         if col.null_count or flat.size != len(col) * dim:
             raise ValueError(f"{f}: embeddings are not {dim} wide")
         parts.append(flat.reshape(len(col), dim)[: max_rows - rows])
@@ -78,8 +86,12 @@ def spread_of_files(files: Sequence[Path], dim: int, *, max_rows: int = MAX_ROWS
 def warn(name: str, spread: dict[str, Any]) -> None:
     """One warning line for a degenerate set (nothing otherwise)."""
     if spread.get("degenerate"):
-        logger.warning("feature set %s is DEGENERATE: %s; the probes standardize it, but check "
-                       "the layer, pooling and weights", name, spread.get("reason"))
+        logger.warning(
+            "feature set %s is DEGENERATE: %s; the probes standardize it, but check "
+            "the layer, pooling and weights",
+            name,
+            spread.get("reason"),
+        )
 
 
 def note(manifest: dict[str, Any]) -> str | None:

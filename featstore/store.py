@@ -120,7 +120,6 @@ FEATURES_SCHEMA = pa.schema(
 )
 
 
-
 def embedding_type(dim: int) -> pa.DataType:
     """The ``embedding`` column of a committed feature set's files: ``fixed_size_list<float32,
     dim>`` (one width per set), so readers that honour the Arrow schema pyarrow stores in the
@@ -136,15 +135,22 @@ def embedding_type(dim: int) -> pa.DataType:
 
 def is_embedding_type(tp: pa.DataType) -> bool:
     """A list of floats, variable (old stores, Spark's side) or fixed-size (committed sets)."""
-    return ((pa.types.is_list(tp) or pa.types.is_large_list(tp)
-             or pa.types.is_fixed_size_list(tp)) and pa.types.is_floating(tp.value_type))
+    return (
+        pa.types.is_list(tp) or pa.types.is_large_list(tp) or pa.types.is_fixed_size_list(tp)
+    ) and pa.types.is_floating(tp.value_type)
 
 
 def features_file_schema(dim: int) -> pa.Schema:
     """:data:`FEATURES_SCHEMA` as a committed feature set's files hold it (``embedding`` of
     :func:`embedding_type`)."""
-    return pa.schema([pa.field("embedding", embedding_type(dim), nullable=False)
-                      if f.name == "embedding" else f for f in FEATURES_SCHEMA])
+    return pa.schema(
+        [
+            pa.field("embedding", embedding_type(dim), nullable=False)
+            if f.name == "embedding"
+            else f
+            for f in FEATURES_SCHEMA
+        ]
+    )
 
 
 #: Options of every Spark write of a feature set's files (extract's chunks, reduce's sets): no
@@ -155,102 +161,122 @@ FEATURES_WRITE_OPTIONS = {"parquet.enable.dictionary": "false"}
 #: The same for pyarrow's rewrite of those files to the fixed width (:func:`fix_embedding_width`)
 FEATURES_PYARROW_OPTIONS = {"use_dictionary": False, "compression": "snappy"}
 
-RESULTS_SCHEMA = pa.schema([
-    pa.field("attribute", pa.string()),
-    pa.field("feature_set", pa.string()),
-    pa.field("model", pa.string()),
-    pa.field("train_size", pa.int64()),  # requested; 0 = the whole train split
-    pa.field("seed", pa.int64()),
-    pa.field("status", pa.string()),  # ok | error
-    pa.field("reason", pa.string()),
-    pa.field("n_train", pa.int64()),
-    pa.field("n_val", pa.int64()),
-    pa.field("n_test", pa.int64()),
-    pa.field("dim", pa.int64()),
-    pa.field("accuracy", pa.float64()),
-    pa.field("balanced_accuracy", pa.float64()),
-    pa.field("f1", pa.float64()),
-    pa.field("roc_auc", pa.float64()),
-    pa.field("tn", pa.int64()),
-    pa.field("fp", pa.int64()),
-    pa.field("fn", pa.int64()),
-    pa.field("tp", pa.int64()),
-    pa.field("majority_baseline", pa.float64()),
-    pa.field("ci_low", pa.float64()),
-    pa.field("ci_high", pa.float64()),
-    pa.field("params", pa.string()),  # JSON: chosen hyper-parameters
-    pa.field("history", pa.string()),  # JSON: dense training curves
-    pa.field("fit_seconds", pa.float64()),
-    pa.field("y_true", pa.list_(pa.int8())),  # test labels, in image_id order
-    pa.field("y_pred", pa.list_(pa.int8())),  # test predictions, same order (for McNemar)
-    # the test ROC curve (featstore.evaluate.roc_points): false / true positive rates of its
-    # vertices from (0, 0) to (1, 1), at most evaluate.ROC_POINTS of them; null when the test
-    # labels have one class. Absent from results written before them: read as null
-    # (RESULTS_ADDED_COLUMNS)
-    pa.field("roc_fpr", pa.list_(pa.float32())),
-    pa.field("roc_tpr", pa.list_(pa.float32())),
-    pa.field("cell", pa.string()),
-    pa.field("created", pa.string()),
-    # the saved model, relative to the store root (train.save_models); null when not saved
-    pa.field("model_path", pa.string()),
-    # the feature set's committed content the fit saw (its manifest's content_fingerprint)
-    pa.field("feature_set_content", pa.string()),
-    # what the fit was chosen by, off the test split: its score on the validation split (every
-    # "best" in featstore is the argmax of it; the test accuracy is then the estimate)
-    pa.field("selection_score", pa.float64()),
-    pa.field("selection_metric", pa.string()),  # "validation accuracy"
-    # the positive-class score of every test image, in the order of y_true (probability)
-    pa.field("y_score", pa.list_(pa.float32())),
-    # the person in every test image (same order; null where the store has no identities):
-    # intervals and paired differences resample people, not images
-    pa.field("groups", pa.list_(pa.int64())),
-    pa.field("ci_method", pa.string()),  # how ci_low/ci_high were made ("wilson, by identity")
-    pa.field("ba_ci_low", pa.float64()),  # balanced accuracy, bootstrap (by identity) 95% CI
-    pa.field("ba_ci_high", pa.float64()),
-    pa.field("auc_ci_low", pa.float64()),  # ROC AUC, bootstrap (by identity) 95% CI
-    pa.field("auc_ci_high", pa.float64()),
-    pa.field("brier", pa.float64()),  # Brier score of y_score
-    # multi-class targets (train.target: class; featstore.multiclass): the number of classes,
-    # their names (y_true / y_pred hold indices into this list), the K x K test confusion
-    # matrix (rows: true class, columns: predicted, in the order of ``classes``) and the
-    # macro-averaged F1. Null for the binary attribute fits.
-    pa.field("n_classes", pa.int64()),
-    pa.field("classes", pa.list_(pa.string())),
-    pa.field("confusion", pa.list_(pa.list_(pa.int64()))),
-    pa.field("macro_f1", pa.float64()),
-])
+RESULTS_SCHEMA = pa.schema(
+    [
+        pa.field("attribute", pa.string()),
+        pa.field("feature_set", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("train_size", pa.int64()),  # requested; 0 = the whole train split
+        pa.field("seed", pa.int64()),
+        pa.field("status", pa.string()),  # ok | error
+        pa.field("reason", pa.string()),
+        pa.field("n_train", pa.int64()),
+        pa.field("n_val", pa.int64()),
+        pa.field("n_test", pa.int64()),
+        pa.field("dim", pa.int64()),
+        pa.field("accuracy", pa.float64()),
+        pa.field("balanced_accuracy", pa.float64()),
+        pa.field("f1", pa.float64()),
+        pa.field("roc_auc", pa.float64()),
+        pa.field("tn", pa.int64()),
+        pa.field("fp", pa.int64()),
+        pa.field("fn", pa.int64()),
+        pa.field("tp", pa.int64()),
+        pa.field("majority_baseline", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("params", pa.string()),  # JSON: chosen hyper-parameters
+        pa.field("history", pa.string()),  # JSON: dense training curves
+        pa.field("fit_seconds", pa.float64()),
+        pa.field("y_true", pa.list_(pa.int8())),  # test labels, in image_id order
+        pa.field("y_pred", pa.list_(pa.int8())),  # test predictions, same order (for McNemar)
+        # the test ROC curve (featstore.evaluate.roc_points): false / true positive rates of its
+        # vertices from (0, 0) to (1, 1), at most evaluate.ROC_POINTS of them; null when the test
+        # labels have one class. Absent from results written before them: read as null
+        # (RESULTS_ADDED_COLUMNS)
+        pa.field("roc_fpr", pa.list_(pa.float32())),
+        pa.field("roc_tpr", pa.list_(pa.float32())),
+        pa.field("cell", pa.string()),
+        pa.field("created", pa.string()),
+        # the saved model, relative to the store root (train.save_models); null when not saved
+        pa.field("model_path", pa.string()),
+        # the feature set's committed content the fit saw (its manifest's content_fingerprint)
+        pa.field("feature_set_content", pa.string()),
+        # what the fit was chosen by, off the test split: its score on the validation split (every
+        # "best" in featstore is the argmax of it; the test accuracy is then the estimate)
+        pa.field("selection_score", pa.float64()),
+        pa.field("selection_metric", pa.string()),  # "validation accuracy"
+        # the positive-class score of every test image, in the order of y_true (probability)
+        pa.field("y_score", pa.list_(pa.float32())),
+        # the person in every test image (same order; null where the store has no identities):
+        # intervals and paired differences resample people, not images
+        pa.field("groups", pa.list_(pa.int64())),
+        pa.field("ci_method", pa.string()),  # how ci_low/ci_high were made ("wilson, by identity")
+        pa.field("ba_ci_low", pa.float64()),  # balanced accuracy, bootstrap (by identity) 95% CI
+        pa.field("ba_ci_high", pa.float64()),
+        pa.field("auc_ci_low", pa.float64()),  # ROC AUC, bootstrap (by identity) 95% CI
+        pa.field("auc_ci_high", pa.float64()),
+        pa.field("brier", pa.float64()),  # Brier score of y_score
+        # multi-class targets (train.target: class; featstore.multiclass): the number of classes,
+        # their names (y_true / y_pred hold indices into this list), the K x K test confusion
+        # matrix (rows: true class, columns: predicted, in the order of ``classes``) and the
+        # macro-averaged F1. Null for the binary attribute fits.
+        pa.field("n_classes", pa.int64()),
+        pa.field("classes", pa.list_(pa.string())),
+        pa.field("confusion", pa.list_(pa.list_(pa.int64()))),
+        pa.field("macro_f1", pa.float64()),
+    ]
+)
 
 #: Columns of RESULTS_SCHEMA that results tables (and grid cells) written by an earlier
 #: featstore lack; :func:`read_results` reads them as null, so old stores stay readable.
-RESULTS_ADDED_COLUMNS = ("roc_fpr", "roc_tpr", "selection_score", "selection_metric", "y_score",
-                         "groups", "ci_method", "ba_ci_low", "ba_ci_high", "auc_ci_low",
-                         "auc_ci_high", "brier", "n_classes", "classes", "confusion",
-                         "macro_f1")
+RESULTS_ADDED_COLUMNS = (
+    "roc_fpr",
+    "roc_tpr",
+    "selection_score",
+    "selection_metric",
+    "y_score",
+    "groups",
+    "ci_method",
+    "ba_ci_low",
+    "ba_ci_high",
+    "auc_ci_low",
+    "auc_ci_high",
+    "brier",
+    "n_classes",
+    "classes",
+    "confusion",
+    "macro_f1",
+)
 
 #: retrieval/feature_set=<set>/: one row per (queries, items, metric, k, target, attribute)
 #: (featstore/retrieval.py defines the metrics). ``feature_set`` is not a column of the files:
 #: it is the hive partition (``retrieval/**/*.parquet`` with hive partitioning), like features.
-RETRIEVAL_SCHEMA = pa.schema([
-    pa.field("queries", pa.string()),  # split of the query images
-    pa.field("items", pa.string()),  # split searched
-    pa.field("metric", pa.string()),  # cosine | l2
-    pa.field("k", pa.int64()),
-    # attribute: one attribute (attribute = its name); mean: the mean of the attribute rows;
-    # exact / jaccard: the multi-label variants over all the run's attributes; class: a
-    # class-per-folder source (attribute = a class: its queries; "*": every query)
-    pa.field("target", pa.string()),
-    pa.field("attribute", pa.string()),  # "*" for mean, exact, jaccard and the all-class row
-    pa.field("n_queries", pa.int64()),
-    pa.field("n_items", pa.int64()),
-    pa.field("n_relevant_queries", pa.int64()),  # queries with >= 1 relevant item (mAP's)
-    pa.field("top_k_accuracy", pa.float64()),
-    pa.field("top_k_precision", pa.float64()),
-    pa.field("map_at_k", pa.float64()),  # null for jaccard (graded relevance)
-    pa.field("chance_precision", pa.float64()),  # top-k precision of random items; null: jaccard
-    pa.field("dim", pa.int64()),
-    pa.field("feature_set_content", pa.string()),  # store.fs_fingerprint of the searched set
-    pa.field("created", pa.string()),
-])
+RETRIEVAL_SCHEMA = pa.schema(
+    [
+        pa.field("queries", pa.string()),  # split of the query images
+        pa.field("items", pa.string()),  # split searched
+        pa.field("metric", pa.string()),  # cosine | l2
+        pa.field("k", pa.int64()),
+        # attribute: one attribute (attribute = its name); mean: the mean of the attribute rows;
+        # exact / jaccard: the multi-label variants over all the run's attributes; class: a
+        # class-per-folder source (attribute = a class: its queries; "*": every query)
+        pa.field("target", pa.string()),
+        pa.field("attribute", pa.string()),  # "*" for mean, exact, jaccard and the all-class row
+        pa.field("n_queries", pa.int64()),
+        pa.field("n_items", pa.int64()),
+        pa.field("n_relevant_queries", pa.int64()),  # queries with >= 1 relevant item (mAP's)
+        pa.field("top_k_accuracy", pa.float64()),
+        pa.field("top_k_precision", pa.float64()),
+        pa.field("map_at_k", pa.float64()),  # null for jaccard (graded relevance)
+        pa.field(
+            "chance_precision", pa.float64()
+        ),  # top-k precision of random items; null: jaccard
+        pa.field("dim", pa.int64()),
+        pa.field("feature_set_content", pa.string()),  # store.fs_fingerprint of the searched set
+        pa.field("created", pa.string()),
+    ]
+)
 
 
 #: The labels table's column of the person in each image (CelebA's identity_CelebA.txt; null
@@ -265,8 +291,9 @@ IDENTITY = "identity"
 CLASS = "class"
 
 
-def labels_schema(attributes: Sequence[str], *, identity: bool = False,
-                  klass: bool = False) -> pa.Schema:
+def labels_schema(
+    attributes: Sequence[str], *, identity: bool = False, klass: bool = False
+) -> pa.Schema:
     """The labels table: image_id, split, [identity,] [class,] one bool column per attribute.
     ingest always writes ``identity`` and ``class`` (null where the source has none)."""
     return pa.schema(
@@ -292,8 +319,7 @@ def _optional_label(path: str | os.PathLike[str], column: str) -> dict[str, Any]
     t = read_table(path, "labels", columns=["image_id", column])
     if t[column].null_count == t.num_rows:
         return None
-    return {i: v for i, v in zip(t["image_id"].to_pylist(), t[column].to_pylist())
-            if v is not None}
+    return {i: v for i, v in zip(t["image_id"].to_pylist(), t[column].to_pylist()) if v is not None}
 
 
 def read_identities(path: str | os.PathLike[str]) -> dict[str, int] | None:
@@ -332,13 +358,15 @@ def local_path(path: str | os.PathLike[str]) -> Path:
             raise StoreError(
                 f"store location {text!r}: {m.group(1)}:// is not supported; the store must be a "
                 "directory on a file system mounted at the same path on the driver and every "
-                "executor (local disk, NFS, Lustre, EFS, a FUSE mount of a bucket)")
+                "executor (local disk, NFS, Lustre, EFS, a FUSE mount of a bucket)"
+            )
         from urllib.parse import unquote, urlparse
 
         parsed = urlparse(text)
         if parsed.netloc not in ("", "localhost"):
-            raise StoreError(f"store location {text!r}: file URIs on another host are not "
-                             "supported")
+            raise StoreError(
+                f"store location {text!r}: file URIs on another host are not supported"
+            )
         text = unquote(parsed.path)
     return Path(text).expanduser().resolve()
 
@@ -353,8 +381,10 @@ def spark_uri(path: str | os.PathLike[str]) -> str:
     p = local_path(path)
     bad = sorted(_GLOB_CHARS & set(str(p)))
     if bad:
-        raise StoreError(f"{p}: Spark reads {' '.join(bad)} in a path as a glob pattern; move "
-                         "the store to a path without them")
+        raise StoreError(
+            f"{p}: Spark reads {' '.join(bad)} in a path as a glob pattern; move "
+            "the store to a path without them"
+        )
     return "file://" + str(p)
 
 
@@ -362,8 +392,10 @@ def check_name(name: str, what: str = "feature set") -> str:
     """A table or feature-set name: letters, digits and ``._+-``, not starting with ``.``/``_``
     (names are folder names and hive partition values)."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"invalid {what} name {name!r}: use letters, digits and ._+- "
-                          "(starting with a letter or digit, at most 200 characters)")
+        raise ConfigError(
+            f"invalid {what} name {name!r}: use letters, digits and ._+- "
+            "(starting with a letter or digit, at most 200 characters)"
+        )
     return name
 
 
@@ -501,8 +533,11 @@ def parquet_files(folder: Path) -> list[Path]:
     """The Parquet data files under ``folder`` (recursively, sorted; hidden files skipped)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*.parquet")
-                  if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+    )
 
 
 def describe_files(folder: Path, *, checksums: bool = True) -> list[dict[str, Any]]:
@@ -511,9 +546,11 @@ def describe_files(folder: Path, *, checksums: bool = True) -> list[dict[str, An
 
     out = []
     for f in parquet_files(folder):
-        entry: dict[str, Any] = {"path": f.relative_to(folder).as_posix(),
-                                 "rows": pq.ParquetFile(f).metadata.num_rows,
-                                 "bytes": f.stat().st_size}
+        entry: dict[str, Any] = {
+            "path": f.relative_to(folder).as_posix(),
+            "rows": pq.ParquetFile(f).metadata.num_rows,
+            "bytes": f.stat().st_size,
+        }
         if checksums:
             entry["sha256"] = sha256_file(f)
         out.append(entry)
@@ -595,8 +632,13 @@ class TableLock:
         self.path = layout.lock_path(tid)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.info = {"table": tid, "owner": _user(), "host": socket.gethostname(),
-                     "pid": os.getpid(), "started": now_iso()}
+        self.info = {
+            "table": tid,
+            "owner": _user(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": now_iso(),
+        }
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -633,10 +675,15 @@ class TableLock:
                     continue  # released in between
                 why = self._stale(holder)
                 if why:
-                    logger.warning("breaking the stale lock of table %s held by %s@%s pid %s "
-                                   "since %s (%s)", self.tid, holder.get("owner"),
-                                   holder.get("host"), holder.get("pid"), holder.get("started"),
-                                   why)
+                    logger.warning(
+                        "breaking the stale lock of table %s held by %s@%s pid %s since %s (%s)",
+                        self.tid,
+                        holder.get("owner"),
+                        holder.get("host"),
+                        holder.get("pid"),
+                        holder.get("started"),
+                        why,
+                    )
                     # renamed aside, not unlinked; still, two jobs breaking the same stale lock
                     # at the same moment can race (the second may move the first's fresh lock):
                     # a window of microseconds, accepted for a lock that NFS honours
@@ -652,12 +699,14 @@ class TableLock:
                     f"table {self.tid} is being written by another featstore job: "
                     f"{holder.get('owner')}@{holder.get('host')} pid {holder.get('pid')} since "
                     f"{holder.get('started')} (lock {self.path}); wait for it to finish, or "
-                    "delete the lock file if that job is gone") from None
+                    "delete the lock file if that job is gone"
+                ) from None
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(self.info) + "\n")
             break
-        self._thread = threading.Thread(target=self._beat, daemon=True,
-                                        name=f"featstore-lock-{self.tid}")
+        self._thread = threading.Thread(
+            target=self._beat, daemon=True, name=f"featstore-lock-{self.tid}"
+        )
         self._thread.start()
         return self
 
@@ -671,8 +720,11 @@ class TableLock:
         if self._thread is not None:
             self._thread.join(timeout=2)
         holder = self._holder()
-        if holder and holder.get("pid") == os.getpid() and holder.get("started") == \
-                self.info["started"]:
+        if (
+            holder
+            and holder.get("pid") == os.getpid()
+            and holder.get("started") == self.info["started"]
+        ):
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
@@ -762,9 +814,13 @@ def _debris(layout: Layout, tid: str, keep: Path | None = None) -> list[Path]:
         out += sorted(journals.glob(f".{_safe(tid)}.json.*.tmp"))
     if layout.staging.is_dir():
         mine = re.compile(rf"^{re.escape(_safe(tid))}-[0-9a-f]{{12}}$")
-        out += [e for e in sorted(layout.staging.iterdir())
-                if mine.match(e.name) and e != keep
-                and not ((e / "meta").is_dir() and (e / RESUMABLE).is_file())]
+        out += [
+            e
+            for e in sorted(layout.staging.iterdir())
+            if mine.match(e.name)
+            and e != keep
+            and not ((e / "meta").is_dir() and (e / RESUMABLE).is_file())
+        ]
     return out
 
 
@@ -793,8 +849,11 @@ def tidy(layout: Layout, tid: str) -> bool:
     try:
         debris = _debris(layout, tid)
         if debris:
-            logger.warning("table %s: removing what an interrupted job left: %s", tid,
-                           ", ".join(layout.rel(p) for p in debris))
+            logger.warning(
+                "table %s: removing what an interrupted job left: %s",
+                tid,
+                ", ".join(layout.rel(p) for p in debris),
+            )
             _remove(debris)
         return True
     finally:
@@ -816,8 +875,16 @@ class TableWriter:
     dropped on failure. ``overwrite`` discards resumable staging. ``extra_moves``: further
     ``(staged, target)`` folders committed with the table (the grid's cells)."""
 
-    def __init__(self, layout: Layout, tid: str, *, resume_key: str | None = None,
-                 overwrite: bool = False, spark: Any = None, lock_wait_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        tid: str,
+        *,
+        resume_key: str | None = None,
+        overwrite: bool = False,
+        spark: Any = None,
+        lock_wait_s: float = 0.0,
+    ) -> None:
         self.layout, self.tid = layout, tid
         self.resume_key, self.overwrite, self.spark = resume_key, overwrite, spark
         self.lock = TableLock(layout, tid, wait_s=lock_wait_s)
@@ -880,15 +947,23 @@ class TableWriter:
                 else:
                     self.spark.conf.set(key, value)
             if self._journalled and self.committed is None:
-                logger.warning("table %s: the commit was interrupted; the next reader or writer "
-                               "of the table finishes it", self.tid)
+                logger.warning(
+                    "table %s: the commit was interrupted; the next reader or writer "
+                    "of the table finishes it",
+                    self.tid,
+                )
             elif self.committed is None and (exc_type is None or self.resume_key is None):
                 shutil.rmtree(self.staging, ignore_errors=True)
         finally:
             self.lock.release()
 
-    def commit(self, manifest: dict[str, Any], *, has_errors: bool = True,
-               extra_moves: Sequence[tuple[Path, Path]] = ()) -> dict[str, Any]:
+    def commit(
+        self,
+        manifest: dict[str, Any],
+        *,
+        has_errors: bool = True,
+        extra_moves: Sequence[tuple[Path, Path]] = (),
+    ) -> dict[str, Any]:
         """Describe the staged files in the manifest and commit data, errors and metadata.
 
         Checks before anything moves: the manifest's ``counts.rows`` (or, without it,
@@ -903,29 +978,36 @@ class TableWriter:
             t0 = time.perf_counter()
             n = fix_embedding_width(self.data, int(manifest["dim"]))
             if n:
-                logger.info("%s: %d files rewritten with fixed-size embeddings in %.2f s",
-                            self.tid, n, time.perf_counter() - t0)
+                logger.info(
+                    "%s: %d files rewritten with fixed-size embeddings in %.2f s",
+                    self.tid,
+                    n,
+                    time.perf_counter() - t0,
+                )
         files = describe_files(self.data)
         rows = sum(f["rows"] for f in files)
         counts = manifest.setdefault("counts", {})
         declared = counts.get("rows", counts.get("ok"))
         if declared is not None and int(declared) != rows:
-            raise StoreError(f"{self.staging}: the staged data holds {rows} rows, the job "
-                             f"counted {declared}; nothing committed")
+            raise StoreError(
+                f"{self.staging}: the staged data holds {rows} rows, the job "
+                f"counted {declared}; nothing committed"
+            )
         splits = rows_per_split(files)
         if splits:
             counts["splits"] = splits
         manifest["files"] = files
         manifest["data_path"] = layout.rel(layout.data(self.tid))
-        manifest["content_fingerprint"] = fingerprint(
-            [f"{f['path']}:{f['sha256']}" for f in files])
+        manifest["content_fingerprint"] = fingerprint([f"{f['path']}:{f['sha256']}" for f in files])
         moves: list[tuple[Path, Path]] = [(self.data, layout.data(self.tid))]
         if has_errors:
             err_files = describe_files(self.errors)
             err_rows = sum(f["rows"] for f in err_files)
             if counts.get("errors") is not None and int(counts["errors"]) != err_rows:
-                raise StoreError(f"{self.staging}: the staged errors table holds {err_rows} rows, "
-                                 f"the job counted {counts['errors']}; nothing committed")
+                raise StoreError(
+                    f"{self.staging}: the staged errors table holds {err_rows} rows, "
+                    f"the job counted {counts['errors']}; nothing committed"
+                )
             manifest["errors_files"] = err_files
             manifest["errors_path"] = layout.rel(layout.errors(self.tid))
             moves.append((self.errors, layout.errors(self.tid)))
@@ -936,9 +1018,15 @@ class TableWriter:
         manifest["sidecars"] = sorted(p.name for p in self.meta.iterdir() if p.name != MANIFEST)
         write_json(self.meta / MANIFEST, manifest)
         moves.append((self.meta, layout.table_meta(self.tid)))  # last: the commit point
-        write_json(layout.journal(self.tid), {
-            "table": self.tid, "staging": layout.rel(self.staging), "created": now_iso(),
-            "moves": [[layout.rel(a), layout.rel(b)] for a, b in moves]})
+        write_json(
+            layout.journal(self.tid),
+            {
+                "table": self.tid,
+                "staging": layout.rel(self.staging),
+                "created": now_iso(),
+                "moves": [[layout.rel(a), layout.rel(b)] for a, b in moves],
+            },
+        )
         self._journalled = True
         _roll_forward(layout, layout.journal(self.tid))
         self.committed = manifest
@@ -964,12 +1052,20 @@ def remove_table(layout: Layout, tid: str) -> None:
         recover(layout, tid, locked=True)
         staging = layout.staging / f"{_safe(tid)}-{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True)
-        moves = [(layout.table_meta(tid), staging / "gone-meta"),
-                 (layout.data(tid), staging / "gone-data"),
-                 (layout.errors(tid), staging / "gone-errors")]
-        write_json(layout.journal(tid), {
-            "table": tid, "staging": layout.rel(staging), "created": now_iso(),
-            "moves": [[layout.rel(a), layout.rel(b)] for a, b in moves]})
+        moves = [
+            (layout.table_meta(tid), staging / "gone-meta"),
+            (layout.data(tid), staging / "gone-data"),
+            (layout.errors(tid), staging / "gone-errors"),
+        ]
+        write_json(
+            layout.journal(tid),
+            {
+                "table": tid,
+                "staging": layout.rel(staging),
+                "created": now_iso(),
+                "moves": [[layout.rel(a), layout.rel(b)] for a, b in moves],
+            },
+        )
         _roll_forward(layout, layout.journal(tid))
 
 
@@ -992,13 +1088,17 @@ def check_layout(layout: Layout) -> None:
         except json.JSONDecodeError:
             version = None
         if version != LAYOUT_VERSION:
-            raise StoreError(f"{marker}: store layout {version!r} is not supported by featstore "
-                             f"{__version__} (expects {LAYOUT_VERSION})")
+            raise StoreError(
+                f"{marker}: store layout {version!r} is not supported by featstore "
+                f"{__version__} (expects {LAYOUT_VERSION})"
+            )
         return
     if _v1_tables(layout.root):
-        raise StoreError(f"{layout.root}: this store was written by an older featstore (layout 1: "
-                         "manifests inside the data folders); run `featstore migrate "
-                         f"{layout.root}` once to convert it in place")
+        raise StoreError(
+            f"{layout.root}: this store was written by an older featstore (layout 1: "
+            "manifests inside the data folders); run `featstore migrate "
+            f"{layout.root}` once to convert it in place"
+        )
 
 
 def ensure_layout(layout: Layout) -> None:
@@ -1006,8 +1106,10 @@ def ensure_layout(layout: Layout) -> None:
     check_layout(layout)
     marker = layout.meta / "store.json"
     if not marker.is_file():
-        write_json(marker, {"layout_version": LAYOUT_VERSION, "created": now_iso(),
-                            "code_version": __version__})
+        write_json(
+            marker,
+            {"layout_version": LAYOUT_VERSION, "created": now_iso(), "code_version": __version__},
+        )
 
 
 def open_store(path: str | os.PathLike[str], *, strict: bool = False) -> Layout:
@@ -1018,13 +1120,16 @@ def open_store(path: str | os.PathLike[str], *, strict: bool = False) -> Layout:
         raise StoreError(f"{layout.root}: no such store folder")
     check_layout(layout)
     if strict and not (layout.meta / "store.json").is_file():
-        raise StoreError(f"{layout.root}: not a featstore store (no {META_DIR}/store.json; "
-                         "`featstore ingest --store` makes one)")
+        raise StoreError(
+            f"{layout.root}: not a featstore store (no {META_DIR}/store.json; "
+            "`featstore ingest --store` makes one)"
+        )
     return layout
 
 
-def check_writable(path: str | os.PathLike[str], need_bytes: int = 0, *,
-                   what: str = "the job") -> None:
+def check_writable(
+    path: str | os.PathLike[str], need_bytes: int = 0, *, what: str = "the job"
+) -> None:
     """Before Spark starts: the store (or, for a new store, the folder it will be made in)
     accepts a new file, and its file system has ``need_bytes`` free (with 10% to spare).
     Raises StoreError with one line naming the path and the cause."""
@@ -1038,15 +1143,19 @@ def check_writable(path: str | os.PathLike[str], need_bytes: int = 0, *,
         os.close(fd)
         probe.unlink()
     except OSError as exc:
-        raise StoreError(f"{probe_dir}: the store is not writable ({exc.strerror}); "
-                         f"{what} would write there: nothing was started") from None
+        raise StoreError(
+            f"{probe_dir}: the store is not writable ({exc.strerror}); "
+            f"{what} would write there: nothing was started"
+        ) from None
     if need_bytes > 0:
         st = os.statvfs(probe_dir)
         free = st.f_bavail * st.f_frsize
         if free < need_bytes * 1.1:
-            raise StoreError(f"{probe_dir}: No space left on device: {_size(free)} free, "
-                             f"{what} needs about {_size(need_bytes)}; free some space: "
-                             "nothing was started")
+            raise StoreError(
+                f"{probe_dir}: No space left on device: {_size(free)} free, "
+                f"{what} needs about {_size(need_bytes)}; free some space: "
+                "nothing was started"
+            )
 
 
 def _size(n: float) -> str:
@@ -1071,8 +1180,10 @@ def read_manifest(layout: Layout, tid: str) -> dict[str, Any] | None:
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{path}: damaged manifest of table {tid} (not valid JSON: {exc}); "
-                         "rebuild the table with --overwrite") from None
+        raise StoreError(
+            f"{path}: damaged manifest of table {tid} (not valid JSON: {exc}); "
+            "rebuild the table with --overwrite"
+        ) from None
     if not isinstance(manifest, dict):
         raise StoreError(f"{path}: damaged manifest of table {tid} (not a JSON object)")
     version = manifest.get("schema_version")
@@ -1110,8 +1221,15 @@ def require_committed(layout: Layout, tid: str) -> dict[str, Any]:
     return manifest
 
 
-def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
-                checksums: bool = False, deep: bool = False, footers: bool = True) -> None:
+def check_files(
+    layout: Layout,
+    tid: str,
+    manifest: dict[str, Any],
+    *,
+    checksums: bool = False,
+    deep: bool = False,
+    footers: bool = True,
+) -> None:
     """Check the files on disk against the manifest: every file present with its size and row
     count (cheap: footers only; what every reader does), no extra data files, the counts
     consistent with the files. ``footers=False``: a directory listing and stats only, no file
@@ -1129,56 +1247,75 @@ def check_files(layout: Layout, tid: str, manifest: dict[str, Any], *,
         listed = manifest.get(key)
         if listed is None:
             if key == "files":
-                raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: its manifest lists no "
-                                 f"files; {fix}")
+                raise StoreError(
+                    f"{layout.manifest_path(tid)}: {damaged}: its manifest lists no files; {fix}"
+                )
             continue
         names = {f["path"] for f in listed}
-        extra = [p.relative_to(folder).as_posix() for p in parquet_files(folder)
-                 if p.relative_to(folder).as_posix() not in names]
+        extra = [
+            p.relative_to(folder).as_posix()
+            for p in parquet_files(folder)
+            if p.relative_to(folder).as_posix() not in names
+        ]
         if extra:
-            raise StoreError(f"{folder / extra[0]}: {damaged}: a data file its manifest does "
-                             f"not list; {fix}")
+            raise StoreError(
+                f"{folder / extra[0]}: {damaged}: a data file its manifest does not list; {fix}"
+            )
         for f in listed:
             path = folder / f["path"]
             if not path.is_file():
                 raise StoreError(f"{path}: {damaged}: file missing; {fix}")
             if path.stat().st_size != f["bytes"]:
-                raise StoreError(f"{path}: {damaged}: {path.stat().st_size} bytes, the manifest "
-                                 f"says {f['bytes']}; {fix}")
+                raise StoreError(
+                    f"{path}: {damaged}: {path.stat().st_size} bytes, the manifest "
+                    f"says {f['bytes']}; {fix}"
+                )
             if not footers:
                 continue
             try:
                 rows = pq.ParquetFile(path).metadata.num_rows
             except Exception as exc:  # ArrowInvalid and friends: one line, not a traceback
-                raise StoreError(f"{path}: {damaged}: not a readable Parquet file "
-                                 f"({str(exc).splitlines()[0]}); {fix}") from None
+                raise StoreError(
+                    f"{path}: {damaged}: not a readable Parquet file "
+                    f"({str(exc).splitlines()[0]}); {fix}"
+                ) from None
             if rows != f["rows"]:
-                raise StoreError(f"{path}: {damaged}: {rows} rows, the manifest says "
-                                 f"{f['rows']}; {fix}")
+                raise StoreError(
+                    f"{path}: {damaged}: {rows} rows, the manifest says {f['rows']}; {fix}"
+                )
             if checksums and _verified_sha256(path) != f["sha256"]:
-                raise StoreError(f"{path}: {damaged}: checksum differs from the manifest's "
-                                 f"(the file changed after it was committed); {fix}")
+                raise StoreError(
+                    f"{path}: {damaged}: checksum differs from the manifest's "
+                    f"(the file changed after it was committed); {fix}"
+                )
             if deep:
                 try:
                     pq.read_table(path)
                 except Exception as exc:
-                    raise StoreError(f"{path}: {damaged}: cannot be decoded "
-                                     f"({str(exc).splitlines()[0]}); {fix}") from None
+                    raise StoreError(
+                        f"{path}: {damaged}: cannot be decoded ({str(exc).splitlines()[0]}); {fix}"
+                    ) from None
     counts = manifest.get("counts", {})
     rows = sum(int(f["rows"]) for f in manifest["files"])
     declared = counts.get("rows", counts.get("ok"))
     if declared is not None and int(declared) != rows:
-        raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: counts say {declared} rows, "
-                         f"its files hold {rows}; {fix}")
+        raise StoreError(
+            f"{layout.manifest_path(tid)}: {damaged}: counts say {declared} rows, "
+            f"its files hold {rows}; {fix}"
+        )
     splits = rows_per_split(manifest["files"])
     if splits and {k: int(v) for k, v in counts.get("splits", {}).items() if v} != splits:
-        raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: counts.splits "
-                         f"{counts.get('splits')} disagree with its files {splits}; {fix}")
+        raise StoreError(
+            f"{layout.manifest_path(tid)}: {damaged}: counts.splits "
+            f"{counts.get('splits')} disagree with its files {splits}; {fix}"
+        )
     if manifest.get("errors_files") is not None and counts.get("errors") is not None:
         err_rows = sum(int(f["rows"]) for f in manifest["errors_files"])
         if int(counts["errors"]) != err_rows:
-            raise StoreError(f"{layout.manifest_path(tid)}: {damaged}: counts.errors "
-                             f"{counts['errors']} but its errors table holds {err_rows}; {fix}")
+            raise StoreError(
+                f"{layout.manifest_path(tid)}: {damaged}: counts.errors "
+                f"{counts['errors']} but its errors table holds {err_rows}; {fix}"
+            )
 
 
 #: sha256 of files this process already hashed, by (path, inode, size, mtime): a stage that
@@ -1209,25 +1346,37 @@ def table_ids(layout: Layout) -> list[str]:
     out = [t for t in ("images", "labels", "results") if (tables / t / MANIFEST).is_file()]
     for kind in PER_SET_TABLES:
         if (tables / kind).is_dir():
-            out += [f"{kind}/{p.name}" for p in sorted((tables / kind).iterdir())
-                    if (p / MANIFEST).is_file()]
-    for journal in sorted((layout.meta / "journal").glob("*.json")) \
-            if (layout.meta / "journal").is_dir() else []:
+            out += [
+                f"{kind}/{p.name}"
+                for p in sorted((tables / kind).iterdir())
+                if (p / MANIFEST).is_file()
+            ]
+    for journal in (
+        sorted((layout.meta / "journal").glob("*.json"))
+        if (layout.meta / "journal").is_dir()
+        else []
+    ):
         tid = journal.stem.replace("__", "/")  # a commit in flight or interrupted
         if tid not in out:
             out.append(tid)
     return out
 
 
-def _entry(layout: Layout, tid: str, manifest: dict[str, Any] | None,
-           damage: str | None = None) -> dict[str, Any]:
+def _entry(
+    layout: Layout, tid: str, manifest: dict[str, Any] | None, damage: str | None = None
+) -> dict[str, Any]:
     prefix = tid.partition("/")[0]
     kind = prefix if prefix in PER_SET_TABLES and "/" in tid else "table"
     name = tid.split("/", 1)[1] if kind == "features" else tid  # "retrieval/<set>" stays whole
-    return {"name": name, "id": tid, "kind": kind, "path": str(layout.data(tid)),
-            "errors_path": str(layout.errors(tid)) if manifest and "errors_path" in manifest
-            else None,
-            "manifest": manifest, "damaged": damage}
+    return {
+        "name": name,
+        "id": tid,
+        "kind": kind,
+        "path": str(layout.data(tid)),
+        "errors_path": str(layout.errors(tid)) if manifest and "errors_path" in manifest else None,
+        "manifest": manifest,
+        "damaged": damage,
+    }
 
 
 def list_tables(path: str | os.PathLike[str], *, damaged: bool = False) -> list[dict[str, Any]]:
@@ -1264,8 +1413,9 @@ def stale_inputs(layout: Layout, tid: str, manifest: dict[str, Any]) -> list[str
     if tid == "results":
         derived_from = dict(manifest.get("feature_sets") or {})
     elif tid.startswith("retrieval/"):
-        derived_from = {manifest.get("feature_set") or tid.split("/", 1)[1]:
-                        manifest.get("feature_set_content")}
+        derived_from = {
+            manifest.get("feature_set") or tid.split("/", 1)[1]: manifest.get("feature_set_content")
+        }
     elif isinstance(manifest.get("source"), dict) and manifest["source"].get("name"):
         src = manifest["source"]
         derived_from = {src["name"]: src.get("content_fingerprint")}
@@ -1299,8 +1449,10 @@ def find_table(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
     manifest = read_manifest(layout, tid)  # a damaged one raises its own line
     if manifest is None:
         names = [t["name"] for t in list_tables(layout.root)]
-        raise StoreError(f"{layout.root}: no committed table or feature set {name!r}"
-                         f"{_did_you_mean(name, names)} (committed: {', '.join(names) or 'none'})")
+        raise StoreError(
+            f"{layout.root}: no committed table or feature set {name!r}"
+            f"{_did_you_mean(name, names)} (committed: {', '.join(names) or 'none'})"
+        )
     return _entry(layout, tid, manifest)
 
 
@@ -1321,21 +1473,25 @@ def feature_set_manifest(path: str | os.PathLike[str], name: str) -> dict[str, A
     manifest = read_manifest(layout, features_id(name))
     if manifest is None:
         names = feature_set_names(layout.root)
-        raise StoreError(f"{layout.root}: no committed feature set {name!r}"
-                         f"{_did_you_mean(name, names)} (committed: {', '.join(names) or 'none'})")
+        raise StoreError(
+            f"{layout.root}: no committed feature set {name!r}"
+            f"{_did_you_mean(name, names)} (committed: {', '.join(names) or 'none'})"
+        )
     return manifest
 
 
-def check_table(path: str | os.PathLike[str], name: str, *, checksums: bool = False,
-                deep: bool = False) -> dict[str, Any]:
+def check_table(
+    path: str | os.PathLike[str], name: str, *, checksums: bool = False, deep: bool = False
+) -> dict[str, Any]:
     """The manifest of table or feature set ``name`` after :func:`check_files`."""
     table = find_table(path, name)
     check_files(Layout(path), table["id"], table["manifest"], checksums=checksums, deep=deep)
     return table["manifest"]
 
 
-def check_feature_set(path: str | os.PathLike[str], name: str, *, checksums: bool = False,
-                      deep: bool = False) -> dict[str, Any]:
+def check_feature_set(
+    path: str | os.PathLike[str], name: str, *, checksums: bool = False, deep: bool = False
+) -> dict[str, Any]:
     """Manifest of feature set ``name`` after checking its files (see :func:`check_files`;
     ``checksums=True``: a verified read, what a stage does to its input)."""
     manifest = feature_set_manifest(path, name)
@@ -1352,53 +1508,69 @@ def read_errors(path: str | os.PathLike[str], name: str) -> pa.Table:
 
     table = find_table(path, name)
     layout = Layout(path)
-    files = [layout.errors(table["id"]) / f["path"]
-             for f in table["manifest"].get("errors_files") or []]
+    files = [
+        layout.errors(table["id"]) / f["path"] for f in table["manifest"].get("errors_files") or []
+    ]
     if not files:
         return ERRORS_SCHEMA.empty_table()
     return pa.concat_tables([pq.read_table(f, schema=ERRORS_SCHEMA) for f in files])
 
 
-def _check_selection(path: str | os.PathLike[str], name: str, manifest: dict[str, Any],
-                     splits: Sequence[str] | None,
-                     attributes: Sequence[str] | None) -> tuple[list[str], list[str]]:
+def _check_selection(
+    path: str | os.PathLike[str],
+    name: str,
+    manifest: dict[str, Any],
+    splits: Sequence[str] | None,
+    attributes: Sequence[str] | None,
+) -> tuple[list[str], list[str]]:
     have_splits = sorted(manifest["counts"]["splits"])
     want_splits = list(splits) if splits else have_splits
     for s in want_splits:
         if s not in have_splits:
-            raise StoreError(f"feature set {name!r} has no split {s!r} (it has "
-                             f"{', '.join(have_splits)})")
+            raise StoreError(
+                f"feature set {name!r} has no split {s!r} (it has {', '.join(have_splits)})"
+            )
     labels_manifest = require_committed(Layout(path), "labels")
     known = labels_manifest["attributes"]
     want_attrs = list(known) if attributes is None else list(attributes)
     for a in want_attrs:
         if a not in known:
-            raise StoreError(f"unknown attribute {a!r}; the labels table has {len(known)}: "
-                             f"{', '.join(known[:8])}{', ...' if len(known) > 8 else ''}")
+            raise StoreError(
+                f"unknown attribute {a!r}; the labels table has {len(known)}: "
+                f"{', '.join(known[:8])}{', ...' if len(known) > 8 else ''}"
+            )
     return want_splits, want_attrs
 
 
-def data_files(layout: Layout, tid: str, manifest: dict[str, Any],
-               splits: Sequence[str] | None = None) -> list[Path]:
+def data_files(
+    layout: Layout, tid: str, manifest: dict[str, Any], splits: Sequence[str] | None = None
+) -> list[Path]:
     """The committed data files of table ``tid`` that its manifest lists (of ``splits``)."""
     return _data_files(layout, tid, manifest, splits)
 
 
-def _data_files(layout: Layout, tid: str, manifest: dict[str, Any],
-                splits: Sequence[str] | None = None) -> list[Path]:
+def _data_files(
+    layout: Layout, tid: str, manifest: dict[str, Any], splits: Sequence[str] | None = None
+) -> list[Path]:
     folder = layout.data(tid)
     out = []
     for f in manifest["files"]:
-        split = next((p.split("=", 1)[1] for p in f["path"].split("/")[:-1]
-                      if p.startswith("split=")), None)
+        split = next(
+            (p.split("=", 1)[1] for p in f["path"].split("/")[:-1] if p.startswith("split=")), None
+        )
         if splits is None or split in splits:
             out.append(folder / f["path"])
     return out
 
 
-def read_spark(spark: Any, path: str | os.PathLike[str], name: str, *,
-               splits: Sequence[str] | None = None,
-               attributes: Sequence[str] | None = None) -> Any:
+def read_spark(
+    spark: Any,
+    path: str | os.PathLike[str],
+    name: str,
+    *,
+    splits: Sequence[str] | None = None,
+    attributes: Sequence[str] | None = None,
+) -> Any:
     """A feature set joined with its labels, as a Spark DataFrame:
     ``image_id, split, embedding, <attributes...>`` (attributes=None: all; [] : none)."""
     from pyspark.sql import functions as F
@@ -1407,16 +1579,19 @@ def read_spark(spark: Any, path: str | os.PathLike[str], name: str, *,
     want_splits, want_attrs = _check_selection(path, name, manifest, splits, attributes)
     layout = Layout(path)
     feats = spark.read.parquet(spark_uri(layout.features(name))).filter(
-        F.col("split").isin(want_splits))
+        F.col("split").isin(want_splits)
+    )
     if not want_attrs:
         return feats.select("image_id", "split", "embedding")
     labels = spark.read.parquet(spark_uri(layout.labels)).select("image_id", *want_attrs)
-    return feats.join(labels, "image_id", "inner").select("image_id", "split", "embedding",
-                                                           *want_attrs)
+    return feats.join(labels, "image_id", "inner").select(
+        "image_id", "split", "embedding", *want_attrs
+    )
 
 
-def read_table(path: str | os.PathLike[str], name: str,
-               columns: Sequence[str] | None = None) -> pa.Table:
+def read_table(
+    path: str | os.PathLike[str], name: str, columns: Sequence[str] | None = None
+) -> pa.Table:
     """A committed table (images, labels, results, retrieval/<set>) as pyarrow, after the cheap
     file check."""
     import pyarrow.dataset as ds
@@ -1426,14 +1601,22 @@ def read_table(path: str | os.PathLike[str], name: str,
     check_files(layout, table["id"], table["manifest"])
     manifest, tid = table["manifest"], table["id"]
     files = [str(p) for p in _data_files(layout, tid, manifest)]
-    dataset = ds.dataset(files, format="parquet", partitioning=ds.partitioning(
-        flavor="hive"), partition_base_dir=str(layout.data(tid)))
+    dataset = ds.dataset(
+        files,
+        format="parquet",
+        partitioning=ds.partitioning(flavor="hive"),
+        partition_base_dir=str(layout.data(tid)),
+    )
     return dataset.to_table(columns=list(columns) if columns is not None else None)
 
 
-def read_arrow(path: str | os.PathLike[str], name: str, *,
-               splits: Sequence[str] | None = None,
-               attributes: Sequence[str] | None = None) -> pa.Table:
+def read_arrow(
+    path: str | os.PathLike[str],
+    name: str,
+    *,
+    splits: Sequence[str] | None = None,
+    attributes: Sequence[str] | None = None,
+) -> pa.Table:
     """The same rows as :func:`read_spark`, as a pyarrow Table (no Spark), sorted by image_id."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -1444,27 +1627,36 @@ def read_arrow(path: str | os.PathLike[str], name: str, *,
     tid = features_id(name)
     files = [str(p) for p in _data_files(layout, tid, manifest, want_splits)]
     try:
-        dataset = ds.dataset(files, format="parquet", partitioning=ds.partitioning(
-            flavor="hive"), partition_base_dir=str(layout.data(tid)))
+        dataset = ds.dataset(
+            files,
+            format="parquet",
+            partitioning=ds.partitioning(flavor="hive"),
+            partition_base_dir=str(layout.data(tid)),
+        )
         feats = dataset.to_table(columns=["image_id", "split", "embedding"])
     except (pa.ArrowException, OSError) as exc:
-        raise StoreError(f"{layout.data(tid)}: table {tid} is damaged: "
-                         f"{str(exc).splitlines()[0]}; rebuild it with --overwrite") from None
+        raise StoreError(
+            f"{layout.data(tid)}: table {tid} is damaged: "
+            f"{str(exc).splitlines()[0]}; rebuild it with --overwrite"
+        ) from None
     feats = feats.sort_by("image_id")
     if want_attrs:
         labels = read_table(path, "labels", columns=["image_id", *want_attrs])
         # take() by position instead of a hash join: Acero cannot carry list columns
         idx = pc.index_in(feats["image_id"], value_set=labels["image_id"])
         if idx.null_count:
-            raise StoreError(f"{layout.labels}: {idx.null_count} images of {name!r} have no "
-                             "labels; re-run ingest")
+            raise StoreError(
+                f"{layout.labels}: {idx.null_count} images of {name!r} have no "
+                "labels; re-run ingest"
+            )
         taken = labels.take(idx)
         for a in want_attrs:
             feats = feats.append_column(a, taken[a])
     split_type = feats.schema.field("split").type
     if split_type != pa.string():
-        feats = feats.set_column(feats.schema.get_field_index("split"), "split",
-                                 feats["split"].cast(pa.string()))
+        feats = feats.set_column(
+            feats.schema.get_field_index("split"), "split", feats["split"].cast(pa.string())
+        )
     return feats
 
 
@@ -1493,8 +1685,9 @@ def embedding_matrix(table: pa.Table, dim: int, name: str) -> Any:
     return values.astype(np.float32, copy=False).reshape(table.num_rows, dim)
 
 
-def load_xy(path: str | os.PathLike[str], name: str, attribute: str,
-            split: str) -> tuple[Any, Any, list[str]]:
+def load_xy(
+    path: str | os.PathLike[str], name: str, attribute: str, split: str
+) -> tuple[Any, Any, list[str]]:
     """``X`` float32 (n, dim), ``y`` int8 (n,) of one attribute and split, and the image ids.
 
     One copy: the embedding list column's flat buffer is reshaped, not rebuilt row by row."""
@@ -1519,10 +1712,18 @@ def read_results(path: str | os.PathLike[str]) -> Any:
             table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     df = table.select(RESULTS_SCHEMA.names).cast(RESULTS_SCHEMA).to_pandas()
     df["classes"] = [list(v) if v is not None else None for v in df["classes"]]
-    df["confusion"] = [np.asarray([list(r) for r in v], dtype=np.int64) if v is not None
-                       else None for v in df["confusion"]]
-    for col, dtype in (("y_true", np.int8), ("y_pred", np.int8), ("roc_fpr", np.float32),
-                       ("roc_tpr", np.float32), ("y_score", np.float32), ("groups", np.int64)):
+    df["confusion"] = [
+        np.asarray([list(r) for r in v], dtype=np.int64) if v is not None else None
+        for v in df["confusion"]
+    ]
+    for col, dtype in (
+        ("y_true", np.int8),
+        ("y_pred", np.int8),
+        ("roc_fpr", np.float32),
+        ("roc_tpr", np.float32),
+        ("y_score", np.float32),
+        ("groups", np.int64),
+    ):
         df[col] = [np.asarray(v, dtype=dtype) if v is not None else None for v in df[col]]
     return df
 
@@ -1530,5 +1731,5 @@ def read_results(path: str | os.PathLike[str]) -> Any:
 def fs_fingerprint(manifest: dict[str, Any]) -> str:
     """What a result derived from a table depends on: the exact committed content."""
     return manifest.get("content_fingerprint") or fingerprint(
-        [str(manifest.get("created")), json.dumps(manifest.get("counts"), sort_keys=True)])
-
+        [str(manifest.get("created")), json.dumps(manifest.get("counts"), sort_keys=True)]
+    )

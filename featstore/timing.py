@@ -54,11 +54,15 @@ class Phases:
     def shares(self) -> str:
         """``"fit 80%, evaluate 15%, ..."``: each phase's share of the total."""
         total = self.total
-        return ", ".join(f"{k} {v / total:.0%}" if total > 0 else f"{k} {v:.1f} s"
-                         for k, v in self.seconds.items())
+        return ", ".join(
+            f"{k} {v / total:.0%}" if total > 0 else f"{k} {v:.1f} s"
+            for k, v in self.seconds.items()
+        )
 
     def line(self, stage: str) -> str:
         total = self.total
-        parts = [f"{k} {v:.1f} s ({v / total:.0%})" if total > 0 else f"{k} {v:.1f} s"
-                 for k, v in self.seconds.items()]
+        parts = [
+            f"{k} {v:.1f} s ({v / total:.0%})" if total > 0 else f"{k} {v:.1f} s"
+            for k, v in self.seconds.items()
+        ]
         return f"{stage} time: {', '.join(parts)} of {total:.1f} s"

@@ -58,9 +58,12 @@ def pin_gpu() -> str | None:
     if "visible" in _PINNED:
         wanted = ",".join(addresses) if addresses else None
         if wanted is not None and wanted != _PINNED["visible"]:
-            logger.warning("task was given GPU %s but this Python worker is bound to GPU %s; "
-                           "use one GPU per executor (see conf/cluster-gpu/)", wanted,
-                           _PINNED["visible"])
+            logger.warning(
+                "task was given GPU %s but this Python worker is bound to GPU %s; "
+                "use one GPU per executor (see conf/cluster-gpu/)",
+                wanted,
+                _PINNED["visible"],
+            )
         return _PINNED["visible"]
     if addresses:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(addresses)
@@ -97,7 +100,8 @@ def use_backend(backend: str | None) -> None:
         raise ConfigError(
             f"this Python worker runs Keras on {running!r} but the driver chose {backend!r} "
             f"(recorded in the manifest); set KERAS_BACKEND={backend} before the workers start, "
-            "or run the driver with the workers' backend")
+            "or run the driver with the workers' backend"
+        )
 
 
 #: The workers' timings an extract task adds to the job's stats accumulator (seconds, summed
@@ -134,16 +138,23 @@ class ErrorsParam(AccumulatorParam):
     def zero(self, value: dict[str, list[str | None]]) -> dict[str, list[str | None]]:
         return {}
 
-    def addInPlace(self, a: dict[str, list[str | None]],
-                   b: dict[str, list[str | None]]) -> dict[str, list[str | None]]:
+    def addInPlace(
+        self, a: dict[str, list[str | None]], b: dict[str, list[str | None]]
+    ) -> dict[str, list[str | None]]:
         a.update(b or {})
         return a
 
 
-def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Series, ...]],
-                  cpu_threads: int = 0, backend: str | None = None,
-                  weights_sha256: str | None = None, counter: Any = None,
-                  stats: Any = None, errors: Any = None) -> Iterator[pd.DataFrame]:
+def embed_batches(
+    cfg: EmbedConfig,
+    batches: Iterator[pd.Series | tuple[pd.Series, ...]],
+    cpu_threads: int = 0,
+    backend: str | None = None,
+    weights_sha256: str | None = None,
+    counter: Any = None,
+    stats: Any = None,
+    errors: Any = None,
+) -> Iterator[pd.DataFrame]:
     """The UDF body, runnable without Spark: Series of JPEG bytes -> DataFrame(embedding, error).
 
     A batch may also be a tuple ``(image_id, split, content)`` of Series (the UDF called on
@@ -194,9 +205,15 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Serie
             for pos, reason in result.errors:
                 err[int(pos)] = reason
             if errors is not None and ids is not None and result.errors:
-                errors.add({str(ids.iat[int(pos)]): [
-                    None if splits is None else splits.iat[int(pos)], reason]
-                    for pos, reason in result.errors})
+                errors.add(
+                    {
+                        str(ids.iat[int(pos)]): [
+                            None if splits is None else splits.iat[int(pos)],
+                            reason,
+                        ]
+                        for pos, reason in result.errors
+                    }
+                )
             t = time.perf_counter()
             yield pd.DataFrame({"embedding": emb, "error": err})
             waited["output_s"] += time.perf_counter() - t
@@ -207,16 +224,28 @@ def embed_batches(cfg: EmbedConfig, batches: Iterator[pd.Series | tuple[pd.Serie
             after = embedder.stats.as_dict()
             # the input wait happens inside the decoder's read-ahead: not the decoder's fault
             decode_wait = after["decode_wait_s"] - before["decode_wait_s"] - waited["input_s"]
-            stats.add({"tasks": 1, "start_s": start_s, "model_reused": int(found_built),
-                       **waited,
-                       "decode_s": after["decode_s"] - before["decode_s"],
-                       "decode_wait_s": max(0.0, decode_wait),
-                       "model_s": after["model_s"] - before["model_s"],
-                       "task_s": time.perf_counter() - t_task, "base": embedder.facts})
+            stats.add(
+                {
+                    "tasks": 1,
+                    "start_s": start_s,
+                    "model_reused": int(found_built),
+                    **waited,
+                    "decode_s": after["decode_s"] - before["decode_s"],
+                    "decode_wait_s": max(0.0, decode_wait),
+                    "model_s": after["model_s"] - before["model_s"],
+                    "task_s": time.perf_counter() - t_task,
+                    "base": embedder.facts,
+                }
+            )
 
 
-def warm_worker(cfg: EmbedConfig, cpu_threads: int = 0, backend: str | None = None,
-                weights_sha256: str | None = None, stats: Any = None) -> int:
+def warm_worker(
+    cfg: EmbedConfig,
+    cpu_threads: int = 0,
+    backend: str | None = None,
+    weights_sha256: str | None = None,
+    stats: Any = None,
+) -> int:
     """A warm-up task: build this Python worker's embedder and run its first forward pass
     (where the backend traces and compiles), then return the worker's pid. The worker is
     reused (``spark.python.worker.reuse``) by the extract tasks that follow, which find the
@@ -265,8 +294,9 @@ class BackgroundJob:
         self.result: list[Any] | None = None
         self.error: BaseException | None = None
         self._stopping = threading.Event()
-        self._thread = InheritableThread(target=self._run, args=(rdd,), name=f"featstore-{name}",
-                                         daemon=True)
+        self._thread = InheritableThread(
+            target=self._run, args=(rdd,), name=f"featstore-{name}", daemon=True
+        )
         self._thread.start()
 
     def _run(self, rdd: Any) -> None:
@@ -287,7 +317,7 @@ class BackgroundJob:
         n = 0
         for job_id in tracker.getJobIdsForGroup(self.group):
             job = tracker.getJobInfo(job_id)
-            for stage_id in (job.stageIds if job is not None else ()):
+            for stage_id in job.stageIds if job is not None else ():
                 stage = tracker.getStageInfo(stage_id)
                 n += stage.numActiveTasks if stage is not None else 0
         return n
@@ -315,9 +345,16 @@ class BackgroundJob:
         self.stop()
 
 
-def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads: int = 0,
-                       backend: str | None = None, weights_sha256: str | None = None,
-                       stats: Any = None) -> BackgroundJob:
+def start_warm_workers(
+    spark: Any,
+    slots: int,
+    cfg: EmbedConfig,
+    *,
+    cpu_threads: int = 0,
+    backend: str | None = None,
+    weights_sha256: str | None = None,
+    stats: Any = None,
+) -> BackgroundJob:
     """Run :func:`warm_worker` once per task slot, as an RDD job on a background thread (the
     returned :class:`BackgroundJob`: ``stop()`` it when the work it helps is done). An RDD
     job, not a SQL query: it needs no Catalyst planning (about 1.5 s on a cold driver), so its
@@ -333,7 +370,8 @@ def start_warm_workers(spark: Any, slots: int, cfg: EmbedConfig, *, cpu_threads:
     sc = spark.sparkContext
     env = dict(sc.environment)
     simplified = spark.conf.get(
-        "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled", "true")
+        "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled", "true"
+    )
     if str(simplified).lower() == "true":
         sc.environment["SPARK_SIMPLIFIED_TRACEBACK"] = "1"
 
@@ -354,13 +392,21 @@ def embed_result_type() -> Any:
     Python (a DDL string is parsed by the JVM, a round trip of ~0.4 s on a cold driver)."""
     from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-    return StructType([StructField("embedding", ArrayType(FloatType())),
-                       StructField("error", StringType())])
+    return StructType(
+        [StructField("embedding", ArrayType(FloatType())), StructField("error", StringType())]
+    )
 
 
-def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
-                   backend: str | None = None, weights_sha256: str | None = None,
-                   counter: Any = None, stats: Any = None, errors: Any = None) -> Any:
+def make_embed_udf(
+    cfg: EmbedConfig,
+    *,
+    cpu_threads: int = 0,
+    backend: str | None = None,
+    weights_sha256: str | None = None,
+    counter: Any = None,
+    stats: Any = None,
+    errors: Any = None,
+) -> Any:
     """A pandas UDF ``content binary -> struct<embedding array<float>, error string>``.
 
     ``df.withColumn("out", make_embed_udf(cfg)("content"))``; rows whose image cannot be decoded
@@ -376,17 +422,21 @@ def make_embed_udf(cfg: EmbedConfig, *, cpu_threads: int = 0,
     from pyspark.sql.functions import pandas_udf
 
     if errors is None:
+
         @pandas_udf(embed_result_type())  # type: ignore[call-overload]
         def embed_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-            yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256,
-                                     counter, stats)
+            yield from embed_batches(
+                cfg, batches, cpu_threads, backend, weights_sha256, counter, stats
+            )
 
         return embed_udf.asNondeterministic()
 
     @pandas_udf(embed_result_type())  # type: ignore[call-overload]
-    def embed_ids_udf(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]
-                      ) -> Iterator[pd.DataFrame]:
-        yield from embed_batches(cfg, batches, cpu_threads, backend, weights_sha256, counter,
-                                 stats, errors)
+    def embed_ids_udf(
+        batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]],
+    ) -> Iterator[pd.DataFrame]:
+        yield from embed_batches(
+            cfg, batches, cpu_threads, backend, weights_sha256, counter, stats, errors
+        )
 
     return embed_ids_udf.asNondeterministic()

@@ -19,19 +19,31 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--store", dest="store_opt", metavar="STORE", help="store folder")
     if name == "describe":
         p.usage = "featstore describe [-h] [--store STORE | STORE] NAME [options]"
-        p.add_argument("positional", nargs="*", metavar="[STORE] NAME",
-                       help="the store folder (unless --store is given) and a table (images, "
-                       "labels, results) or feature set name")
-        p.add_argument("--json", action="store_true",
-                       help="print the manifest as JSON, with the data and errors paths")
-        p.add_argument("--check", action="store_true",
-                       help="check the files on disk against the manifest: sizes, row counts "
-                       "and every file's sha256")
-        p.add_argument("--deep", action="store_true",
-                       help="with --check: also decode every data file in full")
+        p.add_argument(
+            "positional",
+            nargs="*",
+            metavar="[STORE] NAME",
+            help="the store folder (unless --store is given) and a table (images, "
+            "labels, results) or feature set name",
+        )
+        p.add_argument(
+            "--json",
+            action="store_true",
+            help="print the manifest as JSON, with the data and errors paths",
+        )
+        p.add_argument(
+            "--check",
+            action="store_true",
+            help="check the files on disk against the manifest: sizes, row counts "
+            "and every file's sha256",
+        )
+        p.add_argument(
+            "--deep", action="store_true", help="with --check: also decode every data file in full"
+        )
     else:
-        p.add_argument("positional", nargs="?", metavar="STORE",
-                       help="store folder (or --store STORE)")
+        p.add_argument(
+            "positional", nargs="?", metavar="STORE", help="store folder (or --store STORE)"
+        )
     if name == "migrate":
         p.add_argument("--dry-run", action="store_true", help="say what would move; move nothing")
     p.set_defaults(_catalog=name)
@@ -52,20 +64,26 @@ def _resolve_args(args: argparse.Namespace) -> None:
     """Set ``args.store`` (and ``args.name`` for describe) from --store and the positionals."""
     from featstore.errors import ConfigError
 
-    given = args.positional if isinstance(args.positional, list) else (
-        [args.positional] if args.positional else [])
+    given = (
+        args.positional
+        if isinstance(args.positional, list)
+        else ([args.positional] if args.positional else [])
+    )
     wanted = 1 if args._catalog == "describe" else 0  # positionals besides the store
     if args.store_opt is not None:
         if len(given) != wanted:
             what = "a table or feature set NAME" if wanted else "no other argument"
-            raise ConfigError(f"{args._catalog}: with --store, expected {what}; got "
-                              f"{' '.join(given) or 'nothing'}")
+            raise ConfigError(
+                f"{args._catalog}: with --store, expected {what}; got "
+                f"{' '.join(given) or 'nothing'}"
+            )
         args.store = args.store_opt
     else:
         if len(given) != wanted + 1:
             usage = "[--store] STORE NAME" if wanted else "[--store] STORE"
-            raise ConfigError(f"{args._catalog}: expected {usage}; got "
-                              f"{' '.join(given) or 'nothing'}")
+            raise ConfigError(
+                f"{args._catalog}: expected {usage}; got {' '.join(given) or 'nothing'}"
+            )
         args.store = given[0]
     if wanted:
         args.name = given[-1]
@@ -81,8 +99,10 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
 
         moved = migrate(args.store, dry_run=args.dry_run)
         verb = "would migrate" if args.dry_run else "migrated"
-        print(f"{verb} {len(moved)} tables to store layout {store.LAYOUT_VERSION}: "
-              f"{', '.join(moved) or 'none'} -> {store.Layout(args.store).root}")
+        print(
+            f"{verb} {len(moved)} tables to store layout {store.LAYOUT_VERSION}: "
+            f"{', '.join(moved) or 'none'} -> {store.Layout(args.store).root}"
+        )
         return EXIT_OK
     if args._catalog == "ls":
         return _ls(args.store)
@@ -91,12 +111,18 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     checked = ""
     if args.check or args.deep:
         store.check_table(args.store, args.name, checksums=True, deep=args.deep)
-        checked = (f"{len(manifest.get('files', []))} files match the manifest "
-                   f"(sizes, row counts, sha256{'; every file decoded' if args.deep else ''})")
+        checked = (
+            f"{len(manifest.get('files', []))} files match the manifest "
+            f"(sizes, row counts, sha256{'; every file decoded' if args.deep else ''})"
+        )
     if args.json:
-        print(json.dumps({**manifest, "paths": {"data": table["path"],
-                                                "errors": table["errors_path"]}},
-                         indent=2, sort_keys=True))
+        print(
+            json.dumps(
+                {**manifest, "paths": {"data": table["path"], "errors": table["errors_path"]}},
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return EXIT_OK
     print(f"{table['name']} ({table['kind']}) at {table['path']}")
     if table["errors_path"]:
@@ -143,17 +169,27 @@ def _ls(path: str) -> int:
             state = f"STALE: derived from {', '.join(stale)}" if stale else "ok"
             if spread.note(m):  # usable, but worth a word (featstore.spread)
                 degenerate.append(t["name"])
-        rows.append((t["name"], t["kind"], _rows(m) if m else "?",
-                     str(m["dim"]) if "dim" in m else "", str(m.get("created", "")), state))
+        rows.append(
+            (
+                t["name"],
+                t["kind"],
+                _rows(m) if m else "?",
+                str(m["dim"]) if "dim" in m else "",
+                str(m.get("created", "")),
+                state,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
     if degenerate:
-        print(f"note: degenerate (every dimension with (almost) no spread; featstore describe "
-              f"says more): {', '.join(degenerate)}", file=sys.stderr)
+        print(
+            f"note: degenerate (every dimension with (almost) no spread; featstore describe "
+            f"says more): {', '.join(degenerate)}",
+            file=sys.stderr,
+        )
     if bad:
-        print(f"featstore: error: {bad} damaged table(s); the others are readable",
-              file=sys.stderr)
+        print(f"featstore: error: {bad} damaged table(s); the others are readable", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 

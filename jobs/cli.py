@@ -22,10 +22,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("jobs.extract", "embed every image with a conv base into a feature set (Spark)"),
     "reduce": ("jobs.reduce", "PCA fitted on the train split -> <set>-pca<k> feature sets (Spark)"),
     "train": ("jobs.train", "fit and evaluate the grid of probes on feature sets (Spark)"),
-    "retrieve": ("jobs.retrieve", "nearest-neighbour retrieval metrics of a feature set "
-                 "(top-k accuracy/precision, mAP@k)"),
-    "compare": ("jobs.compare", "which conv base: extract, reduce, probe and retrieve several "
-                "bases (conf/compare_bases.yaml)"),
+    "retrieve": (
+        "jobs.retrieve",
+        "nearest-neighbour retrieval metrics of a feature set (top-k accuracy/precision, mAP@k)",
+    ),
+    "compare": (
+        "jobs.compare",
+        "which conv base: extract, reduce, probe and retrieve several "
+        "bases (conf/compare_bases.yaml)",
+    ),
     "report": ("jobs.report", "HTML report of the results table: summary, plots, manifests"),
     "ls": ("jobs.catalog", "list the tables and feature sets of a store"),
     "describe": ("jobs.catalog", "show a table's or feature set's manifest"),
@@ -64,8 +69,7 @@ def version_text() -> str:
 
 
 class _Version(argparse.Action):
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
-                 **kw: Any) -> None:
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
@@ -78,13 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="featstore",
         description="Spark jobs: images -> CNN embeddings in a Parquet feature store -> classifiers",
         epilog="exit codes: 0 done; 1 finished with per-image errors recorded; "
-               "2 bad input or configuration, nothing written; 3 the job failed (a Spark "
-               "task, the cluster), the stage in progress committed nothing",
+        "2 bad input or configuration, nothing written; 3 the job failed (a Spark "
+        "task, the cluster), the stage in progress committed nothing",
     )
-    parser.add_argument("--version", action=_Version,
-                        help="print featstore's version and its stack's, and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_Parser)
+    parser.add_argument(
+        "--version", action=_Version, help="print featstore's version and its stack's, and exit"
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -29,13 +29,28 @@ logger = logging.getLogger("featstore")
 
 def add_common(parser: argparse.ArgumentParser, *, spark: bool = True) -> None:
     parser.add_argument("--config", help="YAML config (default conf/base.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. extract.model=resnet50 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. extract.model=resnet50 (repeatable)",
+    )
     if spark:
-        parser.add_argument("--master", help="Spark master for local runs (default local[*]); "
-                            "under spark-submit the master given there is used")
-        parser.add_argument("--conf", dest="spark_conf", action="append", default=[],
-                            metavar="K=V", help="Spark setting passed to the session (repeatable)")
+        parser.add_argument(
+            "--master",
+            help="Spark master for local runs (default local[*]); "
+            "under spark-submit the master given there is used",
+        )
+        parser.add_argument(
+            "--conf",
+            dest="spark_conf",
+            action="append",
+            default=[],
+            metavar="K=V",
+            help="Spark setting passed to the session (repeatable)",
+        )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -61,8 +76,9 @@ def setup_logging(verbose: bool = False) -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_featstore", False) for h in root.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                               "%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        )
         handler._featstore = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
@@ -98,8 +114,11 @@ class SparkProvider:
         if self._spark is None:
             from jobs.spark import get_spark
 
-            self._spark = get_spark(cfg.spark, master=getattr(self.args, "master", None),
-                                    extra_conf=spark_conf_from_args(self.args))
+            self._spark = get_spark(
+                cfg.spark,
+                master=getattr(self.args, "master", None),
+                extra_conf=spark_conf_from_args(self.args),
+            )
         return self._spark
 
 
@@ -116,8 +135,10 @@ def run_guarded(fn: Callable[[], int]) -> int:
         print(f"featstore: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("featstore: interrupted; nothing was committed by the stage in progress",
-              file=sys.stderr)
+        print(
+            "featstore: interrupted; nothing was committed by the stage in progress",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # a Spark task, the cluster, or a bug: not the user's input
         found = _TASK_ERROR.findall(str(exc))
@@ -133,14 +154,23 @@ def run_guarded(fn: Callable[[], int]) -> int:
         logger.debug("job failed", exc_info=True)  # the whole trace: with -v
         root = root_cause(exc)
         if root:  # the disk, a permission, memory, a worker: the one line that names it
-            print(f"featstore: error: the job failed: {root}; the stage in progress committed "
-                  "nothing; fix that and re-run (it resumes from what was committed); -v shows "
-                  "the whole trace", file=sys.stderr)
+            print(
+                f"featstore: error: the job failed: {root}; the stage in progress committed "
+                "nothing; fix that and re-run (it resumes from what was committed); -v shows "
+                "the whole trace",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         causes = _ERROR_LINE.findall(str(exc))
-        cause = (f"{causes[-1][0]}: {causes[-1][1].strip()}" if causes else
-                 next((line.strip() for line in str(exc).splitlines() if line.strip()), ""))
-        print(f"featstore: error: the job failed ({type(exc).__name__}: {cause[:300]}); "
-              "the stage in progress committed nothing; a re-run resumes from what was "
-              "committed (extract chunks, train cells); -v shows the whole trace", file=sys.stderr)
+        cause = (
+            f"{causes[-1][0]}: {causes[-1][1].strip()}"
+            if causes
+            else next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        )
+        print(
+            f"featstore: error: the job failed ({type(exc).__name__}: {cause[:300]}); "
+            "the stage in progress committed nothing; a re-run resumes from what was "
+            "committed (extract chunks, train cells); -v shows the whole trace",
+            file=sys.stderr,
+        )
         return EXIT_FAILED

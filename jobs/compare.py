@@ -25,8 +25,11 @@ DEFAULT_CONFIG = "compare_bases.yaml"
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "compare") -> None:
     p.add_argument("--store", help="store folder with a committed images table")
-    p.add_argument("--bases", help="comma-separated conv bases (default: compare.bases of the "
-                   f"config, {DEFAULT_CONFIG}: vgg16,resnet50,mobilenetv2,...)")
+    p.add_argument(
+        "--bases",
+        help="comma-separated conv bases (default: compare.bases of the "
+        f"config, {DEFAULT_CONFIG}: vgg16,resnet50,mobilenetv2,...)",
+    )
     p.add_argument("--dims", help="comma-separated PCA dimensions every base is reduced to")
     add_common(p)
     p.set_defaults(config=None)
@@ -40,16 +43,19 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.errors import ConfigError
 
     args.config = args.config or DEFAULT_CONFIG
-    cfg = config_from_args(args, store=args.store, compare={"bases": args.bases},
-                           reduce={"dims": args.dims})
+    cfg = config_from_args(
+        args, store=args.store, compare={"bases": args.bases}, reduce={"dims": args.dims}
+    )
     if not cfg.store:
         raise ConfigError("compare needs a store folder (--store STORE)")
     plan_compare(cfg, cfg.store)  # bad input: one line, before Spark starts
     s = run_compare(SparkProvider(args, spark)(cfg), cfg, cfg.store)
     sets = sum(len(v) for v in s.feature_sets.values())
-    print(f"compare: {len(s.bases)} bases ({', '.join(s.bases)}), {sets} feature sets, "
-          f"{s.grid_cells} grid cells, {s.retrieval_runs} retrieval runs in {s.seconds:.0f} s "
-          f"-> {s.store} (featstore report --store {s.store} --out DIR)")
+    print(
+        f"compare: {len(s.bases)} bases ({', '.join(s.bases)}), {sets} feature sets, "
+        f"{s.grid_cells} grid cells, {s.retrieval_runs} retrieval runs in {s.seconds:.0f} s "
+        f"-> {s.store} (featstore report --store {s.store} --out DIR)"
+    )
     return EXIT_OK
 
 

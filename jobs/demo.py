@@ -41,26 +41,39 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "demo") -> None:
     add_common(p)
 
 
-def _progress(stage: str, count: int, seconds: float, what: str = "images",
-              note: str = "") -> None:
+def _progress(stage: str, count: int, seconds: float, what: str = "images", note: str = "") -> None:
     rate = count / seconds if seconds > 0 else float("inf")
-    print(f"[{stage:<8}] {count:>7,} {what:<7} in {seconds:6.1f} s ({rate:8,.1f}/s)"
-          + (f"  {note}" if note else ""), flush=True)
+    print(
+        f"[{stage:<8}] {count:>7,} {what:<7} in {seconds:6.1f} s ({rate:8,.1f}/s)"
+        + (f"  {note}" if note else ""),
+        flush=True,
+    )
 
 
 def demo_overrides(data_dir: Path) -> list[str]:
     """The demo's settings, small enough for a 2-core machine in a few minutes."""
     return [
-        "ingest.source=celeba", f"ingest.path={data_dir}",
-        "extract.model=resnet50", "extract.input_size=112x96", "extract.weights=random",
-        "extract.batch_size=32", f"compare.bases=[{','.join(DEMO_BASES)}]",
-        "compare.retrieve_on=all", "retrieve.k=1,5,10",
+        "ingest.source=celeba",
+        f"ingest.path={data_dir}",
+        "extract.model=resnet50",
+        "extract.input_size=112x96",
+        "extract.weights=random",
+        "extract.batch_size=32",
+        f"compare.bases=[{','.join(DEMO_BASES)}]",
+        "compare.retrieve_on=all",
+        "retrieve.k=1,5,10",
         f"reduce.dims={','.join(str(d) for d in DEMO_DIMS)}",
         f"train.attributes={','.join(DEMO_ATTRIBUTES)}",
-        "train.models=lasso,forest,dense", "train.train_sizes=400,0", "train.folds=5",
-        "train.lasso_cs=8", "train.forest_trees=100", "train.forest_folds=3",
-        "train.forest_max_features=[sqrt,'0.2']", "train.dense_epochs=30",
-        "train.bootstrap=1000", "train.seeds=0,1,2",
+        "train.models=lasso,forest,dense",
+        "train.train_sizes=400,0",
+        "train.folds=5",
+        "train.lasso_cs=8",
+        "train.forest_trees=100",
+        "train.forest_folds=3",
+        "train.forest_max_features=[sqrt,'0.2']",
+        "train.dense_epochs=30",
+        "train.bootstrap=1000",
+        "train.seeds=0,1,2",
     ]
 
 
@@ -78,17 +91,24 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
 
     out = Path(args.out).resolve()
     data_dir, store_dir, report_dir = out / "celeba", out / "store", out / "report"
-    cfg = config_from_args(argparse.Namespace(config=args.config,
-                                              overrides=[*demo_overrides(data_dir),
-                                                         *args.overrides]),
-                           store=str(store_dir))
+    cfg = config_from_args(
+        argparse.Namespace(
+            config=args.config, overrides=[*demo_overrides(data_dir), *args.overrides]
+        ),
+        store=str(store_dir),
+    )
     bases = check_bases(cfg)  # every base's name, layers and weights, before any work
     t0 = time.perf_counter()
     if (data_dir / "list_attr_celeba.txt").is_file():
         print(f"[synth   ] reusing {data_dir}", flush=True)
     else:
-        s = generate(data_dir, args.n, seed=args.seed, labels_from=args.labels_from,
-                     workers=os.cpu_count() or 1)
+        s = generate(
+            data_dir,
+            args.n,
+            seed=args.seed,
+            labels_from=args.labels_from,
+            workers=os.cpu_count() or 1,
+        )
         _progress("synth", s.n, s.seconds)
 
     session = SparkProvider(args, spark)(cfg)
@@ -97,8 +117,12 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     _progress("ingest", ing.ok, time.perf_counter() - t)
 
     weights = cfg.extract.weights
-    how = ("RANDOM weights (offline demo; use --set extract.weights=imagenet with the Keras "
-           "cache for real features)" if weights == "random" else f"weights {weights}")
+    how = (
+        "RANDOM weights (offline demo; use --set extract.weights=imagenet with the Keras "
+        "cache for real features)"
+        if weights == "random"
+        else f"weights {weights}"
+    )
     reduced_sets: list[tuple[int, str]] = []  # (dim, name) of every base's reduced sets
     first_set, first_top = "", ""  # the first base's raw set and its largest reduced one
     for base in bases:
@@ -118,16 +142,28 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
 
         t = time.perf_counter()
         dims = {ex.feature_set: ex.dim, **{r.name: r.dim for r in red.sets}}
-        on = {"raw": [ex.feature_set], "reduced": reduced,
-              "all": [ex.feature_set, *reduced]}[cfg.compare.retrieve_on]
-        runs = [retrieve(plan_retrieve(replace(cfg.retrieve, feature_set=name), cfg.store))
-                for name in on]
+        on = {"raw": [ex.feature_set], "reduced": reduced, "all": [ex.feature_set, *reduced]}[
+            cfg.compare.retrieve_on
+        ]
+        runs = [
+            retrieve(plan_retrieve(replace(cfg.retrieve, feature_set=name), cfg.store))
+            for name in on
+        ]
         top = runs[0].headline  # the raw set's (or the smallest reduced one's)
-        scores = ", ".join(f"{k.replace(' top-5 precision', '')} {v:.3f}" for k, v in top.items()
-                           if k.endswith("top-5 precision"))
-        _progress("retrieve", len(runs), time.perf_counter() - t, "runs",
-                  note=f"{base}; top-5 precision of the {dims[on[0]]}-d set: {scores}"
-                  if scores else base)
+        scores = ", ".join(
+            f"{k.replace(' top-5 precision', '')} {v:.3f}"
+            for k, v in top.items()
+            if k.endswith("top-5 precision")
+        )
+        _progress(
+            "retrieve",
+            len(runs),
+            time.perf_counter() - t,
+            "runs",
+            note=f"{base}; top-5 precision of the {dims[on[0]]}-d set: {scores}"
+            if scores
+            else base,
+        )
 
     # one grid: every base's reduced sets at the summary's training size (the whole split when
     # it is in the grid), which the summary, the heatmap and the base comparison read; then the
@@ -143,12 +179,16 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     seeds = tuple(cfg.train.seeds)
     order = tuple(name for _, name in sorted(reduced_sets, key=lambda d: (-d[0], d[1])))
     for feature_sets, grid_sizes, grid_seeds, what in (
-            (order, (summary_size,), seeds[:1], ", ".join(bases)),
-            ((first_top,), tuple(n for n in sizes if n != summary_size), seeds, first_top)):
+        (order, (summary_size,), seeds[:1], ", ".join(bases)),
+        ((first_top,), tuple(n for n in sizes if n != summary_size), seeds, first_top),
+    ):
         if not grid_sizes:
             continue
-        g = run_grid(session, cfg.store, replace(cfg.train, feature_sets=feature_sets,
-                                                 train_sizes=grid_sizes, seeds=grid_seeds))
+        g = run_grid(
+            session,
+            cfg.store,
+            replace(cfg.train, feature_sets=feature_sets, train_sizes=grid_sizes, seeds=grid_seeds),
+        )
         shown = ", ".join("all rows" if n == 0 else f"{n:,} rows" for n in grid_sizes)
         seeds_text = f", {len(grid_seeds)} seeds" if len(grid_seeds) > 1 else ""
         _progress("train", g.cells, g.seconds, "fits", note=f"{what} ({shown}{seeds_text})")

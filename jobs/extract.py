@@ -24,17 +24,27 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "extract") -> None:
     p.add_argument("--model", help="conv base by name (vgg16, resnet50, mobilenetv2, ...)")
     p.add_argument("--layers", help="comma-separated layer names (default: the last conv block)")
     p.add_argument("--pooling", choices=["avg", "max", "flatten"])
-    p.add_argument("--weights", help="imagenet (from the Keras cache or KERAS_HOME), random, "
-                   "or PATH to a .weights.h5 / ImageNet .h5 file")
+    p.add_argument(
+        "--weights",
+        help="imagenet (from the Keras cache or KERAS_HOME), random, "
+        "or PATH to a .weights.h5 / ImageNet .h5 file",
+    )
     p.add_argument("--input-size", help="default (the model's), native (218x178) or HxW")
     p.add_argument("--precision", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-size", type=int, help="forward-pass batch (default 64)")
     p.add_argument("--feature-set", help="name of the feature set (default from the settings)")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="recompute even if committed or partly staged")
-    p.add_argument("--dry-run", action="store_true",
-                   help="check everything and show the images, chunks and feature-set name; "
-                   "no Spark, no model built, nothing written")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="recompute even if committed or partly staged",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and show the images, chunks and feature-set name; "
+        "no Spark, no model built, nothing written",
+    )
     add_common(p)
 
 
@@ -43,28 +53,51 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.errors import ConfigError
     from featstore.extract import extract, plan_extract, preflight
 
-    cfg = config_from_args(args, store=args.store, extract={
-        "model": args.model, "layers": args.layers, "pooling": args.pooling,
-        "weights": args.weights, "input_size": args.input_size, "precision": args.precision,
-        "batch_size": args.batch_size, "feature_set": args.feature_set,
-        "overwrite": args.overwrite,
-    })
+    cfg = config_from_args(
+        args,
+        store=args.store,
+        extract={
+            "model": args.model,
+            "layers": args.layers,
+            "pooling": args.pooling,
+            "weights": args.weights,
+            "input_size": args.input_size,
+            "precision": args.precision,
+            "batch_size": args.batch_size,
+            "feature_set": args.feature_set,
+            "overwrite": args.overwrite,
+        },
+    )
     if not cfg.store:
         raise ConfigError("extract needs a store folder (--store STORE)")
     if args.dry_run:
         p = plan_extract(cfg.extract, cfg.store)
         splits = ", ".join(f"{k} {v:,}" for k, v in p.splits.items())
         sizes = sorted({c[2] for c in p.chunks})
-        state = (f"committed {p.committed}: a run with the same settings does nothing, other "
-                 "settings (or --overwrite) rebuild it" if p.committed else "not committed")
+        state = (
+            f"committed {p.committed}: a run with the same settings does nothing, other "
+            "settings (or --overwrite) rebuild it"
+            if p.committed
+            else "not committed"
+        )
         print(f"feature set: {p.feature_set} ({state})")
-        print(f"model:       {p.model} layers {','.join(p.layers)} at {p.input_hw[0]}x"
-              f"{p.input_hw[1]}, weights {p.weights}")
+        print(
+            f"model:       {p.model} layers {','.join(p.layers)} at {p.input_hw[0]}x"
+            f"{p.input_hw[1]}, weights {p.weights}"
+        )
         print(f"images:      {p.images:,} ({splits})")
-        print(f"chunks:      {len(p.chunks)} of {'-'.join(f'{s:,}' for s in sizes)} images"
-              + (f"; {p.staged_chunks} staged by an earlier run (resumed if its settings were "
-                 "the same)" if p.staged_chunks else ""))
-        print(f"dry run: nothing was run or written -> {store.Layout(p.store).features(p.feature_set)}")
+        print(
+            f"chunks:      {len(p.chunks)} of {'-'.join(f'{s:,}' for s in sizes)} images"
+            + (
+                f"; {p.staged_chunks} staged by an earlier run (resumed if its settings were "
+                "the same)"
+                if p.staged_chunks
+                else ""
+            )
+        )
+        print(
+            f"dry run: nothing was run or written -> {store.Layout(p.store).features(p.feature_set)}"
+        )
         return EXIT_OK
     # settings, store, model, weights, a damaged input or output: before Spark starts
     layout, images, _, _ = preflight(cfg.extract, cfg.store)
@@ -75,9 +108,11 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     started = time.perf_counter() - t
     s = extract(session, cfg.extract, cfg.store)
     verb = "already extracted" if s.skipped else "extracted"
-    print(f"{verb}: {s.feature_set} ({s.dim} floats) for {s.ok:,} images, {s.errors:,} errors, "
-          f"{s.seconds:.1f} s ({s.images_per_second:,.1f} img/s) -> "
-          f"{store.Layout(s.store).features(s.feature_set)}")
+    print(
+        f"{verb}: {s.feature_set} ({s.dim} floats) for {s.ok:,} images, {s.errors:,} errors, "
+        f"{s.seconds:.1f} s ({s.images_per_second:,.1f} img/s) -> "
+        f"{store.Layout(s.store).features(s.feature_set)}"
+    )
     if s.timing is not None:
         print(f"extract time: Spark start {started:.1f} s; {s.timing.line()}")
     return EXIT_IMAGE_ERRORS if s.errors else EXIT_OK

@@ -1,7 +1,7 @@
 """Ingest a CelebA folder or a class-per-folder image set into the store.
 
-    spark-submit jobs/ingest.py --store STORE --source celeba --path /data/celeba
-    python jobs/ingest.py --store STORE --source folder --path /data/flowers
+spark-submit jobs/ingest.py --store STORE --source celeba --path /data/celeba
+python jobs/ingest.py --store STORE --source folder --path /data/flowers
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "ingest") -> None:
     p.add_argument("--store", help="store folder (created if absent)")
     p.add_argument("--source", choices=["celeba", "folder"], help="input layout (default celeba)")
     p.add_argument("--path", help="input folder")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="rebuild even if the store already holds this input")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="rebuild even if the store already holds this input",
+    )
     add_common(p)
 
 
@@ -31,7 +35,8 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.ingest import ingest
 
     cfg = config_from_args(
-        args, store=args.store,
+        args,
+        store=args.store,
         ingest={"source": args.source, "path": args.path, "overwrite": args.overwrite},
     )
     if not cfg.store:
@@ -51,8 +56,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     summary = ingest(session, cfg.ingest, cfg.store)
     splits = ", ".join(f"{k} {v:,}" for k, v in summary.split_counts.items())
     verb = "already ingested" if summary.skipped else "ingested"
-    print(f"{verb}: {summary.ok:,} images ({splits}); {summary.errors:,} errors -> "
-          f"{summary.store}")
+    print(f"{verb}: {summary.ok:,} images ({splits}); {summary.errors:,} errors -> {summary.store}")
     for line in summary.error_examples:
         print(f"  error: {line}")
     if summary.timing is not None:

@@ -28,8 +28,9 @@ from jobs.common import EXIT_OK
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "models") -> None:
     p.add_argument("names", nargs="*", metavar="MODEL", help="bases to show (default: all)")
-    p.add_argument("--input-size", default="default",
-                   help="default (each base's own), native (218x178) or HxW")
+    p.add_argument(
+        "--input-size", default="default", help="default (each base's own), native (218x178) or HxW"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per base")
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -46,8 +47,10 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if not args.verbose:  # one "built ..." line per base is noise here
         logging.getLogger("featstore.models").setLevel(logging.WARNING)
     if not args.json:
-        print(f"{'model':<18} {'default layer':<22} {'input':>9} {'params':>12} "
-              f"{'GFLOPs':>8}", flush=True)
+        print(
+            f"{'model':<18} {'default layer':<22} {'input':>9} {'params':>12} {'GFLOPs':>8}",
+            flush=True,
+        )
     for i, n in enumerate(names, 1):
         spec = modelspecs.get_spec(n)
         hw = modelspecs.resolve_input_size(spec, args.input_size)
@@ -55,18 +58,26 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         if d is None:  # not in the generated table: build the base (Keras imported once)
             from featstore.models import describe_base
 
-            print(f"[{i}/{len(names)}] building {n} at {hw[0]}x{hw[1]} to count its parameters "
-                  "and FLOPs ...", file=sys.stderr, flush=True)
+            print(
+                f"[{i}/{len(names)}] building {n} at {hw[0]}x{hw[1]} to count its parameters "
+                "and FLOPs ...",
+                file=sys.stderr,
+                flush=True,
+            )
             t0 = time.perf_counter()
             d = describe_base(n, args.input_size, use_table=False)
-            logging.getLogger("featstore.models").info("%s measured in %.1f s", n,
-                                                       time.perf_counter() - t0)
+            logging.getLogger("featstore.models").info(
+                "%s measured in %.1f s", n, time.perf_counter() - t0
+            )
         if args.json:
             print(json.dumps(d, sort_keys=True), flush=True)
             continue
         h, w = d["input_hw"]
-        print(f"{d['model']:<18} {d['default_layer']:<22} {f'{h}x{w}':>9} "
-              f"{d['params']:>12,} {d['flops'] / 1e9:>8.2f}", flush=True)
+        print(
+            f"{d['model']:<18} {d['default_layer']:<22} {f'{h}x{w}':>9} "
+            f"{d['params']:>12,} {d['flops'] / 1e9:>8.2f}",
+            flush=True,
+        )
     return EXIT_OK
 
 

@@ -1,7 +1,7 @@
 """PCA of a feature set, fitted on its train split: features/feature_set=<set>-pca<k>/ for several k.
 
-    spark-submit jobs/reduce.py --store /data/store --feature-set vgg16-block5_pool-avg
-    python jobs/reduce.py --store demo/store --feature-set mobilenetv2-out_relu-avg --dims 8,64
+spark-submit jobs/reduce.py --store /data/store --feature-set vgg16-block5_pool-avg
+python jobs/reduce.py --store demo/store --feature-set mobilenetv2-out_relu-avg --dims 8,64
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "reduce") -> None:
     p.add_argument("--store", help="store folder with a committed feature set")
     p.add_argument("--feature-set", help="the source feature set (features/feature_set=NAME/)")
     p.add_argument("--dims", help="comma-separated PCA dimensions (default 8,16,32,64,128,256)")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="recompute the sets even if committed from the same source")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="recompute the sets even if committed from the same source",
+    )
     add_common(p)
 
 
@@ -30,9 +34,15 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.errors import ConfigError
     from featstore.reduce import plan_reduce, reduce, summary_line
 
-    cfg = config_from_args(args, store=args.store, reduce={
-        "feature_set": args.feature_set, "dims": args.dims, "overwrite": args.overwrite,
-    })
+    cfg = config_from_args(
+        args,
+        store=args.store,
+        reduce={
+            "feature_set": args.feature_set,
+            "dims": args.dims,
+            "overwrite": args.overwrite,
+        },
+    )
     if not cfg.store:
         raise ConfigError("reduce needs a store folder (--store STORE)")
     plan = plan_reduce(cfg.reduce, cfg.store)  # bad input: one line, before Spark starts
@@ -40,8 +50,9 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         from featstore import store
 
         rows = sum(plan.splits.values())
-        store.check_writable(cfg.store, rows * 4 * sum(plan.todo) + 4 * plan.dim * max(plan.todo),
-                             what="reduce")
+        store.check_writable(
+            cfg.store, rows * 4 * sum(plan.todo) + 4 * plan.dim * max(plan.todo), what="reduce"
+        )
     session = SparkProvider(args, spark)(cfg) if plan.todo else spark
     print(summary_line(reduce(session, cfg.reduce, cfg.store)))
     return EXIT_OK

@@ -28,11 +28,17 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "retrieve") -> None:
     p.add_argument("--items", help="split searched for their neighbours (default train)")
     p.add_argument("--metric", help="cosine (default) or l2")
     p.add_argument("--k", help="comma-separated neighbour counts (default 1,5,10)")
-    p.add_argument("--attributes", help="comma-separated attributes, or classes of a "
-                   "class-per-folder source (default: all)")
+    p.add_argument(
+        "--attributes",
+        help="comma-separated attributes, or classes of a class-per-folder source (default: all)",
+    )
     p.add_argument("--backend", help="faiss (default) or numpy (blocked matrix products)")
-    p.add_argument("--overwrite", action="store_true", default=None,
-                   help="recompute even if this run is committed for the set's content")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="recompute even if this run is committed for the set's content",
+    )
     add_common(p, spark=False)
 
 
@@ -40,11 +46,20 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.errors import ConfigError
     from featstore.retrieval import plan_retrieve, retrieve, summary_line
 
-    cfg = config_from_args(args, store=args.store, retrieve={
-        "feature_set": args.feature_set, "queries": args.queries, "items": args.items,
-        "metric": args.metric, "k": args.k, "attributes": args.attributes,
-        "backend": args.backend, "overwrite": args.overwrite,
-    })
+    cfg = config_from_args(
+        args,
+        store=args.store,
+        retrieve={
+            "feature_set": args.feature_set,
+            "queries": args.queries,
+            "items": args.items,
+            "metric": args.metric,
+            "k": args.k,
+            "attributes": args.attributes,
+            "backend": args.backend,
+            "overwrite": args.overwrite,
+        },
+    )
     if not cfg.store:
         raise ConfigError("retrieve needs a store folder (--store STORE)")
     plan = plan_retrieve(cfg.retrieve, cfg.store)  # bad input: one line, nothing read or written

@@ -13,7 +13,9 @@ from featstore.config import SparkConfig
 logger = logging.getLogger(__name__)
 
 
-def get_spark(cfg: SparkConfig, *, master: str | None = None, extra_conf: dict[str, str] | None = None) -> Any:
+def get_spark(
+    cfg: SparkConfig, *, master: str | None = None, extra_conf: dict[str, str] | None = None
+) -> Any:
     """A SparkSession for a job.
 
     Under ``spark-submit`` the master and conf given there win (we only add settings that are not
@@ -43,8 +45,9 @@ def get_spark(cfg: SparkConfig, *, master: str | None = None, extra_conf: dict[s
     # one line naming its root cause (featstore.causes), and a successful one printed none of
     # the Java traces Spark logs at ERROR for work it cancelled itself (the warm-up's
     # InterruptedException); -v (WARN) shows them all
-    spark.sparkContext.setLogLevel(os.environ.get("FEATSTORE_SPARK_LOG_LEVEL",
-                                                  "FATAL" if quiet.is_quiet() else "WARN"))
+    spark.sparkContext.setLogLevel(
+        os.environ.get("FEATSTORE_SPARK_LOG_LEVEL", "FATAL" if quiet.is_quiet() else "WARN")
+    )
     logger.info("spark %s, master %s", spark.version, spark.sparkContext.master)
     return spark
 
@@ -63,8 +66,9 @@ def _quiet_settings(existing: Any, settings: dict[str, str]) -> dict[str, str]:
     starts_jvm = "PYSPARK_GATEWAY_PORT" not in os.environ
     java_opts = "spark.driver.extraJavaOptions"
     if quiet.is_quiet() and starts_jvm and quiet.LOG4J2.is_file():
-        current = settings.get(java_opts) or (existing.get(java_opts) if existing.contains(
-            java_opts) else "")
+        current = settings.get(java_opts) or (
+            existing.get(java_opts) if existing.contains(java_opts) else ""
+        )
         if "log4j2.configurationFile" not in current and "log4j.configuration" not in current:
             flag = f"-Dlog4j2.configurationFile={quiet.LOG4J2.as_uri()}"
             out[java_opts] = f"{current} {flag}".strip()

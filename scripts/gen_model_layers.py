@@ -33,8 +33,9 @@ def build_table(names: list[str] | None = None) -> dict:
     counts: dict[str, dict] = {}
     for name in names or models.known_models():
         spec = models.get_spec(name)
-        base = models.build_base(spec, input_hw=spec.default_hw,
-                                 weights=models.WeightsInfo("random"))
+        base = models.build_base(
+            spec, input_hw=spec.default_hw, weights=models.WeightsInfo("random")
+        )
         out[name] = [layer.name for layer in base.layers]
         counts[name] = models.base_facts(spec, spec.default_hw, base)
         logging.info("%s: %d layers", name, len(out[name]))
@@ -56,20 +57,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         on_disk = json.loads(path.read_text())
         if on_disk != table:
-            diff = sorted(n for n in table["models"] if on_disk["models"].get(n) != table["models"][n])
-            print(f"{path} is out of date (keras {on_disk.get('keras_version')} -> "
-                  f"{table['keras_version']}; models {', '.join(diff) or 'none'}): rerun "
-                  "scripts/gen_model_layers.py", file=sys.stderr)
+            diff = sorted(
+                n for n in table["models"] if on_disk["models"].get(n) != table["models"][n]
+            )
+            print(
+                f"{path} is out of date (keras {on_disk.get('keras_version')} -> "
+                f"{table['keras_version']}; models {', '.join(diff) or 'none'}): rerun "
+                "scripts/gen_model_layers.py",
+                file=sys.stderr,
+            )
             return 1
         print(f"{path}: up to date")
         return 0
     # one model a line: small diffs when Keras renames a layer
     lines = ",\n".join(f"    {json.dumps(n)}: {json.dumps(v)}" for n, v in table["models"].items())
-    counts = ",\n".join(f"    {json.dumps(n)}: {json.dumps(v, sort_keys=True)}"
-                       for n, v in table["counts"].items())
-    path.write_text('{\n  "keras_version": ' + json.dumps(table["keras_version"]) +
-                    ',\n  "models": {\n' + lines + "\n  },\n"
-                    '  "counts": {\n' + counts + "\n  }\n}\n")
+    counts = ",\n".join(
+        f"    {json.dumps(n)}: {json.dumps(v, sort_keys=True)}" for n, v in table["counts"].items()
+    )
+    path.write_text(
+        '{\n  "keras_version": '
+        + json.dumps(table["keras_version"])
+        + ',\n  "models": {\n'
+        + lines
+        + "\n  },\n"
+        '  "counts": {\n' + counts + "\n  }\n}\n"
+    )
     print(f"wrote {path}: {len(table['models'])} models, keras {table['keras_version']}")
     return 0
 

@@ -80,18 +80,55 @@ def build_job_store(spark, root: Path, *, train: bool = True) -> Path:
         full = (img / name).read_bytes()
         (img / name).write_bytes(data if data is not None else full[: len(full) // 3])
     store_dir = root / "store"
-    assert ingest_job.main(["--store", str(store_dir), "--path", str(root / "celeba")],
-                           spark=spark) == 1  # finished, bad images recorded
-    assert extract_job.main(["--store", str(store_dir), "--model", "mobilenetv2", "--weights",
-                             "random", "--input-size", "32x32", "--batch-size", "8"],
-                            spark=spark) == 0
-    assert reduce_job.main(["--store", str(store_dir), "--feature-set", JOB_FS, "--dims", "4"],
-                           spark=spark) == 0
+    assert (
+        ingest_job.main(["--store", str(store_dir), "--path", str(root / "celeba")], spark=spark)
+        == 1
+    )  # finished, bad images recorded
+    assert (
+        extract_job.main(
+            [
+                "--store",
+                str(store_dir),
+                "--model",
+                "mobilenetv2",
+                "--weights",
+                "random",
+                "--input-size",
+                "32x32",
+                "--batch-size",
+                "8",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
+    assert (
+        reduce_job.main(
+            ["--store", str(store_dir), "--feature-set", JOB_FS, "--dims", "4"], spark=spark
+        )
+        == 0
+    )
     if train:
-        assert train_job.main(["--store", str(store_dir), "--feature-sets", f"{JOB_FS}-pca4",
-                               "--attributes", "Smiling,Male", "--models", "lasso",
-                               "--set", "train.save_models=true", "--set", "train.folds=3"],
-                              spark=spark) == 0
+        assert (
+            train_job.main(
+                [
+                    "--store",
+                    str(store_dir),
+                    "--feature-sets",
+                    f"{JOB_FS}-pca4",
+                    "--attributes",
+                    "Smiling,Male",
+                    "--models",
+                    "lasso",
+                    "--set",
+                    "train.save_models=true",
+                    "--set",
+                    "train.folds=3",
+                ],
+                spark=spark,
+            )
+            == 0
+        )
     return store_dir
 
 
@@ -102,8 +139,13 @@ def job_store(spark, tmp_path_factory) -> Path:
     return build_job_store(spark, tmp_path_factory.mktemp("job-store"))
 
 
-def kill_job_when(cmd: list[str], staging: Path, pattern: str, *, timeout: float = 240,
-                  ) -> list[Path]:
+def kill_job_when(
+    cmd: list[str],
+    staging: Path,
+    pattern: str,
+    *,
+    timeout: float = 240,
+) -> list[Path]:
     """Start a job (its own session: driver, JVM, Python workers), wait until ``staging``
     holds a file matching ``pattern``, then SIGKILL the whole process group. Returns the files
     matched. Fails the test if the job ends first or nothing matches within ``timeout``."""
@@ -112,9 +154,13 @@ def kill_job_when(cmd: list[str], staging: Path, pattern: str, *, timeout: float
     import subprocess
     import time
 
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYSPARK_PYTHON": sys.executable},
-                            start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + timeout
     found: list[Path] = []
     while time.time() < deadline and proc.poll() is None:
@@ -123,8 +169,9 @@ def kill_job_when(cmd: list[str], staging: Path, pattern: str, *, timeout: float
             break
         time.sleep(0.1)
     if proc.poll() is not None:
-        pytest.fail(f"the job ended before it could be killed: "
-                    f"{proc.stdout.read().decode()[-2000:]}")
+        pytest.fail(
+            f"the job ended before it could be killed: {proc.stdout.read().decode()[-2000:]}"
+        )
     if not found:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"nothing matched {pattern} within {timeout:.0f} s")

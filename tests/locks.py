@@ -66,4 +66,5 @@ def lock_pins_petastorm() -> bool:
 needs_petastorm = pytest.mark.skipif(
     not lock_pins_petastorm(),
     reason="petastorm is not in this environment's lock (Spark 4: pyarrow >= 15, NumPy 2); "
-           "the Spark 3.5 lock runs these tests")
+    "the Spark 3.5 lock runs these tests",
+)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 
 def real_celeba_dir() -> Path:
-    candidates = [os.environ.get("FEATSTORE_CELEBA_ANNOTATIONS", ""),
-                  str(Path(__file__).resolve().parents[2] / "shared" / "celeba"),
-                  "/work/shared/celeba"]
+    candidates = [
+        os.environ.get("FEATSTORE_CELEBA_ANNOTATIONS", ""),
+        str(Path(__file__).resolve().parents[2] / "shared" / "celeba"),
+        "/work/shared/celeba",
+    ]
     for c in candidates:
         if c and (Path(c) / "list_eval_partition.txt").is_file():
             return Path(c)

@@ -38,8 +38,15 @@ print(json.dumps({{"rc": rc, "heavy": heavy}}))
 def _run(*argv: str, cwd: Path | None = None) -> tuple[dict, list[str], list[str]]:
     """(rc and heavy modules, stdout lines, stderr lines) of ``featstore ARGV`` in a subprocess."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, *argv], capture_output=True,
-                          text=True, timeout=120, cwd=cwd or REPO, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd or REPO,
+        env=env,
+        check=False,
+    )
     out = proc.stdout.strip().splitlines()
     assert out, proc.stderr[-2000:]
     return json.loads(out[-1]), out[:-1], proc.stderr.strip().splitlines()
@@ -57,40 +64,62 @@ def fake_store(tmp_path_factory) -> Path:
         for s in sorted(set(splits)):
             rows = [i for i, sp in enumerate(splits) if sp == s]
             (w.data / f"split={s}").mkdir()
-            pq.write_table(pa.table({
-                "image_id": [ids[i] for i in rows], "content": [b"x"] * len(rows),
-                "width": pa.array([178] * len(rows), pa.int32()),
-                "height": pa.array([218] * len(rows), pa.int32()),
-                "source_path": [f"/x/{ids[i]}" for i in rows]}), w.data / f"split={s}" / "p.parquet")
+            pq.write_table(
+                pa.table(
+                    {
+                        "image_id": [ids[i] for i in rows],
+                        "content": [b"x"] * len(rows),
+                        "width": pa.array([178] * len(rows), pa.int32()),
+                        "height": pa.array([218] * len(rows), pa.int32()),
+                        "source_path": [f"/x/{ids[i]}" for i in rows],
+                    }
+                ),
+                w.data / f"split={s}" / "p.parquet",
+            )
         store.write_errors(w.errors, [])
-        w.commit(store.base_manifest("images", input_fingerprint="f" * 64, counts={
-            "ok": 5, "errors": 0, "splits": {"train": 3, "val": 1, "test": 1}}))
+        w.commit(
+            store.base_manifest(
+                "images",
+                input_fingerprint="f" * 64,
+                counts={"ok": 5, "errors": 0, "splits": {"train": 3, "val": 1, "test": 1}},
+            )
+        )
     return root
 
 
 # ---------------------------------------------------------------- 1. fail fast
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["extract", "--model", "resnet5O", "--weights", "random"], "unknown model 'resnet5O'"),
-    ([*MODEL, "--layers", "block9_nope"], "unknown layer 'block9_nope' for mobilenetv2"),
-    (["--model", "mobilenetv2", "--weights", "/no/such.weights.h5"],
-     "weights file not found: /no/such.weights.h5"),
-    (["--model", "mobilenetv2", "--weights", "NOT_HDF5"], "is not an HDF5 file"),
-    (["--model", "mobilenetv2", "--weights", "imagenet"],
-     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
-    ([*MODEL, "--input-size", "9x9"], "input size 9x9 too small for mobilenetv2"),
-    ([*MODEL, "--pooling", "sum"], "extract: argument --pooling: invalid choice: 'sum'"),
-    ([*MODEL, "--config", "nosuch.yaml"], "config file not found: nosuch.yaml"),
-    ([*MODEL, "--set", "extract.modle=x"], "unknown key 'modle'"),
-    (["--store", "/does/not/exist", *MODEL], "/does/not/exist: no such store folder"),
-    (["train", "--feature-sets", "nope-pca8"], "no committed feature set 'nope-pca8'"),
-    (["train", "--feature-sets", "toy-avg", "--attributes", "Smilling"],
-     "unknown attribute 'Smilling'"),
-    (["reduce", "--feature-set", "nope"], "nope"),
-])
-def test_bad_input_is_one_line_exit_2_and_imports_nothing_heavy(fake_store, tmp_path, args,
-                                                                 message, monkeypatch):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["extract", "--model", "resnet5O", "--weights", "random"], "unknown model 'resnet5O'"),
+        ([*MODEL, "--layers", "block9_nope"], "unknown layer 'block9_nope' for mobilenetv2"),
+        (
+            ["--model", "mobilenetv2", "--weights", "/no/such.weights.h5"],
+            "weights file not found: /no/such.weights.h5",
+        ),
+        (["--model", "mobilenetv2", "--weights", "NOT_HDF5"], "is not an HDF5 file"),
+        (
+            ["--model", "mobilenetv2", "--weights", "imagenet"],
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        ),
+        ([*MODEL, "--input-size", "9x9"], "input size 9x9 too small for mobilenetv2"),
+        ([*MODEL, "--pooling", "sum"], "extract: argument --pooling: invalid choice: 'sum'"),
+        ([*MODEL, "--config", "nosuch.yaml"], "config file not found: nosuch.yaml"),
+        ([*MODEL, "--set", "extract.modle=x"], "unknown key 'modle'"),
+        (["--store", "/does/not/exist", *MODEL], "/does/not/exist: no such store folder"),
+        (["train", "--feature-sets", "nope-pca8"], "no committed feature set 'nope-pca8'"),
+        (
+            ["train", "--feature-sets", "toy-avg", "--attributes", "Smilling"],
+            "unknown attribute 'Smilling'",
+        ),
+        (["reduce", "--feature-set", "nope"], "nope"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_imports_nothing_heavy(
+    fake_store, tmp_path, args, message, monkeypatch
+):
     bad = tmp_path / "not.weights.h5"
     bad.write_bytes(b"PK\x03\x04 a zip")
     args = [str(bad) if a == "NOT_HDF5" else a for a in args]
@@ -127,29 +156,44 @@ def test_train_dry_run_lists_fits_to_run_and_skip(fake_store, tmp_path):
 
     root = tmp_path / "store"
     shutil.copytree(fake_store, root)
-    cfg = grid.GridConfig(feature_sets=("toy-avg",), attributes=("Smiling", "Male"),
-                          models=("lasso", "forest"))
+    cfg = grid.GridConfig(
+        feature_sets=("toy-avg",), attributes=("Smiling", "Male"), models=("lasso", "forest")
+    )
     done = grid.plan(root, cfg)[0]  # lasso Smiling: a finished ok cell in the store
     row = grid._empty_row(done, done.key(cfg))
     row["status"] = "ok"
     store.Layout(root).cells.mkdir(parents=True)
     grid._write_cell(store.Layout(root).cells, done.key(cfg), [row])
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
-    result, out, _ = _run("train", "--store", str(root), "--feature-sets", "toy-avg",
-                            "--attributes", "Smiling,Male", "--models", "lasso,forest",
-                            "--dry-run")
+    result, out, _ = _run(
+        "train",
+        "--store",
+        str(root),
+        "--feature-sets",
+        "toy-avg",
+        "--attributes",
+        "Smiling,Male",
+        "--models",
+        "lasso,forest",
+        "--dry-run",
+    )
     assert result == {"rc": 0, "heavy": []}
     fits = [ln.split()[:3] for ln in out if ln.startswith(("run", "skip"))]
-    assert sorted(fits) == [["run", "forest", "Male"], ["run", "forest", "Smiling"],
-                            ["run", "lasso", "Male"], ["skip", "lasso", "Smiling"]]
+    assert sorted(fits) == [
+        ["run", "forest", "Male"],
+        ["run", "forest", "Smiling"],
+        ["run", "lasso", "Male"],
+        ["skip", "lasso", "Smiling"],
+    ]
     assert out[-1].startswith("dry run: 4 fits: 3 to run, 1 already done (skipped)")
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written
 
 
 def test_extract_dry_run_shows_images_chunks_and_name(fake_store):
     before = sorted(p.relative_to(fake_store) for p in fake_store.rglob("*"))
-    result, out, _ = _run("extract", "--store", str(fake_store), *MODEL, "--dry-run",
-                          "--set", "extract.chunk_rows=2")
+    result, out, _ = _run(
+        "extract", "--store", str(fake_store), *MODEL, "--dry-run", "--set", "extract.chunk_rows=2"
+    )
     assert result == {"rc": 0, "heavy": []}
     text = "\n".join(out)
     assert "feature set: mobilenetv2-out_relu-avg-32x32-random0 (not committed)" in text
@@ -165,9 +209,18 @@ def test_lasso_max_iter_is_a_lasso_setting_and_its_warning_names_the_fit(fake_st
     from featstore.config import load_config
     from featstore.train import grid
 
-    cfg = load_config(None, ["train.lasso_max_iter=2", "train.feature_sets=toy-avg",
-                             "train.attributes=Smiling", "train.models=lasso",
-                             "train.folds=2", "train.lasso_cs=3", "train.bootstrap=10"]).train
+    cfg = load_config(
+        None,
+        [
+            "train.lasso_max_iter=2",
+            "train.feature_sets=toy-avg",
+            "train.attributes=Smiling",
+            "train.models=lasso",
+            "train.folds=2",
+            "train.lasso_cs=3",
+            "train.bootstrap=10",
+        ],
+    ).train
     assert cfg.lasso_max_iter == 2
     assert "lasso_max_iter" in grid.cell_settings(cfg, "lasso")
     assert "lasso_max_iter" not in grid.cell_settings(cfg, "forest")
@@ -215,10 +268,17 @@ def test_models_for_every_base_reads_the_generated_table_without_keras():
     from featstore import modelspecs
     from featstore.models import describe_base
 
-    code = ("import sys, json; from jobs.cli import main; rc = main(['models', '--json']); "
-            "print(json.dumps({'rc': rc, 'keras': 'keras' in sys.modules}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], timeout=120).stdout
+    code = (
+        "import sys, json; from jobs.cli import main; rc = main(['models', '--json']); "
+        "print(json.dumps({'rc': rc, 'keras': 'keras' in sys.modules}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    ).stdout
     *rows, last = out.strip().splitlines()
     assert json.loads(last) == {"rc": 0, "keras": False}
     got = {r["model"]: r for r in map(json.loads, rows)}
@@ -264,8 +324,11 @@ def test_config_by_name_from_any_folder(tmp_path, monkeypatch):
     own.write_text("extends: base.yaml\ntrain:\n  models: [forest]\n")
     cfg = config.load_config("train.yaml")
     assert cfg.train.models == ("forest",) and cfg.spark.conf["spark.python.worker.reuse"]
-    with pytest.raises(config.ConfigError, match=r"config file not found: nosuch.yaml \(looked "
-                       r"in .* and in featstore's own configs .*base.yaml"):
+    with pytest.raises(
+        config.ConfigError,
+        match=r"config file not found: nosuch.yaml \(looked "
+        r"in .* and in featstore's own configs .*base.yaml",
+    ):
         config.load_config("nosuch.yaml")
 
 
@@ -294,6 +357,7 @@ def test_tensorflow_start_up_lines_are_filtered_and_others_kept():
         "    os.write(2, b'a real problem\\n')\n"
         "os.write(2, b'after\\n')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
-                          cwd=REPO, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=60, cwd=REPO, check=True
+    )
     assert proc.stderr.decode().splitlines() == ["a real problem", "after"]

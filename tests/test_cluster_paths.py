@@ -30,8 +30,10 @@ def test_local_path_accepts_paths_and_file_uris(tmp_path):
     assert store.spark_uri(tmp_path).startswith("file:///")
 
 
-@pytest.mark.parametrize("uri", ["s3a://bucket/store", "hdfs://nn:8020/data/store",
-                                 "gs://b/s", "file://otherhost/data/store"])
+@pytest.mark.parametrize(
+    "uri",
+    ["s3a://bucket/store", "hdfs://nn:8020/data/store", "gs://b/s", "file://otherhost/data/store"],
+)
 def test_other_file_systems_are_refused(uri):
     with pytest.raises(StoreError, match="not supported") as err:
         store.Layout(uri)
@@ -45,22 +47,45 @@ def test_cli_refuses_a_bucket_store_with_one_line(capsys):
     assert err[0].startswith("featstore: error: store location 's3a://bucket/store': s3a://")
 
 
-def test_chain_runs_when_the_default_file_system_is_not_local(spark, foreign_default_fs,
-                                                               tmp_path):
+def test_chain_runs_when_the_default_file_system_is_not_local(spark, foreign_default_fs, tmp_path):
     """ingest -> extract -> reduce -> read_spark with fs.defaultFS pointing elsewhere (as on a
     YARN cluster with HDFS); the store given as a file:// URI."""
     generate(tmp_path / "celeba", N, seed=9)
     uri = (tmp_path / "store").as_uri()
     assert ingest_job.main(["--store", uri, "--path", str(tmp_path / "celeba")], spark=spark) == 0
-    assert extract_job.main(["--store", uri, "--model", "mobilenetv2", "--input-size", "64x64",
-                             "--batch-size", "4", "--weights", "random", "--feature-set", FEATURE_SET], spark=spark) == 0
-    assert reduce_job.main(["--store", uri, "--feature-set", FEATURE_SET, "--dims", "3"],
-                           spark=spark) == 0
+    assert (
+        extract_job.main(
+            [
+                "--store",
+                uri,
+                "--model",
+                "mobilenetv2",
+                "--input-size",
+                "64x64",
+                "--batch-size",
+                "4",
+                "--weights",
+                "random",
+                "--feature-set",
+                FEATURE_SET,
+            ],
+            spark=spark,
+        )
+        == 0
+    )
+    assert (
+        reduce_job.main(["--store", uri, "--feature-set", FEATURE_SET, "--dims", "3"], spark=spark)
+        == 0
+    )
 
     root = tmp_path / "store"
     layout = store.Layout(root)
-    for tid in ("images", "labels", store.features_id(FEATURE_SET),
-                store.features_id(f"{FEATURE_SET}-pca3")):
+    for tid in (
+        "images",
+        "labels",
+        store.features_id(FEATURE_SET),
+        store.features_id(f"{FEATURE_SET}-pca3"),
+    ):
         manifest = json.loads(layout.manifest_path(tid).read_text())
         assert manifest["counts"]["ok" if "ok" in manifest["counts"] else "rows"] == N, tid
     df = store.read_spark(spark, uri, f"{FEATURE_SET}-pca3", attributes=["Male"])

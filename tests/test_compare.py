@@ -15,8 +15,15 @@ from featstore.compare import base_table, pareto_front, topk_chance
 from featstore.config import load_config, packaged_configs
 from tests.conftest import JOB_FS, REPO
 
-STUDY_BASES = ("vgg16", "resnet50", "mobilenetv2", "efficientnetb0", "inceptionv3", "xception",
-               "densenet121")
+STUDY_BASES = (
+    "vgg16",
+    "resnet50",
+    "mobilenetv2",
+    "efficientnetb0",
+    "inceptionv3",
+    "xception",
+    "densenet121",
+)
 
 
 def test_pareto_front_on_a_constructed_case():
@@ -35,12 +42,29 @@ def test_compare_bases_yaml_is_packaged_and_lists_the_study():
 
 def test_unknown_base_is_one_line_before_spark(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "compare", "--store", str(tmp_path / "s"),
-         "--bases", "mobilenetv2,vgg17", "--set", "extract.weights=random"],
-        capture_output=True, text=True, cwd=REPO, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "compare",
+            "--store",
+            str(tmp_path / "s"),
+            "--bases",
+            "mobilenetv2,vgg17",
+            "--set",
+            "extract.weights=random",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
-    assert (proc.returncode, len(lines), lines[0].startswith("featstore: error: unknown model "
-                                                               "'vgg17'")) == (2, 1, True)
+    assert (
+        proc.returncode,
+        len(lines),
+        lines[0].startswith("featstore: error: unknown model 'vgg17'"),
+    ) == (2, 1, True)
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +75,40 @@ def two_base_store(spark, job_store, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("compare") / "store"
     shutil.copytree(job_store, root)
-    assert compare_job.main([
-        "--store", str(root), "--bases", "mobilenetv2,efficientnetb0", "--dims", "4",
-        "--set", "extract.weights=random", "--set", "extract.input_size=32x32",
-        "--set", "extract.batch_size=8", "--set", "compare.retrieve_on=reduced",
-        "--set", "train.attributes=Smiling,Male", "--set", "train.models=lasso",
-        "--set", "train.folds=3", "--set", "train.save_models=true",
-        "--set", "retrieve.backend=numpy", "--set", "retrieve.k=1,5"], spark=spark) == 0
+    assert (
+        compare_job.main(
+            [
+                "--store",
+                str(root),
+                "--bases",
+                "mobilenetv2,efficientnetb0",
+                "--dims",
+                "4",
+                "--set",
+                "extract.weights=random",
+                "--set",
+                "extract.input_size=32x32",
+                "--set",
+                "extract.batch_size=8",
+                "--set",
+                "compare.retrieve_on=reduced",
+                "--set",
+                "train.attributes=Smiling,Male",
+                "--set",
+                "train.models=lasso",
+                "--set",
+                "train.folds=3",
+                "--set",
+                "train.save_models=true",
+                "--set",
+                "retrieve.backend=numpy",
+                "--set",
+                "retrieve.k=1,5",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     return root
 
 
@@ -67,9 +118,11 @@ def test_study_records_cost_and_reads_back_per_base(two_base_store):
     ok = ok_rows(store.read_results(two_base_store))
     table = base_table(two_base_store, ok).set_index("base")
     assert sorted(ok["feature_set"].unique()) == sorted(
-        [f"{JOB_FS}-pca4", "efficientnetb0-top_activation-avg-32x32-random0-pca4"])
+        [f"{JOB_FS}-pca4", "efficientnetb0-top_activation-avg-32x32-random0-pca4"]
+    )
     manifest = store.feature_set_manifest(
-        two_base_store, "efficientnetb0-top_activation-avg-32x32-random0")
+        two_base_store, "efficientnetb0-top_activation-avg-32x32-random0"
+    )
     assert manifest["base"]["params"] == int(table.loc["efficientnetb0", "params"]) > 0
     assert table[["flops", "images_per_second", "accuracy", "retrieval_top5"]].notna().all().all()
 
@@ -104,10 +157,13 @@ def test_base_plot_draws_each_scores_chance_inside_its_axis(two_base_store):
     assert mobilenet["retrieval_top5_chance"] == pytest.approx(expected)
     assert 0.5 < expected < 1
     fig = plot_bases(table)
-    chance = {"accuracy": want, "balanced_accuracy": 0.5,
-              "retrieval_top5": float(table["retrieval_top5_chance"].mean())}
+    chance = {
+        "accuracy": want,
+        "balanced_accuracy": 0.5,
+        "retrieval_top5": float(table["retrieval_top5_chance"].mean()),
+    }
     for i, (score, _) in enumerate(BASE_SCORES):
-        for ax in fig.axes[i * len(BASE_COSTS):(i + 1) * len(BASE_COSTS)]:
+        for ax in fig.axes[i * len(BASE_COSTS) : (i + 1) * len(BASE_COSTS)]:
             dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
             assert [ln.get_ydata()[0] for ln in dotted] == [pytest.approx(chance[score])]
             low, high = ax.get_ylim()
@@ -116,9 +172,9 @@ def test_base_plot_draws_each_scores_chance_inside_its_axis(two_base_store):
 
 def test_topk_chance_of_a_balanced_and_a_rare_attribute():
     assert topk_chance(0.5, 1) == pytest.approx(0.5)  # p = 1/2: half the items match
-    assert topk_chance(0.5, 5) == pytest.approx(1 - 0.5 ** 5)
+    assert topk_chance(0.5, 5) == pytest.approx(1 - 0.5**5)
     # p = 0.1: c = 0.82; a positive query (10%) needs one of 5 positives, a negative one of 5
-    assert topk_chance(0.82, 5) == pytest.approx(0.1 * (1 - 0.9 ** 5) + 0.9 * (1 - 0.1 ** 5))
+    assert topk_chance(0.82, 5) == pytest.approx(0.1 * (1 - 0.9**5) + 0.9 * (1 - 0.1**5))
 
 
 def test_accuracy_against_dimension_draws_one_line_per_base(two_base_store):
@@ -129,14 +185,20 @@ def test_accuracy_against_dimension_draws_one_line_per_base(two_base_store):
     labels = [label for label, _, _ in panels.legend]
     assert "mobilenetv2" in labels and "efficientnetb0" in labels
     fig = panels.figure()
-    for ax in fig.axes[:len(panels.panels)]:  # the mean panel and every attribute's
+    for ax in fig.axes[: len(panels.panels)]:  # the mean panel and every attribute's
         lines = [ln for ln in ax.get_lines() if ln.get_linestyle() != ":"]
         assert sorted(ln.get_linestyle() for ln in lines) == ["-", "--"]  # lasso x 2 bases
     mean_ax = fig.axes[0]
-    gains = sorted(float(ln.get_ydata()[0]) for ln in mean_ax.get_lines()
-                   if ln.get_linestyle() != ":")
-    per_base = (ok.assign(gain=ok["accuracy"] - ok["majority_baseline"])
-                .groupby("feature_set")["gain"].mean().sort_values().to_list())
+    gains = sorted(
+        float(ln.get_ydata()[0]) for ln in mean_ax.get_lines() if ln.get_linestyle() != ":"
+    )
+    per_base = (
+        ok.assign(gain=ok["accuracy"] - ok["majority_baseline"])
+        .groupby("feature_set")["gain"]
+        .mean()
+        .sort_values()
+        .to_list()
+    )
     assert gains == pytest.approx(per_base)  # not one averaged point
 
 

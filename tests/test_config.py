@@ -9,9 +9,15 @@ from featstore.errors import ConfigError
 
 
 def test_base_and_overrides(tmp_path):
-    cfg = load_config(None, ["extract.model=resnet50", "extract.layers=conv4_block6_out,"
-                             "conv5_block3_out", "spark.conf.spark.executor.memory=4g",
-                             "ingest.overwrite=true"])
+    cfg = load_config(
+        None,
+        [
+            "extract.model=resnet50",
+            "extract.layers=conv4_block6_out,conv5_block3_out",
+            "spark.conf.spark.executor.memory=4g",
+            "ingest.overwrite=true",
+        ],
+    )
     assert cfg.extract.model == "resnet50"
     assert cfg.extract.layers == ("conv4_block6_out", "conv5_block3_out")
     assert cfg.spark.conf["spark.executor.memory"] == "4g"
@@ -25,10 +31,14 @@ def test_extends_and_direct_flags_win_over_file(tmp_path):
     (tmp_path / "parent.yaml").write_text("extract:\n  model: vgg19\n  pooling: max\n")
     child = tmp_path / "child.yaml"
     child.write_text("extends: parent.yaml\nextract:\n  pooling: flatten\n")
-    cfg = load_config(child, ["extract.batch_size=8"], extract={"model": "xception",
-                                                                "pooling": None})
+    cfg = load_config(
+        child, ["extract.batch_size=8"], extract={"model": "xception", "pooling": None}
+    )
     assert (cfg.extract.model, cfg.extract.pooling, cfg.extract.batch_size) == (
-        "xception", "flatten", 8)
+        "xception",
+        "flatten",
+        8,
+    )
 
 
 @pytest.mark.parametrize(

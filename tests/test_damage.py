@@ -59,8 +59,7 @@ def _committed(root: Path) -> dict[str, str]:
 
 def _mount(kind: str, target: Path, *opts: str) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", *kind.split(), *opts, str(target)], capture_output=True,
-                       text=True)
+    r = subprocess.run(["mount", *kind.split(), *opts, str(target)], capture_output=True, text=True)
     if r.returncode:
         pytest.skip(f"cannot mount {kind} here ({r.stderr.strip() or r.returncode}); needs root")
 
@@ -77,18 +76,26 @@ def _mounted(kind: str, target: Path, *opts: str):
 # ---------------------------------------------------------------- verified reads
 
 
-def test_a_flipped_byte_in_a_base_set_stops_reduce_retrieve_and_train(copy_store, capsys,
-                                                                      no_spark):
+def test_a_flipped_byte_in_a_base_set_stops_reduce_retrieve_and_train(copy_store, capsys, no_spark):
     path = _first_file(copy_store, JOB_FS)
     _flip_byte(path)
     before = _committed(copy_store)
     root = str(copy_store)
-    for argv in (["reduce", "--store", root, "--feature-set", JOB_FS, "--dims", "4",
-                  "--overwrite"],
-                 ["retrieve", "--store", root, "--feature-set", JOB_FS, "--backend", "numpy",
-                  "--k", "1"],
-                 ["train", "--store", root, "--feature-sets", JOB_FS, "--attributes", "Male",
-                  "--models", "lasso"]):
+    for argv in (
+        ["reduce", "--store", root, "--feature-set", JOB_FS, "--dims", "4", "--overwrite"],
+        ["retrieve", "--store", root, "--feature-set", JOB_FS, "--backend", "numpy", "--k", "1"],
+        [
+            "train",
+            "--store",
+            root,
+            "--feature-sets",
+            JOB_FS,
+            "--attributes",
+            "Male",
+            "--models",
+            "lasso",
+        ],
+    ):
         assert cli_main(argv, spark=None) == 2, argv[0]
         (line,) = _err_lines(capsys)
         assert str(path) in line and "checksum differs from the manifest's" in line, line
@@ -96,8 +103,7 @@ def test_a_flipped_byte_in_a_base_set_stops_reduce_retrieve_and_train(copy_store
     assert not list(store.Layout(copy_store).staging.iterdir())
 
 
-def test_extract_over_a_damaged_set_refuses_then_repairs_with_overwrite(spark, copy_store,
-                                                                        capsys):
+def test_extract_over_a_damaged_set_refuses_then_repairs_with_overwrite(spark, copy_store, capsys):
     path = _first_file(copy_store, JOB_FS)
     _flip_byte(path)
     root = str(copy_store)
@@ -106,8 +112,23 @@ def test_extract_over_a_damaged_set_refuses_then_repairs_with_overwrite(spark, c
     assert str(path) in line and "rebuild it with --overwrite" in line
     assert "already extracted" not in capsys.readouterr().out
     # repaired, from another seed: the PCA set derived from the old content is now stale
-    assert cli_main(["extract", "--store", root, *MODEL, "--feature-set", JOB_FS, "--set",
-                     "extract.seed=1", "--overwrite"], spark=spark) == 0
+    assert (
+        cli_main(
+            [
+                "extract",
+                "--store",
+                root,
+                *MODEL,
+                "--feature-set",
+                JOB_FS,
+                "--set",
+                "extract.seed=1",
+                "--overwrite",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli_main(["describe", root, JOB_FS, "--check"]) == 0
     capsys.readouterr()
@@ -118,13 +139,16 @@ def test_extract_over_a_damaged_set_refuses_then_repairs_with_overwrite(spark, c
     assert rows[PCA].endswith(f"STALE: derived from {JOB_FS} (replaced since)")
     assert rows[JOB_FS].endswith("  ok") and rows["results"].endswith("  ok")
     col = out[0].index("STATE")
-    assert all(ln[col - 2:col] == "  " for ln in out)  # one column, whatever the name length
+    assert all(ln[col - 2 : col] == "  " for ln in out)  # one column, whatever the name length
     assert cli_main(["describe", root, PCA]) == 0
-    assert f"STALE: derived from a version that no longer exists: {JOB_FS}" in \
-        capsys.readouterr().out
+    assert (
+        f"STALE: derived from a version that no longer exists: {JOB_FS}" in capsys.readouterr().out
+    )
     # the PCA set re-derived: now the results fitted on its old version are the stale ones
-    assert cli_main(["reduce", "--store", root, "--feature-set", JOB_FS, "--dims", "4"],
-                    spark=spark) == 0
+    assert (
+        cli_main(["reduce", "--store", root, "--feature-set", JOB_FS, "--dims", "4"], spark=spark)
+        == 0
+    )
     capsys.readouterr()
     assert cli_main(["ls", root]) == 0
     rows = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
@@ -132,18 +156,22 @@ def test_extract_over_a_damaged_set_refuses_then_repairs_with_overwrite(spark, c
     assert rows[PCA].endswith("  ok")
     from featstore.report import replaced_rows
 
-    assert f"2 rows of {PCA} (replaced since)" in replaced_rows(store.Layout(root),
-                                                                store.read_results(root))
+    assert f"2 rows of {PCA} (replaced since)" in replaced_rows(
+        store.Layout(root), store.read_results(root)
+    )
 
 
 # ---------------------------------------------------------------- ls
 
 
-@pytest.mark.parametrize(("damage", "reason"), [
-    ("truncate", "bytes, the manifest says"),
-    ("delete", "file missing"),
-    ("stray", "a data file its manifest does not list"),
-])
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncate", "bytes, the manifest says"),
+        ("delete", "file missing"),
+        ("stray", "a data file its manifest does not list"),
+    ],
+)
 def test_ls_finds_a_truncated_a_missing_and_a_stray_file(copy_store, capsys, damage, reason):
     path = _first_file(copy_store, JOB_FS)
     if damage == "truncate":
@@ -174,8 +202,7 @@ def test_ls_of_a_folder_that_is_not_a_store_and_a_typo(copy_store, tmp_path, cap
 # ---------------------------------------------------------------- a full disk, a read-only store
 
 
-def test_a_full_disk_is_one_line_naming_the_cause_and_the_path(spark, job_store, tmp_path,
-                                                               capsys):
+def test_a_full_disk_is_one_line_naming_the_cause_and_the_path(spark, job_store, tmp_path, capsys):
     from featstore.causes import root_cause
 
     size = sum(p.stat().st_size for p in job_store.rglob("*") if p.is_file())
@@ -188,8 +215,22 @@ def test_a_full_disk_is_one_line_naming_the_cause_and_the_path(spark, job_store,
                 fh.write(b"\0" * (1 << 16))
                 fh.flush()
         # a stage: refused before Spark starts (free space against what it will write)
-        assert cli_main(["reduce", "--store", str(root), "--feature-set", JOB_FS, "--dims",
-                         "4", "--overwrite"], spark=None) == 2
+        assert (
+            cli_main(
+                [
+                    "reduce",
+                    "--store",
+                    str(root),
+                    "--feature-set",
+                    JOB_FS,
+                    "--dims",
+                    "4",
+                    "--overwrite",
+                ],
+                spark=None,
+            )
+            == 2
+        )
         lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(lines) == 1 and "No space left on device" in lines[0], lines
         assert str(root) in lines[0] and "nothing was started" in lines[0]
@@ -199,8 +240,9 @@ def test_a_full_disk_is_one_line_naming_the_cause_and_the_path(spark, job_store,
 
         def job() -> int:
             try:
-                spark.range(50_000, numPartitions=1).selectExpr(
-                    "id", "uuid() AS u").write.parquet(store.spark_uri(out))
+                spark.range(50_000, numPartitions=1).selectExpr("id", "uuid() AS u").write.parquet(
+                    store.spark_uri(out)
+                )
             except Exception as exc:
                 exc_seen.append(exc)
                 raise
@@ -215,16 +257,28 @@ def test_a_full_disk_is_one_line_naming_the_cause_and_the_path(spark, job_store,
 
 def test_a_read_only_store_is_refused_before_spark(copy_store, tmp_path, capsys, no_spark):
     with _mounted("--bind", tmp_path / "ro", str(copy_store)) as ro:
-        r = subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True,
-                           text=True)
+        r = subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True, text=True
+        )
         if r.returncode:
             pytest.skip(f"cannot remount read-only here ({r.stderr.strip()})")
         root = ro
-        for argv in (["reduce", "--store", str(root), "--feature-set", JOB_FS, "--dims", "4",
-                      "--overwrite"],
-                     ["train", "--store", str(root), "--feature-sets", PCA, "--attributes",
-                      "Male", "--models", "lasso", "--overwrite"],
-                     ["extract", "--store", str(root), *MODEL, "--feature-set", "other"]):
+        for argv in (
+            ["reduce", "--store", str(root), "--feature-set", JOB_FS, "--dims", "4", "--overwrite"],
+            [
+                "train",
+                "--store",
+                str(root),
+                "--feature-sets",
+                PCA,
+                "--attributes",
+                "Male",
+                "--models",
+                "lasso",
+                "--overwrite",
+            ],
+            ["extract", "--store", str(root), *MODEL, "--feature-set", "other"],
+        ):
             assert cli_main(argv, spark=None) == 2, argv[0]
             (line,) = _err_lines(capsys)
             assert "not writable (Read-only file system)" in line and str(root) in line
@@ -236,6 +290,7 @@ def test_a_read_only_store_is_refused_before_spark(copy_store, tmp_path, capsys,
 def _fake_os(fail_on: str) -> types.SimpleNamespace:
     """``os`` for store.py whose ``replace`` dies (like a kill) when its target holds
     ``fail_on``: a kill inside the journal's write leaves its temporary behind."""
+
     def replace(src, dst):
         if fail_on in str(dst):
             raise SystemExit("killed")
@@ -249,19 +304,22 @@ def _fake_os(fail_on: str) -> types.SimpleNamespace:
 def _fake_shutil(fail_on: str) -> types.SimpleNamespace:
     """``shutil`` for store.py whose ``rmtree`` of a staging folder dies: a kill in the commit
     tail, after the renames and the journal's removal, before the cleanup."""
+
     def rmtree(path, *a, **k):
         if fail_on in str(path):
             raise SystemExit("killed")
         return shutil.rmtree(path, *a, **k)
 
-    fake = types.SimpleNamespace(**{k: getattr(shutil, k) for k in dir(shutil)
-                                    if not k.startswith("__")})
+    fake = types.SimpleNamespace(
+        **{k: getattr(shutil, k) for k in dir(shutil) if not k.startswith("__")}
+    )
     fake.rmtree = rmtree
     return fake
 
 
 def test_a_dead_jobs_journal_temporary_staging_and_lock_are_gone_after_the_next_run(
-        spark, copy_store, monkeypatch, capsys):
+    spark, copy_store, monkeypatch, capsys
+):
     layout = store.Layout(copy_store)
     tid = store.features_id(PCA)
     argv = ["reduce", "--store", str(copy_store), "--feature-set", JOB_FS, "--dims", "4"]
@@ -279,9 +337,17 @@ def test_a_dead_jobs_journal_temporary_staging_and_lock_are_gone_after_the_next_
     staged = list(layout.staging.iterdir())
     assert staged and not layout.journal(tid).exists()
     assert not list((layout.meta / "journal").glob(".*.tmp"))  # the next writer removed it
-    layout.lock_path(tid).write_text(json.dumps({
-        "owner": "someone", "host": socket.gethostname(), "pid": 2 ** 22 + 4321,
-        "started": "2026-01-01T00:00:00", "token": uuid.uuid4().hex}))
+    layout.lock_path(tid).write_text(
+        json.dumps(
+            {
+                "owner": "someone",
+                "host": socket.gethostname(),
+                "pid": 2**22 + 4321,
+                "started": "2026-01-01T00:00:00",
+                "token": uuid.uuid4().hex,
+            }
+        )
+    )
     capsys.readouterr()
     assert cli_main(argv, spark=spark) == 0  # the next run: nothing to do, and it tidies
     assert "already reduced" in capsys.readouterr().out

@@ -29,8 +29,10 @@ def picture(seed: int = 0, size: tuple[int, int] = (W, H)) -> Image.Image:
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     block = rng.integers(0, 120, (h // 16 + 1, w // 16 + 1, 3))[yy // 16, xx // 16]
-    ramp = np.stack([xx * 120 // max(w - 1, 1), yy * 120 // max(h - 1, 1),
-                     (xx + yy) * 60 // max(w + h - 2, 1)], axis=-1)
+    ramp = np.stack(
+        [xx * 120 // max(w - 1, 1), yy * 120 // max(h - 1, 1), (xx + yy) * 60 // max(w + h - 2, 1)],
+        axis=-1,
+    )
     arr = block + ramp + rng.integers(-2, 3, (h, w, 3))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
@@ -166,9 +168,18 @@ def test_ingest_accepts_exactly_what_the_embedder_decodes():
     src = picture(9)
     other = np.asarray(picture(19), dtype=np.int16)
     assert np.abs(other - np.asarray(src, dtype=np.int16)).mean() > 20  # the bound below means it
-    inputs = [encode(src, "JPEG"), encode(src, "PNG"), encode(src.convert("RGBA"), "PNG"),
-              encode(src.convert("L"), "PNG"), encode(src, "BMP"), encode(paletted(src), "GIF"),
-              b"", b"not an image" * 20, encode(src, "JPEG")[:300], encode(src, "PNG")[:500]]
+    inputs = [
+        encode(src, "JPEG"),
+        encode(src, "PNG"),
+        encode(src.convert("RGBA"), "PNG"),
+        encode(src.convert("L"), "PNG"),
+        encode(src, "BMP"),
+        encode(paletted(src), "GIF"),
+        b"",
+        b"not an image" * 20,
+        encode(src, "JPEG")[:300],
+        encode(src, "PNG")[:500],
+    ]
     for data in inputs:
         got = decode.ingest_image(data)
         try:
@@ -192,12 +203,18 @@ def test_open_rgb_gives_loaded_rgb_with_the_source_format():
 
 
 def test_decode_imports_pillow_and_numpy_only():
-    code = ("import sys\n"
-            "for name in ('pyspark', 'tensorflow', 'keras', 'jax', 'torch'):\n"
-            "    sys.modules[name] = None\n"
-            "import featstore.decode, featstore.ingest  # ingest: the executors' side\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
-                   cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys\n"
+        "for name in ('pyspark', 'tensorflow', 'keras', 'jax', 'torch'):\n"
+        "    sys.modules[name] = None\n"
+        "import featstore.decode, featstore.ingest  # ingest: the executors' side\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
 
 
 # --------------------------------------------------------------------------- ingest job

@@ -109,7 +109,9 @@ def test_a_killed_worker_raises_one_line_and_the_pool_starts_afresh(chunks):
     assert shmring.segments(os.getpid()) == []
 
 
-def test_a_worker_lost_while_submit_spawns_its_replacement_is_the_same_one_line(chunks, monkeypatch):
+def test_a_worker_lost_while_submit_spawns_its_replacement_is_the_same_one_line(
+    chunks, monkeypatch
+):
     # CPython's race (seen in CI): the pool's manager thread marks the pool broken and closes its
     # pipes while submit spawns a replacement worker with them -> ValueError("bad value(s) in
     # fds_to_keep") instead of BrokenProcessPool. Made deterministic here.
@@ -175,15 +177,22 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_killed_consumer_leaves_no_segment_and_no_worker():
-    proc = subprocess.run([sys.executable, "-c", KILLED_CONSUMER, str(ROOT)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_CONSUMER, str(ROOT)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL
     name, pids = proc.stdout.split()
     path = os.path.join(shmring.SHM_DIR, name)
     workers = [int(p) for p in pids.split(",")]
     deadline = time.monotonic() + 30  # the workers see their parent gone within 0.5 s, then
-    while time.monotonic() < deadline and (os.path.exists(path)  # the tracker unlinks
-                                           or any(map(_alive, workers))):
+    while time.monotonic() < deadline and (
+        os.path.exists(path)  # the tracker unlinks
+        or any(map(_alive, workers))
+    ):
         time.sleep(0.2)
     assert not os.path.exists(path)
     assert not any(map(_alive, workers))
@@ -217,6 +226,11 @@ def test_a_pool_left_open_in_a_multiprocessing_child_does_not_hang_its_exit(tmp_
     layout processes). The pool now shuts down before the feeders close."""
     script = tmp_path / "child.py"  # spawn re-imports the main module: a file, not -c
     script.write_text(UNCLOSED_IN_A_CHILD)
-    proc = subprocess.run([sys.executable, str(script), str(ROOT)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(ROOT)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stdout.split() == ["decoded", "exit", "0"], proc.stdout + proc.stderr

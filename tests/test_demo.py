@@ -14,11 +14,32 @@ from jobs.demo import DEMO_BASES
 
 def test_demo_runs_the_whole_chain_on_two_bases(spark, tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = cli_main(["demo", "--out", str(out), "--n", "150",
-                   "--set", "extract.input_size=64x64", "--set", "reduce.dims=4,8",
-                   "--set", "train.models=lasso,dense", "--set", "train.attributes=Smiling,Male",
-                   "--set", "train.train_sizes=0", "--set", "train.folds=3",
-                   "--set", "train.dense_epochs=5", "--set", "train.bootstrap=200"], spark=spark)
+    rc = cli_main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--n",
+            "150",
+            "--set",
+            "extract.input_size=64x64",
+            "--set",
+            "reduce.dims=4,8",
+            "--set",
+            "train.models=lasso,dense",
+            "--set",
+            "train.attributes=Smiling,Male",
+            "--set",
+            "train.train_sizes=0",
+            "--set",
+            "train.folds=3",
+            "--set",
+            "train.dense_epochs=5",
+            "--set",
+            "train.bootstrap=200",
+        ],
+        spark=spark,
+    )
     assert rc == 0
     text = capsys.readouterr().out
     for stage in ("[synth   ]", "[ingest  ]", "[report  ]"):
@@ -31,13 +52,16 @@ def test_demo_runs_the_whole_chain_on_two_bases(spark, tmp_path, capsys):
     assert report == out / "report" / "index.html" and report.is_file()
     assert "Smiling" in text and "Male" in text  # the summary table is printed
 
-    raw = {"resnet50": "resnet50-conv5_block3_out-avg-64x64-random0",
-           "mobilenetv2": "mobilenetv2-out_relu-avg-64x64-random0"}
+    raw = {
+        "resnet50": "resnet50-conv5_block3_out-avg-64x64-random0",
+        "mobilenetv2": "mobilenetv2-out_relu-avg-64x64-random0",
+    }
     assert sorted(raw) == sorted(DEMO_BASES)
     want = sorted(f"{r}{suffix}" for r in raw.values() for suffix in ("", "-pca4", "-pca8"))
     layout = store.Layout(out / "store")
     assert sorted(p.name for p in layout.features_root.iterdir()) == [
-        f"{store.PARTITION}={name}" for name in want]
+        f"{store.PARTITION}={name}" for name in want
+    ]
     assert sorted(store.feature_set_names(layout.root)) == want  # all of them committed
     # retrieval on every set of both bases: test queries against train items, k = 1, 5, 10
     for name in want:

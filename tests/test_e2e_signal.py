@@ -19,19 +19,51 @@ def synthetic_store(spark, tmp_path_factory):
     st = root / "store"
     assert ingest_job.main(["--store", str(st), "--path", str(root / "celeba")], spark=spark) == 0
     # random weights (no downloads here) still give features that carry the drawn attributes
-    assert extract_job.main(["--store", str(st), "--model", "resnet50", "--input-size", "64x64",
-                             "--weights", "random", "--feature-set", "r50", "--batch-size", "50"],
-                            spark=spark) == 0
+    assert (
+        extract_job.main(
+            [
+                "--store",
+                str(st),
+                "--model",
+                "resnet50",
+                "--input-size",
+                "64x64",
+                "--weights",
+                "random",
+                "--feature-set",
+                "r50",
+                "--batch-size",
+                "50",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     return st
 
 
 def test_rendered_attributes_beat_baseline_independent_one_does_not(spark, synthetic_store):
     assert {"Smiling", "Male"} <= set(RENDERED_ATTRIBUTES)
     assert "Attractive" in UNRENDERED_ATTRIBUTES
-    rc = train_job.main(["--store", str(synthetic_store), "--feature-sets", "r50",
-                         "--attributes", "Smiling,Male,Attractive", "--models", "lasso",
-                         "--set", "train.folds=3", "--set", "train.lasso_cs=6",
-                         "--set", "train.bootstrap=500"], spark=spark)
+    rc = train_job.main(
+        [
+            "--store",
+            str(synthetic_store),
+            "--feature-sets",
+            "r50",
+            "--attributes",
+            "Smiling,Male,Attractive",
+            "--models",
+            "lasso",
+            "--set",
+            "train.folds=3",
+            "--set",
+            "train.lasso_cs=6",
+            "--set",
+            "train.bootstrap=500",
+        ],
+        spark=spark,
+    )
     assert rc == 0
     res = read_results(synthetic_store).set_index("attribute")
     assert (res.status == "ok").all() and (res.n_test > 40).all()
@@ -59,15 +91,52 @@ def mnv2_store(spark, tmp_path_factory):
     generate(root / "celeba", 600, seed=2, workers=2)
     st = root / "store"
     assert ingest_job.main(["--store", str(st), "--path", str(root / "celeba")], spark=spark) == 0
-    assert extract_job.main(["--store", str(st), "--model", "mobilenetv2", "--input-size", "64x64",
-                             "--weights", "random", "--feature-set", "mnv2", "--batch-size", "50"],
-                            spark=spark) == 0
-    assert train_job.main(["--store", str(st), "--feature-sets", "mnv2",
-                           "--attributes", ",".join(MNV2_ATTRS),
-                           "--models", "lasso,forest,dense", "--set", "train.folds=3",
-                           "--set", "train.lasso_cs=6", "--set", "train.forest_trees=60",
-                           "--set", "train.bootstrap=300", "--set", "train.dense_epochs=30"],
-                          spark=spark) == 0
+    assert (
+        extract_job.main(
+            [
+                "--store",
+                str(st),
+                "--model",
+                "mobilenetv2",
+                "--input-size",
+                "64x64",
+                "--weights",
+                "random",
+                "--feature-set",
+                "mnv2",
+                "--batch-size",
+                "50",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
+    assert (
+        train_job.main(
+            [
+                "--store",
+                str(st),
+                "--feature-sets",
+                "mnv2",
+                "--attributes",
+                ",".join(MNV2_ATTRS),
+                "--models",
+                "lasso,forest,dense",
+                "--set",
+                "train.folds=3",
+                "--set",
+                "train.lasso_cs=6",
+                "--set",
+                "train.forest_trees=60",
+                "--set",
+                "train.bootstrap=300",
+                "--set",
+                "train.dense_epochs=30",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     assert report_job.main(["--store", str(st), "--out", str(root / "report")], spark=spark) == 0
     return root
 
@@ -114,10 +183,15 @@ def test_the_labels_table_carries_the_identity_file(mnv2_store):
 
     from featstore import store
 
-    ident = pd.read_csv(mnv2_store / "celeba" / "identity_CelebA.txt", sep=" ", header=None,
-                        names=["image_id", "identity"])
-    labels = store.read_table(mnv2_store / "store", "labels",
-                              columns=["image_id", "identity"]).to_pandas()
+    ident = pd.read_csv(
+        mnv2_store / "celeba" / "identity_CelebA.txt",
+        sep=" ",
+        header=None,
+        names=["image_id", "identity"],
+    )
+    labels = store.read_table(
+        mnv2_store / "store", "labels", columns=["image_id", "identity"]
+    ).to_pandas()
     merged = labels.merge(ident, on="image_id", suffixes=("", "_file"))
     assert len(merged) == len(labels) == 600
     assert (merged["identity"] == merged["identity_file"]).all()
@@ -142,8 +216,9 @@ def test_describe_and_ls_name_a_degenerate_set(mnv2_store, capsys):
     assert cli.main(["describe", str(mnv2_store / "store"), "mnv2"]) == 0
     described = capsys.readouterr().out
     assert cli.main(["ls", str(mnv2_store / "store")]) == 0
-    listed = [line for line in capsys.readouterr().err.splitlines()
-              if line.startswith("note: degenerate")]
+    listed = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("note: degenerate")
+    ]
     assert spread["degenerate"]  # random-weight MobileNetV2: every dimension ~1e-12 (measured)
     assert "DEGENERATE: every one of the 1280 dimensions" in described
     assert listed and listed[0].endswith(": mnv2")

@@ -281,8 +281,12 @@ def test_the_warm_up_on_one_image_traces_the_pass_every_batch_runs(jpegs):
     # same bits" within one path, and agreement to float32 rounding across paths.
     padded = np.zeros_like(pixels[:4])
     padded[:2] = pixels[4:]
-    ref = np.concatenate([np.asarray(emb.model.predict_on_batch(pixels[:4])),
-                          np.asarray(emb.model.predict_on_batch(padded))[:2]])
+    ref = np.concatenate(
+        [
+            np.asarray(emb.model.predict_on_batch(pixels[:4])),
+            np.asarray(emb.model.predict_on_batch(padded))[:2],
+        ]
+    )
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(emb.embed_arrays(pixels), got)  # same shapes: bitwise equal
 
@@ -389,8 +393,9 @@ def test_get_embedder_builds_once_per_config():
 # --------------------------------------------------------------------------- import hygiene
 
 
-@pytest.mark.parametrize("module", ["featstore/embed.py", "featstore/models.py",
-                                    "featstore/shmring.py"])
+@pytest.mark.parametrize(
+    "module", ["featstore/embed.py", "featstore/models.py", "featstore/shmring.py"]
+)
 def test_no_tensorflow_or_spark_imports(module):
     tree = ast.parse((ROOT / module).read_text())
     imported = set()
@@ -437,8 +442,9 @@ assert not on_decode, on_decode
 assert any(n.startswith("PIL.") for t, n in seen), "the spy saw no Pillow import at all"
 print("ok")
 """
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
 
 
@@ -490,15 +496,17 @@ def test_the_backend_pass_agrees_with_predict_on_batch(vgg, jpegs):
         np.testing.assert_allclose(g.embeddings, r.embeddings, rtol=1e-5, atol=1e-6)
 
 
-def test_gpu_decode_where_unavailable_falls_back_to_the_cpu_with_one_line(vgg, jpegs, caplog,
-                                                                          monkeypatch):
+def test_gpu_decode_where_unavailable_falls_back_to_the_cpu_with_one_line(
+    vgg, jpegs, caplog, monkeypatch
+):
     from featstore import gpudecode
 
     monkeypatch.setattr(gpudecode, "available", lambda: "torch sees no CUDA device")
     with caplog.at_level("WARNING", logger="featstore.gpudecode"):
         emb = Embedder(EmbedConfig(**{**VGG.__dict__, "decode": "gpu"}))
     assert [r.getMessage() for r in caplog.records] == [
-        "decode=gpu unavailable (torch sees no CUDA device): decoding on the CPU"]
+        "decode=gpu unavailable (torch sees no CUDA device): decoding on the CPU"
+    ]
     assert isinstance(emb._decoder, embed.DecodePool)
     res, ref = emb.embed([*jpegs[:3], b""]), vgg.embed([*jpegs[:3], b""])
     assert res.errors == ref.errors == [(3, "empty content")]

@@ -43,9 +43,18 @@ def test_metrics_match_hand_computed_values():
     # test majority: 6 negatives of 10 -> 0.6
     got = metrics(TINY_TRUE, TINY_PRED, TINY_SCORE)
     expected = {
-        "n": 10, "positives": 4, "accuracy": 0.7, "balanced_accuracy": 17 / 24,
-        "f1": 6 / 9, "roc_auc": 19 / 24, "tn": 4, "fp": 2, "fn": 1, "tp": 3,
-        "majority_baseline": 0.6, "baseline_source": "test",
+        "n": 10,
+        "positives": 4,
+        "accuracy": 0.7,
+        "balanced_accuracy": 17 / 24,
+        "f1": 6 / 9,
+        "roc_auc": 19 / 24,
+        "tn": 4,
+        "fp": 2,
+        "fn": 1,
+        "tp": 3,
+        "majority_baseline": 0.6,
+        "baseline_source": "test",
     }
     assert got.keys() == expected.keys()
     for key, value in expected.items():
@@ -99,6 +108,7 @@ def test_beats_baseline_with_a_given_constant_class():
 
 # --------------------------------------------------------------------------- McNemar
 
+
 def _pairs(n11: int, b: int, c: int, n00: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """y_true (all 1) and two predictions with the given 2x2 counts of (A right, B right)."""
     a = np.array([1] * n11 + [1] * b + [0] * c + [0] * n00, dtype=np.int8)
@@ -109,8 +119,8 @@ def _pairs(n11: int, b: int, c: int, n00: int) -> tuple[np.ndarray, np.ndarray, 
 @pytest.mark.parametrize(
     ("n11", "b", "c", "n00", "method"),
     [
-        (50, 3, 11, 6, "exact"),   # b + c = 14 < 25
-        (40, 7, 7, 2, "exact"),    # b == c: p capped at 1
+        (50, 3, 11, 6, "exact"),  # b + c = 14 < 25
+        (40, 7, 7, 2, "exact"),  # b == c: p capped at 1
         (30, 0, 5, 1, "exact"),
         (500, 40, 19, 30, "chi2"),  # b + c = 59
         (500, 20, 20, 30, "chi2"),  # b == c: statsmodels' unclipped correction, 1/(b+c)
@@ -141,6 +151,7 @@ def test_mcnemar_forced_method_and_no_discordant_pairs():
 
 # --------------------------------------------------------------------------- Holm
 
+
 def test_holm_matches_statsmodels():
     p = np.array([0.01, 0.04, 0.03, 0.005, 0.2, 0.04, 0.8, 0.0001, 0.049, 0.5])
     np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1], rtol=0, atol=1e-15)
@@ -158,6 +169,7 @@ def test_holm_passes_missing_values_through():
 
 
 # --------------------------------------------------------------------------- bootstrap
+
 
 def _simple_bootstrap(y_true, y_pred, n_boot, alpha, seed):
     """The documented method, one resample at a time."""
@@ -192,8 +204,9 @@ def test_bootstrap_deterministic_contains_estimate_and_narrows():
     first = bootstrap_ci(y_true, y_pred, seed=3)
     assert bootstrap_ci(y_true, y_pred, seed=3) == first
     # another seed, other resamples (accuracy sits on a k/n lattice; balanced accuracy does not)
-    assert (bootstrap_ci(y_true, y_pred, stat="balanced_accuracy", seed=4)
-            != bootstrap_ci(y_true, y_pred, stat="balanced_accuracy", seed=3))
+    assert bootstrap_ci(y_true, y_pred, stat="balanced_accuracy", seed=4) != bootstrap_ci(
+        y_true, y_pred, stat="balanced_accuracy", seed=3
+    )
     assert first[0] < point < first[1]
     big_true, big_pred = _noisy(6400, 0.75, seed=2)
     big = bootstrap_ci(big_true, big_pred, seed=3)
@@ -226,6 +239,7 @@ def test_bootstrap_rejects_unknown_stat():
 
 # --------------------------------------------------------------------------- tables
 
+
 def _results(with_ids: bool) -> pd.DataFrame:
     """Two attributes, three models, one feature set / size / seed.
 
@@ -239,16 +253,21 @@ def _results(with_ids: bool) -> pd.DataFrame:
         y_true = (rng.random(n) < 0.5).astype(np.int8)
         wrong = {
             "smiling": {"lasso": np.arange(60), "forest": np.arange(0), "dense": np.arange(40)},
-            "bald": {"lasso": np.arange(10), "forest": np.arange(10, 20),
-                     "dense": np.arange(25)},
+            "bald": {"lasso": np.arange(10), "forest": np.arange(10, 20), "dense": np.arange(25)},
         }[attribute]
         for model in ("lasso", "forest", "dense"):
             y_pred = y_true.copy()
             y_pred[wrong[model]] ^= 1
             ids = np.array([f"{i:06d}.jpg" for i in range(n)])
-            row = {"attribute": attribute, "feature_set": "vgg16-block5_pool-avg",
-                   "model": model, "train_size": 1000, "seed": 0,
-                   "y_true": y_true, "y_pred": y_pred}
+            row = {
+                "attribute": attribute,
+                "feature_set": "vgg16-block5_pool-avg",
+                "model": model,
+                "train_size": 1000,
+                "seed": 0,
+                "y_true": y_true,
+                "y_pred": y_pred,
+            }
             if with_ids:
                 perm = rng.permutation(n)  # each model stores its own test order
                 row.update(y_true=y_true[perm], y_pred=y_pred[perm], image_ids=ids[perm])
@@ -279,7 +298,11 @@ def test_best_model_table_rows():
     best = best_model_table(results, compare_models(results)).set_index("attribute")
     assert list(best.reset_index().columns) == BEST_COLUMNS
     smiling = best.loc["smiling"]
-    assert (smiling.best_model, smiling.best_accuracy, smiling.runner_up) == ("forest", 1.0, "dense")
+    assert (smiling.best_model, smiling.best_accuracy, smiling.runner_up) == (
+        "forest",
+        1.0,
+        "dense",
+    )
     assert bool(smiling.beats_all) and not smiling.tied and smiling.max_p_holm < 0.05
     bald = best.loc["bald"]
     # forest and lasso tie at 0.95; first by name wins the tie, and cannot beat its twin
@@ -307,17 +330,29 @@ def _baseline_frame() -> pd.DataFrame:
     n = 300
     rng = np.random.default_rng(11)
     rows = []
-    for attribute, positives, train_majority in (("young", 180, 0), ("hat", 150, 1),
-                                                 ("bangs", 90, 0)):
+    for attribute, positives, train_majority in (
+        ("young", 180, 0),
+        ("hat", 150, 1),
+        ("bangs", 90, 0),
+    ):
         y = np.zeros(n, dtype=np.int8)
         y[rng.permutation(n)[:positives]] = 1
         good = y.copy()
         good[rng.permutation(n)[:30]] ^= 1
         coin = (rng.random(n) < 0.5).astype(np.int8)
         for model, pred in (("lasso", good), ("forest", coin)):
-            rows.append({"attribute": attribute, "feature_set": "fs", "model": model,
-                         "train_size": 0, "seed": 0, "y_true": y, "y_pred": pred,
-                         "majority_baseline": majority_baseline([train_majority], y)})
+            rows.append(
+                {
+                    "attribute": attribute,
+                    "feature_set": "fs",
+                    "model": model,
+                    "train_size": 0,
+                    "seed": 0,
+                    "y_true": y,
+                    "y_pred": pred,
+                    "majority_baseline": majority_baseline([train_majority], y),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -343,18 +378,23 @@ def test_baseline_tests_recover_the_train_majority_class_and_holm_per_family():
     # Holm family: the attributes of one model (and feature set, size, seed)
     for model in ("lasso", "forest"):
         fam = got.xs(model, level="model")
-        np.testing.assert_allclose(fam.p_holm, multipletests(fam.p_value, method="holm")[1],
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            fam.p_holm, multipletests(fam.p_value, method="holm")[1], rtol=1e-12
+        )
         assert (fam.p_holm >= fam.p_value).all()
     assert got.xs("lasso", level="model").beats_baseline.all()
     # coin flips beat only the constant that is wrong on 60% of young's test images
     assert got.xs("forest", level="model").beats_baseline.to_dict() == {
-        "young": True, "hat": False, "bangs": False}
+        "young": True,
+        "hat": False,
+        "bangs": False,
+    }
     # one family over every row; the default family (one feature set, size and seed: every
     # attribute and model) is that here
     flat = baseline_tests(frame, family=[])
-    np.testing.assert_allclose(flat.p_holm, multipletests(flat.p_value, method="holm")[1],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        flat.p_holm, multipletests(flat.p_value, method="holm")[1], rtol=1e-12
+    )
     pd.testing.assert_frame_equal(baseline_tests(frame), flat)
     assert evaluate.FAMILY == ["feature_set", "train_size", "seed"]
 
@@ -405,11 +445,14 @@ def _people(n_people: int, seed: int, *, within: float = 0.95):
     person_label = (rng.random(n_people) < 0.4).astype(np.int8)
     person_right = rng.random(n_people) < 0.75
     y_true = person_label[ident]
-    keep = np.where(rng.random(len(ident)) < within, person_right[ident], rng.random(len(ident)) < 0.75)
+    keep = np.where(
+        rng.random(len(ident)) < within, person_right[ident], rng.random(len(ident)) < 0.75
+    )
     y_pred = np.where(keep, y_true, 1 - y_true).astype(np.int8)
     person_shift = rng.normal(0, 1.0, n_people)
-    y_score = 1 / (1 + np.exp(-(1.2 * (2 * y_true - 1) + person_shift[ident]
-                                 + rng.normal(0, 0.5, len(ident)))))
+    y_score = 1 / (
+        1 + np.exp(-(1.2 * (2 * y_true - 1) + person_shift[ident] + rng.normal(0, 0.5, len(ident))))
+    )
     perm = rng.permutation(len(ident))
     names = np.array([f"person{i:04d}" for i in range(n_people)], dtype=object)
     return y_true[perm], y_pred[perm], y_score[perm], names[ident[perm]]
@@ -465,8 +508,12 @@ def test_accuracy_ci_widens_by_the_design_effect():
     # the design effect from its definition, cluster by cluster
     per = pd.DataFrame({"g": ident, "c": correct}).groupby("g")["c"].agg(["sum", "count"])
     g_count = len(per)
-    v_cluster = g_count / (g_count - 1) * sum((y - acc * m) ** 2 for y, m in
-                                              zip(per["sum"], per["count"], strict=True)) / n**2
+    v_cluster = (
+        g_count
+        / (g_count - 1)
+        * sum((y - acc * m) ** 2 for y, m in zip(per["sum"], per["count"], strict=True))
+        / n**2
+    )
     v_iid = n / (n - 1) * acc * (1 - acc) / n
     n_eff = n / max(1.0, v_cluster / v_iid)
     assert n_eff < 0.5 * n  # strongly clustered
@@ -490,12 +537,14 @@ def test_cluster_bootstrap_matches_a_plain_loop_and_widens():
     got = bootstrap_ci(y_true, y_pred, groups=ident, n_boot=300, alpha=0.1, seed=5)
     assert got == pytest.approx(want, abs=1e-12)
     auc_vals = _cluster_loop(ident, 300, 5, lambda i: _auc_or_nan(y_true[i], y_score[i]))
-    got_auc = bootstrap_ci(y_true, None, stat="roc_auc", y_score=y_score, groups=ident,
-                           n_boot=300, alpha=0.1, seed=5)
+    got_auc = bootstrap_ci(
+        y_true, None, stat="roc_auc", y_score=y_score, groups=ident, n_boot=300, alpha=0.1, seed=5
+    )
     assert got_auc == pytest.approx(_percentile(auc_vals, 0.1), abs=1e-12)
     bal = _cluster_loop(ident, 300, 5, lambda i: balanced_accuracy_score(y_true[i], y_pred[i]))
-    got_bal = bootstrap_ci(y_true, y_pred, stat="balanced_accuracy", groups=ident, n_boot=300,
-                           alpha=0.1, seed=5)
+    got_bal = bootstrap_ci(
+        y_true, y_pred, stat="balanced_accuracy", groups=ident, n_boot=300, alpha=0.1, seed=5
+    )
     assert got_bal == pytest.approx(_percentile(bal, 0.1), abs=1e-12)
     # identity-clustered errors: resampling people is wider than resampling images
     iid = bootstrap_ci(y_true, y_pred, n_boot=300, alpha=0.1, seed=5)
@@ -509,11 +558,14 @@ def test_cluster_bootstrap_block_invariant_and_all_distinct_equals_iid(monkeypat
     first = bootstrap_ci(y_true, y_pred, groups=ident, **kw)
     first_auc = bootstrap_ci(y_true, y_pred, stat="roc_auc", y_score=y_score, groups=ident, **kw)
     assert bootstrap_ci(y_true, y_pred, groups=np.arange(n), **kw) == bootstrap_ci(
-        y_true, y_pred, **kw)
+        y_true, y_pred, **kw
+    )
     monkeypatch.setattr(evaluate, "_BLOCK_ELEMS", n * 13)
     assert bootstrap_ci(y_true, y_pred, groups=ident, **kw) == first
-    assert bootstrap_ci(y_true, y_pred, stat="roc_auc", y_score=y_score, groups=ident,
-                        **kw) == first_auc
+    assert (
+        bootstrap_ci(y_true, y_pred, stat="roc_auc", y_score=y_score, groups=ident, **kw)
+        == first_auc
+    )
 
 
 def test_iid_auc_bootstrap_matches_a_plain_loop():
@@ -555,8 +607,7 @@ def test_bca_matches_a_plain_implementation(stat):
     everything = np.arange(n)
     jack = np.array([fn(np.delete(everything, i)) for i in range(n)])
     want = _bca_plain(values, fn(everything), jack, 0.05)
-    got = bootstrap_ci(y_true, y_pred, stat=stat, y_score=y_score, n_boot=400, seed=2,
-                       method="bca")
+    got = bootstrap_ci(y_true, y_pred, stat=stat, y_score=y_score, n_boot=400, seed=2, method="bca")
     assert got == pytest.approx(want, abs=1e-12)
 
 
@@ -566,8 +617,9 @@ def test_bca_agrees_with_scipy_near_the_edge():
     y_pred = y_true.copy()
     y_pred[:4] = 0
     correct = (y_pred == y_true).astype(float)
-    ref = sp_stats.bootstrap((correct,), np.mean, n_resamples=4000, method="BCa",
-                             random_state=np.random.default_rng(0)).confidence_interval
+    ref = sp_stats.bootstrap(
+        (correct,), np.mean, n_resamples=4000, method="BCa", random_state=np.random.default_rng(0)
+    ).confidence_interval
     got = bootstrap_ci(y_true, y_pred, n_boot=4000, method="bca")
     assert got == pytest.approx((ref.low, ref.high), abs=0.006)
     pct = bootstrap_ci(y_true, y_pred, n_boot=4000)
@@ -594,30 +646,53 @@ def test_bootstrap_new_arguments_are_checked():
 
 # --------------------------------------------------------------------------- paired differences
 
+
 def test_paired_difference_matches_a_plain_loop():
     y_true, pred_a, score_a, ident = _people(45, seed=12)
     rng = np.random.default_rng(0)
     pred_b = np.where(rng.random(len(y_true)) < 0.7, y_true, 1 - y_true).astype(np.int8)
     score_b = np.clip(score_a + rng.normal(0, 0.3, len(y_true)), 0, 1)
 
-    acc = _cluster_loop(ident, 200, 3, lambda i: np.mean(pred_a[i] == y_true[i])
-                        - np.mean(pred_b[i] == y_true[i]))
+    acc = _cluster_loop(
+        ident, 200, 3, lambda i: np.mean(pred_a[i] == y_true[i]) - np.mean(pred_b[i] == y_true[i])
+    )
     got = paired_difference_ci(y_true, pred_a, pred_b, groups=ident, n_boot=200, seed=3)
     assert got["diff"] == pytest.approx(np.mean(pred_a == y_true) - np.mean(pred_b == y_true))
     assert (got["ci_low"], got["ci_high"]) == pytest.approx(_percentile(acc, 0.05), abs=1e-12)
 
-    auc = _iid_loop(len(y_true), 200, 4, lambda i: _auc_or_nan(y_true[i], score_a[i])
-                    - _auc_or_nan(y_true[i], score_b[i]))
-    got = paired_difference_ci(y_true, None, None, stat="roc_auc", score_a=score_a,
-                               score_b=score_b, n_boot=200, seed=4)
-    assert got["diff"] == pytest.approx(roc_auc_score(y_true, score_a)
-                                        - roc_auc_score(y_true, score_b), abs=1e-12)
+    auc = _iid_loop(
+        len(y_true),
+        200,
+        4,
+        lambda i: _auc_or_nan(y_true[i], score_a[i]) - _auc_or_nan(y_true[i], score_b[i]),
+    )
+    got = paired_difference_ci(
+        y_true, None, None, stat="roc_auc", score_a=score_a, score_b=score_b, n_boot=200, seed=4
+    )
+    assert got["diff"] == pytest.approx(
+        roc_auc_score(y_true, score_a) - roc_auc_score(y_true, score_b), abs=1e-12
+    )
     assert (got["ci_low"], got["ci_high"]) == pytest.approx(_percentile(auc, 0.05), abs=1e-12)
 
-    bal = _cluster_loop(ident, 200, 5, lambda i: balanced_accuracy_score(y_true[i], pred_a[i])
-                        - balanced_accuracy_score(y_true[i], pred_b[i]))
-    got = paired_difference_ci(y_true, pred_a, pred_b, stat="balanced_accuracy", groups=ident,
-                               n_boot=200, seed=5, alpha=0.2)
+    bal = _cluster_loop(
+        ident,
+        200,
+        5,
+        lambda i: (
+            balanced_accuracy_score(y_true[i], pred_a[i])
+            - balanced_accuracy_score(y_true[i], pred_b[i])
+        ),
+    )
+    got = paired_difference_ci(
+        y_true,
+        pred_a,
+        pred_b,
+        stat="balanced_accuracy",
+        groups=ident,
+        n_boot=200,
+        seed=5,
+        alpha=0.2,
+    )
     assert (got["ci_low"], got["ci_high"]) == pytest.approx(_percentile(bal, 0.2), abs=1e-12)
 
     # a model against itself: no difference on any resample
@@ -633,14 +708,17 @@ def test_paired_difference_matches_a_plain_loop():
 
 # --------------------------------------------------------------------------- scores
 
+
 def test_auc_vs_chance_exact_small_sample():
     got = auc_vs_chance(TINY_TRUE, TINY_SCORE)
     assert got["auc"] == pytest.approx(roc_auc_score(TINY_TRUE, TINY_SCORE)) == 19 / 24
     assert got["statistic"] == 19
+
     # exact null distribution: every way of labelling 4 of the 10 scores positive
     def u_of(pos):
         neg = [j for j in range(10) if j not in pos]
         return sum(TINY_SCORE[i] > TINY_SCORE[j] for i in pos for j in neg)
+
     null = [u_of(set(c)) for c in combinations(range(10), 4)]
     assert got["p_value"] == pytest.approx(np.mean(np.array(null) >= 19), rel=1e-12)
 
@@ -670,8 +748,9 @@ def test_brier_and_calibration_match_sklearn():
     rng = np.random.default_rng(2)
     y_score = np.concatenate([rng.random(500), [0.0, 0.1, 0.2, 0.5, 0.9, 1.0]])  # edges too
     y_true = (rng.random(len(y_score)) < y_score**1.5).astype(np.int8)
-    assert brier_score(y_true, y_score) == pytest.approx(brier_score_loss(y_true, y_score),
-                                                         abs=1e-15)
+    assert brier_score(y_true, y_score) == pytest.approx(
+        brier_score_loss(y_true, y_score), abs=1e-15
+    )
     for bins in (10, 7):
         table = calibration_table(y_true, y_score, bins=bins)
         assert list(table.columns) == CALIBRATION_COLUMNS
@@ -683,8 +762,10 @@ def test_brier_and_calibration_match_sklearn():
         ids = np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], y_score)
         assert table.n.tolist() == [int(c) for c in np.bincount(ids) if c]
     sparse = calibration_table([0, 1, 1], [0.05, 0.93, 0.97])  # empty bins dropped
-    assert sparse[["bin_low", "n", "frac_positive"]].values.tolist() == [[0.0, 1, 0.0],
-                                                                       [0.9, 2, 1.0]]
+    assert sparse[["bin_low", "n", "frac_positive"]].values.tolist() == [
+        [0.0, 1, 0.0],
+        [0.9, 2, 1.0],
+    ]
     with pytest.raises(ValueError, match="probabilities in"):
         brier_score([0, 1], [0.2, 1.5])
     with pytest.raises(ValueError, match="bins must be"):
@@ -693,12 +774,18 @@ def test_brier_and_calibration_match_sklearn():
 
 # --------------------------------------------------------------------------- families, tables
 
+
 def test_holm_by_family_matches_statsmodels_per_family():
     rng = np.random.default_rng(7)
-    frame = pd.DataFrame({"feature_set": rng.choice(["a", "b"], 60),
-                          "train_size": rng.choice([400, 1000], 60),
-                          "seed": rng.choice([0, 1], 60), "p": rng.random(60) ** 2},
-                         index=rng.permutation(60) + 100)
+    frame = pd.DataFrame(
+        {
+            "feature_set": rng.choice(["a", "b"], 60),
+            "train_size": rng.choice([400, 1000], 60),
+            "seed": rng.choice([0, 1], 60),
+            "p": rng.random(60) ** 2,
+        },
+        index=rng.permutation(60) + 100,
+    )
     frame.loc[frame.index[:3], "p"] = np.nan
     got = holm_by_family(frame, "p")
     assert got.index.equals(frame.index)
@@ -706,8 +793,10 @@ def test_holm_by_family_matches_statsmodels_per_family():
         ok = fam["p"].dropna()
         np.testing.assert_allclose(got[ok.index], multipletests(ok, method="holm")[1])
         assert got[fam.index.difference(ok.index)].isna().all()
-    np.testing.assert_allclose(holm_by_family(frame, "p", family=[]).dropna(),
-                               multipletests(frame["p"].dropna(), method="holm")[1])
+    np.testing.assert_allclose(
+        holm_by_family(frame, "p", family=[]).dropna(),
+        multipletests(frame["p"].dropna(), method="holm")[1],
+    )
     with pytest.raises(ValueError, match="lacks columns"):
         holm_by_family(frame.drop(columns="seed"), "p")
 
@@ -718,9 +807,16 @@ def test_baseline_tests_auc_against_chance_has_power_under_imbalance():
     # the majority class: McNemar against the constant cannot see it, AUC against chance can
     y = np.zeros(300, dtype=np.int8)
     y[:7] = 1
-    rare = {"attribute": "hat_rare", "feature_set": "fs", "model": "dense", "train_size": 0,
-            "seed": 0, "y_true": y, "y_pred": np.zeros(300, dtype=np.int8),
-            "majority_baseline": majority_baseline([0], y)}
+    rare = {
+        "attribute": "hat_rare",
+        "feature_set": "fs",
+        "model": "dense",
+        "train_size": 0,
+        "seed": 0,
+        "y_true": y,
+        "y_pred": np.zeros(300, dtype=np.int8),
+        "majority_baseline": majority_baseline([0], y),
+    }
     frame = pd.concat([frame, pd.DataFrame([rare])], ignore_index=True)
     rng = np.random.default_rng(1)
     scores = []
@@ -740,8 +836,9 @@ def test_baseline_tests_auc_against_chance_has_power_under_imbalance():
         assert out.at[i, "p_auc"] == pytest.approx(ref.pvalue, rel=1e-12)
     assert out.loc[~has, ["auc", "p_auc", "p_auc_holm"]].isna().all().all()
     assert not out.loc[~has, "beats_chance"].any()
-    np.testing.assert_allclose(out.loc[has, "p_auc_holm"],
-                               multipletests(out.loc[has, "p_auc"], method="holm")[1])
+    np.testing.assert_allclose(
+        out.loc[has, "p_auc_holm"], multipletests(out.loc[has, "p_auc"], method="holm")[1]
+    )
     assert (out.beats_chance == (out.p_auc_holm < 0.05)).all()
     r = out.set_index("attribute").loc["hat_rare"]
     assert not r.beats_baseline and r.beats_chance
@@ -758,24 +855,35 @@ def test_baseline_tests_auc_against_chance_has_power_under_imbalance():
 def test_best_model_table_chooses_by_selection_score():
     results = _results(with_ids=True)
     # smiling: forest is best on test (1.0) but dense is chosen on validation; bald: all tie
-    sel = {("smiling", "lasso"): 0.70, ("smiling", "forest"): 0.80, ("smiling", "dense"): 0.90,
-           ("bald", "lasso"): 0.5, ("bald", "forest"): 0.5, ("bald", "dense"): 0.5}
-    results["selection_score"] = [sel[(a, m)] for a, m in zip(results.attribute, results.model,
-                                                               strict=True)]
+    sel = {
+        ("smiling", "lasso"): 0.70,
+        ("smiling", "forest"): 0.80,
+        ("smiling", "dense"): 0.90,
+        ("bald", "lasso"): 0.5,
+        ("bald", "forest"): 0.5,
+        ("bald", "dense"): 0.5,
+    }
+    results["selection_score"] = [
+        sel[(a, m)] for a, m in zip(results.attribute, results.model, strict=True)
+    ]
     comp = compare_models(results)
     best = best_model_table(results, comp).set_index("attribute")
     assert list(best.reset_index().columns) == BEST_COLUMNS
     s = best.loc["smiling"]
     assert (s.best_model, s.best_accuracy, s.runner_up, s.runner_up_accuracy) == (
-        "dense", 0.8, "forest", 1.0)  # test accuracies of the chosen models
-    assert (s.chosen_by, s.best_selection_score, bool(s.tied)) == (CHOSEN_BY_SELECTION, 0.9,
-                                                                   False)
+        "dense",
+        0.8,
+        "forest",
+        1.0,
+    )  # test accuracies of the chosen models
+    assert (s.chosen_by, s.best_selection_score, bool(s.tied)) == (CHOSEN_BY_SELECTION, 0.9, False)
     assert not s.beats_all  # dense is worse than forest on test
     b = best.loc["bald"]  # equal selection scores: lasso, forest, dense in that order
     assert (b.best_model, b.runner_up, bool(b.tied)) == ("lasso", "forest", True)
     # one model of a group lacks selection_score: that group falls back to the old rule
-    results.loc[(results.attribute == "bald") & (results.model == "dense"),
-                "selection_score"] = np.nan
+    results.loc[(results.attribute == "bald") & (results.model == "dense"), "selection_score"] = (
+        np.nan
+    )
     mixed = best_model_table(results, comp).set_index("attribute")
     assert mixed.loc["smiling", "chosen_by"] == CHOSEN_BY_SELECTION
     fallback = mixed.loc["bald"]

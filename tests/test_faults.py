@@ -20,8 +20,16 @@ from featstore.errors import StoreError
 from jobs.cli import main as cli_main
 from tests.conftest import JOB_FS, build_job_store
 
-MODEL = ["--model", "mobilenetv2", "--weights", "random", "--input-size", "32x32",
-         "--batch-size", "8"]
+MODEL = [
+    "--model",
+    "mobilenetv2",
+    "--weights",
+    "random",
+    "--input-size",
+    "32x32",
+    "--batch-size",
+    "8",
+]
 
 
 @pytest.fixture()
@@ -86,16 +94,53 @@ def test_results_follow_a_rebuilt_feature_set(spark, copy_store, capsys):
     root = copy_store
     old = store.read_results(root).set_index("attribute")
     pca = f"{JOB_FS}-pca4"
-    assert cli_main(["extract", "--store", str(root), *MODEL, "--feature-set", JOB_FS,
-                     "--set", "extract.seed=1", "--overwrite"], spark=spark) == 0
-    assert cli_main(["reduce", "--store", str(root), "--feature-set", JOB_FS, "--dims", "4"],
-                    spark=spark) == 0
+    assert (
+        cli_main(
+            [
+                "extract",
+                "--store",
+                str(root),
+                *MODEL,
+                "--feature-set",
+                JOB_FS,
+                "--set",
+                "extract.seed=1",
+                "--overwrite",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
+    assert (
+        cli_main(
+            ["reduce", "--store", str(root), "--feature-set", JOB_FS, "--dims", "4"], spark=spark
+        )
+        == 0
+    )
     content = store.feature_set_manifest(root, pca)["content_fingerprint"]
     assert content != old.loc["Smiling", "feature_set_content"]
     capsys.readouterr()
-    assert cli_main(["train", "--store", str(root), "--feature-sets", pca, "--attributes",
-                     "Smiling,Male", "--models", "lasso", "--set", "train.save_models=true",
-                     "--set", "train.folds=3"], spark=spark) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--store",
+                str(root),
+                "--feature-sets",
+                pca,
+                "--attributes",
+                "Smiling,Male",
+                "--models",
+                "lasso",
+                "--set",
+                "train.save_models=true",
+                "--set",
+                "train.folds=3",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     assert "2 fits (2 run, 0 already done)" in capsys.readouterr().out
     new = store.read_results(root).set_index("attribute")
     assert len(new) == 2 and (new.feature_set_content == content).all()
@@ -134,8 +179,10 @@ def test_a_truncated_file_is_reported_as_damage_by_readers_and_check(copy_store,
     assert cli_main(["describe", str(copy_store), name, "--check"]) == 2
     (line,) = _err_lines(capsys)
     assert "is damaged" in line and "re-run resumes" not in line
-    rc = cli_main(["train", "--store", str(copy_store), "--feature-sets", name,
-                   "--models", "lasso"], spark=None)
+    rc = cli_main(
+        ["train", "--store", str(copy_store), "--feature-sets", name, "--models", "lasso"],
+        spark=None,
+    )
     assert rc == 2 and "is damaged" in _err_lines(capsys)[0]
 
 
@@ -162,9 +209,17 @@ def test_a_kill_during_assembly_resumes_exactly(spark, copy_store, monkeypatch):
     from featstore import extract as extract_mod
     from featstore.config import load_config
 
-    cfg = load_config(None, ["extract.model=mobilenetv2", "extract.input_size=32x32",
-                             "extract.batch_size=8", "extract.weights=random",
-                             "extract.feature_set=asm", "extract.chunk_rows=10"]).extract
+    cfg = load_config(
+        None,
+        [
+            "extract.model=mobilenetv2",
+            "extract.input_size=32x32",
+            "extract.batch_size=8",
+            "extract.weights=random",
+            "extract.feature_set=asm",
+            "extract.chunk_rows=10",
+        ],
+    ).extract
     monkeypatch.setattr(extract_mod, "os", _os_failing_after(3, "/chunks/"))
     with pytest.raises(SystemExit):
         extract_mod.extract(spark, cfg, str(copy_store))
@@ -197,8 +252,9 @@ def test_a_kill_inside_a_commit_is_finished_by_the_next_reader(copy_store, monke
     assert layout.journal("features/j").is_file()
     got = store.read_arrow(copy_store, "j", attributes=[])  # finishes the commit first
     assert not layout.journal("features/j").exists()
-    np.testing.assert_array_equal(np.stack(got["embedding"].to_numpy(zero_copy_only=False)),
-                                  x + 100)
+    np.testing.assert_array_equal(
+        np.stack(got["embedding"].to_numpy(zero_copy_only=False)), x + 100
+    )
     store.check_table(copy_store, "j", deep=True)
     assert not list(layout.staging.iterdir())
 
@@ -209,8 +265,10 @@ def test_a_kill_inside_a_commit_is_finished_by_the_next_reader(copy_store, monke
 def test_a_set_never_removes_the_staging_of_a_set_whose_name_it_prefixes(copy_store):
     layout = store.Layout(copy_store)
     key = "ab" * 32
-    with pytest.raises(RuntimeError), store.TableWriter(layout, "features/x-pca4",
-                                                        resume_key=key) as w:
+    with (
+        pytest.raises(RuntimeError),
+        store.TableWriter(layout, "features/x-pca4", resume_key=key) as w,
+    ):
         (w.chunk(0)).mkdir(parents=True)
         (w.chunk(0) / "_SUCCESS").write_text("")
         raise RuntimeError("killed after one chunk")
@@ -229,15 +287,20 @@ def test_a_set_never_removes_the_staging_of_a_set_whose_name_it_prefixes(copy_st
 def test_a_second_writer_of_a_table_exits_2_naming_the_holder(spark, copy_store, capsys):
     layout = store.Layout(copy_store)
     with store.TableLock(layout, "features/twice"):
-        rc = cli_main(["extract", "--store", str(copy_store), *MODEL, "--feature-set", "twice"],
-                      spark=spark)
+        rc = cli_main(
+            ["extract", "--store", str(copy_store), *MODEL, "--feature-set", "twice"], spark=spark
+        )
         assert rc == 2
         (line,) = _err_lines(capsys)
         assert "table features/twice is being written by another featstore job" in line
         assert f"pid {os.getpid()}" in line
         assert not list(layout.staging.glob("features__twice-*"))
-    assert cli_main(["extract", "--store", str(copy_store), *MODEL, "--feature-set", "twice"],
-                    spark=spark) == 0
+    assert (
+        cli_main(
+            ["extract", "--store", str(copy_store), *MODEL, "--feature-set", "twice"], spark=spark
+        )
+        == 0
+    )
 
 
 def test_a_dead_holders_lock_is_broken_with_a_message(copy_store, caplog):
@@ -246,8 +309,16 @@ def test_a_dead_holders_lock_is_broken_with_a_message(copy_store, caplog):
     path.parent.mkdir(parents=True, exist_ok=True)
     import socket
 
-    path.write_text(json.dumps({"owner": "someone", "host": socket.gethostname(),
-                                "pid": 2 ** 22 + 12345, "started": "2026-01-01T00:00:00"}))
+    path.write_text(
+        json.dumps(
+            {
+                "owner": "someone",
+                "host": socket.gethostname(),
+                "pid": 2**22 + 12345,
+                "started": "2026-01-01T00:00:00",
+            }
+        )
+    )
     with store.TableLock(layout, "results"):
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert "breaking the stale lock of table results held by someone" in caplog.text
@@ -273,11 +344,14 @@ def test_one_corrupt_manifest_does_not_blind_the_store(copy_store, capsys):
 # ---------------------------------------------------------------- 10. bad settings, before Spark
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--set", "extract.chunk_rows=0"], "extract.chunk_rows must be >= 1"),
-    (["--feature-set", "bad/name"], "invalid feature set name 'bad/name'"),
-    (["--feature-set", "_hidden"], "invalid feature set name '_hidden'"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "extract.chunk_rows=0"], "extract.chunk_rows must be >= 1"),
+        (["--feature-set", "bad/name"], "invalid feature set name 'bad/name'"),
+        (["--feature-set", "_hidden"], "invalid feature set name '_hidden'"),
+    ],
+)
 def test_bad_extract_settings_exit_2_before_spark(copy_store, capsys, extra, message):
     before = sorted(p.relative_to(copy_store) for p in copy_store.rglob("*"))
     assert cli_main(["extract", "--store", str(copy_store), *MODEL, *extra], spark=None) == 2
@@ -290,8 +364,20 @@ def test_a_weights_file_that_is_not_hdf5_exits_2_before_spark(copy_store, tmp_pa
     bad = tmp_path / "not.weights.h5"
     bad.write_bytes(b"PK\x03\x04 a zip, not HDF5")
     before = sorted(p.relative_to(copy_store) for p in copy_store.rglob("*"))
-    rc = cli_main(["extract", "--store", str(copy_store), "--model", "mobilenetv2",
-                   "--input-size", "32x32", "--weights", str(bad)], spark=None)
+    rc = cli_main(
+        [
+            "extract",
+            "--store",
+            str(copy_store),
+            "--model",
+            "mobilenetv2",
+            "--input-size",
+            "32x32",
+            "--weights",
+            str(bad),
+        ],
+        spark=None,
+    )
     assert rc == 2
     (line,) = _err_lines(capsys)
     assert "is not an HDF5 file" in line and str(bad) in line

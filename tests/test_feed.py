@@ -27,8 +27,9 @@ def toy(tmp_path):
 
 def test_numpy_batches_hold_every_train_row_once(spark, toy):
     train = [i for i, s in enumerate(toy["splits"]) if s == "train"]
-    with feed.numpy_batches(spark, toy["root"], "toy-avg", ["Smiling", "Male"], "train",
-                            batch_size=10) as batches:
+    with feed.numpy_batches(
+        spark, toy["root"], "toy-avg", ["Smiling", "Male"], "train", batch_size=10
+    ) as batches:
         got = list(batches)
     assert [len(x) for x, _ in got] == [10, 10, 10, 2]
     x = np.concatenate([b[0] for b in got])
@@ -45,11 +46,18 @@ def test_numpy_batches_hold_every_train_row_once(spark, toy):
 def test_keras_head_trains_one_epoch_from_the_feed(spark, toy):
     import keras
 
-    with feed.tf_dataset(spark, toy["root"], "toy-avg", ["Smiling"], "train",
-                         batch_size=8) as (ds, rows):
+    with feed.tf_dataset(spark, toy["root"], "toy-avg", ["Smiling"], "train", batch_size=8) as (
+        ds,
+        rows,
+    ):
         assert rows == 32
-        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
-                                  keras.layers.Dense(1, activation="sigmoid")])
+        model = keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(4, activation="relu"),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ]
+        )
         model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
         history = model.fit(ds, epochs=1, verbose=0)
     assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
@@ -60,8 +68,9 @@ def test_keras_head_trains_one_epoch_from_the_feed(spark, toy):
 @needs_petastorm
 def test_petastorm_feed_without_a_session_is_refused_in_one_line(toy):
     with pytest.raises(ConfigError, match="needs a SparkSession") as err:
-        with feed.numpy_batches(None, toy["root"], "toy-avg", ["Smiling"], "train",
-                                engine="petastorm"):
+        with feed.numpy_batches(
+            None, toy["root"], "toy-avg", ["Smiling"], "train", engine="petastorm"
+        ):
             pass
     assert "\n" not in str(err.value)
 
@@ -124,8 +133,9 @@ def test_reader_pool_reads_items_ventilated_while_it_checks_for_the_end():
 def test_opening_a_feed_makes_petastorm_readers_use_the_race_free_pool(spark, toy):
     import petastorm.reader
 
-    with feed.numpy_batches(spark, toy["root"], "toy-avg", ["Smiling"], "test",
-                            engine="petastorm") as batches:
+    with feed.numpy_batches(
+        spark, toy["root"], "toy-avg", ["Smiling"], "test", engine="petastorm"
+    ) as batches:
         rows = sum(len(x) for x, _ in batches)
     assert rows == toy["splits"].count("test") == 8
     assert petastorm.reader.ThreadPool is feed._race_free_thread_pool()
@@ -145,10 +155,28 @@ def test_dense_probe_fit_from_the_petastorm_feed(spark, toy):
 
     x_val, y_val, _ = store.load_xy(toy["root"], "toy-avg", "Smiling", "val")
     x_test, _, _ = store.load_xy(toy["root"], "toy-avg", "Smiling", "test")
-    with feed.tf_dataset(spark, toy["root"], "toy-avg", ["Smiling"], "train",
-                         batch_size=8, num_epochs=None, engine="petastorm") as (ds, rows):
-        result = fit_dense(None, None, x_val, y_val, x_test, train_data=ds,
-                           steps_per_epoch=rows // 8, hidden=(4,), epochs=3, patience=2)
+    with feed.tf_dataset(
+        spark,
+        toy["root"],
+        "toy-avg",
+        ["Smiling"],
+        "train",
+        batch_size=8,
+        num_epochs=None,
+        engine="petastorm",
+    ) as (ds, rows):
+        result = fit_dense(
+            None,
+            None,
+            x_val,
+            y_val,
+            x_test,
+            train_data=ds,
+            steps_per_epoch=rows // 8,
+            hidden=(4,),
+            epochs=3,
+            patience=2,
+        )
     assert result.y_pred.shape == (len(x_test),)
     assert set(np.unique(result.y_pred)) <= {0, 1}
     assert len(result.history["loss"]) >= 1 and "val_loss" in result.history
@@ -180,40 +208,67 @@ def _expected(root, name, attributes, split):
 def grouped(tmp_path):
     """The toy store plus a feature set whose train split has 8 row groups of 4 rows."""
     data = make_store(tmp_path / "store", n=48, dim=6)
-    write_feature_set(tmp_path / "store", "toy-rg", data["ids"], data["splits"], data["x"],
-                      row_group_size=4)
+    write_feature_set(
+        tmp_path / "store", "toy-rg", data["ids"], data["splits"], data["x"], row_group_size=4
+    )
     data["root"] = tmp_path / "store"
     return data
 
 
 def _epochs(root, name, *, num_epochs, batch_size=3, **kw):
-    with feed.numpy_batches(None, root, name, ["Smiling", "Male"], "train", engine="native",
-                            batch_size=batch_size, num_epochs=num_epochs, **kw) as batches:
+    with feed.numpy_batches(
+        None,
+        root,
+        name,
+        ["Smiling", "Male"],
+        "train",
+        engine="native",
+        batch_size=batch_size,
+        num_epochs=num_epochs,
+        **kw,
+    ) as batches:
         got = list(batches)
     per_epoch = -(-32 // batch_size)
     assert len(got) == per_epoch * num_epochs
-    return [_rows(got[e * per_epoch:(e + 1) * per_epoch]) for e in range(num_epochs)]
+    return [_rows(got[e * per_epoch : (e + 1) * per_epoch]) for e in range(num_epochs)]
 
 
 @pytest.mark.parametrize("name", ["toy-avg", "toy-rg"])
 def test_native_feed_yields_every_row_once_with_its_labels(grouped, name):
-    with feed.numpy_batches(None, grouped["root"], name, ["Smiling", "Male"], "train",
-                            engine="native", batch_size=10, shuffle=True, seed=3,
-                            shuffle_buffer=5) as batches:
+    with feed.numpy_batches(
+        None,
+        grouped["root"],
+        name,
+        ["Smiling", "Male"],
+        "train",
+        engine="native",
+        batch_size=10,
+        shuffle=True,
+        seed=3,
+        shuffle_buffer=5,
+    ) as batches:
         got = list(batches)
     assert [len(x) for x, _ in got] == [10, 10, 10, 2]
     assert all(x.dtype == np.float32 and y.dtype == np.float32 for x, y in got)
-    np.testing.assert_array_equal(_sorted_rows(*_rows(got)),
-                                  _sorted_rows(*_expected(grouped["root"], name,
-                                                          ["Smiling", "Male"], "train")))
+    np.testing.assert_array_equal(
+        _sorted_rows(*_rows(got)),
+        _sorted_rows(*_expected(grouped["root"], name, ["Smiling", "Male"], "train")),
+    )
 
 
 @needs_petastorm
 def test_native_and_petastorm_feeds_give_the_same_rows(spark, toy):
     got = {}
     for engine in ("petastorm", "native"):
-        with feed.numpy_batches(spark, toy["root"], "toy-avg", ["Smiling", "Male"], "train",
-                                batch_size=10, engine=engine) as batches:
+        with feed.numpy_batches(
+            spark,
+            toy["root"],
+            "toy-avg",
+            ["Smiling", "Male"],
+            "train",
+            batch_size=10,
+            engine=engine,
+        ) as batches:
             got[engine] = _sorted_rows(*_rows(list(batches)))
     np.testing.assert_array_equal(got["native"], got["petastorm"])
 
@@ -222,8 +277,9 @@ def test_native_and_petastorm_feeds_give_the_same_rows(spark, toy):
 def test_native_and_petastorm_tf_datasets_give_the_same_rows(spark, toy):
     got = {}
     for engine in ("petastorm", "native"):
-        with feed.tf_dataset(spark, toy["root"], "toy-avg", ["Smiling", "Male"], "val",
-                             batch_size=3, engine=engine) as (ds, rows):
+        with feed.tf_dataset(
+            spark, toy["root"], "toy-avg", ["Smiling", "Male"], "val", batch_size=3, engine=engine
+        ) as (ds, rows):
             batches = [(x.numpy(), y.numpy()) for x, y in ds]
         assert rows == 8 and [len(x) for x, _ in batches] == [3, 3, 2]
         got[engine] = _sorted_rows(*_rows(batches))
@@ -231,8 +287,9 @@ def test_native_and_petastorm_tf_datasets_give_the_same_rows(spark, toy):
 
 
 def test_native_shuffle_changes_the_order_between_epochs_not_the_content(grouped):
-    epochs = _epochs(grouped["root"], "toy-rg", num_epochs=3, shuffle=True, seed=7,
-                     shuffle_buffer=6)
+    epochs = _epochs(
+        grouped["root"], "toy-rg", num_epochs=3, shuffle=True, seed=7, shuffle_buffer=6
+    )
     want = _sorted_rows(*_expected(grouped["root"], "toy-rg", ["Smiling", "Male"], "train"))
     for x, y in epochs:
         np.testing.assert_array_equal(_sorted_rows(x, y), want)
@@ -242,8 +299,12 @@ def test_native_shuffle_changes_the_order_between_epochs_not_the_content(grouped
 
 def test_native_shuffle_is_deterministic_given_a_seed(grouped):
     def order(seed):
-        return [x.tobytes() for x, _ in _epochs(grouped["root"], "toy-rg", num_epochs=2,
-                                                shuffle=True, seed=seed, shuffle_buffer=6)]
+        return [
+            x.tobytes()
+            for x, _ in _epochs(
+                grouped["root"], "toy-rg", num_epochs=2, shuffle=True, seed=seed, shuffle_buffer=6
+            )
+        ]
 
     assert order(11) == order(11)
     assert order(11) != order(12)
@@ -256,14 +317,23 @@ def test_native_without_shuffle_reads_in_file_order(grouped):
 
 
 def test_native_tf_dataset_repeats_when_num_epochs_is_none(toy):
-    with feed.tf_dataset(None, toy["root"], "toy-avg", ["Smiling", "Male"], "train",
-                         batch_size=8, num_epochs=None, engine="native", seed=0) as (ds, rows):
+    with feed.tf_dataset(
+        None,
+        toy["root"],
+        "toy-avg",
+        ["Smiling", "Male"],
+        "train",
+        batch_size=8,
+        num_epochs=None,
+        engine="native",
+        seed=0,
+    ) as (ds, rows):
         assert rows == 32
         batches = [(x.numpy(), y.numpy()) for x, y in itertools.islice(iter(ds), 13)]
     assert [len(x) for x, _ in batches] == [8] * 13
     want = _sorted_rows(*_expected(toy["root"], "toy-avg", ["Smiling", "Male"], "train"))
     for e in range(3):  # 4 batches an epoch: three whole epochs, each every row once
-        np.testing.assert_array_equal(_sorted_rows(*_rows(batches[4 * e:4 * e + 4])), want)
+        np.testing.assert_array_equal(_sorted_rows(*_rows(batches[4 * e : 4 * e + 4])), want)
 
 
 def test_dense_probe_fit_from_the_native_feed(toy):
@@ -271,10 +341,29 @@ def test_dense_probe_fit_from_the_native_feed(toy):
 
     x_val, y_val, _ = store.load_xy(toy["root"], "toy-avg", "Smiling", "val")
     x_test, _, _ = store.load_xy(toy["root"], "toy-avg", "Smiling", "test")
-    with feed.tf_dataset(None, toy["root"], "toy-avg", ["Smiling"], "train", batch_size=8,
-                         num_epochs=None, engine="native", seed=0) as (ds, rows):
-        result = fit_dense(None, None, x_val, y_val, x_test, train_data=ds,
-                           steps_per_epoch=rows // 8, hidden=(4,), epochs=3, patience=2)
+    with feed.tf_dataset(
+        None,
+        toy["root"],
+        "toy-avg",
+        ["Smiling"],
+        "train",
+        batch_size=8,
+        num_epochs=None,
+        engine="native",
+        seed=0,
+    ) as (ds, rows):
+        result = fit_dense(
+            None,
+            None,
+            x_val,
+            y_val,
+            x_test,
+            train_data=ds,
+            steps_per_epoch=rows // 8,
+            hidden=(4,),
+            epochs=3,
+            patience=2,
+        )
     assert result.y_pred.shape == (len(x_test),)
     assert len(result.history["loss"]) >= 1 and "val_loss" in result.history
 
@@ -296,15 +385,13 @@ def test_feed_works_without_petastorm(monkeypatch, toy):
 
 def test_unknown_engine_is_refused(toy):
     with pytest.raises(ConfigError, match="unknown feed engine"):
-        with feed.numpy_batches(None, toy["root"], "toy-avg", ["Smiling"], "test",
-                                engine="arrow"):
+        with feed.numpy_batches(None, toy["root"], "toy-avg", ["Smiling"], "test", engine="arrow"):
             pass
 
 
 def test_native_feed_refuses_an_unknown_split(toy):
     with pytest.raises(StoreError, match="no split 'dev'"):
-        with feed.numpy_batches(None, toy["root"], "toy-avg", ["Smiling"], "dev",
-                                engine="native"):
+        with feed.numpy_batches(None, toy["root"], "toy-avg", ["Smiling"], "dev", engine="native"):
             pass
 
 
@@ -326,8 +413,17 @@ def test_native_feed_streams_row_groups_without_reading_the_whole_split(grouped,
         return iter_batches(self, *a, **k)
 
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
-    with feed.numpy_batches(None, grouped["root"], "toy-rg", ["Smiling"], "train",
-                            engine="native", batch_size=4, shuffle=True, seed=0,
-                            shuffle_buffer=8) as batches:
+    with feed.numpy_batches(
+        None,
+        grouped["root"],
+        "toy-rg",
+        ["Smiling"],
+        "train",
+        engine="native",
+        batch_size=4,
+        shuffle=True,
+        seed=0,
+        shuffle_buffer=8,
+    ) as batches:
         assert sum(len(x) for x, _ in batches) == 32
     assert sorted(map(tuple, reads)) == [(g,) for g in range(8)]  # one row group at a time

@@ -47,15 +47,25 @@ def test_ingest_writes_images_and_labels(spark, celeba_src, tmp_path):
 
     images = spark.read.parquet(str(st / "images"))
     got = images.select("image_id", "split", "width", "height").filter("image_id <= '000003.jpg'")
-    schema = StructType([StructField("image_id", StringType(), False),
-                         StructField("split", StringType(), False),
-                         StructField("width", IntegerType(), False),
-                         StructField("height", IntegerType(), False)])
+    schema = StructType(
+        [
+            StructField("image_id", StringType(), False),
+            StructField("split", StringType(), False),
+            StructField("width", IntegerType(), False),
+            StructField("height", IntegerType(), False),
+        ]
+    )
     expected = spark.createDataFrame(
-        [("000001.jpg", "train", 178, 218), ("000002.jpg", "train", 178, 218),
-         ("000003.jpg", "train", 178, 218)], schema)
-    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True,
-                       ignore_column_order=True)
+        [
+            ("000001.jpg", "train", 178, 218),
+            ("000002.jpg", "train", 178, 218),
+            ("000003.jpg", "train", 178, 218),
+        ],
+        schema,
+    )
+    assert_df_equality(
+        got, expected, ignore_row_order=True, ignore_nullable=True, ignore_column_order=True
+    )
     assert images.count() == N
     # the bytes stored are the file's bytes
     row = images.filter("image_id = '000007.jpg'").select("content", "source_path").first()
@@ -70,7 +80,10 @@ def test_ingest_writes_images_and_labels(spark, celeba_src, tmp_path):
     assert splits == {"train": want["0"], "val": want["1"], "test": want["2"]}
     # the data folder holds only its Parquet data (no manifest, errors, _SUCCESS or .crc)
     assert sorted(p.name for p in (st / "images").iterdir()) == [
-        "split=test", "split=train", "split=val"]
+        "split=test",
+        "split=train",
+        "split=val",
+    ]
     assert all(p.suffix == ".parquet" for p in (st / "images").rglob("*") if p.is_file())
     assert (st / "errors" / "images").is_dir()  # the errors table exists, even empty
 
@@ -81,8 +94,9 @@ def test_labels_table_matches_attribute_file(spark, celeba_src, tmp_path):
     labels = pq.read_table(st / "labels").to_pandas().set_index("image_id")
     assert labels.shape == (N, 43)  # split, identity, class (null: CelebA has none) + 40 attributes
     assert labels["class"].isna().all()
-    ident = dict(line.split() for line in (celeba_src / "identity_CelebA.txt").read_text()
-                 .splitlines())
+    ident = dict(
+        line.split() for line in (celeba_src / "identity_CelebA.txt").read_text().splitlines()
+    )
     assert {i: str(v) for i, v in labels["identity"].items()} == ident
     lines = (celeba_src / "list_attr_celeba.txt").read_bytes().split(b"\r\n")
     names = lines[1].decode().split()
@@ -113,8 +127,13 @@ def test_bad_images_go_to_errors_table_and_counts_add_up(spark, celeba_src, tmp_
     assert _ingest(spark, st, src) == 1  # finished, with per-image errors recorded
 
     errors = store.read_errors(st, "images").to_pandas().set_index("image_id")
-    assert sorted(errors.index) == ["000002.jpg", "000003.jpg", "000005.jpg", "000006.jpg",
-                                    "999999.jpg"]
+    assert sorted(errors.index) == [
+        "000002.jpg",
+        "000003.jpg",
+        "000005.jpg",
+        "000006.jpg",
+        "999999.jpg",
+    ]
     assert "truncated" in errors.loc["000002.jpg", "error"]
     assert errors.loc["000003.jpg", "error"] == "empty content"
     assert "not an image" in errors.loc["000005.jpg", "error"]
@@ -127,8 +146,11 @@ def test_bad_images_go_to_errors_table_and_counts_add_up(spark, celeba_src, tmp_
     assert images.filter("image_id in ('000002.jpg','000006.jpg','999999.jpg')").count() == 0
     png = images.filter("image_id = '000004.jpg'").select("content", "width", "height").first()
     with Image.open(io.BytesIO(bytes(png.content))) as stored:  # the PNG, stored as a JPEG
-        assert (stored.format, stored.size, (png.width, png.height)) == ("JPEG", (178, 218),
-                                                                          (178, 218))
+        assert (stored.format, stored.size, (png.width, png.height)) == (
+            "JPEG",
+            (178, 218),
+            (178, 218),
+        )
     manifest = store.read_manifest(store.Layout(st), "images")
     c = manifest["counts"]
     assert (c["ok"], c["errors"], c["listed"]) == (N - 4, 5, N - 1)
@@ -154,9 +176,13 @@ def test_rerun_is_idempotent_and_overwrite_rebuilds(spark, celeba_src, tmp_path,
     st = tmp_path / "store"
     capsys.readouterr()
     assert _ingest(spark, st, celeba_src) == 0
-    timing = re.search(r"^ingest time: read listing [\d.]+ s \(\d+%\), read\+validate\+write "
-                       r"images \(Spark\) [\d.]+ s \(\d+%\), labels\+errors\+commit [\d.]+ s "
-                       r"\(\d+%\) of ([\d.]+) s$", capsys.readouterr().out, re.M)
+    timing = re.search(
+        r"^ingest time: read listing [\d.]+ s \(\d+%\), read\+validate\+write "
+        r"images \(Spark\) [\d.]+ s \(\d+%\), labels\+errors\+commit [\d.]+ s "
+        r"\(\d+%\) of ([\d.]+) s$",
+        capsys.readouterr().out,
+        re.M,
+    )
     assert timing and float(timing.group(1)) > 0
     first = store.read_manifest(store.Layout(st), "images")
     files = sorted(p.relative_to(st) for p in st.rglob("*.parquet"))
@@ -180,17 +206,26 @@ def test_folder_source(spark, tmp_path):
         for i in range(6):
             Image.new("RGB", (40, 30), colour).save(root / cls / f"{i}.jpg")
     st = tmp_path / "store"
-    rc = ingest_job.main(["--store", str(st), "--source", "folder", "--path", str(root)],
-                         spark=spark)
+    rc = ingest_job.main(
+        ["--store", str(st), "--source", "folder", "--path", str(root)], spark=spark
+    )
     assert rc == 0
     labels = pq.read_table(st / "labels").to_pandas()
-    assert list(labels.columns) == ["image_id", "split", "identity", "class", "daisy", "rose",
-                                    "tulip"]
+    assert list(labels.columns) == [
+        "image_id",
+        "split",
+        "identity",
+        "class",
+        "daisy",
+        "rose",
+        "tulip",
+    ]
     assert len(labels) == 18
     assert labels["identity"].isna().all()  # a folder has no people
     assert (labels["class"] == labels["image_id"].str.split("/").str[0]).all()
-    assert labels.loc[labels.image_id == "rose/3.jpg", ["daisy", "rose", "tulip"]].values.tolist() \
-        == [[False, True, False]]
+    assert labels.loc[
+        labels.image_id == "rose/3.jpg", ["daisy", "rose", "tulip"]
+    ].values.tolist() == [[False, True, False]]
     images = spark.read.parquet(str(st / "images"))
     assert images.filter("width = 40 and height = 30").count() == 18
 
@@ -212,9 +247,17 @@ def test_ls_and_describe(spark, celeba_src, tmp_path, capsys):
 def test_script_exit_code_for_missing_source(tmp_path):
     """`python jobs/ingest.py` as spark-submit would run it: one clear line, exit 2, no Spark."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "ingest.py"), "--store", str(tmp_path / "s"),
-         "--path", str(tmp_path / "nowhere")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "jobs" / "ingest.py"),
+            "--store",
+            str(tmp_path / "s"),
+            "--path",
+            str(tmp_path / "nowhere"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("featstore: error:")]

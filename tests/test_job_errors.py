@@ -34,20 +34,27 @@ def test_featstore_error_in_a_task_is_one_line_and_exit_2(spark, capsys, caplog)
 
 def test_other_task_failure_exits_3_with_trace_and_a_last_line(spark, capsys, caplog):
     with caplog.at_level(logging.DEBUG):  # the trace is logged at debug: shown with -v
-        assert run_guarded(_task_raising(spark, RuntimeError("CUDA error: device lost"))) \
+        assert (
+            run_guarded(_task_raising(spark, RuntimeError("CUDA error: device lost")))
             == EXIT_FAILED
+        )
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("featstore:")]
     assert len(err) == 1
     last = err[-1]
-    assert last.startswith("featstore: error: the job failed (PythonException: "
-                           "RuntimeError: CUDA error: device lost); ")
+    assert last.startswith(
+        "featstore: error: the job failed (PythonException: "
+        "RuntimeError: CUDA error: device lost); "
+    )
     assert "committed nothing" in last
     # the full trace is logged for whoever debugs it, with the task's own error, at debug
     # level: on the console with -v only
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.exc_info)
-    assert any("CUDA error: device lost" in (r.exc_text or "") or
-               "CUDA error: device lost" in str(r.exc_info[1]) for r in caplog.records
-               if r.exc_info)
+    assert any(
+        "CUDA error: device lost" in (r.exc_text or "")
+        or "CUDA error: device lost" in str(r.exc_info[1])
+        for r in caplog.records
+        if r.exc_info
+    )
 
 
 def test_a_bug_on_the_driver_exits_3(capsys):

@@ -15,8 +15,11 @@ from tests.locks import LOCKS, REPO, canonical, current_lock, installed, pins
 def test_the_environment_is_exactly_one_of_the_locks():
     lock = current_lock()
     assert lock is not None, "the installed pyspark/pyarrow/numpy/pandas match neither lock"
-    wrong = {name: (want, installed(name)) for name, want in pins(lock).items()
-             if installed(name) != want}
+    wrong = {
+        name: (want, installed(name))
+        for name, want in pins(lock).items()
+        if installed(name) != want
+    }
     assert wrong == {}, f"{lock.name}: pinned (want, installed) differ"
 
 
@@ -37,20 +40,29 @@ def test_pyproject_ranges_admit_both_locks():
     deps += [Requirement(d) for d in project["optional-dependencies"]["test"]]
     for lock in LOCKS:
         p = pins(lock)
-        outside = {str(r): p.get(canonical(r.name)) for r in deps
-                   if p.get(canonical(r.name)) is None or p[canonical(r.name)] not in r.specifier}
+        outside = {
+            str(r): p.get(canonical(r.name))
+            for r in deps
+            if p.get(canonical(r.name)) is None or p[canonical(r.name)] not in r.specifier
+        }
         assert outside == {}, f"{lock}: pins outside pyproject.toml's ranges"
 
 
 def test_the_petastorm_extra_fits_the_spark35_lock_only():
-    extra = [Requirement(d) for d in
-             tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
-                 "optional-dependencies"]["petastorm"]]
+    extra = [
+        Requirement(d)
+        for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+            "optional-dependencies"
+        ]["petastorm"]
+    ]
 
     def fits(lock: str) -> bool:
         p = pins(lock)
-        return all(p.get(canonical(r.name)) in r.specifier for r in extra
-                   if canonical(r.name) != "petastorm")
+        return all(
+            p.get(canonical(r.name)) in r.specifier
+            for r in extra
+            if canonical(r.name) != "petastorm"
+        )
 
     assert fits("requirements.lock") and not fits("requirements-spark4.lock")
     assert "petastorm" in pins("requirements.lock")

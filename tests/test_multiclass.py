@@ -22,20 +22,88 @@ MODELS = ("lasso", "forest", "dense")
 @pytest.fixture(scope="module")
 def folder_study(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("multiclass")
-    assert synth_job.main(["--out", str(root / "shapes"), "--layout", "folder", "--classes", "4",
-                           "--n", "400", "--size", "32"]) == 0
+    assert (
+        synth_job.main(
+            [
+                "--out",
+                str(root / "shapes"),
+                "--layout",
+                "folder",
+                "--classes",
+                "4",
+                "--n",
+                "400",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
     st = str(root / "store")
-    assert ingest_job.main(["--store", st, "--source", "folder", "--path", str(root / "shapes"),
-                            "--set", "ingest.split_fractions=[0.6,0.15,0.25]"],
-                           spark=spark) == 0
-    assert extract_job.main(["--store", st, "--model", "mobilenetv2", "--input-size", "32x32",
-                             "--weights", "random", "--feature-set", "mnv2",
-                             "--batch-size", "100"], spark=spark) == 0
-    assert train_job.main(["--store", st, "--feature-sets", "mnv2", "--target", "class",
-                           "--models", ",".join(MODELS), "--set", "train.folds=3",
-                           "--set", "train.lasso_cs=5", "--set", "train.forest_trees=60",
-                           "--set", "train.dense_epochs=60", "--set", "train.dense_patience=8",
-                           "--set", "train.dense_batch_size=32"], spark=spark) == 0
+    assert (
+        ingest_job.main(
+            [
+                "--store",
+                st,
+                "--source",
+                "folder",
+                "--path",
+                str(root / "shapes"),
+                "--set",
+                "ingest.split_fractions=[0.6,0.15,0.25]",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
+    assert (
+        extract_job.main(
+            [
+                "--store",
+                st,
+                "--model",
+                "mobilenetv2",
+                "--input-size",
+                "32x32",
+                "--weights",
+                "random",
+                "--feature-set",
+                "mnv2",
+                "--batch-size",
+                "100",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
+    assert (
+        train_job.main(
+            [
+                "--store",
+                st,
+                "--feature-sets",
+                "mnv2",
+                "--target",
+                "class",
+                "--models",
+                ",".join(MODELS),
+                "--set",
+                "train.folds=3",
+                "--set",
+                "train.lasso_cs=5",
+                "--set",
+                "train.forest_trees=60",
+                "--set",
+                "train.dense_epochs=60",
+                "--set",
+                "train.dense_patience=8",
+                "--set",
+                "train.dense_batch_size=32",
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     assert report_job.main(["--store", st, "--out", str(root / "report")], spark=spark) == 0
     return root
 
@@ -57,9 +125,14 @@ def test_one_multiclass_row_per_probe_consistent_with_its_confusion_matrix(folde
         # accuracy is the diagonal's share; rows sum to the test split's class sizes
         assert r.accuracy == pytest.approx(np.trace(cm) / cm.sum())
         assert cm.sum(axis=1).tolist() == [int(test_sizes[c]) for c in r.classes]
-        assert cm.tolist() == pd.crosstab(pd.Categorical(r.y_true, range(4)),
-                                          pd.Categorical(r.y_pred, range(4)),
-                                          dropna=False).to_numpy().tolist()
+        assert (
+            cm.tolist()
+            == pd.crosstab(
+                pd.Categorical(r.y_true, range(4)), pd.Categorical(r.y_pred, range(4)), dropna=False
+            )
+            .to_numpy()
+            .tolist()
+        )
         assert r.ci_low <= r.accuracy <= r.ci_high and 0 <= r.selection_score <= 1
         assert 0 < r.macro_f1 <= 1 and r.y_score is None
         # a set with signal: every probe above always predicting the majority class
@@ -95,10 +168,17 @@ def test_metrics_of_a_known_confusion_matrix():
 def test_mcnemar_on_per_image_correctness_is_the_binary_test():
     from featstore import evaluate, multiclass
 
-    rows = pd.DataFrame({"attribute": "class", "feature_set": "f", "train_size": 0, "seed": 0,
-                         "model": ["a", "b"],
-                         "y_true": [np.array([0, 1, 2, 2, 1]), np.array([0, 1, 2, 2, 1])],
-                         "y_pred": [np.array([0, 1, 2, 0, 0]), np.array([1, 1, 2, 2, 1])]})
+    rows = pd.DataFrame(
+        {
+            "attribute": "class",
+            "feature_set": "f",
+            "train_size": 0,
+            "seed": 0,
+            "model": ["a", "b"],
+            "y_true": [np.array([0, 1, 2, 2, 1]), np.array([0, 1, 2, 2, 1])],
+            "y_pred": [np.array([0, 1, 2, 0, 0]), np.array([1, 1, 2, 2, 1])],
+        }
+    )
     comp = evaluate.compare_models(multiclass.correctness(rows))
     assert (comp["b"].item(), comp["c"].item()) == (1, 2)  # a right & b wrong: 1; reverse: 2
 
@@ -115,9 +195,21 @@ def test_target_class_needs_a_class_column_and_the_multiclass_probes(tmp_path, c
     from tests.test_train_grid import _signal_store
 
     root = _signal_store(tmp_path / "store")  # labels written without a class column
-    assert train_job.main(["--store", str(root), "--feature-sets", "sig",
-                           "--target", "class"]) == 2
+    assert train_job.main(["--store", str(root), "--feature-sets", "sig", "--target", "class"]) == 2
     assert "needs a labels table with a class column" in capsys.readouterr().err
-    assert train_job.main(["--store", str(root), "--feature-sets", "sig", "--target", "class",
-                           "--models", "lasso,multilabel"]) == 2
+    assert (
+        train_job.main(
+            [
+                "--store",
+                str(root),
+                "--feature-sets",
+                "sig",
+                "--target",
+                "class",
+                "--models",
+                "lasso,multilabel",
+            ]
+        )
+        == 2
+    )
     assert "not multilabel" in capsys.readouterr().err

@@ -43,10 +43,16 @@ def nb_root(nb_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _kernel_dir(root: Path, env: dict[str, str]) -> Path:
     spec = root / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "featstore tests", "language": "python", "env": env,
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "featstore tests",
+                "language": "python",
+                "env": env,
+            }
+        )
+    )
     return spec.parent
 
 
@@ -57,19 +63,26 @@ def _execute(name: str, tmp_path: Path, root: Path) -> Any:
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    assert all(not c.get("outputs") and c.get("execution_count") is None
-               for c in nb.cells if c.cell_type == "code"), f"{name}: commit it with outputs cleared"
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None
+        for c in nb.cells
+        if c.cell_type == "code"
+    ), f"{name}: commit it with outputs cleared"
     # the inline backend even when the test process runs with MPLBACKEND=Agg
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    kernels = _kernel_dir(tmp_path, {"PYTHONPATH": pythonpath,
-                                     "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
-    km = AsyncKernelManager(kernel_name=KERNEL,
-                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+    kernels = _kernel_dir(
+        tmp_path,
+        {"PYTHONPATH": pythonpath, "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
+    )
+    km = AsyncKernelManager(
+        kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)])
+    )
     work = root / "notebooks"  # Jupyter's kernel runs in the notebook's folder
     work.mkdir(exist_ok=True)
     nbformat.write(nb, work / f"{name}.ipynb")
-    client = NotebookClient(nb, km=km, kernel_name=KERNEL, timeout=180,
-                            resources={"metadata": {"path": str(work)}})
+    client = NotebookClient(
+        nb, km=km, kernel_name=KERNEL, timeout=180, resources={"metadata": {"path": str(work)}}
+    )
     # raises CellExecutionError, with the traceback, if a cell fails; cleanup_kc: shut the
     # kernel down afterwards (nbclient keeps kernels of a km it was given alive otherwise)
     client.execute(cleanup_kc=True)
@@ -93,8 +106,10 @@ def _text(cell: Any) -> str:
 
 
 def _has_figure(cell: Any) -> bool:
-    return any(out.output_type in ("display_data", "execute_result")
-               and "image/png" in out.get("data", {}) for out in cell.outputs)
+    return any(
+        out.output_type in ("display_data", "execute_result") and "image/png" in out.get("data", {})
+        for out in cell.outputs
+    )
 
 
 def test_explore_feature_store_notebook(nb_root, tmp_path, monkeypatch):
@@ -141,8 +156,15 @@ def test_compare_models_notebook(compare_nb):
     comparisons = _text(_tagged(nb, "table")[2])
     assert "p_holm" in comparisons and "lasso" in comparisons and "forest" in comparisons
     best = _text(_tagged(nb, "significance")[0]).splitlines()
-    assert best[0].split() == ["attribute", "best_model", "best_accuracy", "runner_up",
-                               "runner_up_accuracy", "max_p_holm", "beats_all"]
+    assert best[0].split() == [
+        "attribute",
+        "best_model",
+        "best_accuracy",
+        "runner_up",
+        "runner_up_accuracy",
+        "max_p_holm",
+        "beats_all",
+    ]
     assert sorted(line.split()[0] for line in best[1:]) == ATTRIBUTES
     vs_baseline = _text(_tagged(nb, "baseline")[0]).strip().splitlines()
     assert vs_baseline[0].split()[-3:] == ["p_value", "p_holm", "beats_baseline"]
@@ -155,8 +177,9 @@ def test_compare_models_notebook(compare_nb):
     assert "hyperparameters" in full and "C = " in full and "max_features = " in full
 
 
-def test_compare_models_notebook_reads_the_reports_holm_family(compare_nb, nb_store,
-                                                              tmp_path_factory, spark):
+def test_compare_models_notebook_reads_the_reports_holm_family(
+    compare_nb, nb_store, tmp_path_factory, spark
+):
     """The notebook's baseline p_holm for every model and attribute are the report's (its
     table.csv and summary.csv, written by `featstore report` of the same store), whatever
     feature set the notebook's model comparisons are on."""
@@ -171,9 +194,11 @@ def test_compare_models_notebook_reads_the_reports_holm_family(compare_nb, nb_st
     printed = {}
     for line in lines[1:]:
         cells = dict(zip(header, line.split(), strict=True))
-        printed[cells["attribute"], cells["model"]] = (float(cells["p_value"]),
-                                                       float(cells["p_holm"]),
-                                                       cells["beats_baseline"] == "True")
+        printed[cells["attribute"], cells["model"]] = (
+            float(cells["p_value"]),
+            float(cells["p_holm"]),
+            cells["beats_baseline"] == "True",
+        )
     assert set(printed) == set(table.index)
     for key, (p, p_holm, beats) in printed.items():  # printed to 4 decimals
         assert p == pytest.approx(table.at[key, "p_baseline"], abs=5e-5), key
@@ -181,14 +206,16 @@ def test_compare_models_notebook_reads_the_reports_holm_family(compare_nb, nb_st
         assert beats == bool(table.at[key, "beats_baseline"]), key
     for attribute, best in summary["best_model"].items():
         assert printed[attribute, best][1] == pytest.approx(
-            summary.at[attribute, "p_baseline_holm"], abs=5e-5)
+            summary.at[attribute, "p_baseline_holm"], abs=5e-5
+        )
     # a family over all models is wider than one per model: some p_holm differ from the
     # per-model (BASELINE_FAMILY) adjustment the notebook used to print
     from featstore import evaluate
     from featstore.report import ok_rows, summary_fits
     from featstore.train.grid import read_results
 
-    per_model = evaluate.baseline_tests(summary_fits(ok_rows(read_results(nb_store))),
-                                        family=[*evaluate.FAMILY, "model"])
+    per_model = evaluate.baseline_tests(
+        summary_fits(ok_rows(read_results(nb_store))), family=[*evaluate.FAMILY, "model"]
+    )
     narrow = per_model.set_index(["attribute", "model"])["p_holm"]
     assert any(abs(narrow[k] - printed[k][1]) > 1e-3 for k in printed)

@@ -27,8 +27,10 @@ def test_off_a_terminal_a_line_at_most_every_30_s(caplog):
             bar.update(done)
         bar.close()
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["extract: 150/1,000 images (15%), 5.0 images/s, 2:50 left",
-                     "extract: 305/1,000 images (30%), 5.0 images/s, 2:19 left"]
+    assert lines == [
+        "extract: 150/1,000 images (15%), 5.0 images/s, 2:50 left",
+        "extract: 305/1,000 images (30%), 5.0 images/s, 2:19 left",
+    ]
 
 
 def test_counts_never_go_back_nor_past_the_total():

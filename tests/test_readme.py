@@ -72,8 +72,9 @@ def test_readme_query_example_returns_the_committed_rows(spark, job_store, index
 
 
 def _train_ids(root: Path) -> set[str]:
-    return set(store.read_arrow(root, JOB_FS, splits=["train"], attributes=[])["image_id"]
-               .to_pylist())
+    return set(
+        store.read_arrow(root, JOB_FS, splits=["train"], attributes=[])["image_id"].to_pylist()
+    )
 
 
 def _check_neighbours(root: Path, neighbours: list, by_path: list) -> None:

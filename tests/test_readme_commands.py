@@ -48,14 +48,17 @@ def _submit_lines() -> list[tuple[str, list[str]]]:
         scripts = [i for i, a in enumerate(argv) if re.fullmatch(r"jobs/\w+\.py", a)]
         if argv[0] in ("spark-submit", "python") and scripts:
             i = scripts[0]
-            found.append((Path(argv[i]).stem, argv[i + 1:]))
+            found.append((Path(argv[i]).stem, argv[i + 1 :]))
     return found
 
 
 def test_every_flag_of_the_command_table_exists():
     rows = [ln for ln in README.read_text().splitlines() if ln.startswith("| `featstore ")]
-    table = [cmd for ln in rows
-             for cmd in re.findall(r"`(featstore [^`]*)`", re.split(r"(?<!\\)\|", ln)[1])]
+    table = [
+        cmd
+        for ln in rows
+        for cmd in re.findall(r"`(featstore [^`]*)`", re.split(r"(?<!\\)\|", ln)[1])
+    ]
     assert len(table) >= 10
     commands = _subparsers()
     for part in table:
@@ -88,12 +91,21 @@ def _weights_in_keras_cache(home: Path, model: str) -> None:
     path.write_bytes(HDF5_SIGNATURE + b"\0" * 64)  # enough for the checks before Spark
 
 
-@pytest.mark.parametrize(("extract_cfg", "train_cfg"), [
-    ("conf/celeba.yaml", "conf/train.yaml"),
-    ("conf/seed_male_8k.yaml", "conf/seed_male_8k.yaml"),
-])
-def test_the_configs_chain_extract_reduce_and_train(fake_store, tmp_path, monkeypatch, capsys,  # noqa: F811
-                                                    extract_cfg, train_cfg):
+@pytest.mark.parametrize(
+    ("extract_cfg", "train_cfg"),
+    [
+        ("conf/celeba.yaml", "conf/train.yaml"),
+        ("conf/seed_male_8k.yaml", "conf/seed_male_8k.yaml"),
+    ],
+)
+def test_the_configs_chain_extract_reduce_and_train(
+    fake_store,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+    extract_cfg,
+    train_cfg,
+):
     import shutil
 
     from featstore.config import load_config
@@ -117,6 +129,19 @@ def test_the_configs_chain_extract_reduce_and_train(fake_store, tmp_path, monkey
     for fs in wanted:
         write_feature_set(root, fs, ids, splits, np.zeros((12, 4), np.float32))
     assert store.check_feature_set(root, wanted[0])
-    assert cli_main(["train", "--config", train_cfg, "--store", str(root), "--dry-run",
-                     "--set", "train.attributes=Male"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--config",
+                train_cfg,
+                "--store",
+                str(root),
+                "--dry-run",
+                "--set",
+                "train.attributes=Male",
+            ]
+        )
+        == 0
+    )
     assert "nothing was run or written" in capsys.readouterr().out

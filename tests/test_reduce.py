@@ -38,9 +38,15 @@ def _embeddings(n: int, seed: int) -> np.ndarray:
     return (x + rng.uniform(50, 150, size=D)).astype(np.float32)
 
 
-def write_source(store_dir: Path, name: str = SOURCE, splits: dict[str, int] | None = None,
-                 *, manifest_ok: int | None = None, commit: bool = True,
-                 seed: int = 0) -> dict[str, np.ndarray]:
+def write_source(
+    store_dir: Path,
+    name: str = SOURCE,
+    splits: dict[str, int] | None = None,
+    *,
+    manifest_ok: int | None = None,
+    commit: bool = True,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """A feature set as extract writes it, through the store's writer: features/feature_set=
     <name>/split=<s>/part-*.parquet + manifest (unless ``commit`` is False: the writer fails
     before its commit). ``manifest_ok``: a manifest edited afterwards to declare that many rows
@@ -54,7 +60,7 @@ def write_source(store_dir: Path, name: str = SOURCE, splits: dict[str, int] | N
     start = 0
     for split, n in splits.items():
         ids = np.array([f"{split}-{i:05d}.jpg" for i in range(n)])
-        xs = x[start:start + n]
+        xs = x[start : start + n]
         start += n
         out[split], out[f"{split}_ids"] = xs, ids
         part = table_dir / f"split={split}"
@@ -62,18 +68,32 @@ def write_source(store_dir: Path, name: str = SOURCE, splits: dict[str, int] | N
         half = n // 2  # two files per split
         for j, (a, b) in enumerate(((0, half), (half, n))):
             table = pa.Table.from_pydict(
-                {"image_id": ids[a:b].tolist(), "split": [split] * (b - a),
-                 "embedding": list(xs[a:b])}, schema=store.FEATURES_SCHEMA)
+                {
+                    "image_id": ids[a:b].tolist(),
+                    "split": [split] * (b - a),
+                    "embedding": list(xs[a:b]),
+                },
+                schema=store.FEATURES_SCHEMA,
+            )
             pq.write_table(table.drop(["split"]), part / f"part-{j:05d}.parquet")
     if not commit:
         writer.__exit__(RuntimeError, RuntimeError("killed"), None)
         return out
     store.write_errors(writer.errors, [])
-    writer.commit(store.base_manifest(
-        "features", name=name, run_key=f"key-{name}-{seed}", model="synthnet",
-        layers=["block9"], pooling="avg", weights={"source": "random", "sha256": None},
-        dim=D, counts={"ok": sum(splits.values()), "errors": 0},
-        input={"table": "images", "fingerprint": "f00"}))
+    writer.commit(
+        store.base_manifest(
+            "features",
+            name=name,
+            run_key=f"key-{name}-{seed}",
+            model="synthnet",
+            layers=["block9"],
+            pooling="avg",
+            weights={"source": "random", "sha256": None},
+            dim=D,
+            counts={"ok": sum(splits.values()), "errors": 0},
+            input={"table": "images", "fingerprint": "f00"},
+        )
+    )
     writer.__exit__(None, None, None)
     if manifest_ok is not None:
         path = store.Layout(store_dir).manifest_path(store.features_id(name))
@@ -102,8 +122,10 @@ def _listing(store_dir: Path) -> list[str]:
 def reduced(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("reduce") / "store"
     data = write_source(root)
-    rc = reduce_job.main(["--store", str(root), "--feature-set", SOURCE,
-                          "--dims", ",".join(map(str, DIMS))], spark=spark)
+    rc = reduce_job.main(
+        ["--store", str(root), "--feature-set", SOURCE, "--dims", ",".join(map(str, DIMS))],
+        spark=spark,
+    )
     assert rc == 0
     return root, data
 
@@ -123,9 +145,13 @@ def test_reduced_features_equal_sklearn_pca_on_all_splits(reduced, k):
         expected = reference.transform(data[split][order].astype(np.float64))
         for j in range(k):  # per component, up to sign
             sign = 1.0 if np.dot(z[:, j], expected[:, j]) >= 0 else -1.0
-            np.testing.assert_allclose(sign * z[:, j], expected[:, j], rtol=0,
-                                       atol=RTOL_SCALE * scale[j],
-                                       err_msg=f"pca{k} component {j} on {split}")
+            np.testing.assert_allclose(
+                sign * z[:, j],
+                expected[:, j],
+                rtol=0,
+                atol=RTOL_SCALE * scale[j],
+                err_msg=f"pca{k} component {j} on {split}",
+            )
 
 
 @pytest.mark.parametrize("k", DIMS)
@@ -139,10 +165,12 @@ def test_manifest_and_projection_file(reduced, k):
     assert m["source"]["name"] == SOURCE and m["source"]["run_key"] == f"key-{SOURCE}-0"
     assert m["model"] == "synthnet" and m["layers"] == ["block9"] and m["pooling"] == "avg"
     assert m["counts"] == {"ok": sum(SPLITS.values()), "errors": 0, "splits": SPLITS}
-    np.testing.assert_allclose(m["explained_variance_ratio"],
-                               reference.explained_variance_ratio_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        m["explained_variance_ratio"], reference.explained_variance_ratio_, rtol=1e-9, atol=1e-12
+    )
     assert m["explained_variance_ratio_sum"] == pytest.approx(
-        reference.explained_variance_ratio_.sum(), rel=1e-9)
+        reference.explained_variance_ratio_.sum(), rel=1e-9
+    )
     # the saved projection reproduces the stored features on new data (here: the test split)
     proj = load_projection(root, f"{SOURCE}-pca{k}")
     assert proj.components.shape == (k, D)
@@ -150,8 +178,12 @@ def test_manifest_and_projection_file(reduced, k):
     assert (proj.components[np.arange(k), np.abs(proj.components).argmax(axis=1)] > 0).all()
     ids, z = _read_set(table_dir)["test"]
     by_id = dict(zip(data["test_ids"], data["test"], strict=True))
-    np.testing.assert_allclose(proj.transform(np.stack([by_id[i] for i in ids])), z,
-                               rtol=0, atol=1e-5 * float(np.abs(z).max()))
+    np.testing.assert_allclose(
+        proj.transform(np.stack([by_id[i] for i in ids])),
+        z,
+        rtol=0,
+        atol=1e-5 * float(np.abs(z).max()),
+    )
 
 
 def test_listing_shows_the_new_sets(reduced):
@@ -166,8 +198,7 @@ def test_rerun_skips_committed_sets_and_overwrite_recomputes(spark, tmp_path, ca
     write_source(root, seed=1)
     args = ["--store", str(root), "--feature-set", SOURCE, "--dims", "2,4"]
     assert reduce_job.main(args, spark=spark) == 0
-    created = {k: store.feature_set_manifest(root, f"{SOURCE}-pca{k}")["created"]
-               for k in (2, 4)}
+    created = {k: store.feature_set_manifest(root, f"{SOURCE}-pca{k}")["created"] for k in (2, 4)}
     first = pq.read_table(store.Layout(root).features(f"{SOURCE}-pca4")).sort_by("image_id")
     capsys.readouterr()
     assert reduce_job.main(args, spark=None) == 0  # nothing to do: no Spark session needed
@@ -181,19 +212,29 @@ def test_rerun_skips_committed_sets_and_overwrite_recomputes(spark, tmp_path, ca
     m6 = store.feature_set_manifest(root, f"{SOURCE}-pca6")
     assert m6["dim"] == 6
     six = pq.read_table(store.Layout(root).features(f"{SOURCE}-pca6")).sort_by("image_id")
-    np.testing.assert_allclose(np.stack(six["embedding"].to_numpy(zero_copy_only=False))[:, :4],
-                               np.stack(first["embedding"].to_numpy(zero_copy_only=False)),
-                               rtol=0, atol=1e-5)  # nested: pca6 starts with pca4
+    np.testing.assert_allclose(
+        np.stack(six["embedding"].to_numpy(zero_copy_only=False))[:, :4],
+        np.stack(first["embedding"].to_numpy(zero_copy_only=False)),
+        rtol=0,
+        atol=1e-5,
+    )  # nested: pca6 starts with pca4
     assert reduce_job.main([*args, "--overwrite"], spark=spark) == 0
     assert store.feature_set_manifest(root, f"{SOURCE}-pca4")["run_key"] == m6["run_key"]
     second = pq.read_table(store.Layout(root).features(f"{SOURCE}-pca4")).sort_by("image_id")
     assert second["image_id"].equals(first["image_id"])
-    np.testing.assert_allclose(np.stack(second["embedding"].to_numpy(zero_copy_only=False)),
-                               np.stack(first["embedding"].to_numpy(zero_copy_only=False)),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack(second["embedding"].to_numpy(zero_copy_only=False)),
+        np.stack(first["embedding"].to_numpy(zero_copy_only=False)),
+        rtol=0,
+        atol=1e-5,
+    )
     # a reduced set is a feature set like any other: it can be reduced again
-    assert reduce_job.main(["--store", str(root), "--feature-set", f"{SOURCE}-pca6",
-                            "--dims", "2"], spark=spark) == 0
+    assert (
+        reduce_job.main(
+            ["--store", str(root), "--feature-set", f"{SOURCE}-pca6", "--dims", "2"], spark=spark
+        )
+        == 0
+    )
     m = store.feature_set_manifest(root, f"{SOURCE}-pca6-pca2")
     assert m["source"]["name"] == f"{SOURCE}-pca6" and m["dim"] == 2 and m["model"] == "synthnet"
     assert m["explained_variance_ratio_sum"] > m6["explained_variance_ratio"][0]
@@ -227,9 +268,19 @@ def _bad_source(kind: str, root: Path) -> tuple[list[str], str]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["dim-too-large", "dim-zero", "dim-over-train-rows",
-                                  "count-mismatch", "uncommitted", "unknown-set",
-                                  "no-train-rows", "unknown-store"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "dim-too-large",
+        "dim-zero",
+        "dim-over-train-rows",
+        "count-mismatch",
+        "uncommitted",
+        "unknown-set",
+        "no-train-rows",
+        "unknown-store",
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(spark, tmp_path, capsys, kind):
     root = tmp_path / "store"
     extra, message = _bad_source(kind, root)
@@ -246,9 +297,21 @@ def test_script_entry_point_reports_bad_input(tmp_path):
     root = tmp_path / "store"
     write_source(root)
     proc = subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "reduce.py"), "--store", str(root),
-         "--feature-set", SOURCE, "--dims", "128"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+        [
+            sys.executable,
+            str(REPO / "jobs" / "reduce.py"),
+            "--store",
+            str(root),
+            "--feature-set",
+            SOURCE,
+            "--dims",
+            "128",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("featstore: error: ")
     layout = store.Layout(root)

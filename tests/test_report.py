@@ -33,23 +33,50 @@ from jobs import report as report_job
 from jobs import train as train_job
 from tests.storefakes import write_feature_set
 
-FAST = ["--set", "train.folds=3", "--set", "train.forest_trees=20", "--set",
-        "train.forest_max_features=[sqrt]", "--set", "train.dense_epochs=8", "--set",
-        "train.bootstrap=200", "--set", "train.lasso_cs=4"]
+FAST = [
+    "--set",
+    "train.folds=3",
+    "--set",
+    "train.forest_trees=20",
+    "--set",
+    "train.forest_max_features=[sqrt]",
+    "--set",
+    "train.dense_epochs=8",
+    "--set",
+    "train.bootstrap=200",
+    "--set",
+    "train.lasso_cs=4",
+]
 ATTRIBUTES = ["Male", "Smiling"]  # have ok fits; Bald has one class in train: error rows
 FEATURE_SETS = {"sig-pca2": 2, "sig-pca4": 4, "sig": 8}
 MODELS = ["lasso", "forest", "dense"]
 SMALL_SIZE = 60  # a second training size on "sig"
-HEADINGS = ["Summary", "Attributes × models", "Every attribute and model",
-            "ROC curves of the best models", "Accuracy against feature dimension",
-            "Accuracy against training-set size", "Confusion matrices of the best models",
-            "Scores: calibration and Brier", "Spread over seeds", "Maps of the embeddings", "Training curves of dense heads", "Feature sets",
-            "Failed fits", "Files and errors tables"]
+HEADINGS = [
+    "Summary",
+    "Attributes × models",
+    "Every attribute and model",
+    "ROC curves of the best models",
+    "Accuracy against feature dimension",
+    "Accuracy against training-set size",
+    "Confusion matrices of the best models",
+    "Scores: calibration and Brier",
+    "Spread over seeds",
+    "Maps of the embeddings",
+    "Training curves of dense heads",
+    "Feature sets",
+    "Failed fits",
+    "Files and errors tables",
+]
 #: figure -> its panels: a panel per attribute (+ the mean) or per fit, as the design says
-PANELS = {"roc_curves": len(ATTRIBUTES), "accuracy_vs_dimension": len(ATTRIBUTES) + 1,
-          "accuracy_vs_train_size": len(ATTRIBUTES) + 1, "confusion_matrices": len(ATTRIBUTES),
-          "calibration": len(MODELS), "embedding_maps": 2,
-          "training_curves": 2 * len(ATTRIBUTES)}
+PANELS = {
+    "roc_curves": len(ATTRIBUTES),
+    "accuracy_vs_dimension": len(ATTRIBUTES) + 1,
+    "accuracy_vs_train_size": len(ATTRIBUTES) + 1,
+    "confusion_matrices": len(ATTRIBUTES),
+    "calibration": len(MODELS),
+    "embedding_maps": 2,
+    "training_curves": 2 * len(ATTRIBUTES),
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -69,11 +96,17 @@ def _write_signal_store(root: Path, n: int = 300, seed: int = 0) -> Path:
         "Bald": np.array([s != "train" and i % 2 == 0 for i, s in enumerate(splits)]),
     }
     with store.TableWriter(store.Layout(root), "labels") as w:
-        pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
-                                schema=store.labels_schema(list(labels))),
-                       w.data / "part-00000.parquet")
-        w.commit(store.base_manifest("labels", attributes=list(labels), counts={"rows": n}),
-                 has_errors=False)
+        pq.write_table(
+            pa.table(
+                {"image_id": ids, "split": splits, **labels},
+                schema=store.labels_schema(list(labels)),
+            ),
+            w.data / "part-00000.parquet",
+        )
+        w.commit(
+            store.base_manifest("labels", attributes=list(labels), counts={"rows": n}),
+            has_errors=False,
+        )
     write_feature_set(root, "sig", ids, splits, x)
     write_feature_set(root, "sig-pca4", ids, splits, x[:, :4].copy())
     write_feature_set(root, "sig-pca2", ids, splits, x[:, 1:3].copy())
@@ -84,8 +117,7 @@ def _commit_results(root: Path, table: pa.Table) -> None:
     """A hand-made results table, committed through the store's writer."""
     with store.TableWriter(store.Layout(root), "results") as w:
         pq.write_table(table, w.data / "part-00000.parquet")
-        w.commit(store.base_manifest("results", counts={"rows": table.num_rows}),
-                 has_errors=False)
+        w.commit(store.base_manifest("results", counts={"rows": table.num_rows}), has_errors=False)
 
 
 def results_store(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
@@ -95,10 +127,34 @@ def results_store(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
     if "store" not in _BUILT:
         root = _write_signal_store(tmp_path_factory.mktemp("report") / "store")
         common = ["--store", str(root), "--models", ",".join(MODELS), *FAST]
-        assert train_job.main([*common, "--feature-sets", ",".join(FEATURE_SETS),
-                               "--attributes", "Smiling,Male,Bald"], spark=spark) == 0
-        assert train_job.main([*common, "--feature-sets", "sig", "--attributes", "Smiling,Male",
-                               "--train-sizes", str(SMALL_SIZE)], spark=spark) == 0
+        assert (
+            train_job.main(
+                [
+                    *common,
+                    "--feature-sets",
+                    ",".join(FEATURE_SETS),
+                    "--attributes",
+                    "Smiling,Male,Bald",
+                ],
+                spark=spark,
+            )
+            == 0
+        )
+        assert (
+            train_job.main(
+                [
+                    *common,
+                    "--feature-sets",
+                    "sig",
+                    "--attributes",
+                    "Smiling,Male",
+                    "--train-sizes",
+                    str(SMALL_SIZE),
+                ],
+                spark=spark,
+            )
+            == 0
+        )
         _BUILT["store"] = root
     return _BUILT["store"]
 
@@ -116,8 +172,18 @@ def report_output(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> dict[
     if "report" not in _BUILT:
         root = results_store(tmp_path_factory, spark)
         out = tmp_path_factory.mktemp("report-out") / "report"
-        rc, stdout = _run_report(["--store", str(root), "--out", str(out),
-                                  "--feature-set", "sig", "--color-by", "Smiling"])
+        rc, stdout = _run_report(
+            [
+                "--store",
+                str(root),
+                "--out",
+                str(out),
+                "--feature-set",
+                "sig",
+                "--color-by",
+                "Smiling",
+            ]
+        )
         html = (out / "index.html").read_text(encoding="utf-8") if rc == 0 else ""
         _BUILT["report"] = {"rc": rc, "stdout": stdout, "out": out, "html": html}
     return _BUILT["report"]
@@ -129,15 +195,19 @@ def sig_results(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(sig_results: Path, tmp_path_factory: pytest.TempPathFactory,
-           spark: Any) -> dict[str, Any]:
+def report(
+    sig_results: Path, tmp_path_factory: pytest.TempPathFactory, spark: Any
+) -> dict[str, Any]:
     return report_output(tmp_path_factory, spark)
 
 
 def _images(html: str) -> list[tuple[str, str]]:
     """(figure name, src) of every image of the page, in order."""
-    return re.findall(r'<img data-figure="([^"]*)" alt="[^"]*"(?: width="\d+" height="\d+")? '
-                      r'src="([^"]*)"', html)
+    return re.findall(
+        r'<img data-figure="([^"]*)" alt="[^"]*"(?: width="\d+" height="\d+")? '
+        r'src="([^"]*)"',
+        html,
+    )
 
 
 def _section(html: str, section_id: str) -> str:
@@ -165,7 +235,7 @@ def test_index_has_every_section_and_embedded_pngs(report):
     for name, src in images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix), name
-        png = base64.b64decode(src[len(prefix):], validate=True)
+        png = base64.b64decode(src[len(prefix) :], validate=True)
         assert png.startswith(PNG_MAGIC), name
         with Image.open(io.BytesIO(png)) as im:
             im.verify()
@@ -197,9 +267,20 @@ def test_index_needs_nothing_from_outside(report):
 def test_summary_csv_one_row_per_attribute_consistent_with_results(report, sig_results):
     summary = pd.read_csv(report["out"] / "summary.csv")
     assert sorted(summary["attribute"]) == ATTRIBUTES
-    for col in ["feature_set", "dim", "train_size", "n_train", "n_test", "majority_baseline",
-                *[f"{m}_{s}" for m in MODELS for s in ("accuracy", "ci_low", "ci_high")],
-                "best_model", "best_accuracy", "runner_up", "max_p_holm", "beats_all"]:
+    for col in [
+        "feature_set",
+        "dim",
+        "train_size",
+        "n_train",
+        "n_test",
+        "majority_baseline",
+        *[f"{m}_{s}" for m in MODELS for s in ("accuracy", "ci_low", "ci_high")],
+        "best_model",
+        "best_accuracy",
+        "runner_up",
+        "max_p_holm",
+        "beats_all",
+    ]:
         assert col in summary.columns, col
 
     res = read_results(sig_results)
@@ -218,7 +299,8 @@ def test_summary_csv_one_row_per_attribute_consistent_with_results(report, sig_r
         assert fits.at[row.best_model, "accuracy"] == pytest.approx(row.best_accuracy)
         # the chosen feature set is the one with the most accurate model for this attribute
         assert row.best_accuracy == pytest.approx(
-            ok.loc[ok.attribute == row.attribute, "accuracy"].max())
+            ok.loc[ok.attribute == row.attribute, "accuracy"].max()
+        )
         assert row.best_accuracy > row.majority_baseline + 0.2  # real signal
         assert 0 <= row.max_p_holm <= 1
         if row.beats_all:
@@ -240,12 +322,23 @@ def test_summary_md_and_what_the_job_prints(report):
     *_, done, timing = stdout.strip().splitlines()
     assert done.startswith(f"report: {report['out'] / 'index.html'}")
     # where the time went, every part of the report in the order it ran
-    parts = re.findall(r"(?:^|, )([A-Za-z][A-Za-z -]*?) [\d.]+ s \(\d+%\)",
-                       timing.removeprefix("report time: "))
+    parts = re.findall(
+        r"(?:^|, )([A-Za-z][A-Za-z -]*?) [\d.]+ s \(\d+%\)", timing.removeprefix("report time: ")
+    )
     assert timing.startswith("report time: ") and parts == [
-        "read results", "statistics", "bases", "tables", "ROC curves", "accuracy plots",
-        "confusion matrices", "calibration", "PCA and t-SNE maps", "training curves",
-        "manifests and files", "write"], timing
+        "read results",
+        "statistics",
+        "bases",
+        "tables",
+        "ROC curves",
+        "accuracy plots",
+        "confusion matrices",
+        "calibration",
+        "PCA and t-SNE maps",
+        "training curves",
+        "manifests and files",
+        "write",
+    ], timing
 
 
 def test_feature_sets_and_failed_fits_sections(report):
@@ -265,8 +358,9 @@ def test_store_without_results_exits_2(tmp_path, capsys):
     root = _write_signal_store(tmp_path / "store", n=30)
     out = tmp_path / "report"
     assert report_job.main(["--store", str(root), "--out", str(out)]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines()
-           if line.startswith("featstore: error")]
+    err = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("featstore: error")
+    ]
     assert len(err) == 1 and "no committed results table" in err[0], err
     assert not out.exists()
 
@@ -276,8 +370,15 @@ def test_results_with_only_failed_fits_still_report_them(tmp_path):
 
     root = _write_signal_store(tmp_path / "store", n=30)
     row = {f.name: None for f in RESULTS_SCHEMA}
-    row.update(attribute="Bald", feature_set="sig", model="lasso", train_size=0, seed=0,
-               status="error", reason="training sample has one class only")
+    row.update(
+        attribute="Bald",
+        feature_set="sig",
+        model="lasso",
+        train_size=0,
+        seed=0,
+        status="error",
+        reason="training sample has one class only",
+    )
     _commit_results(root, pa.Table.from_pylist([row], schema=RESULTS_SCHEMA))
     out = tmp_path / "report"
     rc, stdout = _run_report(["--store", str(root), "--out", str(out)])
@@ -293,8 +394,10 @@ def test_results_with_only_failed_fits_still_report_them(tmp_path):
 
 def test_unknown_colour_attribute_exits_2(sig_results, tmp_path, capsys):
     out = tmp_path / "report"
-    assert report_job.main(["--store", str(sig_results), "--out", str(out),
-                            "--color-by", "Smilling"]) == 2
+    assert (
+        report_job.main(["--store", str(sig_results), "--out", str(out), "--color-by", "Smilling"])
+        == 2
+    )
     assert "'Smilling': not an attribute" in capsys.readouterr().err
     assert not out.exists()
 
@@ -315,15 +418,23 @@ def test_full_table_csv_one_row_per_attribute_and_model(report, sig_results):
     table = pd.read_csv(report["out"] / "table.csv")
     summary = pd.read_csv(report["out"] / "summary.csv").set_index("attribute")
     assert sorted(zip(table["attribute"], table["model"], strict=True)) == sorted(
-        (a, m) for a in ATTRIBUTES for m in MODELS)
+        (a, m) for a in ATTRIBUTES for m in MODELS
+    )
     res = read_results(sig_results)
     fits = res[(res.status == "ok") & (res.train_size == 0) & (res.feature_set == "sig")]
     fits = fits.set_index(["attribute", "model"])
     for r in table.itertuples(index=False):
         fit = fits.loc[(r.attribute, r.model)]
         assert r.feature_set == "sig" and r.n_test == fit.n_test
-        for col in ("accuracy", "ci_low", "ci_high", "balanced_accuracy", "f1", "roc_auc",
-                    "majority_baseline"):
+        for col in (
+            "accuracy",
+            "ci_low",
+            "ci_high",
+            "balanced_accuracy",
+            "f1",
+            "roc_auc",
+            "majority_baseline",
+        ):
             assert getattr(r, col) == pytest.approx(fit[col]), col
         assert r.gain == pytest.approx(fit.accuracy - fit.majority_baseline)
         assert r.positives == pytest.approx(np.mean(fit.y_true))
@@ -336,31 +447,51 @@ def test_full_table_csv_one_row_per_attribute_and_model(report, sig_results):
 
 def test_heatmap_and_full_table_in_the_page_hold_table_csv(report):
     table = pd.read_csv(report["out"] / "table.csv").set_index(["attribute", "model"])
-    heat = re.search(r'<table class="heat sortable">(.*?)</table>', _section(
-        report["html"], "heatmap"), re.S).group(1)
+    heat = re.search(
+        r'<table class="heat sortable">(.*?)</table>', _section(report["html"], "heatmap"), re.S
+    ).group(1)
     head = re.findall(r'<th[^>]* data-col="(\d+)"[^>]*>([^<]*)</th>', heat)
     assert [h for _, h in head] == ["attribute", "positives", *MODELS, *MODELS]
     rows = re.findall(r"<tr><td>([^<]*)</td>(.*?)</tr>", heat, re.S)
     assert [a for a, _ in rows] == ATTRIBUTES
     for attribute, cells in rows:
         values = [float(v) for v in re.findall(r'data-v="([^"]+)"', cells)]
-        want = [table.at[(attribute, MODELS[0]), "positives"],
-                *[table.at[(attribute, m), "gain"] for m in MODELS],
-                *[table.at[(attribute, m), "balanced_accuracy"] for m in MODELS]]
+        want = [
+            table.at[(attribute, MODELS[0]), "positives"],
+            *[table.at[(attribute, m), "gain"] for m in MODELS],
+            *[table.at[(attribute, m), "balanced_accuracy"] for m in MODELS],
+        ]
         np.testing.assert_allclose(values, want, rtol=1e-12)
         best = [m for m in MODELS if table.at[(attribute, m), "best"]]
         assert cells.count("★") == 2 * len(best) == 2  # in both halves
     full = _section(report["html"], "table")
     assert full.count("<tr") == 1 + len(table) + 4  # + the hyper-parameter table (head + 3)
-    shown = {(a, m): rest for a, m, rest in re.findall(
-        r"<tr(?: class=\"best\")?><td>([^<]*)</td><td>([^<]*)</td>(.*?)</tr>", full)}
+    shown = {
+        (a, m): rest
+        for a, m, rest in re.findall(
+            r"<tr(?: class=\"best\")?><td>([^<]*)</td><td>([^<]*)</td>(.*?)</tr>", full
+        )
+    }
     for (attribute, model), r in table.iterrows():
         row = shown[(attribute, model)]
         numbers = [float(v) for v in re.findall(r'data-v="([^"]+)"', row)]  # the sort keys
-        np.testing.assert_allclose(numbers, [r.positives, r.majority_baseline,
-                                             r.selection_score, r.accuracy, r.gain,
-                                             r.balanced_accuracy, r.f1, r.roc_auc, r.brier,
-                                             r.p_baseline_holm, r.p_auc_holm], rtol=1e-12)
+        np.testing.assert_allclose(
+            numbers,
+            [
+                r.positives,
+                r.majority_baseline,
+                r.selection_score,
+                r.accuracy,
+                r.gain,
+                r.balanced_accuracy,
+                r.f1,
+                r.roc_auc,
+                r.brier,
+                r.p_baseline_holm,
+                r.p_auc_holm,
+            ],
+            rtol=1e-12,
+        )
         assert f"{r.accuracy:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]</td>" in row
         assert f"<td>{r.hyperparameters}</td>" in row
 
@@ -369,8 +500,9 @@ def test_chosen_hyperparameters_per_model_are_shown(report, sig_results):
     res = read_results(sig_results)
     fits = res[(res.status == "ok") & (res.train_size == 0) & (res.feature_set == "sig")]
     section = _section(report["html"], "table")
-    rows = dict(re.findall(r"<tr><td>(lasso|forest|dense)</td><td>[^<]*</td><td>([^<]*)</td>",
-                           section))
+    rows = dict(
+        re.findall(r"<tr><td>(lasso|forest|dense)</td><td>[^<]*</td><td>([^<]*)</td>", section)
+    )
     for model, key in (("lasso", "C"), ("forest", "max_features"), ("dense", "best_epoch")):
         chosen = pd.Series([json.loads(p)[key] for p in fits.loc[fits.model == model, "params"]])
         shown = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in chosen]
@@ -383,12 +515,22 @@ def test_chosen_hyperparameters_of_every_model_kind():
 
     assert hyperparameter_text("lasso", json.dumps({"C": 0.046415888, "cv_C": 0.1})) == "C = 0.0464"
     assert hyperparameter_text("forest", '{"max_features": 0.2}') == "max_features = 0.2"
-    assert hyperparameter_text("dense", '{"best_epoch": 7, "epochs_run": 12, "epochs": 30}') == \
-        "epochs = 7 (of 12 run)"
-    assert chosen_hyperparameters("bottleneck20-forest", json.dumps(
-        {"k": 20, "best_epoch": 4, "epochs_run": 9, "second": "forest",
-         "second_params": {"max_features": "sqrt"}})) == {
-        "k": 20, "max_features": "sqrt", "epochs": 4, "epochs_run": 9}
+    assert (
+        hyperparameter_text("dense", '{"best_epoch": 7, "epochs_run": 12, "epochs": 30}')
+        == "epochs = 7 (of 12 run)"
+    )
+    assert chosen_hyperparameters(
+        "bottleneck20-forest",
+        json.dumps(
+            {
+                "k": 20,
+                "best_epoch": 4,
+                "epochs_run": 9,
+                "second": "forest",
+                "second_params": {"max_features": "sqrt"},
+            }
+        ),
+    ) == {"k": 20, "max_features": "sqrt", "epochs": 4, "epochs_run": 9}
     assert hyperparameter_text("multilabel", None) == "–"
 
 
@@ -418,15 +560,24 @@ def test_roc_points_of_a_long_curve_are_its_own_vertices():
     score = y + rng.normal(size=y.size)
     fpr, tpr = roc_points(y, score)
     exact_f, exact_t, _ = roc_curve(y, score)
-    exact = set(zip(exact_f.astype(np.float32).tolist(), exact_t.astype(np.float32).tolist(),
-                    strict=True))
+    exact = set(
+        zip(exact_f.astype(np.float32).tolist(), exact_t.astype(np.float32).tolist(), strict=True)
+    )
     assert len(exact) > 5 * ROC_POINTS and len(fpr) <= ROC_POINTS
     assert set(zip(fpr.tolist(), tpr.tolist(), strict=True)) <= exact
     # evenly spread along the curve: two kept points are at most one even step apart, plus the
     # exact curve's own straight segment that ends at the later one
     along = exact_f + exact_t
-    index = {p: i for i, p in enumerate(zip(exact_f.astype(np.float32).tolist(),
-                                            exact_t.astype(np.float32).tolist(), strict=True))}
+    index = {
+        p: i
+        for i, p in enumerate(
+            zip(
+                exact_f.astype(np.float32).tolist(),
+                exact_t.astype(np.float32).tolist(),
+                strict=True,
+            )
+        )
+    }
     kept = [index[p] for p in zip(fpr.tolist(), tpr.tolist(), strict=True)]
     step = along[-1] / (ROC_POINTS - 1)
     for a, b in itertools.pairwise(kept):
@@ -441,10 +592,13 @@ def test_results_without_roc_points_stay_readable(tmp_path):
     from featstore.train.grid import RESULTS_SCHEMA, _merge_cells
 
     old_schema = pa.schema([f for f in RESULTS_SCHEMA if f.name not in store.RESULTS_ADDED_COLUMNS])
-    rows = [{**r, "y_true": r["y_true"].tolist(), "y_pred": r["y_pred"].tolist()}
-            for r in _baseline_results().to_dict("records")]
-    old = pa.Table.from_pylist([{k: v for k, v in r.items() if k in old_schema.names}
-                                for r in rows], schema=old_schema)
+    rows = [
+        {**r, "y_true": r["y_true"].tolist(), "y_pred": r["y_pred"].tolist()}
+        for r in _baseline_results().to_dict("records")
+    ]
+    old = pa.Table.from_pylist(
+        [{k: v for k, v in r.items() if k in old_schema.names} for r in rows], schema=old_schema
+    )
     root = _write_signal_store(tmp_path / "store", n=30)
     _commit_results(root, old)
     res = read_results(root)
@@ -457,7 +611,8 @@ def test_results_without_roc_points_stay_readable(tmp_path):
     made = build_report(root, tmp_path / "report")
     assert "roc_curves" not in made.figures
     assert "4 of 4 fits have no ROC points" in _section(
-        (tmp_path / "report" / "index.html").read_text(), "roc")
+        (tmp_path / "report" / "index.html").read_text(), "roc"
+    )
 
 
 def test_small_multiples_share_one_y_scale_and_the_pca_map_has_labelled_axes(sig_results):
@@ -472,8 +627,10 @@ def test_small_multiples_share_one_y_scale_and_the_pca_map_has_labelled_axes(sig
     assert low < 0 < high and low <= gains.min() and gains.max() <= high  # baseline at 0
     x = np.random.default_rng(0).normal(size=(80, 4)) * [4.0, 2.0, 1.0, 1.0]
     fig = map_panels(x, x[:, 0] > 0, feature_set="fs", color_by="A").figure()
-    pc1, pc2 = (re.fullmatch(r"PC (\d) \((\d+\.\d)% of the variance\)", fig.axes[0].get_xlabel()),
-                re.fullmatch(r"PC (\d) \((\d+\.\d)% of the variance\)", fig.axes[0].get_ylabel()))
+    pc1, pc2 = (
+        re.fullmatch(r"PC (\d) \((\d+\.\d)% of the variance\)", fig.axes[0].get_xlabel()),
+        re.fullmatch(r"PC (\d) \((\d+\.\d)% of the variance\)", fig.axes[0].get_ylabel()),
+    )
     assert pc1 and pc2 and (pc1.group(1), pc2.group(1)) == ("1", "2")
     share1, share2 = float(pc1.group(2)), float(pc2.group(2))
     assert 100 > share1 > share2 > 0 and share1 > 50  # the first axis carries most variance
@@ -493,8 +650,10 @@ def test_links_to_the_errors_tables_are_relative_and_resolve(job_store, tmp_path
     def links(folder: Path) -> dict[str, Path]:
         page = (folder / "report" / "index.html").read_text()
         files = _section(page, "files")
-        return {text: (folder / "report" / unquote(href)).resolve()
-                for href, text in re.findall(r'<a href="([^"#]+)">([^<]+)</a>', files)}
+        return {
+            text: (folder / "report" / unquote(href)).resolve()
+            for href, text in re.findall(r'<a href="([^"#]+)">([^<]+)</a>', files)
+        }
 
     found = links(first)
     assert found["summary.csv"] == first / "report" / "summary.csv"
@@ -503,7 +662,9 @@ def test_links_to_the_errors_tables_are_relative_and_resolve(job_store, tmp_path
     assert errors["errors/images/"] == first / "store" / "errors" / "images"
     assert sorted(errors) == sorted(
         f"{store.Layout(first / 'store').rel(Path(t['errors_path']))}/"
-        for t in store.list_tables(first / "store") if t["errors_path"])
+        for t in store.list_tables(first / "store")
+        if t["errors_path"]
+    )
     assert "2 rows (images)" in _section((first / "report" / "index.html").read_text(), "files")
     moved = tmp_path / "moved elsewhere"
     (first).rename(moved)
@@ -554,9 +715,12 @@ def _chromium() -> str:
         return path
     if os.environ.get("FEATSTORE_SKIP_BROWSER") == "1":
         pytest.skip("FEATSTORE_SKIP_BROWSER=1: headless Chromium check of the report skipped")
-    pytest.fail(f"headless Chromium not found at {CHROMIUM} (nor chromium on PATH): install it "
-                "with `apt-get install -y chromium` (Debian/Ubuntu), or set "
-                "FEATSTORE_SKIP_BROWSER=1 to skip this test", pytrace=False)
+    pytest.fail(
+        f"headless Chromium not found at {CHROMIUM} (nor chromium on PATH): install it "
+        "with `apt-get install -y chromium` (Debian/Ubuntu), or set "
+        "FEATSTORE_SKIP_BROWSER=1 to skip this test",
+        pytrace=False,
+    )
 
 
 def _in_browser(page_html: str, tmp_path: Path, *, width: int = 1400) -> dict[str, Any]:
@@ -567,11 +731,23 @@ def _in_browser(page_html: str, tmp_path: Path, *, width: int = 1400) -> dict[st
 
     page = tmp_path / "index.html"
     page.write_text(page_html.replace("</body>", _PROBE, 1), encoding="utf-8")
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", "--host-resolver-rules=MAP * ~NOTFOUND",  # no network at all
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
-           f"--window-size={width},1000", "--dump-dom", page.as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND",  # no network at all
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        f"--window-size={width},1000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
@@ -580,18 +756,28 @@ def _in_browser(page_html: str, tmp_path: Path, *, width: int = 1400) -> dict[st
 
 
 def _overlap(a: list[float], b: list[float], eps: float = 0.5) -> bool:
-    return (min(a[2], b[2]) - max(a[0], b[0]) > eps
-            and min(a[3], b[3]) - max(a[1], b[1]) > eps)
+    return min(a[2], b[2]) - max(a[0], b[0]) > eps and min(a[3], b[3]) - max(a[1], b[1]) > eps
 
 
 def overlapping_titles(probe: dict[str, Any]) -> list[tuple[str, str]]:
     """Pairs of titles whose text boxes intersect, and titles whose text runs over an image."""
-    titles = [t for t in probe["titles"] if t["text"].strip()
-              and t["box"][2] > t["box"][0] and t["box"][3] > t["box"][1]]
-    bad = [(a["text"], b["text"]) for i, a in enumerate(titles) for b in titles[i + 1:]
-           if _overlap(a["box"], b["box"])]
-    bad += [(t["text"], f"image {j}") for t in titles for j, img in enumerate(probe["images"])
-            if _overlap(t["box"], img)]
+    titles = [
+        t
+        for t in probe["titles"]
+        if t["text"].strip() and t["box"][2] > t["box"][0] and t["box"][3] > t["box"][1]
+    ]
+    bad = [
+        (a["text"], b["text"])
+        for i, a in enumerate(titles)
+        for b in titles[i + 1 :]
+        if _overlap(a["box"], b["box"])
+    ]
+    bad += [
+        (t["text"], f"image {j}")
+        for t in titles
+        for j, img in enumerate(probe["images"])
+        if _overlap(t["box"], img)
+    ]
     return bad
 
 
@@ -615,13 +801,15 @@ def test_no_titles_overlap_in_headless_chromium(browser):
     # (the dimension figure's titles, after the ROC curves', share one line)
     first = PANELS["roc_curves"]
     dim = [t["box"] for t in browser["titles"] if t["tag"] == "div.ptitle"][
-        first:first + PANELS["accuracy_vs_dimension"]]
+        first : first + PANELS["accuracy_vs_dimension"]
+    ]
     assert len({round(b[1]) for b in dim}) == 1 and len({round(b[0]) for b in dim}) == len(dim)
     assert overlapping_titles(browser) == []
     # every panel title is one line (a two-line ROC title pushed its panel down): the same
     # height for all, and the ROC panels of one row start at one height
-    heights = {round(t["box"][3] - t["box"][1]) for t in browser["titles"]
-               if t["tag"] == "div.ptitle"}
+    heights = {
+        round(t["box"][3] - t["box"][1]) for t in browser["titles"] if t["tag"] == "div.ptitle"
+    }
     assert len(heights) == 1, heights
     roc = [t["box"] for t in browser["titles"] if t["tag"] == "div.ptitle"][:first]
     assert len({round(b[1]) for b in roc}) == 1
@@ -653,19 +841,44 @@ def test_maps_of_fewer_points_than_pca_components():
 N_TEST = 400
 
 
-def _fit_row(attribute: str, model: str, y_true: np.ndarray, y_pred: np.ndarray,
-             y_train_majority: int) -> dict[str, Any]:
+def _fit_row(
+    attribute: str, model: str, y_true: np.ndarray, y_pred: np.ndarray, y_train_majority: int
+) -> dict[str, Any]:
     from featstore import evaluate
     from featstore.train.grid import RESULTS_SCHEMA
 
     m = evaluate.metrics(y_true, y_pred, y_train=np.array([y_train_majority]))
     lo, hi = evaluate.bootstrap_ci(y_true, y_pred, n_boot=200)
     row = {f.name: None for f in RESULTS_SCHEMA}
-    row.update(attribute=attribute, feature_set="sig", model=model, train_size=0, seed=0,
-               status="ok", n_train=1000, n_val=200, n_test=len(y_true), dim=8, ci_low=lo,
-               ci_high=hi, y_true=y_true.astype(np.int8), y_pred=y_pred.astype(np.int8),
-               **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "tn", "fp", "fn",
-                                    "tp", "majority_baseline")})
+    row.update(
+        attribute=attribute,
+        feature_set="sig",
+        model=model,
+        train_size=0,
+        seed=0,
+        status="ok",
+        n_train=1000,
+        n_val=200,
+        n_test=len(y_true),
+        dim=8,
+        ci_low=lo,
+        ci_high=hi,
+        y_true=y_true.astype(np.int8),
+        y_pred=y_pred.astype(np.int8),
+        **{
+            k: m[k]
+            for k in (
+                "accuracy",
+                "balanced_accuracy",
+                "f1",
+                "tn",
+                "fp",
+                "fn",
+                "tp",
+                "majority_baseline",
+            )
+        },
+    )
     return row
 
 
@@ -715,25 +928,37 @@ def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_pa
     ma_t, ma_p = by.loc[("Male", "lasso"), ["y_true", "y_pred"]]
     p_male = evaluate.beats_baseline(ma_t, ma_p, y_train=[1])["p_value"]
     assert summary.loc[["Smiling", "Male"], "p_baseline"].tolist() == pytest.approx(
-        [p_smiling, p_male], rel=1e-12, abs=0)
+        [p_smiling, p_male], rel=1e-12, abs=0
+    )
     # Holm across every model and attribute of the summary (the best is picked among them)
-    every = [max(evaluate.beats_baseline(t, p, y_train=[k])["p_value"] for k in ks)
-             for (t, p, ks) in [(*by.loc[("Smiling", m), ["y_true", "y_pred"]], (0, 1))
-                                for m in ("lasso", "forest")]
-             + [(*by.loc[("Male", m), ["y_true", "y_pred"]], (1,)) for m in ("lasso", "forest")]]
+    every = [
+        max(evaluate.beats_baseline(t, p, y_train=[k])["p_value"] for k in ks)
+        for (t, p, ks) in [
+            (*by.loc[("Smiling", m), ["y_true", "y_pred"]], (0, 1)) for m in ("lasso", "forest")
+        ]
+        + [(*by.loc[("Male", m), ["y_true", "y_pred"]], (1,)) for m in ("lasso", "forest")]
+    ]
     adjusted = multipletests(every, method="holm")[1]  # Smiling lasso, forest; Male lasso, forest
-    np.testing.assert_allclose(summary.loc[["Smiling", "Male"], "p_baseline_holm"],
-                               [adjusted[1], adjusted[2]], rtol=1e-12)
-    assert ((summary["p_baseline_holm"] >= summary["p_baseline"])
-            & (summary["p_baseline"] >= 0) & (summary["p_baseline_holm"] <= 1)).all()
+    np.testing.assert_allclose(
+        summary.loc[["Smiling", "Male"], "p_baseline_holm"], [adjusted[1], adjusted[2]], rtol=1e-12
+    )
+    assert (
+        (summary["p_baseline_holm"] >= summary["p_baseline"])
+        & (summary["p_baseline"] >= 0)
+        & (summary["p_baseline_holm"] <= 1)
+    ).all()
     assert smiling.p_baseline_holm < 1e-20 and bool(smiling.beats_baseline)
     assert male.p_baseline_holm > 0.05 and not male.beats_baseline
 
     # the files: summary.csv, summary.md, index.html
     root = _write_signal_store(tmp_path / "store", n=30)
     table = pa.Table.from_pylist(
-        [{**r, "y_true": r["y_true"].tolist(), "y_pred": r["y_pred"].tolist()}
-         for r in results.to_dict("records")], schema=RESULTS_SCHEMA)
+        [
+            {**r, "y_true": r["y_true"].tolist(), "y_pred": r["y_pred"].tolist()}
+            for r in results.to_dict("records")
+        ],
+        schema=RESULTS_SCHEMA,
+    )
     _commit_results(root, table)
     out = tmp_path / "report"
     made = build_report(root, out)
@@ -741,8 +966,11 @@ def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_pa
     for col in ("p_baseline", "p_baseline_holm", "beats_baseline"):
         assert col in csv.columns, col
     assert csv["beats_baseline"].to_dict() == {"Male": False, "Smiling": True}
-    np.testing.assert_allclose(csv.loc[["Smiling", "Male"], "p_baseline_holm"],
-                               summary.loc[["Smiling", "Male"], "p_baseline_holm"], rtol=1e-12)
+    np.testing.assert_allclose(
+        csv.loc[["Smiling", "Male"], "p_baseline_holm"],
+        summary.loc[["Smiling", "Male"], "p_baseline_holm"],
+        rtol=1e-12,
+    )
 
     p_sm = f"{smiling.p_baseline_holm:.2g}"
     p_ma = f"{male.p_baseline_holm:.2g}"
@@ -758,8 +986,10 @@ def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_pa
     assert cells["Male"][-1] == "no: not above baseline"  # although it beats forest
 
     summary_html = _section((out / "index.html").read_text(), "summary")
-    assert ("<th>beats baseline</th><th>AUC above chance</th><th>best beats all others</th>"
-            in summary_html)
+    assert (
+        "<th>beats baseline</th><th>AUC above chance</th><th>best beats all others</th>"
+        in summary_html
+    )
     assert csv["beats_all"].to_dict() == {"Male": False, "Smiling": True}  # the same guard
     assert csv.loc["Male", "verdict"] == "no: not above baseline"
     assert f'<td class="yes">yes (p_holm = {p_sm})</td>' in summary_html

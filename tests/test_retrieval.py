@@ -22,18 +22,35 @@ from tests.storefakes import write_feature_set
 ATTRS = ["Smiling", "Male", "Young", "Bangs", "Eyeglasses", "Wavy_Hair"]
 
 
-def _store(root: Path, x: np.ndarray, splits: list[str], labels: np.ndarray, *,
-           name: str = "toy-avg", attrs: list[str] = ATTRS, source: str = "celeba") -> dict:
+def _store(
+    root: Path,
+    x: np.ndarray,
+    splits: list[str],
+    labels: np.ndarray,
+    *,
+    name: str = "toy-avg",
+    attrs: list[str] = ATTRS,
+    source: str = "celeba",
+) -> dict:
     """A store with a labels table (``labels`` bool, rows x attrs) and one feature set."""
     ids = [f"{i:06d}.jpg" for i in range(1, len(x) + 1)]
     layout = store.Layout(root)
-    lab = pa.table({"image_id": ids, "split": splits,
-                    **{a: labels[:, j].astype(bool) for j, a in enumerate(attrs)}},
-                   schema=store.labels_schema(attrs))
+    lab = pa.table(
+        {
+            "image_id": ids,
+            "split": splits,
+            **{a: labels[:, j].astype(bool) for j, a in enumerate(attrs)},
+        },
+        schema=store.labels_schema(attrs),
+    )
     with store.TableWriter(layout, "labels") as w:
         pq.write_table(lab, w.data / "part-00000.parquet")
-        w.commit(store.base_manifest("labels", attributes=attrs, source=source,
-                                     counts={"rows": len(ids)}), has_errors=False)
+        w.commit(
+            store.base_manifest(
+                "labels", attributes=attrs, source=source, counts={"rows": len(ids)}
+            ),
+            has_errors=False,
+        )
     write_feature_set(root, name, ids, splits, x)
     return {"ids": ids, "splits": splits, "x": x, "labels": labels, "name": name}
 
@@ -121,7 +138,8 @@ def test_metrics_equal_brute_force(tmp_path, metric):
         for a in ATTRS:
             r = rows[(k, "attribute", a)]
             assert (r.top_k_accuracy, r.top_k_precision, r.map_at_k) == pytest.approx(
-                want[a][:3]), (k, a)
+                want[a][:3]
+            ), (k, a)
         for target in ("exact", "jaccard"):
             r = rows[(k, target, "*")]
             got = (r.top_k_accuracy, r.top_k_precision)
@@ -137,8 +155,20 @@ def test_metrics_equal_brute_force(tmp_path, metric):
 
 def test_same_split_excludes_the_query_itself(tmp_path):
     info = _random_store(tmp_path, seed=3)
-    assert _run(tmp_path, "--feature-set", "toy-avg", "--queries", "train", "--items", "train",
-                "--k", "1,4") == 0
+    assert (
+        _run(
+            tmp_path,
+            "--feature-set",
+            "toy-avg",
+            "--queries",
+            "train",
+            "--items",
+            "train",
+            "--k",
+            "1,4",
+        )
+        == 0
+    )
     rows = _rows(tmp_path, queries="train")
     for k in (1, 4):
         want = _brute(info, k, "cosine", queries="train", items="train")
@@ -213,18 +243,17 @@ def test_class_per_folder_source_is_single_label(tmp_path):
     cls = rng.integers(0, 3, n)
     x = (rng.normal(size=(n, 4)) + 2.0 * np.eye(3, 4)[cls]).astype(np.float32)
     splits = ["train"] * 60 + ["test"] * 30
-    info = _store(tmp_path, x, splits, np.eye(3, dtype=bool)[cls], attrs=classes,
-                  source="folder")
+    info = _store(tmp_path, x, splits, np.eye(3, dtype=bool)[cls], attrs=classes, source="folder")
     assert _run(tmp_path, "--feature-set", "toy-avg", "--k", "1,5") == 0
     rows = _rows(tmp_path)
     assert {t for _, t, _ in rows} == {"class"}
     qs = [i for i, s in enumerate(splits) if s == "test"]
     its = [i for i, s in enumerate(splits) if s == "train"]
     for k in (1, 5):
-        hits = [[cls[i] == cls[q] for i in _neighbours(info["x"], q, its, k, "cosine")]
-                for q in qs]
+        hits = [[cls[i] == cls[q] for i in _neighbours(info["x"], q, its, k, "cosine")] for q in qs]
         assert rows[(k, "class", "*")].top_k_accuracy == pytest.approx(
-            np.mean([any(h) for h in hits]))
+            np.mean([any(h) for h in hits])
+        )
         assert rows[(k, "class", "*")].top_k_precision == pytest.approx(np.mean(hits))
         for c, name in enumerate(classes):
             mine = [h for h, q in zip(hits, qs) if cls[q] == c]
@@ -236,12 +265,17 @@ def test_rerun_is_done_changed_set_reruns_other_settings_kept(tmp_path, capsys):
     info = _random_store(tmp_path)
     assert _run(tmp_path, "--feature-set", "toy-avg", "--k", "1,5") == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("retrieve time: read ") and " search " in line and " metrics " in line \
-        and " commit " in line, line
+    assert (
+        line.startswith("retrieve time: read ")
+        and " search " in line
+        and " metrics " in line
+        and " commit " in line
+    ), line
     manifest_path = store.Layout(tmp_path).manifest_path("retrieval/toy-avg")
     first = json.loads(manifest_path.read_text())
     assert first["feature_set_content"] == store.fs_fingerprint(
-        store.feature_set_manifest(tmp_path, "toy-avg"))
+        store.feature_set_manifest(tmp_path, "toy-avg")
+    )
     capsys.readouterr()
     assert _run(tmp_path, "--feature-set", "toy-avg", "--k", "1,5") == 0
     assert "already done" in capsys.readouterr().out
@@ -255,20 +289,24 @@ def test_rerun_is_done_changed_set_reruns_other_settings_kept(tmp_path, capsys):
     assert "already done" not in capsys.readouterr().out
     df = read_retrieval(str(tmp_path), "toy-avg")
     assert set(df["metric"]) == {"cosine"}
-    assert set(df["feature_set_content"]) == {store.fs_fingerprint(
-        store.feature_set_manifest(tmp_path, "toy-avg"))}
+    assert set(df["feature_set_content"]) == {
+        store.fs_fingerprint(store.feature_set_manifest(tmp_path, "toy-avg"))
+    }
 
 
-@pytest.mark.parametrize("args", [
-    ["--feature-set", "../bad name"],
-    ["--feature-set", "no-such-set"],
-    ["--feature-set", "toy-avg", "--k", "0"],
-    ["--feature-set", "toy-avg", "--k", "1,five"],
-    ["--feature-set", "toy-avg", "--k", "1000"],
-    ["--feature-set", "toy-avg", "--metric", "dot"],
-    ["--feature-set", "toy-avg", "--queries", "holdout"],
-    ["--feature-set", "toy-avg", "--attributes", "Bald"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--feature-set", "../bad name"],
+        ["--feature-set", "no-such-set"],
+        ["--feature-set", "toy-avg", "--k", "0"],
+        ["--feature-set", "toy-avg", "--k", "1,five"],
+        ["--feature-set", "toy-avg", "--k", "1000"],
+        ["--feature-set", "toy-avg", "--metric", "dot"],
+        ["--feature-set", "toy-avg", "--queries", "holdout"],
+        ["--feature-set", "toy-avg", "--attributes", "Bald"],
+    ],
+)
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, args):
     _random_store(tmp_path)
     capsys.readouterr()
@@ -284,15 +322,22 @@ def test_table_read_by_duckdb_glob_with_hive_partitioning(tmp_path):
     for name in ("toy-avg", "other-avg"):
         assert _run(tmp_path, "--feature-set", name, "--k", "5") == 0
     glob = str(tmp_path / "retrieval" / "**" / "*.parquet")
-    got = duckdb.sql(f"SELECT feature_set, count(*) AS n, max(top_k_precision) AS p FROM "
-                     f"read_parquet('{glob}', hive_partitioning = true) WHERE k = 5 AND "
-                     f"target = 'mean' GROUP BY feature_set ORDER BY feature_set").fetchall()
+    got = duckdb.sql(
+        f"SELECT feature_set, count(*) AS n, max(top_k_precision) AS p FROM "
+        f"read_parquet('{glob}', hive_partitioning = true) WHERE k = 5 AND "
+        f"target = 'mean' GROUP BY feature_set ORDER BY feature_set"
+    ).fetchall()
     assert [(fs, n) for fs, n, _ in got] == [("other-avg", 1), ("toy-avg", 1)]
     assert all(0.0 <= p <= 1.0 for _, _, p in got)
-    files = sorted(p.relative_to(tmp_path).as_posix()
-                   for p in (tmp_path / "retrieval").rglob("*") if p.is_file())
-    assert files == ["retrieval/feature_set=other-avg/part-00000.parquet",
-                     "retrieval/feature_set=toy-avg/part-00000.parquet"]
+    files = sorted(
+        p.relative_to(tmp_path).as_posix()
+        for p in (tmp_path / "retrieval").rglob("*")
+        if p.is_file()
+    )
+    assert files == [
+        "retrieval/feature_set=other-avg/part-00000.parquet",
+        "retrieval/feature_set=toy-avg/part-00000.parquet",
+    ]
 
 
 def test_on_a_store_built_by_the_real_jobs(job_store, tmp_path):
@@ -305,8 +350,22 @@ def test_on_a_store_built_by_the_real_jobs(job_store, tmp_path):
     root = tmp_path / "store"
     shutil.copytree(job_store, root)
     name = f"{JOB_FS}-pca4"
-    assert _run(root, "--feature-set", name, "--queries", "train", "--items", "train",
-                "--k", "1,3", "--metric", "l2") == 0
+    assert (
+        _run(
+            root,
+            "--feature-set",
+            name,
+            "--queries",
+            "train",
+            "--items",
+            "train",
+            "--k",
+            "1,3",
+            "--metric",
+            "l2",
+        )
+        == 0
+    )
     attrs = store.read_manifest(store.Layout(root), "labels")["attributes"]
     table = store.read_arrow(root, name, splits=["train"])
     x = store.embedding_matrix(table, 4, name)
@@ -317,5 +376,6 @@ def test_on_a_store_built_by_the_real_jobs(job_store, tmp_path):
     for a_i, a in enumerate(attrs[:3]):
         y = labels[:, a_i]
         assert rows[(3, "attribute", a)].top_k_precision == pytest.approx(
-            np.mean([[y[i] == y[q] for i in nn[q]] for q in range(len(y))]))
+            np.mean([[y[i] == y[q] for i in nn[q]] for q in range(len(y))])
+        )
     assert rows[(1, "exact", "*")].n_queries == table.num_rows

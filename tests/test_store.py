@@ -32,17 +32,27 @@ def toy(tmp_path):
 
 
 def test_read_spark_returns_the_rows_the_store_holds(spark, toy):
-    df = store.read_spark(spark, toy["root"], "toy-avg", splits=["train", "test"],
-                          attributes=["Smiling"])
-    schema = StructType([StructField("image_id", StringType()), StructField("split", StringType()),
-                         StructField("embedding", ArrayType(FloatType())),
-                         StructField("Smiling", BooleanType())])
-    rows = [(toy["ids"][i], s, [float(v) for v in toy["x"][i]], bool(toy["labels"]["Smiling"][i]))
-            for i, s in enumerate(toy["splits"]) if s in ("train", "test")]
+    df = store.read_spark(
+        spark, toy["root"], "toy-avg", splits=["train", "test"], attributes=["Smiling"]
+    )
+    schema = StructType(
+        [
+            StructField("image_id", StringType()),
+            StructField("split", StringType()),
+            StructField("embedding", ArrayType(FloatType())),
+            StructField("Smiling", BooleanType()),
+        ]
+    )
+    rows = [
+        (toy["ids"][i], s, [float(v) for v in toy["x"][i]], bool(toy["labels"]["Smiling"][i]))
+        for i, s in enumerate(toy["splits"])
+        if s in ("train", "test")
+    ]
     expected = spark.createDataFrame(rows, schema)
     assert df.columns == ["image_id", "split", "embedding", "Smiling"]
-    assert_approx_df_equality(df, expected, precision=0.0, ignore_row_order=True,
-                              ignore_nullable=True)
+    assert_approx_df_equality(
+        df, expected, precision=0.0, ignore_row_order=True, ignore_nullable=True
+    )
 
 
 def test_read_arrow_pandas_and_xy_are_exact(toy):
@@ -50,8 +60,7 @@ def test_read_arrow_pandas_and_xy_are_exact(toy):
     assert t.column_names == ["image_id", "split", "embedding", "Male", "Smiling"]
     assert t["image_id"].to_pylist() == toy["ids"]
     assert t["split"].to_pylist() == toy["splits"]
-    np.testing.assert_array_equal(np.array(t["embedding"].to_pylist(), dtype=np.float32),
-                                  toy["x"])
+    np.testing.assert_array_equal(np.array(t["embedding"].to_pylist(), dtype=np.float32), toy["x"])
     assert t["Male"].to_pylist() == toy["labels"]["Male"].tolist()
 
     pdf = store.read_pandas(toy["root"], "toy-avg", splits=["val"], attributes=[])
@@ -81,8 +90,7 @@ def test_duckdb_reads_a_feature_set_joined_with_labels_by_path(toy):
         ORDER BY f.image_id
     """).fetchall()
     train = [i for i, s in enumerate(toy["splits"]) if s == "train"]
-    assert rows == [(toy["ids"][i], "train", 4, bool(toy["labels"]["Smiling"][i]))
-                    for i in train]
+    assert rows == [(toy["ids"][i], "train", 4, bool(toy["labels"]["Smiling"][i])) for i in train]
 
 
 def test_uncommitted_feature_set_is_invisible(toy):
@@ -140,7 +148,10 @@ def test_cli_ls_and_describe_feature_set(toy, capsys):
     assert row.split()[1:5] == ["features", "12", "rows", "4"] and row.endswith("  ok")
     assert cli_main(["describe", str(toy["root"]), "toy-avg", "--check"]) == 0
     out = capsys.readouterr().out
-    assert "toy-avg (features)" in out and "3 files match the manifest (sizes, row counts, sha256)" in out
+    assert (
+        "toy-avg (features)" in out
+        and "3 files match the manifest (sizes, row counts, sha256)" in out
+    )
     assert cli_main(["ls", str(toy["root"] / "nope")]) == 2
     assert "no such store folder" in capsys.readouterr().err
 
@@ -151,7 +162,8 @@ def test_embedding_matrix_refuses_rows_of_the_wrong_width():
     ok = pa.table({"embedding": pa.array([[1, 2, 3, 4], [5, 6, 7, 8]], pa.list_(pa.float32()))})
     x = store.embedding_matrix(ok, 4, "fs")
     assert x.dtype == np.float32 and x.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
-    uneven = pa.table({"embedding": pa.array([[1, 2, 3], [4, 5, 6, 7, 8]],
-                                             pa.list_(pa.float32()))})  # 8 values = 2 x 4
+    uneven = pa.table(
+        {"embedding": pa.array([[1, 2, 3], [4, 5, 6, 7, 8]], pa.list_(pa.float32()))}
+    )  # 8 values = 2 x 4
     with pytest.raises(StoreError, match="embeddings are not all 4 long"):
         store.embedding_matrix(uneven, 4, "fs")

@@ -24,8 +24,9 @@ def test_job_written_sets_are_fixed_size_lists(job_store, name, dim):
     assert files
     for f in files:  # extract's (Spark-written, rewritten at commit) and reduce's alike
         assert pq.read_schema(f).field("embedding").type == store.embedding_type(dim)
-        assert not any(pq.ParquetFile(f).metadata.row_group(0).column(i).has_dictionary_page
-                       for i in range(2))
+        assert not any(
+            pq.ParquetFile(f).metadata.row_group(0).column(i).has_dictionary_page for i in range(2)
+        )
 
 
 def test_polars_sees_an_array_and_takes_its_mean(job_store):
@@ -45,8 +46,10 @@ def test_duckdb_array_cosine_similarity_without_a_cast(job_store):
     import duckdb
     import pyarrow.dataset as ds
 
-    features = ds.dataset(store.Layout(job_store).features(JOB_FS),  # noqa: F841 (DuckDB: by name)
-                          partitioning="hive").to_table()
+    features = ds.dataset(  # noqa: F841 (DuckDB reads it by name)
+        store.Layout(job_store).features(JOB_FS),
+        partitioning="hive",
+    ).to_table()
     ((typ,),) = duckdb.sql("SELECT typeof(embedding) FROM features LIMIT 1").fetchall()
     assert typ == "FLOAT[1280]"
     top = duckdb.sql("""
@@ -107,12 +110,21 @@ def test_a_row_of_another_width_is_refused_at_commit(tmp_path):
     ids, splits = ["a", "b"], ["train", "train"]
     with store.TableWriter(store.Layout(root), store.features_id("bad")) as w:
         (w.data / "split=train").mkdir(parents=True)
-        pq.write_table(pa.table({"image_id": ids, "embedding": pa.array(
-            [[1.0, 2.0, 3.0], [1.0]], pa.list_(pa.float32()))}),
-            w.data / "split=train" / "part-0.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "image_id": ids,
+                    "embedding": pa.array([[1.0, 2.0, 3.0], [1.0]], pa.list_(pa.float32())),
+                }
+            ),
+            w.data / "split=train" / "part-0.parquet",
+        )
         store.write_errors(w.errors, [])
         with pytest.raises(StoreError, match="not all 3 long"):
-            w.commit(store.base_manifest("features", name="bad", dim=3, model="toy",
-                                         counts={"ok": 2, "errors": 0}))
+            w.commit(
+                store.base_manifest(
+                    "features", name="bad", dim=3, model="toy", counts={"ok": 2, "errors": 0}
+                )
+            )
     assert splits  # nothing committed
     assert store.read_manifest(store.Layout(root), store.features_id("bad")) is None

@@ -24,8 +24,10 @@ MODELS = ["lasso", "forest", "dense", "bottleneck4-lasso", "bottleneck4-forest"]
 
 
 def reason(n: int, value: int) -> str:
-    return f"training sample has one class only: all {n} labels are {value}; " \
-           "a classifier needs both 0 and 1"
+    return (
+        f"training sample has one class only: all {n} labels are {value}; "
+        "a classifier needs both 0 and 1"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,12 @@ def data() -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for split, n in (("train", N_TRAIN), ("val", N_VAL), ("test", N_TEST)):
         x = rng.normal(size=(n, DIM)).astype(np.float32)
-        out[split] = {"x": x, "signal": (x[:, 0] + 0.2 * rng.normal(size=n) > 0).astype(np.int8),
-                      "zeros": np.zeros(n, np.int8), "ones": np.ones(n, np.int8)}
+        out[split] = {
+            "x": x,
+            "signal": (x[:, 0] + 0.2 * rng.normal(size=n) > 0).astype(np.int8),
+            "zeros": np.zeros(n, np.int8),
+            "ones": np.ones(n, np.int8),
+        }
     return out
 
 
@@ -53,8 +59,18 @@ def fit_one(model: str, data, label: str):
         return fit_dense(tr["x"], tr[label], va["x"], va["signal"], te["x"], **FAST["dense"])
     second = model.split("-")[1]
     kw = {"n_estimators": 10} if second == "forest" else {"cs": 3}
-    return fit_bottleneck(tr["x"], tr[label], va["x"], va["signal"], te["x"], k=4, second=second,
-                          folds=3, **{k: v for k, v in FAST["dense"].items()}, **kw)
+    return fit_bottleneck(
+        tr["x"],
+        tr[label],
+        va["x"],
+        va["signal"],
+        te["x"],
+        k=4,
+        second=second,
+        folds=3,
+        **{k: v for k, v in FAST["dense"].items()},
+        **kw,
+    )
 
 
 # --------------------------------------------------------------------------- fitting functions
@@ -77,8 +93,9 @@ def test_multilabel_gives_the_constant_attribute_the_same_error_and_fits_the_oth
     def labels(split):
         return np.stack([split["zeros"], split["signal"], split["ones"]], axis=1)
 
-    results = fit_multilabel(tr["x"], labels(tr), va["x"], labels(va), te["x"],
-                             attributes=names, **FAST["dense"])
+    results = fit_multilabel(
+        tr["x"], labels(tr), va["x"], labels(va), te["x"], attributes=names, **FAST["dense"]
+    )
     assert list(results) == names
     zeros, signal, ones = (results[n] for n in names)
     assert isinstance(zeros, FitError) and isinstance(ones, FitError)
@@ -90,8 +107,9 @@ def test_multilabel_gives_the_constant_attribute_the_same_error_and_fits_the_oth
     # the constant columns are not outputs of the head: it has one, Signal's
     assert signal.estimator.outputs == 1
     assert signal.params["outputs"] == ["Signal"] and signal.params["n_attributes"] == 3
-    np.testing.assert_allclose(signal.estimator.predict_proba(te["x"])[:, 0], signal.y_score,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        signal.estimator.predict_proba(te["x"])[:, 0], signal.y_score, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_multilabel_with_every_attribute_constant_is_an_error(data):
@@ -101,13 +119,16 @@ def test_multilabel_with_every_attribute_constant_is_an_error(data):
     y_tr = np.stack([tr["zeros"], tr["ones"]], axis=1)
     y_va = np.stack([va["signal"], va["signal"]], axis=1)
     with pytest.raises(SingleClassError) as err:
-        fit_multilabel(tr["x"], y_tr, va["x"], y_va, te["x"], attributes=["A", "B"],
-                       **FAST["dense"])
-    assert str(err.value) == (f"no attribute can be fitted: A: {reason(N_TRAIN, 0)}; "
-                              f"B: {reason(N_TRAIN, 1)}")
+        fit_multilabel(
+            tr["x"], y_tr, va["x"], y_va, te["x"], attributes=["A", "B"], **FAST["dense"]
+        )
+    assert str(err.value) == (
+        f"no attribute can be fitted: A: {reason(N_TRAIN, 0)}; B: {reason(N_TRAIN, 1)}"
+    )
     with pytest.raises(SingleClassError) as one:
-        fit_multilabel(tr["x"], tr["zeros"], va["x"], va["signal"], te["x"], attributes=["A"],
-                       **FAST["dense"])
+        fit_multilabel(
+            tr["x"], tr["zeros"], va["x"], va["signal"], te["x"], attributes=["A"], **FAST["dense"]
+        )
     assert str(one.value) == reason(N_TRAIN, 0)  # a single attribute: the plain message
 
 
@@ -127,12 +148,16 @@ def _store(root, data, attributes: dict[str, str]):
         for a, label in attributes.items():
             cols[a] += d[label].astype(bool).tolist()
     attrs = sorted(attributes)
-    table = pa.table({"image_id": ids, "split": splits, **{a: cols[a] for a in attrs}},
-                     schema=store.labels_schema(attrs))
+    table = pa.table(
+        {"image_id": ids, "split": splits, **{a: cols[a] for a in attrs}},
+        schema=store.labels_schema(attrs),
+    )
     with store.TableWriter(store.Layout(root), "labels") as w:
         pq.write_table(table, w.data / "part-00000.parquet")
-        w.commit(store.base_manifest("labels", attributes=attrs, counts={"rows": len(ids)}),
-                 has_errors=False)
+        w.commit(
+            store.base_manifest("labels", attributes=attrs, counts={"rows": len(ids)}),
+            has_errors=False,
+        )
     write_feature_set(root, "toy", ids, splits, np.concatenate(xs))
     return root
 
@@ -140,15 +165,25 @@ def _store(root, data, attributes: dict[str, str]):
 def _cfg(**kw):
     from featstore.train.grid import GridConfig
 
-    return GridConfig(feature_sets=("toy",), folds=3, lasso_cs=3, forest_trees=10,
-                      forest_max_features=("sqrt",), dense_epochs=3, dense_patience=2,
-                      dense_batch_size=32, bootstrap=50, **kw)
+    return GridConfig(
+        feature_sets=("toy",),
+        folds=3,
+        lasso_cs=3,
+        forest_trees=10,
+        forest_max_features=("sqrt",),
+        dense_epochs=3,
+        dense_patience=2,
+        dense_batch_size=32,
+        bootstrap=50,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
 def mixed_store(tmp_path_factory, data):
-    return _store(tmp_path_factory.mktemp("constant") / "store", data,
-                  {"Const": "zeros", "Signal": "signal"})
+    return _store(
+        tmp_path_factory.mktemp("constant") / "store", data, {"Const": "zeros", "Signal": "signal"}
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -166,9 +201,10 @@ def test_grid_rows_of_a_multilabel_cell_with_a_constant_attribute(mixed_store):
     from featstore.train.grid import ALL_ATTRIBUTES, Cell, run_cell
 
     cfg = _cfg(save_models=True)
-    rows = {r["attribute"]: r for r in run_cell(str(mixed_store),
-                                                Cell(ALL_ATTRIBUTES, "toy", "multilabel", 0, 0),
-                                                cfg)}
+    rows = {
+        r["attribute"]: r
+        for r in run_cell(str(mixed_store), Cell(ALL_ATTRIBUTES, "toy", "multilabel", 0, 0), cfg)
+    }
     assert sorted(rows) == ["Const", "Signal"]
     const, signal = rows["Const"], rows["Signal"]
     # the same row a lasso cell of that attribute gets
@@ -191,8 +227,9 @@ def test_grid_multilabel_cell_with_every_attribute_constant_is_one_error_row(tmp
     root = _store(tmp_path / "store", data, {"Never": "zeros", "Always": "ones"})
     (row,) = run_cell(str(root), Cell(ALL_ATTRIBUTES, "toy", "multilabel", 0, 0), _cfg())
     assert (row["attribute"], row["status"]) == (ALL_ATTRIBUTES, "error")
-    assert row["reason"] == (f"no attribute can be fitted: Always: {reason(N_TRAIN, 1)}; "
-                             f"Never: {reason(N_TRAIN, 0)}")
+    assert row["reason"] == (
+        f"no attribute can be fitted: Always: {reason(N_TRAIN, 1)}; Never: {reason(N_TRAIN, 0)}"
+    )
 
 
 def test_multilabel_from_a_dataset_reports_the_constant_attribute_too(data):
@@ -203,8 +240,16 @@ def test_multilabel_from_a_dataset_reports_the_constant_attribute_too(data):
     y_tr = np.stack([tr["signal"], tr["ones"]], axis=1).astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((tr["x"], y_tr)).batch(32)
     y_va = np.stack([va["signal"], va["signal"]], axis=1)
-    results = fit_multilabel(None, None, va["x"], y_va, te["x"], attributes=["Signal", "Ones"],
-                             train_data=ds, **FAST["dense"])
+    results = fit_multilabel(
+        None,
+        None,
+        va["x"],
+        y_va,
+        te["x"],
+        attributes=["Signal", "Ones"],
+        train_data=ds,
+        **FAST["dense"],
+    )
     assert (results["Ones"].status, results["Ones"].reason) == ("error", reason(N_TRAIN, 1))
     signal = results["Signal"]
     assert (signal.status, signal.y_pred.shape) == ("ok", (N_TEST,))

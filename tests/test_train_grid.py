@@ -15,18 +15,36 @@ from featstore.train.grid import read_results
 from jobs import train as train_job
 from tests.storefakes import write_feature_set
 
-FAST = ["--set", "train.folds=3", "--set", "train.forest_folds=3", "--set", "train.forest_trees=20", "--set",
-        "train.dense_epochs=8", "--set", "train.bootstrap=200", "--set", "train.lasso_cs=4"]
+FAST = [
+    "--set",
+    "train.folds=3",
+    "--set",
+    "train.forest_folds=3",
+    "--set",
+    "train.forest_trees=20",
+    "--set",
+    "train.dense_epochs=8",
+    "--set",
+    "train.bootstrap=200",
+    "--set",
+    "train.lasso_cs=4",
+]
 
 
 def write_labels(root, ids, splits, labels):
     """A committed labels table (one bool column per attribute), through the store's writer."""
     attrs = list(labels)
     with store.TableWriter(store.Layout(root), "labels") as w:
-        pq.write_table(pa.table({"image_id": ids, "split": splits, **labels},
-                                schema=store.labels_schema(attrs)), w.data / "p.parquet")
-        w.commit(store.base_manifest("labels", attributes=attrs, counts={"rows": len(ids)}),
-                 has_errors=False)
+        pq.write_table(
+            pa.table(
+                {"image_id": ids, "split": splits, **labels}, schema=store.labels_schema(attrs)
+            ),
+            w.data / "p.parquet",
+        )
+        w.commit(
+            store.base_manifest("labels", attributes=attrs, counts={"rows": len(ids)}),
+            has_errors=False,
+        )
 
 
 def _signal_store(root, n=360, dim=8, seed=0):
@@ -54,11 +72,22 @@ def sig_store(tmp_path):
 
 
 def test_every_cell_once_and_error_rows(spark, sig_store, capsys):
-    grid = ["--attributes", "Smiling,Male,Bald,Attractive", "--models", "lasso,forest,dense",
-            "--train-sizes", "0,5000", *FAST]
+    grid = [
+        "--attributes",
+        "Smiling,Male,Bald,Attractive",
+        "--models",
+        "lasso,forest,dense",
+        "--train-sizes",
+        "0,5000",
+        *FAST,
+    ]
     # a feature set that is not committed: refused before Spark starts, nothing written
-    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig,missing", *grid],
-                          spark=spark) == 2
+    assert (
+        train_job.main(
+            ["--store", str(sig_store), "--feature-sets", "sig,missing", *grid], spark=spark
+        )
+        == 2
+    )
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("featstore:")]
     assert len(err) == 1 and "no committed feature set 'missing'" in err[0], err
     assert store.read_manifest(store.Layout(sig_store), "results") is None
@@ -88,21 +117,44 @@ def test_every_cell_once_and_error_rows(spark, sig_store, capsys):
     out = capsys.readouterr().out
     assert "results: " in out
     # where the time went: the driver's phases, then the fits' own split, summed over the tasks
-    timing = re.search(r"^train time: plan [\d.]+ s \(\d+%\), fits [\d.]+ s \(\d+%\), merge "
-                       r"and commit [\d.]+ s \(\d+%\) of ([\d.]+) s; fits: read features \d+%, "
-                       r"fit \d+%, save models \d+%, evaluate \d+%, write \d+% of ([\d.]+) "
-                       r"task-s in 24 fits$", out, re.M)
+    timing = re.search(
+        r"^train time: plan [\d.]+ s \(\d+%\), fits [\d.]+ s \(\d+%\), merge "
+        r"and commit [\d.]+ s \(\d+%\) of ([\d.]+) s; fits: read features \d+%, "
+        r"fit \d+%, save models \d+%, evaluate \d+%, write \d+% of ([\d.]+) "
+        r"task-s in 24 fits$",
+        out,
+        re.M,
+    )
     assert timing, out
     manifest = store.read_manifest(store.Layout(sig_store), "results")
-    assert set(manifest["timing"]["fits"]) == {"read features", "fit", "save models",
-                                               "evaluate", "write"}
+    assert set(manifest["timing"]["fits"]) == {
+        "read features",
+        "fit",
+        "save models",
+        "evaluate",
+        "write",
+    }
     assert manifest["timing"]["fits"]["fit"] > 0
 
 
 def test_signal_attributes_beat_baseline_and_noise_does_not(spark, sig_store):
-    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig",
-                           "--attributes", "Smiling,Male,Attractive", "--models", "lasso,forest",
-                           *FAST], spark=spark) == 0
+    assert (
+        train_job.main(
+            [
+                "--store",
+                str(sig_store),
+                "--feature-sets",
+                "sig",
+                "--attributes",
+                "Smiling,Male,Attractive",
+                "--models",
+                "lasso,forest",
+                *FAST,
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     res = read_results(sig_store).set_index(["attribute", "model"])
     for model in ("lasso", "forest"):
         for attr in ("Smiling", "Male"):
@@ -115,8 +167,19 @@ def test_signal_attributes_beat_baseline_and_noise_does_not(spark, sig_store):
 
 
 def test_interrupted_grid_resumes_without_repeating_fits(spark, sig_store):
-    args = ["--store", str(sig_store), "--feature-sets", "sig-pca4", "--attributes",
-            "Smiling,Male", "--models", "lasso,forest", "--train-sizes", "0,100", *FAST]
+    args = [
+        "--store",
+        str(sig_store),
+        "--feature-sets",
+        "sig-pca4",
+        "--attributes",
+        "Smiling,Male",
+        "--models",
+        "lasso,forest",
+        "--train-sizes",
+        "0,100",
+        *FAST,
+    ]
     assert train_job.main(args, spark=spark) == 0
     layout = store.Layout(sig_store)
     cells = sorted(layout.cells.glob("*.parquet"))
@@ -135,11 +198,19 @@ def test_interrupted_grid_resumes_without_repeating_fits(spark, sig_store):
 
 
 def test_bad_grid_fails_before_spark(sig_store, capsys):
-    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig",
-                           "--models", "lasso,svm"]) == 2
+    assert (
+        train_job.main(
+            ["--store", str(sig_store), "--feature-sets", "sig", "--models", "lasso,svm"]
+        )
+        == 2
+    )
     assert "unknown model 'svm'" in capsys.readouterr().err
-    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig",
-                           "--attributes", "Smilling"]) == 2
+    assert (
+        train_job.main(
+            ["--store", str(sig_store), "--feature-sets", "sig", "--attributes", "Smilling"]
+        )
+        == 2
+    )
     assert "unknown attribute 'Smilling'" in capsys.readouterr().err
     layout = store.Layout(sig_store)
     assert not layout.results.exists() and not layout.cells.exists()
@@ -148,9 +219,27 @@ def test_bad_grid_fails_before_spark(sig_store, capsys):
 
 def test_original_study_protocol_first_n_and_custom_split(spark, sig_store):
     """conf/seed_male_8k.yaml's protocol: the first N images, split by fixed counts."""
-    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig", "--attributes",
-                           "Smiling", "--models", "lasso", "--set", "train.first_n=200",
-                           "--set", "train.custom_split=[60,20,120]", *FAST], spark=spark) == 0
+    assert (
+        train_job.main(
+            [
+                "--store",
+                str(sig_store),
+                "--feature-sets",
+                "sig",
+                "--attributes",
+                "Smiling",
+                "--models",
+                "lasso",
+                "--set",
+                "train.first_n=200",
+                "--set",
+                "train.custom_split=[60,20,120]",
+                *FAST,
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     row = read_results(sig_store).iloc[0]
     assert (row.status, row.n_train, row.n_val, row.n_test) == ("ok", 60, 20, 120)
     assert len(row.y_pred) == 120
@@ -169,15 +258,29 @@ def test_forest_selection_config_key(tmp_path, capsys):
     assert GridConfig().forest_selection == "oob"
     assert load_config(CONF_DIR / "train.yaml").train.forest_selection == "oob"
     assert load_config(overrides=["train.forest_selection=cv"]).train.forest_selection == "cv"
-    with pytest.raises(ConfigError, match=r"train\.forest_selection: expected one of oob, cv, "
-                                          r"got 'bag'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"train\.forest_selection: expected one of oob, cv, "
+        r"got 'bag'",
+    ):
         load_config(overrides=["train.forest_selection=bag"])
     with pytest.raises(ConfigError, match="got 'OOB'"):
         GridConfig(forest_selection="OOB")
     # the job refuses it before starting Spark or writing anything
     store_root = _signal_store(tmp_path / "store")
-    assert train_job.main(["--store", str(store_root), "--feature-sets", "sig",
-                           "--set", "train.forest_selection=bag"]) == 2
+    assert (
+        train_job.main(
+            [
+                "--store",
+                str(store_root),
+                "--feature-sets",
+                "sig",
+                "--set",
+                "train.forest_selection=bag",
+            ]
+        )
+        == 2
+    )
     assert "train.forest_selection: expected one of oob, cv" in capsys.readouterr().err
     layout = store.Layout(store_root)
     assert not layout.results.exists() and not layout.cells.exists()
@@ -188,10 +291,22 @@ def test_forest_selection_config_key(tmp_path, capsys):
 def test_forest_cell_with_selection(sig_store, selection):
     from featstore.train.grid import Cell, GridConfig, run_cell
 
-    cfg = GridConfig(feature_sets=("sig",), forest_trees=20, forest_folds=3, bootstrap=200,
-                     forest_selection=selection, dense_epochs=3)
-    other = GridConfig(feature_sets=("sig",), forest_trees=20, forest_folds=3, bootstrap=200,
-                       forest_selection="cv" if selection == "oob" else "oob", dense_epochs=3)
+    cfg = GridConfig(
+        feature_sets=("sig",),
+        forest_trees=20,
+        forest_folds=3,
+        bootstrap=200,
+        forest_selection=selection,
+        dense_epochs=3,
+    )
+    other = GridConfig(
+        feature_sets=("sig",),
+        forest_trees=20,
+        forest_folds=3,
+        bootstrap=200,
+        forest_selection="cv" if selection == "oob" else "oob",
+        dense_epochs=3,
+    )
     cell = Cell("Male", "sig", "forest", 0, 0)
     assert cell.key(cfg) != cell.key(other)  # a grid re-run with the other setting re-fits
     (row,) = run_cell(str(sig_store), cell, cfg)
@@ -225,8 +340,14 @@ def test_every_grid_setting_is_in_the_cell_or_a_settings_group():
 
     from featstore.train import grid
 
-    groups = (grid.GRID_AXES, grid.DATA_SETTINGS, grid.LASSO_SETTINGS, grid.FOREST_SETTINGS,
-              grid.FOREST_CV_SETTINGS, grid.DENSE_SETTINGS)
+    groups = (
+        grid.GRID_AXES,
+        grid.DATA_SETTINGS,
+        grid.LASSO_SETTINGS,
+        grid.FOREST_SETTINGS,
+        grid.FOREST_CV_SETTINGS,
+        grid.DENSE_SETTINGS,
+    )
     classified = {name for g in groups for name in g}
     assert {f.name for f in fields(grid.GridConfig)} == classified
 
@@ -237,16 +358,28 @@ def test_cell_key_changes_only_with_the_settings_of_its_model():
     from featstore.train.grid import Cell, GridConfig
 
     base = GridConfig(feature_sets=("sig",))
-    cells = {m: Cell("Male", "sig", m, 0, 0) for m in
-             ("lasso", "forest", "dense", "multilabel", "bottleneck20-lasso",
-              "bottleneck20-forest")}
+    cells = {
+        m: Cell("Male", "sig", m, 0, 0)
+        for m in (
+            "lasso",
+            "forest",
+            "dense",
+            "multilabel",
+            "bottleneck20-lasso",
+            "bottleneck20-forest",
+        )
+    }
 
     def changed(**kw) -> set[str]:
         other = replace(base, **kw)
         return {m for m, c in cells.items() if c.key(base) != c.key(other)}
 
-    assert changed(dense_epochs=7) == {"dense", "multilabel", "bottleneck20-lasso",
-                                       "bottleneck20-forest"}
+    assert changed(dense_epochs=7) == {
+        "dense",
+        "multilabel",
+        "bottleneck20-lasso",
+        "bottleneck20-forest",
+    }
     assert changed(lasso_cs=3) == {"lasso", "bottleneck20-lasso"}
     assert changed(dense_hidden=(30, 10)) == {"dense", "multilabel"}  # bottleneck: k units
     assert changed(forest_trees=9) == {"forest", "bottleneck20-forest"}
@@ -261,10 +394,21 @@ def test_cell_key_changes_only_with_the_settings_of_its_model():
 def test_custom_split_is_drawn_per_seed_and_shared_by_the_models_of_a_seed(sig_store):
     from featstore.train.grid import Cell, GridConfig, run_cell
 
-    cfg = GridConfig(feature_sets=("sig",), first_n=200, custom_split=(60, 20, 120), folds=3,
-                     lasso_cs=3, forest_trees=20, bootstrap=100, dense_epochs=2)
-    rows = {(m, seed): run_cell(str(sig_store), Cell("Male", "sig", m, 0, seed), cfg)[0]
-            for m in ("lasso", "forest") for seed in (0, 1)}
+    cfg = GridConfig(
+        feature_sets=("sig",),
+        first_n=200,
+        custom_split=(60, 20, 120),
+        folds=3,
+        lasso_cs=3,
+        forest_trees=20,
+        bootstrap=100,
+        dense_epochs=2,
+    )
+    rows = {
+        (m, seed): run_cell(str(sig_store), Cell("Male", "sig", m, 0, seed), cfg)[0]
+        for m in ("lasso", "forest")
+        for seed in (0, 1)
+    }
     for row in rows.values():
         assert (row["status"], row["n_train"], row["n_val"], row["n_test"]) == ("ok", 60, 20, 120)
     assert rows["lasso", 0]["y_true"] == rows["forest", 0]["y_true"]

@@ -33,8 +33,10 @@ def _sample(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def data() -> dict[str, dict[str, np.ndarray]]:
     rng = np.random.default_rng(20261123)
-    return {split: _sample(rng, n) for split, n in
-            (("train", N_TRAIN), ("val", N_VAL), ("test", N_TEST))}
+    return {
+        split: _sample(rng, n)
+        for split, n in (("train", N_TRAIN), ("val", N_VAL), ("test", N_TEST))
+    }
 
 
 def _majority(y: np.ndarray) -> float:
@@ -111,9 +113,16 @@ def test_lasso_picks_the_sparsest_c_within_one_standard_error(data) -> None:
     params = result.params
     # the fold scores, computed directly with scikit-learn
     direct = LogisticRegressionCV(
-        Cs=12, l1_ratios=(1.0,), cv=StratifiedKFold(3, shuffle=True, random_state=0),
-        scoring="accuracy", solver="liblinear", tol=1e-5, intercept_scaling=1e4,
-        random_state=0, use_legacy_attributes=False, max_iter=1000,
+        Cs=12,
+        l1_ratios=(1.0,),
+        cv=StratifiedKFold(3, shuffle=True, random_state=0),
+        scoring="accuracy",
+        solver="liblinear",
+        tol=1e-5,
+        intercept_scaling=1e4,
+        random_state=0,
+        use_legacy_attributes=False,
+        max_iter=1000,
     ).fit(StandardScaler().fit_transform(tr["x"]), tr["signal"])
     folds = np.asarray(direct.scores_).reshape(3, -1)
     scores = folds.mean(axis=0).tolist()
@@ -157,18 +166,33 @@ def test_forest_deterministic_and_records_choice(data, fitted) -> None:
 OOB_CANDIDATES = (0.1, 0.5, "sqrt")  # 1, 8 and 4 of the 16 features: three different forests
 
 
-def _sklearn_oob_forests(x: np.ndarray, y: np.ndarray, candidates: tuple[Any, ...], *,
-                         seed: int = 0, max_samples: int | None = None) -> list[Any]:
+def _sklearn_oob_forests(
+    x: np.ndarray,
+    y: np.ndarray,
+    candidates: tuple[Any, ...],
+    *,
+    seed: int = 0,
+    max_samples: int | None = None,
+) -> list[Any]:
     """The forests fit_forest(selection="oob") should fit, built directly with scikit-learn
     (on the standardized training rows, as fit_forest standardizes)."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.preprocessing import StandardScaler
 
     xs = StandardScaler().fit_transform(x)
-    return [RandomForestClassifier(n_estimators=FOREST["n_estimators"], random_state=seed,
-                                   max_features=c, bootstrap=True, oob_score=True,
-                                   max_samples=max_samples, min_samples_leaf=1, n_jobs=1).fit(xs, y)
-            for c in candidates]
+    return [
+        RandomForestClassifier(
+            n_estimators=FOREST["n_estimators"],
+            random_state=seed,
+            max_features=c,
+            bootstrap=True,
+            oob_score=True,
+            max_samples=max_samples,
+            min_samples_leaf=1,
+            n_jobs=1,
+        ).fit(xs, y)
+        for c in candidates
+    ]
 
 
 def _within_one_se(scores: list[float], errors: list[float]) -> int:
@@ -180,12 +204,14 @@ def _within_one_se(scores: list[float], errors: list[float]) -> int:
 
 @pytest.fixture(scope="module")
 def oob_signal(data) -> FitResult:
-    return _fit("forest", data, "signal", selection="oob", max_features=OOB_CANDIDATES,
-                max_samples=200)
+    return _fit(
+        "forest", data, "signal", selection="oob", max_features=OOB_CANDIDATES, max_samples=200
+    )
 
 
-def test_forest_oob_picks_the_first_candidate_within_one_se_and_its_forest(data,
-                                                                          oob_signal) -> None:
+def test_forest_oob_picks_the_first_candidate_within_one_se_and_its_forest(
+    data, oob_signal
+) -> None:
     from sklearn.preprocessing import StandardScaler
 
     tr, te = data["train"], data["test"]
@@ -270,8 +296,9 @@ def test_forest_oob_other_scorings(data) -> None:
     from sklearn.metrics import roc_auc_score
 
     tr = data["train"]
-    result = _fit("forest", data, "signal", selection="oob", max_features=OOB_CANDIDATES,
-                  scoring="roc_auc")
+    result = _fit(
+        "forest", data, "signal", selection="oob", max_features=OOB_CANDIDATES, scoring="roc_auc"
+    )
     direct = _sklearn_oob_forests(tr["x"], tr["signal"], OOB_CANDIDATES)
     expected = [roc_auc_score(tr["signal"], f.oob_decision_function_[:, 1]) for f in direct]
     assert [s for _, s in result.params["candidate_scores"]] == pytest.approx(expected)
@@ -291,12 +318,15 @@ def test_forest_oob_coverage_low_warns_too_low_raises(data, caplog) -> None:
     from sklearn.preprocessing import StandardScaler
 
     tr = data["train"]
-    with caplog.at_level(logging.WARNING, logger="featstore.train.forest"), \
-            warnings.catch_warnings():
+    with (
+        caplog.at_level(logging.WARNING, logger="featstore.train.forest"),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("error")  # scikit-learn's own warning is handled, not passed on
         few = _fit("forest", data, "signal", selection="oob", n_estimators=3)
-    direct = RandomForestClassifier(n_estimators=3, random_state=0, oob_score=True,
-                                    max_features=few.params["max_features"])
+    direct = RandomForestClassifier(
+        n_estimators=3, random_state=0, oob_score=True, max_features=few.params["max_features"]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         direct.fit(StandardScaler().fit_transform(tr["x"]), tr["signal"])
@@ -312,8 +342,7 @@ def test_forest_oob_coverage_low_warns_too_low_raises(data, caplog) -> None:
     with pytest.raises(ValueError, match="never out of bag: use more trees"):
         _fit("forest", data, "signal", selection="oob", n_estimators=1)
     # one candidate: nothing to choose, no out-of-bag scoring (so one tree is fine)
-    single = _fit("forest", data, "signal", selection="oob", n_estimators=1,
-                  max_features=["sqrt"])
+    single = _fit("forest", data, "signal", selection="oob", n_estimators=1, max_features=["sqrt"])
     assert single.params["oob_score"] is None and single.params["candidate_scores"] == []
     assert single.params["folds"] == 0
 
@@ -386,8 +415,18 @@ def test_bottleneck(second: str, data) -> None:
 
     tr, va, te = data["train"], data["val"], data["test"]
     kw = {"n_estimators": 30} if second == "forest" else {}
-    result = fit_bottleneck(tr["x"], tr["signal"], va["x"], va["signal"], te["x"], k=8,
-                            second=second, folds=3, **DENSE, **kw)
+    result = fit_bottleneck(
+        tr["x"],
+        tr["signal"],
+        va["x"],
+        va["signal"],
+        te["x"],
+        k=8,
+        second=second,
+        folds=3,
+        **DENSE,
+        **kw,
+    )
     assert result.model == f"bottleneck8-{second}"
     assert result.params["k"] == 8 and result.params["hidden"] == [8]
     assert 1 <= result.params["epochs_run"] <= DENSE["epochs"]
@@ -404,11 +443,18 @@ def test_bottleneck_rejects_bad_settings(data) -> None:
 
     tr, va, te = data["train"], data["val"], data["test"]
     with pytest.raises(ValueError, match="k=8 units"):
-        fit_bottleneck(tr["x"], tr["signal"], va["x"], va["signal"], te["x"], k=8,
-                       hidden=(32, 4))
+        fit_bottleneck(tr["x"], tr["signal"], va["x"], va["signal"], te["x"], k=8, hidden=(32, 4))
     with pytest.raises(TypeError, match="n_estimators"):
-        fit_bottleneck(tr["x"], tr["signal"], va["x"], va["signal"], te["x"], k=8,
-                       second="lasso", n_estimators=3)
+        fit_bottleneck(
+            tr["x"],
+            tr["signal"],
+            va["x"],
+            va["signal"],
+            te["x"],
+            k=8,
+            second="lasso",
+            n_estimators=3,
+        )
 
 
 def test_multilabel_one_result_per_attribute(data) -> None:
@@ -420,8 +466,9 @@ def test_multilabel_one_result_per_attribute(data) -> None:
     def labels(split: dict[str, np.ndarray]) -> np.ndarray:
         return np.stack([split["signal"], split["noise"]], axis=1)
 
-    results = fit_multilabel(tr["x"], labels(tr), va["x"], labels(va), te["x"], attributes=names,
-                             **DENSE)
+    results = fit_multilabel(
+        tr["x"], labels(tr), va["x"], labels(va), te["x"], attributes=names, **DENSE
+    )
     assert list(results) == names
     signal, noise = results["Signal"], results["Noise"]
     assert {r.model for r in results.values()} == {"multilabel"}
@@ -437,8 +484,11 @@ def test_dense_from_dataset(data) -> None:
     from featstore.train.dense import fit_dense
 
     tr, va, te = data["train"], data["val"], data["test"]
-    ds = tf.data.Dataset.from_tensor_slices(
-        (tr["x"], tr["signal"].astype(np.float32)[:, None])).shuffle(N_TRAIN, seed=0).batch(32)
+    ds = (
+        tf.data.Dataset.from_tensor_slices((tr["x"], tr["signal"].astype(np.float32)[:, None]))
+        .shuffle(N_TRAIN, seed=0)
+        .batch(32)
+    )
     result = fit_dense(None, None, va["x"], va["signal"], te["x"], train_data=ds, **DENSE)
     assert result.accuracy(te["signal"]) > _majority(te["signal"]) + 0.15
     assert result.params["n_features"] == DIM
@@ -446,11 +496,11 @@ def test_dense_from_dataset(data) -> None:
 
 def test_forest_max_samples_int_is_a_cap(data) -> None:
     tr, te = data["train"], data["test"]
-    capped = fit_forest(tr["x"], tr["signal"], te["x"], folds=3, n_estimators=10,
-                        max_samples=100)
+    capped = fit_forest(tr["x"], tr["signal"], te["x"], folds=3, n_estimators=10, max_samples=100)
     assert capped.estimator[-1].max_samples == 100 and capped.params["max_samples"] == 100
-    whole = fit_forest(tr["x"], tr["signal"], te["x"], max_features=["sqrt"], n_estimators=10,
-                       max_samples=10_000)
+    whole = fit_forest(
+        tr["x"], tr["signal"], te["x"], max_features=["sqrt"], n_estimators=10, max_samples=10_000
+    )
     assert whole.estimator[-1].max_samples is None and whole.params["folds"] == 0
 
 
@@ -459,8 +509,9 @@ def test_every_probe_finds_the_signal_at_any_feature_scale(model: str, data) -> 
     """Random-weight MobileNetV2 embeddings are ~1e-12: scikit-learn's trees took every feature
     for a constant and Keras' Normalization divided by max(std, 1e-7). Standardized inputs give
     every probe the same chance at any scale."""
-    tiny = {split: {**part, "x": (part["x"] * 1e-12).astype(np.float32)}
-            for split, part in data.items()}
+    tiny = {
+        split: {**part, "x": (part["x"] * 1e-12).astype(np.float32)} for split, part in data.items()
+    }
     result = _fit(model, tiny, "signal")
     y = data["test"]["signal"]
     assert result.accuracy(y) > _majority(y) + 0.15

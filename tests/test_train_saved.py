@@ -24,8 +24,9 @@ def sig_store(tmp_path):
 
 
 def _model_files(root):
-    return sorted(p.relative_to(root).as_posix()
-                  for p in store.Layout(root).models.rglob("*") if p.is_file())
+    return sorted(
+        p.relative_to(root).as_posix() for p in store.Layout(root).models.rglob("*") if p.is_file()
+    )
 
 
 def _last_grid(root):
@@ -40,15 +41,33 @@ def _predict(root, row):
 
 def test_saved_models_of_every_kind_reproduce_the_results_predictions(spark, sig_store):
     models = "lasso,forest,dense,bottleneck4-lasso,multilabel"
-    assert train_job.main(["--store", str(sig_store), "--feature-sets", "sig", "--attributes",
-                           "Smiling,Male,Bald", "--models", models, *QUICK, *SAVE],
-                          spark=spark) == 0
+    assert (
+        train_job.main(
+            [
+                "--store",
+                str(sig_store),
+                "--feature-sets",
+                "sig",
+                "--attributes",
+                "Smiling,Male,Bald",
+                "--models",
+                models,
+                *QUICK,
+                *SAVE,
+            ],
+            spark=spark,
+        )
+        == 0
+    )
     res = read_results(sig_store)
     ok = res[res.status == "ok"]
     # Smiling, Male x 4 single-attribute models; multilabel: every attribute of the labels table
     # but Bald (one class in the train split: an error row, as for every other model)
     assert len(ok) == 8 + 3 and set(ok[ok.model == "multilabel"].attribute) == {
-        "Smiling", "Male", "Attractive"}
+        "Smiling",
+        "Male",
+        "Attractive",
+    }
     failed = res[res.status != "ok"]
     assert len(failed) == 5 and failed.model_path.isna().all()  # Bald: one class, no model
     assert set(failed.attribute) == {"Bald"} and failed.reason.str.contains("one class only").all()
@@ -64,8 +83,9 @@ def test_saved_models_of_every_kind_reproduce_the_results_predictions(spark, sig
 
     # loading each and scoring the test split gives the results row's predictions exactly
     for _, row in ok.iterrows():
-        np.testing.assert_array_equal(_predict(sig_store, row), row.y_pred,
-                                      err_msg=f"{row.model} {row.attribute}")
+        np.testing.assert_array_equal(
+            _predict(sig_store, row), row.y_pred, err_msg=f"{row.model} {row.attribute}"
+        )
     # by cell key and attribute too (a multilabel cell: its one file)
     x, _, _ = load_xy(sig_store, "sig", "Male", "test")
     for model in ("lasso", "multilabel", "bottleneck4-lasso"):
@@ -75,16 +95,33 @@ def test_saved_models_of_every_kind_reproduce_the_results_predictions(spark, sig
         np.testing.assert_array_equal((scores > THRESHOLD).astype(np.int8), row.y_pred)
 
     listing = saved_models(sig_store)
-    assert list(listing.columns) == ["attribute", "feature_set", "model", "train_size", "seed",
-                                     "cell", "path"]
+    assert list(listing.columns) == [
+        "attribute",
+        "feature_set",
+        "model",
+        "train_size",
+        "seed",
+        "cell",
+        "path",
+    ]
     assert len(listing) == 11 and all(
-        p == str(sig_store / r) for p, r in zip(listing.path, ok.model_path))
+        p == str(sig_store / r) for p, r in zip(listing.path, ok.model_path)
+    )
     assert _last_grid(sig_store)["save_models"] is True
 
 
 def test_turning_save_models_on_refits_only_cells_without_files(spark, sig_store):
-    args = ["--store", str(sig_store), "--feature-sets", "sig-pca4", "--attributes",
-            "Smiling,Male,Bald", "--models", "lasso,forest", *QUICK]
+    args = [
+        "--store",
+        str(sig_store),
+        "--feature-sets",
+        "sig-pca4",
+        "--attributes",
+        "Smiling,Male,Bald",
+        "--models",
+        "lasso,forest",
+        *QUICK,
+    ]
     assert train_job.main(args, spark=spark) == 0
     assert not store.Layout(sig_store).models.exists()  # off: nothing saved
     assert read_results(sig_store).model_path.isna().all()
@@ -138,8 +175,7 @@ def test_turning_save_models_on_refits_only_cells_without_files(spark, sig_store
 def test_a_model_that_cannot_be_saved_leaves_an_ok_row_to_refit(sig_store):
     from featstore.train.grid import Cell, GridConfig, run_cell
 
-    cfg = GridConfig(feature_sets=("sig",), folds=3, lasso_cs=3, bootstrap=100,
-                     save_models=True)
+    cfg = GridConfig(feature_sets=("sig",), folds=3, lasso_cs=3, bootstrap=100, save_models=True)
     store.Layout(sig_store).models.write_text("not a folder")
     (row,) = run_cell(str(sig_store), Cell("Male", "sig", "lasso", 0, 0), cfg)
     assert row["status"] == "ok" and row["model_path"] is None

@@ -39,8 +39,14 @@ SCRIPT = textwrap.dedent("""
 
 def _run(backend: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KERAS_BACKEND": "featstore-no-such-backend", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", SCRIPT, backend], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, backend],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO,
+    )
 
 
 def test_worker_runs_the_backend_the_driver_passes():

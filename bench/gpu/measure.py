@@ -48,8 +48,14 @@ def pick(big, small):
 
 
 #: the model of the issue's targets; --small: a tiny one
-CFG = dict(model="vgg16", weights="random", input_size=pick("native", "32x32"),
-           precision=pick("bfloat16", "float32"), batch_size=pick(256, 8), seed=0)
+CFG = dict(
+    model="vgg16",
+    weights="random",
+    input_size=pick("native", "32x32"),
+    precision=pick("bfloat16", "float32"),
+    batch_size=pick(256, 8),
+    seed=0,
+)
 ROWS = pick(1024, 24)  # Arrow batch rows
 
 
@@ -66,12 +72,16 @@ def section(name):
             try:
                 RES["sections"][name] = fn(*a, **k)
             except Exception as exc:  # later sections still measure
-                RES["sections"][name] = {"error": f"{type(exc).__name__}: {exc}",
-                                         "tb": traceback.format_exc()[-2000:]}
+                RES["sections"][name] = {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "tb": traceback.format_exc()[-2000:],
+                }
             RES["sections"][name + "_s"] = round(time.time() - t, 1)
             print(json.dumps(RES["sections"][name], default=str)[:1500], flush=True)
             save()
+
         return run
+
     return deco
 
 
@@ -122,9 +132,16 @@ def env():
     import keras
     import numpy
 
-    out = {"python": platform.python_version(), "jax": jax.__version__, "keras": keras.version(),
-           "numpy": numpy.__version__, "devices": [str(d) for d in jax.devices()], "cpus": NCPU,
-           "cfg": CFG, "rows": ROWS}
+    out = {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "keras": keras.version(),
+        "numpy": numpy.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "cpus": NCPU,
+        "cfg": CFG,
+        "rows": ROWS,
+    }
     try:
         import torch
 
@@ -140,8 +157,18 @@ def handoff():
     import bench_decode_handoff
 
     path = OUTDIR / "handoff.json"
-    bench_decode_handoff.main(["--workers", str(max(1, NCPU - 1)), "--n", str(pick(8192, 256)),
-                               "--batch-size", str(CFG["batch_size"]), "--json", str(path)])
+    bench_decode_handoff.main(
+        [
+            "--workers",
+            str(max(1, NCPU - 1)),
+            "--n",
+            str(pick(8192, 256)),
+            "--batch-size",
+            str(CFG["batch_size"]),
+            "--json",
+            str(path),
+        ]
+    )
     return json.loads(path.read_text())
 
 
@@ -169,9 +196,14 @@ def model():
     sync_s = time.perf_counter() - t
     diff = np.abs(fast - sync).max() / max(1e-12, float(np.abs(sync).max()))
     cos = (fast * sync).sum(1) / (np.linalg.norm(fast, axis=1) * np.linalg.norm(sync, axis=1))
-    return {"images": n, "overlapped": jit_name, "overlapped_img_s": n / fast_s,
-            "predict_on_batch_img_s": n / sync_s, "max_rel_diff": float(diff),
-            "min_cosine": float(cos.min())}
+    return {
+        "images": n,
+        "overlapped": jit_name,
+        "overlapped_img_s": n / fast_s,
+        "predict_on_batch_img_s": n / sync_s,
+        "max_rel_diff": float(diff),
+        "min_cosine": float(cos.min()),
+    }
 
 
 def e2e_run(n: int, **kw) -> dict:
@@ -186,8 +218,13 @@ def e2e_run(n: int, **kw) -> dict:
         t = time.perf_counter()
         done = sum(len(r.ok_index) for r in emb.embed_iter(batches))
         wall = time.perf_counter() - t
-        return {"images": done, "wall_s": wall, "img_s": done / wall,
-                "decoder": type(emb._decoder).__name__, **emb.stats.as_dict()}
+        return {
+            "images": done,
+            "wall_s": wall,
+            "img_s": done / wall,
+            "decoder": type(emb._decoder).__name__,
+            **emb.stats.as_dict(),
+        }
 
 
 @section("e2e")
@@ -233,8 +270,10 @@ def layout(tasks: int, batch: int, workers: int, n_total: int, rows: int = ROWS)
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(tasks), ctx.Queue()
     kw = {"batch_size": batch, "decode_workers": workers}
-    procs = [ctx.Process(target=_task, args=(kw, n_total // tasks, rows, barrier, queue))
-             for _ in range(tasks)]
+    procs = [
+        ctx.Process(target=_task, args=(kw, n_total // tasks, rows, barrier, queue))
+        for _ in range(tasks)
+    ]
     for p in procs:
         p.start()
     import queue as queues
@@ -249,20 +288,32 @@ def layout(tasks: int, batch: int, workers: int, n_total: int, rows: int = ROWS)
             if died or time.time() > deadline:
                 for p in procs:
                     p.kill()
-                raise RuntimeError("a task process died (see the log)" if died else
-                                   "the layout ran past its deadline") from None
+                raise RuntimeError(
+                    "a task process died (see the log)"
+                    if died
+                    else "the layout ran past its deadline"
+                ) from None
     for p in procs:
         p.join()
     start, end = min(g[0] for g in got), max(g[1] for g in got)
     done = sum(g[2] for g in got)
-    return {"tasks": tasks, "batch": batch, "decode_workers": workers, "rows": rows,
-            "images": done, "wall_s": end - start, "img_s": done / (end - start)}
+    return {
+        "tasks": tasks,
+        "batch": batch,
+        "decode_workers": workers,
+        "rows": rows,
+        "images": done,
+        "wall_s": end - start,
+        "img_s": done / (end - start),
+    }
 
 
 #: (tasks per GPU, batch, decode processes per task): the issue's 4x64 and 8x256 with one
 #: decode thread, and the new pipeline's candidates with decode processes over the 16 cores
-LAYOUTS = pick([(4, 64, 0), (8, 256, 0), (1, 256, 15), (2, 256, 7), (4, 256, 3), (8, 256, 1)],
-               [(2, 8, 0), (2, 8, 1)])
+LAYOUTS = pick(
+    [(4, 64, 0), (8, 256, 0), (1, 256, 15), (2, 256, 7), (4, 256, 3), (8, 256, 1)],
+    [(2, 8, 0), (2, 8, 1)],
+)
 
 
 @section("layouts")

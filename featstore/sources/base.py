@@ -53,6 +53,7 @@ class Listing:
     files: list[str] = field(default_factory=list)
     source: str = ""
 
+
 # The 40 CelebA attributes, in the order of the official list_attr_celeba.txt header.
 CELEBA_ATTRIBUTES: tuple[str, ...] = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",

@@ -201,8 +201,9 @@ def read_folder(
             "source_path": [str(root_path / i) for i in image_id],
         }
     )
-    labels = pd.DataFrame({"image_id": image_id, "split": split,
-                           "class": np.asarray(classes, dtype=object)[cls]})
+    labels = pd.DataFrame(
+        {"image_id": image_id, "split": split, "class": np.asarray(classes, dtype=object)[cls]}
+    )
     for c, name in enumerate(classes):
         labels[name] = cls == c
     counts_by_split = images["split"].value_counts().reindex(SPLITS, fill_value=0)

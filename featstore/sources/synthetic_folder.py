@@ -82,8 +82,15 @@ def render(k: int, classes: int, rng: np.random.Generator, size: int) -> Image.I
     return img
 
 
-def generate_folder(out_dir: str | Path, n: int, *, classes: int = 5, seed: int = 0,
-                    size: int = 64, imbalance: float = 10.0) -> FolderSynthSummary:
+def generate_folder(
+    out_dir: str | Path,
+    n: int,
+    *,
+    classes: int = 5,
+    seed: int = 0,
+    size: int = 64,
+    imbalance: float = 10.0,
+) -> FolderSynthSummary:
     """Write ``out_dir/<class>/<i>.jpg`` (``size`` x ``size`` RGB JPEGs) for ``classes``
     classes of :func:`class_sizes` images (about ``n`` in all)."""
     t0 = time.perf_counter()

@@ -60,8 +60,9 @@ class FitResult:
         self.y_score = np.asarray(self.y_score, dtype=np.float32).reshape(-1)
         self.y_pred = np.asarray(self.y_pred, dtype=np.int8).reshape(-1)
         if self.y_pred.shape != self.y_score.shape:
-            raise ValueError(f"y_pred has {self.y_pred.shape[0]} rows but y_score has "
-                             f"{self.y_score.shape[0]}")
+            raise ValueError(
+                f"y_pred has {self.y_pred.shape[0]} rows but y_score has {self.y_score.shape[0]}"
+            )
         self.params = jsonable(self.params)
 
     def accuracy(self, y_true: Any) -> float:
@@ -126,8 +127,7 @@ def as_labels(y: Any, what: str = "labels") -> np.ndarray:
 
 def one_class_message(n: int, value: int, what: str = "training sample") -> str:
     """The reason a sample of ``n`` labels, all ``value``, cannot train a classifier."""
-    return (f"{what} has one class only: all {n} labels are {value}; "
-            f"a classifier needs both 0 and 1")
+    return f"{what} has one class only: all {n} labels are {value}; a classifier needs both 0 and 1"
 
 
 def single_class_reason(y: Any, what: str = "training sample") -> str | None:
@@ -162,8 +162,9 @@ def check_xy(x: Any, y: Any, what: str = "training sample") -> tuple[np.ndarray,
 def check_test(x_test: Any, n_features: int) -> np.ndarray:
     xt = as_features(x_test, "test features")
     if xt.shape[1] != n_features:
-        raise ValueError(f"test features have {xt.shape[1]} columns, training features "
-                         f"{n_features}")
+        raise ValueError(
+            f"test features have {xt.shape[1]} columns, training features {n_features}"
+        )
     return xt
 
 
@@ -177,10 +178,16 @@ def cv_folds(y: np.ndarray, folds: int, what: str = "training sample") -> int:
     if minority < 2:
         raise SingleClassError(
             f"{what} has {minority} member of its minority class: cross-validation needs at "
-            f"least 2 of each class")
+            f"least 2 of each class"
+        )
     if minority < folds:
-        logger.warning("%s: minority class has %d members, fewer than %d folds: using %d folds",
-                       what, minority, folds, minority)
+        logger.warning(
+            "%s: minority class has %d members, fewer than %d folds: using %d folds",
+            what,
+            minority,
+            folds,
+            minority,
+        )
         return minority
     return folds
 
@@ -224,13 +231,26 @@ def class_weight_arg(class_weight: str | None) -> str | None:
     return "balanced"
 
 
-def scores_to_result(model: str, y_score: np.ndarray, params: dict[str, Any], seconds: float,
-                     *, history: dict[str, list[float]] | None = None,
-                     estimator: Any = None) -> FitResult:
+def scores_to_result(
+    model: str,
+    y_score: np.ndarray,
+    params: dict[str, Any],
+    seconds: float,
+    *,
+    history: dict[str, list[float]] | None = None,
+    estimator: Any = None,
+) -> FitResult:
     """A :class:`FitResult` with ``y_pred = y_score > THRESHOLD``."""
     score = np.asarray(y_score, dtype=np.float32).reshape(-1)
-    return FitResult(model=model, y_pred=(score > THRESHOLD).astype(np.int8), y_score=score,
-                     params=params, fit_seconds=seconds, history=history, estimator=estimator)
+    return FitResult(
+        model=model,
+        y_pred=(score > THRESHOLD).astype(np.int8),
+        y_score=score,
+        params=params,
+        fit_seconds=seconds,
+        history=history,
+        estimator=estimator,
+    )
 
 
 @dataclass

@@ -79,16 +79,18 @@ class DenseHead:
         """``(n, outputs)`` float32 sigmoid outputs (the model called on batches)."""
         return _batched(self.model, as_features(x), batch_size)
 
-    def activations(self, x: Any, *, layer: int = -1,
-                    batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    def activations(
+        self, x: Any, *, layer: int = -1, batch_size: int = PREDICT_BATCH
+    ) -> np.ndarray:
         """``(n, hidden[layer])`` float32 activations of hidden layer ``layer`` (default the last,
         i.e. the k-unit bottleneck)."""
         if not self.hidden:
             raise ValueError("this head has no hidden layer")
         index = range(len(self.hidden))[layer]
         if index not in self._extractors:
-            self._extractors[index] = keras.Model(self.model.inputs[0],
-                                                  self.model.get_layer(f"hidden{index}").output)
+            self._extractors[index] = keras.Model(
+                self.model.inputs[0], self.model.get_layer(f"hidden{index}").output
+            )
         return _batched(self._extractors[index], as_features(x), batch_size)
 
 
@@ -102,10 +104,12 @@ class Standardize(keras.layers.Layer):
         self.n_features = int(n_features)
 
     def build(self, input_shape: Any) -> None:
-        self.mean = self.add_weight(shape=(self.n_features,), initializer="zeros",
-                                    trainable=False, name="mean")
-        self.inv_std = self.add_weight(shape=(self.n_features,), initializer="ones",
-                                       trainable=False, name="inv_std")
+        self.mean = self.add_weight(
+            shape=(self.n_features,), initializer="zeros", trainable=False, name="mean"
+        )
+        self.inv_std = self.add_weight(
+            shape=(self.n_features,), initializer="ones", trainable=False, name="inv_std"
+        )
 
     def call(self, inputs: Any) -> Any:
         return (inputs - self.mean) * self.inv_std
@@ -117,8 +121,10 @@ class Standardize(keras.layers.Layer):
 def _batched(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Call the model on successive batches (eager: no per-shape retracing, no ``predict``
     loop; a dense head is cheap per call)."""
-    parts = [keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
-             for i in range(0, x.shape[0], batch_size)]
+    parts = [
+        keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
+        for i in range(0, x.shape[0], batch_size)
+    ]
     return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
 
 
@@ -137,8 +143,9 @@ def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0)
 
 
-def _dataset_summary(data: Any, steps: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                             int, int]:
+def _dataset_summary(
+    data: Any, steps: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """One pass over ``(x, y)`` batches: mean, std, positives per output, rows, features."""
     n = 0
     s1 = s2 = pos = None
@@ -162,9 +169,18 @@ def _dataset_summary(data: Any, steps: int | None) -> tuple[np.ndarray, np.ndarr
     return mean, np.where(std > 0, std, 1.0), pos, n, s1.size
 
 
-def _build(n_features: int, hidden: Sequence[int], outputs: int, mean: np.ndarray,
-           std: np.ndarray, learning_rate: float, *, activation: str = "sigmoid",
-           loss: str = "binary_crossentropy", name: str = "dense_head") -> keras.Model:
+def _build(
+    n_features: int,
+    hidden: Sequence[int],
+    outputs: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    learning_rate: float,
+    *,
+    activation: str = "sigmoid",
+    loss: str = "binary_crossentropy",
+    name: str = "dense_head",
+) -> keras.Model:
     """Standardize -> hidden ReLU layers -> ``outputs`` units of ``activation`` (the binary heads:
     sigmoid; featstore.train.multiclass: softmax), RMSprop on ``loss``."""
     inputs = keras.Input(shape=(n_features,), name="features")
@@ -175,8 +191,11 @@ def _build(n_features: int, hidden: Sequence[int], outputs: int, mean: np.ndarra
         h = keras.layers.Dense(int(units), activation="relu", name=f"hidden{i}")(h)
     out = keras.layers.Dense(outputs, activation=activation, name="output")(h)
     model = keras.Model(inputs, out, name=name)
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
-                  loss=loss, metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+        loss=loss,
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -187,25 +206,38 @@ def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
     return widths
 
 
-def _split_validation(x: np.ndarray, y: np.ndarray, fraction: float,
-                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _split_validation(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}")
     order = np.random.default_rng(seed).permutation(x.shape[0])
     n_val = max(1, round(fraction * x.shape[0]))
     val, train = order[:n_val], np.sort(order[n_val:])
-    logger.info("dense: no validation split given: holding out %d of %d training rows", n_val,
-                x.shape[0])
+    logger.info(
+        "dense: no validation split given: holding out %d of %d training rows", n_val, x.shape[0]
+    )
     return x[train], y[train], x[val], y[val]
 
 
-def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None,
-                     y_val: Any | None, *, hidden: Sequence[int] = (20,), epochs: int = 50,
-                     batch_size: int = 256, patience: int = 5, learning_rate: float = 1e-3,
-                     seed: int = 0, train_data: Any = None, steps_per_epoch: int | None = None,
-                     validation_fraction: float = 0.1,
-                     names: Sequence[str] | None = None,
-                     class_weight: str | None = None) -> DenseHead:
+def train_dense_head(
+    x_train: Any | None,
+    y_train: Any | None,
+    x_val: Any | None,
+    y_val: Any | None,
+    *,
+    hidden: Sequence[int] = (20,),
+    epochs: int = 50,
+    batch_size: int = 256,
+    patience: int = 5,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    train_data: Any = None,
+    steps_per_epoch: int | None = None,
+    validation_fraction: float = 0.1,
+    names: Sequence[str] | None = None,
+    class_weight: str | None = None,
+) -> DenseHead:
     """Train a dense head; ``y`` is ``(n,)`` or ``(n, outputs)`` of 0/1.
 
     Early stopping watches ``val_loss`` with ``patience`` and restores the best epoch's weights.
@@ -216,8 +248,10 @@ def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None
     """
     widths = _check_hidden(hidden)
     if epochs < 1 or batch_size < 1 or patience < 0:
-        raise ValueError(f"need epochs >= 1, batch_size >= 1, patience >= 0; got {epochs}, "
-                         f"{batch_size}, {patience}")
+        raise ValueError(
+            f"need epochs >= 1, batch_size >= 1, patience >= 0; got {epochs}, "
+            f"{batch_size}, {patience}"
+        )
     if train_data is not None:
         mean, std, positives, n_rows, n_features = _dataset_summary(train_data, steps_per_epoch)
         fit_x: Any = train_data
@@ -230,11 +264,11 @@ def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None
         fit_x = as_features(x_train, "training features")
         fit_y = _labels_matrix(y_train, "training labels").astype(np.float32)
         if fit_x.shape[0] != fit_y.shape[0]:
-            raise ValueError(f"training sample: {fit_x.shape[0]} feature rows but "
-                             f"{fit_y.shape[0]} labels")
+            raise ValueError(
+                f"training sample: {fit_x.shape[0]} feature rows but {fit_y.shape[0]} labels"
+            )
         if x_val is None or y_val is None:
-            fit_x, fit_y, x_val, y_val = _split_validation(fit_x, fit_y, validation_fraction,
-                                                           seed)
+            fit_x, fit_y, x_val, y_val = _split_validation(fit_x, fit_y, validation_fraction, seed)
         mean, std = _moments(fit_x)
         positives, n_rows, n_features = fit_y.sum(axis=0), fit_x.shape[0], fit_x.shape[1]
     outputs = int(np.size(positives))
@@ -251,16 +285,20 @@ def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None
     xv = check_test(x_val, n_features) if x_val is not None else None
     yv = _labels_matrix(y_val, "validation labels").astype(np.float32)
     if xv is None or xv.shape[0] != yv.shape[0] or yv.shape[1] != outputs:
-        raise ValueError(f"validation split: {0 if xv is None else xv.shape[0]} rows, labels "
-                         f"{yv.shape}; expected {outputs} label column(s)")
+        raise ValueError(
+            f"validation split: {0 if xv is None else xv.shape[0]} rows, labels "
+            f"{yv.shape}; expected {outputs} label column(s)"
+        )
 
     keras.utils.set_random_seed(seed)
     model = _build(n_features, widths, outputs, mean, std, learning_rate)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=patience,
-                                         restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", patience=patience, restore_best_weights=True
+    )
     # arrays: Keras batches and shuffles them; a dataset comes batched (and shuffled) already
-    fit_kw: dict[str, Any] = ({"batch_size": batch_size, "shuffle": True} if fit_y is not None
-                              else {"shuffle": False})
+    fit_kw: dict[str, Any] = (
+        {"batch_size": batch_size, "shuffle": True} if fit_y is not None else {"shuffle": False}
+    )
     if steps_per_epoch is not None:
         fit_kw["steps_per_epoch"] = steps_per_epoch
     if class_weight == "balanced" and outputs == 1:  # n / (2 n_c), as scikit-learn's
@@ -268,31 +306,71 @@ def train_dense_head(x_train: Any | None, y_train: Any | None, x_val: Any | None
         fit_kw["class_weight"] = {0: 0.5 / (1.0 - p), 1: 0.5 / p}
     elif class_weight not in (None, "none", "balanced"):
         raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
-    hist = model.fit(fit_x, fit_y, validation_data=(xv, yv), epochs=epochs,
-                     callbacks=[stop], verbose=0, **fit_kw)
+    hist = model.fit(
+        fit_x, fit_y, validation_data=(xv, yv), epochs=epochs, callbacks=[stop], verbose=0, **fit_kw
+    )
     history = {key: [float(v) for v in hist.history.get(key, [])] for key in HISTORY_KEYS}
     epochs_run = len(history["loss"])
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if history["val_loss"] else epochs_run
-    logger.info("dense %s: %d rows, %d epochs run (best %d, val_loss %.4f)", list(widths), n_rows,
-                epochs_run, best_epoch, min(history["val_loss"], default=float("nan")))
-    return DenseHead(model=model, hidden=widths, outputs=outputs, history=history,
-                     epochs_run=epochs_run, best_epoch=best_epoch)
+    logger.info(
+        "dense %s: %d rows, %d epochs run (best %d, val_loss %.4f)",
+        list(widths),
+        n_rows,
+        epochs_run,
+        best_epoch,
+        min(history["val_loss"], default=float("nan")),
+    )
+    return DenseHead(
+        model=model,
+        hidden=widths,
+        outputs=outputs,
+        history=history,
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
+    )
 
 
-def _head_params(head: DenseHead, *, epochs: int, batch_size: int, patience: int,
-                 learning_rate: float, n_features: int) -> dict[str, Any]:
+def _head_params(
+    head: DenseHead,
+    *,
+    epochs: int,
+    batch_size: int,
+    patience: int,
+    learning_rate: float,
+    n_features: int,
+) -> dict[str, Any]:
     val = head.history["val_loss"]
-    return {"hidden": list(head.hidden), "epochs": epochs, "epochs_run": head.epochs_run,
-            "best_epoch": head.best_epoch, "batch_size": batch_size, "patience": patience,
-            "learning_rate": learning_rate, "n_features": n_features,
-            "best_val_loss": float(min(val)) if val else None}
+    return {
+        "hidden": list(head.hidden),
+        "epochs": epochs,
+        "epochs_run": head.epochs_run,
+        "best_epoch": head.best_epoch,
+        "batch_size": batch_size,
+        "patience": patience,
+        "learning_rate": learning_rate,
+        "n_features": n_features,
+        "best_val_loss": float(min(val)) if val else None,
+    }
 
 
-def fit_dense(x_train: Any | None, y_train: Any | None, x_val: Any | None, y_val: Any | None,
-              x_test: Any, *, hidden: Sequence[int] = (20,), epochs: int = 50,
-              batch_size: int = 256, patience: int = 5, learning_rate: float = 1e-3,
-              seed: int = 0, train_data: Any = None, steps_per_epoch: int | None = None,
-              validation_fraction: float = 0.1, class_weight: str | None = None) -> FitResult:
+def fit_dense(
+    x_train: Any | None,
+    y_train: Any | None,
+    x_val: Any | None,
+    y_val: Any | None,
+    x_test: Any,
+    *,
+    hidden: Sequence[int] = (20,),
+    epochs: int = 50,
+    batch_size: int = 256,
+    patience: int = 5,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    train_data: Any = None,
+    steps_per_epoch: int | None = None,
+    validation_fraction: float = 0.1,
+    class_weight: str | None = None,
+) -> FitResult:
     """Train a dense head (see :func:`train_dense_head`) and predict the test rows.
 
     ``result.estimator`` is the :class:`DenseHead` (``.activations(x)`` gives the last hidden
@@ -301,23 +379,49 @@ def fit_dense(x_train: Any | None, y_train: Any | None, x_val: Any | None, y_val
     val_accuracy. ``class_weight="balanced"`` weighs each class's loss by n / (2 n_class).
     """
     with stopwatch() as sw:
-        head = train_dense_head(x_train, y_train, x_val, y_val, hidden=hidden, epochs=epochs,
-                                batch_size=batch_size, patience=patience,
-                                learning_rate=learning_rate, seed=seed, train_data=train_data,
-                                steps_per_epoch=steps_per_epoch,
-                                validation_fraction=validation_fraction,
-                                class_weight=class_weight)
+        head = train_dense_head(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            hidden=hidden,
+            epochs=epochs,
+            batch_size=batch_size,
+            patience=patience,
+            learning_rate=learning_rate,
+            seed=seed,
+            train_data=train_data,
+            steps_per_epoch=steps_per_epoch,
+            validation_fraction=validation_fraction,
+            class_weight=class_weight,
+        )
         n_features = int(head.model.inputs[0].shape[-1])
         y_score = head.predict_proba(check_test(x_test, n_features))[:, 0]
-    params = _head_params(head, epochs=epochs, batch_size=batch_size, patience=patience,
-                          learning_rate=learning_rate, n_features=n_features)
+    params = _head_params(
+        head,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        learning_rate=learning_rate,
+        n_features=n_features,
+    )
     params["class_weight"] = class_weight
-    return scores_to_result("dense", y_score, params, sw.seconds, history=head.history,
-                            estimator=head)
+    return scores_to_result(
+        "dense", y_score, params, sw.seconds, history=head.history, estimator=head
+    )
 
 
-_HEAD_KEYS = ("hidden", "epochs", "batch_size", "patience", "learning_rate", "train_data",
-              "steps_per_epoch", "validation_fraction", "class_weight")
+_HEAD_KEYS = (
+    "hidden",
+    "epochs",
+    "batch_size",
+    "patience",
+    "learning_rate",
+    "train_data",
+    "steps_per_epoch",
+    "validation_fraction",
+    "class_weight",
+)
 
 
 @dataclass
@@ -328,13 +432,24 @@ class Bottleneck:
     second: Any
 
     def predict_proba(self, x: Any) -> np.ndarray:
-        return np.asarray(self.second.predict_proba(self.head.activations(x))[:, 1],
-                          dtype=np.float32)
+        return np.asarray(
+            self.second.predict_proba(self.head.activations(x))[:, 1], dtype=np.float32
+        )
 
 
-def fit_bottleneck(x_train: Any, y_train: Any, x_val: Any | None, y_val: Any | None,
-                   x_test: Any, *, k: int = 20, second: str = "lasso", seed: int = 0,
-                   folds: int = 10, **kw: Any) -> FitResult:
+def fit_bottleneck(
+    x_train: Any,
+    y_train: Any,
+    x_val: Any | None,
+    y_val: Any | None,
+    x_test: Any,
+    *,
+    k: int = 20,
+    second: str = "lasso",
+    seed: int = 0,
+    folds: int = 10,
+    **kw: Any,
+) -> FitResult:
     """The original study's method: train a dense head whose last hidden layer has ``k`` units
     (``hidden=(k,)`` by default, or any ``hidden`` ending in ``k``), then fit ``second``
     ("lasso" or "forest") on the k activations of the training rows and predict the test rows
@@ -354,8 +469,11 @@ def fit_bottleneck(x_train: Any, y_train: Any, x_val: Any | None, y_val: Any | N
     if second not in second_fits:
         raise ValueError(f"second must be one of {sorted(second_fits)}, got {second!r}")
     fit_second = second_fits[second]
-    second_keys = [p.name for p in inspect.signature(fit_second).parameters.values()
-                   if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "folds")]
+    second_keys = [
+        p.name
+        for p in inspect.signature(fit_second).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("seed", "folds")
+    ]
     unknown = sorted(set(kw) - set(_HEAD_KEYS) - set(second_keys))
     if unknown:
         raise TypeError(f"fit_bottleneck(second={second!r}) got unknown settings {unknown}")
@@ -369,30 +487,60 @@ def fit_bottleneck(x_train: Any, y_train: Any, x_val: Any | None, y_val: Any | N
     ys = as_labels(y_train, "training labels")
     check_binary(ys)
     with stopwatch() as sw:
-        head = train_dense_head(xs if "train_data" not in head_kw else None,
-                                ys if "train_data" not in head_kw else None, x_val, y_val,
-                                hidden=hidden, seed=seed, **head_kw)
+        head = train_dense_head(
+            xs if "train_data" not in head_kw else None,
+            ys if "train_data" not in head_kw else None,
+            x_val,
+            y_val,
+            hidden=hidden,
+            seed=seed,
+            **head_kw,
+        )
         a_train = head.activations(xs)
         a_test = head.activations(check_test(x_test, xs.shape[1]))
         dead = int(np.sum(a_train.max(axis=0) <= 0))
         if dead:
-            logger.info("bottleneck%d: %d of %d units are never active on the training rows",
-                        k, dead, k)
+            logger.info(
+                "bottleneck%d: %d of %d units are never active on the training rows", k, dead, k
+            )
         inner = fit_second(a_train, ys, a_test, folds=folds, seed=seed, **second_kw)
-    params = {"k": k, "hidden": list(hidden), "epochs_run": head.epochs_run,
-              "best_epoch": head.best_epoch, "dead_units": dead, "second": second,
-              "second_params": inner.params}
-    return scores_to_result(f"bottleneck{k}-{second}", inner.y_score, params, sw.seconds,
-                            history=head.history,
-                            estimator=Bottleneck(head=head, second=inner.estimator))
+    params = {
+        "k": k,
+        "hidden": list(hidden),
+        "epochs_run": head.epochs_run,
+        "best_epoch": head.best_epoch,
+        "dead_units": dead,
+        "second": second,
+        "second_params": inner.params,
+    }
+    return scores_to_result(
+        f"bottleneck{k}-{second}",
+        inner.y_score,
+        params,
+        sw.seconds,
+        history=head.history,
+        estimator=Bottleneck(head=head, second=inner.estimator),
+    )
 
 
-def fit_multilabel(x_train: Any | None, Y_train: Any | None, x_val: Any | None,
-                   Y_val: Any | None, x_test: Any, *, attributes: Sequence[str],
-                   hidden: Sequence[int] = (20,), epochs: int = 50, batch_size: int = 256,
-                   patience: int = 5, learning_rate: float = 1e-3, seed: int = 0,
-                   train_data: Any = None, steps_per_epoch: int | None = None,
-                   validation_fraction: float = 0.1) -> dict[str, FitResult | FitError]:
+def fit_multilabel(
+    x_train: Any | None,
+    Y_train: Any | None,
+    x_val: Any | None,
+    Y_val: Any | None,
+    x_test: Any,
+    *,
+    attributes: Sequence[str],
+    hidden: Sequence[int] = (20,),
+    epochs: int = 50,
+    batch_size: int = 256,
+    patience: int = 5,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    train_data: Any = None,
+    steps_per_epoch: int | None = None,
+    validation_fraction: float = 0.1,
+) -> dict[str, FitResult | FitError]:
     """One dense head with a sigmoid output per attribute, trained on all of them at once
     (binary cross-entropy averaged over them; early stopping on that average on the validation
     split). ``Y_*`` are ``(n, len(attributes))`` 0/1 in the order of ``attributes``.
@@ -424,8 +572,12 @@ def fit_multilabel(x_train: Any | None, Y_train: Any | None, x_val: Any | None,
     else:
         _, _, positives, n_rows, _ = _dataset_summary(train_data, steps_per_epoch)
         _check_columns(positives[None, :], names, "train_data labels")
-        reasons = {n: one_class_message(n_rows, int(positives[j] > 0))
-                   if positives[j] in (0, n_rows) else None for j, n in enumerate(names)}
+        reasons = {
+            n: one_class_message(n_rows, int(positives[j] > 0))
+            if positives[j] in (0, n_rows)
+            else None
+            for j, n in enumerate(names)
+        }
     failed = {n: r for n, r in reasons.items() if r is not None}
     if len(failed) == len(names):
         if len(names) == 1:
@@ -433,14 +585,20 @@ def fit_multilabel(x_train: Any | None, Y_train: Any | None, x_val: Any | None,
         by_reason: dict[str, list[str]] = {}
         for n, r in failed.items():
             by_reason.setdefault(r, []).append(n)
-        raise SingleClassError("no attribute can be fitted: " + "; ".join(
-            f"{', '.join(ns)}: {r}" for r, ns in by_reason.items()))
+        raise SingleClassError(
+            "no attribute can be fitted: "
+            + "; ".join(f"{', '.join(ns)}: {r}" for r, ns in by_reason.items())
+        )
     outputs = names if train_data is not None else [n for n in names if n not in failed]
     if failed:
-        logger.warning("multilabel: %d of %d attributes have one class only in the training "
-                       "sample (%s): error results for them%s", len(failed), len(names),
-                       ", ".join(failed), "" if train_data is not None
-                       else f"; the head has the other {len(outputs)} outputs")
+        logger.warning(
+            "multilabel: %d of %d attributes have one class only in the training "
+            "sample (%s): error results for them%s",
+            len(failed),
+            len(names),
+            ", ".join(failed),
+            "" if train_data is not None else f"; the head has the other {len(outputs)} outputs",
+        )
     cols = [names.index(n) for n in outputs]
     y_fit = None if train_data is not None else y_all[:, cols]
     y_val = None
@@ -449,15 +607,32 @@ def fit_multilabel(x_train: Any | None, Y_train: Any | None, x_val: Any | None,
         _check_columns(y_val, names, "validation labels")
         y_val = y_val[:, cols]
     with stopwatch() as sw:
-        head = train_dense_head(x_train if train_data is None else None, y_fit, x_val, y_val,
-                                hidden=hidden, epochs=epochs, batch_size=batch_size,
-                                patience=patience, learning_rate=learning_rate, seed=seed,
-                                train_data=train_data, steps_per_epoch=steps_per_epoch,
-                                validation_fraction=validation_fraction, names=outputs)
+        head = train_dense_head(
+            x_train if train_data is None else None,
+            y_fit,
+            x_val,
+            y_val,
+            hidden=hidden,
+            epochs=epochs,
+            batch_size=batch_size,
+            patience=patience,
+            learning_rate=learning_rate,
+            seed=seed,
+            train_data=train_data,
+            steps_per_epoch=steps_per_epoch,
+            validation_fraction=validation_fraction,
+            names=outputs,
+        )
         n_features = int(head.model.inputs[0].shape[-1])
         scores = head.predict_proba(check_test(x_test, n_features))
-    shared = _head_params(head, epochs=epochs, batch_size=batch_size, patience=patience,
-                          learning_rate=learning_rate, n_features=n_features)
+    shared = _head_params(
+        head,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        learning_rate=learning_rate,
+        n_features=n_features,
+    )
     shared.update(n_attributes=len(names), outputs=outputs)
     results: dict[str, FitResult | FitError] = {}
     for name in names:
@@ -465,9 +640,13 @@ def fit_multilabel(x_train: Any | None, Y_train: Any | None, x_val: Any | None,
             results[name] = FitError(model="multilabel", reason=failed[name])
             continue
         results[name] = scores_to_result(
-            "multilabel", scores[:, outputs.index(name)], jsonable({**shared, "attribute": name}),
-            sw.seconds, history={key: list(v) for key, v in head.history.items()},
-            estimator=head)
+            "multilabel",
+            scores[:, outputs.index(name)],
+            jsonable({**shared, "attribute": name}),
+            sw.seconds,
+            history={key: list(v) for key, v in head.history.items()},
+            estimator=head,
+        )
     return results
 
 

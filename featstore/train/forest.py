@@ -101,13 +101,23 @@ _OOB_SCORERS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 OOB_SCORINGS = tuple(_OOB_SCORERS)
 
 
-def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
-               max_features: Sequence[MaxFeatures] = ("sqrt", 0.1, 0.3),
-               n_estimators: int = 200, seed: int = 0, n_jobs: int | None = 1,
-               scoring: str = "accuracy", min_samples_leaf: int = 1,
-               max_samples: int | float | None = None,
-               cv_max_rows: int | None = None, selection: str = "cv",
-               class_weight: str | None = None) -> FitResult:
+def fit_forest(
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    *,
+    folds: int = 10,
+    max_features: Sequence[MaxFeatures] = ("sqrt", 0.1, 0.3),
+    n_estimators: int = 200,
+    seed: int = 0,
+    n_jobs: int | None = 1,
+    scoring: str = "accuracy",
+    min_samples_leaf: int = 1,
+    max_samples: int | float | None = None,
+    cv_max_rows: int | None = None,
+    selection: str = "cv",
+    class_weight: str | None = None,
+) -> FitResult:
     """Fit a random forest, ``max_features`` chosen among the candidates (``scoring``, accuracy
     by default), and predict the test rows.
 
@@ -134,17 +144,22 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
     xt = check_test(x_test, xs.shape[1])
     scaler = StandardScaler().fit(xs)
     xs, xt = scaler.transform(xs), scaler.transform(xt)
-    candidates = list(max_features) if not isinstance(max_features, (str, int, float)) \
-        else [max_features]
+    candidates = (
+        list(max_features) if not isinstance(max_features, (str, int, float)) else [max_features]
+    )
     if not candidates:
         raise ValueError("max_features needs at least one candidate")
     choosing = len(candidates) > 1
     if choosing and selection == "oob":
         _check_oob_settings(scoring, n_estimators, _cap(max_samples, ys.size), ys.size)
-    forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs,
-                                    min_samples_leaf=min_samples_leaf,
-                                    max_features=candidates[0],
-                                    class_weight=class_weight_arg(class_weight))
+    forest = RandomForestClassifier(
+        n_estimators=n_estimators,
+        random_state=seed,
+        n_jobs=n_jobs,
+        min_samples_leaf=min_samples_leaf,
+        max_features=candidates[0],
+        class_weight=class_weight_arg(class_weight),
+    )
     with stopwatch() as sw:
         k, cv_score, cv_rows, oob_score, coverage = 0, None, 0, None, None
         scores: list[float] = []
@@ -153,7 +168,8 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
         fitted: RandomForestClassifier | None = None
         if choosing and selection == "oob":
             chosen, fitted, scores, errors, coverage = _select_oob(
-                forest, xs, ys, candidates, _cap(max_samples, ys.size), scoring)
+                forest, xs, ys, candidates, _cap(max_samples, ys.size), scoring
+            )
             oob_score = scores[candidates.index(chosen)]
         elif choosing:
             sub = stratified_subsample(ys, cv_max_rows, seed)
@@ -161,9 +177,14 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
             k = cv_folds(y_cv, folds)
             smallest_fold = y_cv.size - -(-y_cv.size // k)  # rows a CV forest is trained on
             cv_forest = clone(forest).set_params(max_samples=_cap(max_samples, smallest_fold))
-            search = GridSearchCV(cv_forest, {"max_features": candidates}, scoring=scoring,
-                                  cv=StratifiedKFold(k, shuffle=True, random_state=seed),
-                                  refit=False, n_jobs=1)
+            search = GridSearchCV(
+                cv_forest,
+                {"max_features": candidates},
+                scoring=scoring,
+                cv=StratifiedKFold(k, shuffle=True, random_state=seed),
+                refit=False,
+                n_jobs=1,
+            )
             search.fit(x_cv, y_cv)
             scores = [float(s) for s in search.cv_results_["mean_test_score"]]
             errors = [float(e) / math.sqrt(k) for e in search.cv_results_["std_test_score"]]
@@ -171,25 +192,45 @@ def fit_forest(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
             chosen = candidates[pick]
             cv_score, cv_rows = scores[pick], int(y_cv.size)
             if sub is not None:
-                logger.info("forest: max_features=%s chosen on %d of %d rows; refitting on all "
-                            "rows", chosen, sub.size, ys.size)
+                logger.info(
+                    "forest: max_features=%s chosen on %d of %d rows; refitting on all rows",
+                    chosen,
+                    sub.size,
+                    ys.size,
+                )
         if fitted is None:
             # the refit on all rows (GridSearchCV's own refit would keep the CV-sized max_samples)
-            fitted = clone(forest).set_params(max_features=chosen,
-                                              max_samples=_cap(max_samples, ys.size))
+            fitted = clone(forest).set_params(
+                max_features=chosen, max_samples=_cap(max_samples, ys.size)
+            )
             fitted.fit(xs, ys)
         y_score = fitted.predict_proba(xt)[:, 1]
     fitted = Pipeline([("scale", scaler), ("forest", fitted)])
-    params = {"selection": selection, "scoring": scoring, "max_features": chosen,
-              "selection_rule": "one standard error", "class_weight": class_weight,
-              "n_estimators": n_estimators, "folds": k, "cv_score": cv_score, "cv_rows": cv_rows,
-              "oob_score": oob_score, "oob_coverage": coverage,
-              "candidate_scores": [[c, s] for c, s in zip(candidates, scores)],
-              "candidate_errors": [[c, e] for c, e in zip(candidates, errors)],
-              "min_samples_leaf": min_samples_leaf, "max_samples": max_samples,
-              "n_features": xs.shape[1]}
-    logger.info("forest: max_features=%s by %s, %d trees, %.1f s", chosen,
-                selection if choosing else "default (one candidate)", n_estimators, sw.seconds)
+    params = {
+        "selection": selection,
+        "scoring": scoring,
+        "max_features": chosen,
+        "selection_rule": "one standard error",
+        "class_weight": class_weight,
+        "n_estimators": n_estimators,
+        "folds": k,
+        "cv_score": cv_score,
+        "cv_rows": cv_rows,
+        "oob_score": oob_score,
+        "oob_coverage": coverage,
+        "candidate_scores": [[c, s] for c, s in zip(candidates, scores)],
+        "candidate_errors": [[c, e] for c, e in zip(candidates, errors)],
+        "min_samples_leaf": min_samples_leaf,
+        "max_samples": max_samples,
+        "n_features": xs.shape[1],
+    }
+    logger.info(
+        "forest: max_features=%s by %s, %d trees, %.1f s",
+        chosen,
+        selection if choosing else "default (one candidate)",
+        n_estimators,
+        sw.seconds,
+    )
     return scores_to_result("forest", y_score, params, sw.seconds, estimator=fitted)
 
 
@@ -200,25 +241,36 @@ def expected_oob_coverage(n_estimators: int, rows_per_tree: int, rows: int) -> f
     return 1.0 - (1.0 - p_out) ** n_estimators
 
 
-def _check_oob_settings(scoring: str, n_estimators: int, max_samples: int | float | None,
-                        rows: int) -> None:
+def _check_oob_settings(
+    scoring: str, n_estimators: int, max_samples: int | float | None, rows: int
+) -> None:
     if scoring not in _OOB_SCORERS:
-        raise ValueError(f"selection='oob' supports scoring {', '.join(OOB_SCORINGS)}, got "
-                         f"{scoring!r}; use selection='cv' for other scorers")
-    per_tree = rows if max_samples is None else (
-        max_samples if isinstance(max_samples, int) else max(1, round(max_samples * rows)))
+        raise ValueError(
+            f"selection='oob' supports scoring {', '.join(OOB_SCORINGS)}, got "
+            f"{scoring!r}; use selection='cv' for other scorers"
+        )
+    per_tree = (
+        rows
+        if max_samples is None
+        else (max_samples if isinstance(max_samples, int) else max(1, round(max_samples * rows)))
+    )
     expected = expected_oob_coverage(n_estimators, per_tree, rows)
     if expected < MIN_EXPECTED_OOB_COVERAGE:
         raise ValueError(
             f"selection='oob' with {n_estimators} tree(s) of {per_tree} rows leaves about "
             f"{1 - expected:.0%} of the {rows} training rows never out of bag: use more trees "
-            "(n_estimators), a smaller max_samples, or selection='cv'")
+            "(n_estimators), a smaller max_samples, or selection='cv'"
+        )
 
 
-def _select_oob(forest: RandomForestClassifier, xs: np.ndarray, ys: np.ndarray,
-                candidates: list[MaxFeatures], max_samples: int | float | None,
-                scoring: str
-                ) -> tuple[MaxFeatures, RandomForestClassifier, list[float], list[float], float]:
+def _select_oob(
+    forest: RandomForestClassifier,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    candidates: list[MaxFeatures],
+    max_samples: int | float | None,
+    scoring: str,
+) -> tuple[MaxFeatures, RandomForestClassifier, list[float], list[float], float]:
     """One forest per candidate on all rows; the choice is the first candidate within one
     standard error of the best out-of-bag score. Returns the choice, its fitted forest, the
     score and standard error of every candidate and the out-of-bag coverage."""
@@ -227,26 +279,34 @@ def _select_oob(forest: RandomForestClassifier, xs: np.ndarray, ys: np.ndarray,
     scores: list[float] = []
     errors: list[float] = []
     for candidate in candidates:
-        model = clone(forest).set_params(max_features=candidate, max_samples=max_samples,
-                                         bootstrap=True, oob_score=True)
+        model = clone(forest).set_params(
+            max_features=candidate, max_samples=max_samples, bootstrap=True, oob_score=True
+        )
         with warnings.catch_warnings():
             # rows never out of bag: handled below (left out of the score), not as sklearn does
-            warnings.filterwarnings("ignore", message="Some inputs do not have OOB scores",
-                                    category=UserWarning)
+            warnings.filterwarnings(
+                "ignore", message="Some inputs do not have OOB scores", category=UserWarning
+            )
             model.fit(xs, ys)
         proba = np.asarray(model.oob_decision_function_)
         covered = proba.sum(axis=1) > 0
         coverage = float(covered.mean())
         y_cov = ys[covered]
         if y_cov.size == 0 or (scoring == "roc_auc" and np.unique(y_cov).size < 2):
-            raise ValueError(f"selection='oob': too few out-of-bag rows to score "
-                             f"({y_cov.size} of {ys.size}); use more trees or selection='cv'")
+            raise ValueError(
+                f"selection='oob': too few out-of-bag rows to score "
+                f"({y_cov.size} of {ys.size}); use more trees or selection='cv'"
+            )
         if not scores and coverage < WARN_OOB_COVERAGE:
             # once: the bootstrap samples (so the coverage) depend on the seed, not max_features
-            logger.warning("forest: only %.1f%% of %d training rows have an out-of-bag "
-                           "prediction (%d trees); the out-of-bag scores rest on those rows "
-                           "(more trees would cover more)", 100 * coverage, ys.size,
-                           len(model.estimators_))
+            logger.warning(
+                "forest: only %.1f%% of %d training rows have an out-of-bag "
+                "prediction (%d trees); the out-of-bag scores rest on those rows "
+                "(more trees would cover more)",
+                100 * coverage,
+                ys.size,
+                len(model.estimators_),
+            )
         # columns: classes_ [0, 1] (check_xy ensured both)
         score = float(scorer(y_cov, proba[covered]))
         scores.append(score)
@@ -260,8 +320,9 @@ def _select_oob(forest: RandomForestClassifier, xs: np.ndarray, ys: np.ndarray,
     chosen = candidates[one_se_choice(scores, errors)]
     fitted, coverage = best[1], best[3]
     if chosen != best[0]:  # the same seed: the very forest that was scored, fitted again
-        fitted = clone(forest).set_params(max_features=chosen, max_samples=max_samples,
-                                          bootstrap=True, oob_score=False)
+        fitted = clone(forest).set_params(
+            max_features=chosen, max_samples=max_samples, bootstrap=True, oob_score=False
+        )
         fitted.fit(xs, ys)
     return chosen, fitted, scores, errors, coverage
 

@@ -58,7 +58,11 @@ read_results = store.read_results
 class GridConfig:
     feature_sets: tuple[str, ...] = ()
     attributes: tuple[str, ...] = ()  # empty: every attribute of the labels table
-    models: tuple[str, ...] = ("lasso", "forest", "dense")  # + bottleneck<k>-lasso|forest, multilabel
+    models: tuple[str, ...] = (
+        "lasso",
+        "forest",
+        "dense",
+    )  # + bottleneck<k>-lasso|forest, multilabel
     train_sizes: tuple[int, ...] = (0,)  # 0: the whole train split
     seeds: tuple[int, ...] = (0,)
     folds: int = 10
@@ -97,11 +101,14 @@ class GridConfig:
         if self.target not in TARGETS:
             raise ConfigError(f"train.target: expected attributes or class, got {self.target!r}")
         if self.forest_selection not in FOREST_SELECTIONS:
-            raise ConfigError(f"train.forest_selection: expected one of "
-                              f"{', '.join(FOREST_SELECTIONS)}, got {self.forest_selection!r}")
+            raise ConfigError(
+                f"train.forest_selection: expected one of "
+                f"{', '.join(FOREST_SELECTIONS)}, got {self.forest_selection!r}"
+            )
         if self.class_weight not in ("none", "balanced"):
-            raise ConfigError(f"train.class_weight: expected none or balanced, got "
-                              f"{self.class_weight!r}")
+            raise ConfigError(
+                f"train.class_weight: expected none or balanced, got {self.class_weight!r}"
+            )
         if self.threshold not in ("fixed", "val"):
             raise ConfigError(f"train.threshold: expected fixed or val, got {self.threshold!r}")
 
@@ -120,20 +127,28 @@ class Cell:
         """The cell's identity for resume: the cell, the exact content of its feature set and
         the settings its fit depends on (:func:`cell_settings`), so changing ``dense_epochs``
         re-fits dense heads, not lassos, and a rebuilt feature set re-fits its cells."""
-        raw = json.dumps([asdict(self), cell_settings(cfg, self.model)], sort_keys=True,
-                         default=str)
+        raw = json.dumps(
+            [asdict(self), cell_settings(cfg, self.model)], sort_keys=True, default=str
+        )
         return hashlib.sha256(raw.encode()).hexdigest()[:20]
 
 
 #: GridConfig fields that say which cells exist (in the cell itself, not in its key).
 #: ``save_models`` is here too: it changes what is kept of a fit, not what the fit computes.
-GRID_AXES = ("feature_sets", "attributes", "models", "train_sizes", "seeds", "overwrite",
-             "save_models", "target")
+GRID_AXES = (
+    "feature_sets",
+    "attributes",
+    "models",
+    "train_sizes",
+    "seeds",
+    "overwrite",
+    "save_models",
+    "target",
+)
 #: Fields every cell depends on: which rows it sees and its confidence interval.
 DATA_SETTINGS = ("first_n", "custom_split", "bootstrap", "class_weight", "threshold")
 LASSO_SETTINGS = ("folds", "lasso_cs", "lasso_max_iter", "cv_max_rows")
-FOREST_SETTINGS = ("forest_trees", "forest_max_features", "forest_selection",
-                   "forest_max_samples")
+FOREST_SETTINGS = ("forest_trees", "forest_max_features", "forest_selection", "forest_max_samples")
 FOREST_CV_SETTINGS = ("forest_folds", "cv_max_rows")  # only with forest_selection = "cv"
 DENSE_SETTINGS = ("dense_hidden", "dense_epochs", "dense_patience", "dense_batch_size")
 
@@ -163,18 +178,22 @@ def parse_model(name: str) -> tuple[str, int | None, str | None]:
         return name, None, None
     if name.startswith("bottleneck"):
         head, _, second = name.partition("-")
-        k = head[len("bottleneck"):]
+        k = head[len("bottleneck") :]
         if k.isdigit() and second in ("lasso", "forest"):
             return "bottleneck", int(k), second
-    raise ConfigError(f"unknown model {name!r}; expected lasso, forest, dense, multilabel or "
-                      "bottleneck<k>-lasso|forest (e.g. bottleneck20-lasso)")
+    raise ConfigError(
+        f"unknown model {name!r}; expected lasso, forest, dense, multilabel or "
+        "bottleneck<k>-lasso|forest (e.g. bottleneck20-lasso)"
+    )
 
 
 def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
     """Every cell of the grid, in a stable order. Raises ConfigError for a bad grid."""
     if not cfg.feature_sets:
-        raise ConfigError("train needs at least one feature set (--feature-sets A,B or "
-                          "train.feature_sets in the config)")
+        raise ConfigError(
+            "train needs at least one feature set (--feature-sets A,B or "
+            "train.feature_sets in the config)"
+        )
     for m in cfg.models:
         parse_model(m)
     layout = store.open_store(path)
@@ -183,26 +202,32 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
     contents = {}
     for fs in cfg.feature_sets:  # every named set committed, before Spark starts
         contents[fs] = store.fs_fingerprint(  # a verified read of every input
-            store.check_feature_set(layout.root, fs, checksums=True))
+            store.check_feature_set(layout.root, fs, checksums=True)
+        )
     if cfg.target == CLASS_TARGET:
         _check_class_target(path, cfg)
     attributes = [CLASS_TARGET] if cfg.target == CLASS_TARGET else list(cfg.attributes) or known
     for a in attributes if cfg.target != CLASS_TARGET else ():
         if a not in known:
-            raise ConfigError(f"unknown attribute {a!r}; the labels table has "
-                              f"{', '.join(known[:6])}, ...")
-    if cfg.custom_split and (len(cfg.custom_split) != 3 or not cfg.first_n
-                             or sum(cfg.custom_split) > cfg.first_n):
-        raise ConfigError("custom_split needs first_n and 3 counts (train, val, test) whose sum "
-                          "is at most first_n")
+            raise ConfigError(
+                f"unknown attribute {a!r}; the labels table has {', '.join(known[:6])}, ..."
+            )
+    if cfg.custom_split and (
+        len(cfg.custom_split) != 3 or not cfg.first_n or sum(cfg.custom_split) > cfg.first_n
+    ):
+        raise ConfigError(
+            "custom_split needs first_n and 3 counts (train, val, test) whose sum "
+            "is at most first_n"
+        )
     cells = []
     for fs in cfg.feature_sets:
         for size in cfg.train_sizes:
             for seed in cfg.seeds:
                 for model in cfg.models:
                     if model == "multilabel":
-                        cells.append(Cell(ALL_ATTRIBUTES, fs, model, int(size), int(seed),
-                                          contents[fs]))
+                        cells.append(
+                            Cell(ALL_ATTRIBUTES, fs, model, int(size), int(seed), contents[fs])
+                        )
                         continue
                     for a in attributes:
                         cells.append(Cell(a, fs, model, int(size), int(seed), contents[fs]))
@@ -212,24 +237,36 @@ def plan(path: str | os.PathLike[str], cfg: GridConfig) -> list[Cell]:
 def _check_class_target(path: str | os.PathLike[str], cfg: GridConfig) -> None:
     bad = [m for m in cfg.models if m not in CLASS_MODELS]
     if bad:
-        raise ConfigError(f"train.target: class fits the multi-class probes "
-                          f"{', '.join(CLASS_MODELS)}; not {', '.join(bad)}")
+        raise ConfigError(
+            f"train.target: class fits the multi-class probes "
+            f"{', '.join(CLASS_MODELS)}; not {', '.join(bad)}"
+        )
     classes = store.read_classes(path)
     if classes is None:
-        raise ConfigError("train.target: class needs a labels table with a class column (a "
-                          "class-per-folder set: featstore ingest --source folder)")
+        raise ConfigError(
+            "train.target: class needs a labels table with a class column (a "
+            "class-per-folder set: featstore ingest --source folder)"
+        )
     if not 2 <= len(set(classes.values())) <= 127:  # y_true / y_pred are int8 class indices
-        raise ConfigError(f"train.target: class needs 2 to 127 classes; the labels table has "
-                          f"{len(set(classes.values()))}")
+        raise ConfigError(
+            f"train.target: class needs 2 to 127 classes; the labels table has "
+            f"{len(set(classes.values()))}"
+        )
 
 
 # ------------------------------------------------------------------ data, cached per worker
 
 
 @lru_cache(maxsize=4)
-def _split_arrays(path: str, feature_set: str, content: str,
-                  dim: int, first_n: int, custom: tuple[int, ...], seed: int
-                  ) -> dict[str, Any]:
+def _split_arrays(
+    path: str,
+    feature_set: str,
+    content: str,
+    dim: int,
+    first_n: int,
+    custom: tuple[int, ...],
+    seed: int,
+) -> dict[str, Any]:
     """{split: (X float32, ids)} plus the label table, for one feature set (cached per worker;
     ``content`` is in the key so a rebuilt feature set is re-read). With ``custom``, the first
     ``first_n`` images are shuffled by ``seed`` (the cell's seed: every model of one seed sees
@@ -238,31 +275,44 @@ def _split_arrays(path: str, feature_set: str, content: str,
     ids = np.asarray(table["image_id"].to_pylist())
     split = np.asarray(table["split"].to_pylist())
     x = store.embedding_matrix(table, dim, feature_set)
-    labels = {c: table[c].to_numpy(zero_copy_only=False).astype(np.int8)
-              for c in table.column_names if c not in ("image_id", "split", "embedding")}
+    labels = {
+        c: table[c].to_numpy(zero_copy_only=False).astype(np.int8)
+        for c in table.column_names
+        if c not in ("image_id", "split", "embedding")
+    }
     names = store.read_classes(path)
     class_names = sorted(set(names.values())) if names else []
     index = {c: k for k, c in enumerate(class_names)}
     # the class of each image as an index into class_names (-1: none)
-    klass = np.asarray([index.get(names.get(i), -1) for i in ids] if names else [-1] * len(ids),
-                       dtype=np.int16)
+    klass = np.asarray(
+        [index.get(names.get(i), -1) for i in ids] if names else [-1] * len(ids), dtype=np.int16
+    )
     persons = store.read_identities(path)
     # an image without a known person is a person of its own (a unique negative id)
-    groups = (np.asarray([persons.get(i, -1 - k) for k, i in enumerate(ids)], dtype=np.int64)
-              if persons is not None else None)
+    groups = (
+        np.asarray([persons.get(i, -1 - k) for k, i in enumerate(ids)], dtype=np.int64)
+        if persons is not None
+        else None
+    )
     if first_n:
         order = np.argsort(ids, kind="stable")[:first_n]  # the first N images by id
         if custom:
-            split, keep = _custom_split(order, len(ids), custom, seed,
-                                        None if groups is None else groups[order])
+            split, keep = _custom_split(
+                order, len(ids), custom, seed, None if groups is None else groups[order]
+            )
         else:
             keep = np.sort(order)
         ids, split, x = ids[keep], split[keep], x[keep]
         labels = {k: v[keep] for k, v in labels.items()}
         groups = None if groups is None else groups[keep]
         klass = klass[keep]
-    out: dict[str, Any] = {"labels": {}, "dim": dim, "groups": {}, "class": {},
-                           "class_names": class_names}
+    out: dict[str, Any] = {
+        "labels": {},
+        "dim": dim,
+        "groups": {},
+        "class": {},
+        "class_names": class_names,
+    }
     for s in ("train", "val", "test"):
         m = split == s
         out[s] = (x[m], ids[m])
@@ -272,8 +322,9 @@ def _split_arrays(path: str, feature_set: str, content: str,
     return out
 
 
-def _custom_split(order: np.ndarray, n: int, counts: tuple[int, ...], seed: int,
-                  groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _custom_split(
+    order: np.ndarray, n: int, counts: tuple[int, ...], seed: int, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """The split of the first N images (``order``) by ``counts`` (train, val, test), drawn by
     ``seed``: ``(split per image, sorted indices kept)``. With identities (``groups``, in the
     order of ``order``), whole identities are drawn: every image of one person lands in one
@@ -285,8 +336,8 @@ def _custom_split(order: np.ndarray, n: int, counts: tuple[int, ...], seed: int,
     if groups is None:
         order = order[rng.permutation(len(order))]
         split[order[:tr]] = "train"
-        split[order[tr:tr + va]] = "val"
-        split[order[tr + va:tr + va + te]] = "test"
+        split[order[tr : tr + va]] = "val"
+        split[order[tr + va : tr + va + te]] = "test"
         return split, np.sort(order[: tr + va + te])
     people = np.unique(groups)
     people = people[rng.permutation(len(people))]
@@ -328,8 +379,9 @@ def _empty_row(cell: Cell, key: str) -> dict[str, Any]:
     return row
 
 
-def run_cell(path: str, cell: Cell, cfg: GridConfig,
-             phases: Phases | None = None) -> list[dict[str, Any]]:
+def run_cell(
+    path: str, cell: Cell, cfg: GridConfig, phases: Phases | None = None
+) -> list[dict[str, Any]]:
     """Fit and evaluate one cell; never raises for a problem of the cell itself. ``phases``
     (optional) gets the cell's seconds in read features / fit / save models / evaluate."""
 
@@ -338,22 +390,32 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig,
     lap("read features")
     try:
         manifest = store.feature_set_manifest(path, cell.feature_set)
-        data = _split_arrays(path, cell.feature_set, store.fs_fingerprint(manifest),
-                             int(manifest["dim"]), cfg.first_n,
-                             tuple(cfg.custom_split),
-                             cell.seed if cfg.custom_split else 0)
+        data = _split_arrays(
+            path,
+            cell.feature_set,
+            store.fs_fingerprint(manifest),
+            int(manifest["dim"]),
+            cfg.first_n,
+            tuple(cfg.custom_split),
+            cell.seed if cfg.custom_split else 0,
+        )
         x_tr_all, _ = data["train"]
         x_va, _ = data["val"]
         x_te, _ = data["test"]
         if cell.train_size > len(x_tr_all):
-            raise FeatstoreError(f"training size {cell.train_size} is larger than the train "
-                                 f"split ({len(x_tr_all)} rows)")
+            raise FeatstoreError(
+                f"training size {cell.train_size} is larger than the train "
+                f"split ({len(x_tr_all)} rows)"
+            )
         if len(x_te) == 0:
             raise FeatstoreError("the test split is empty")
         pick = _subsample(len(x_tr_all), cell.train_size, cell.seed)
         x_tr = x_tr_all[pick]
-        attrs = (sorted(data["labels"]["train"]) if cell.attribute == ALL_ATTRIBUTES
-                 else [cell.attribute])
+        attrs = (
+            sorted(data["labels"]["train"])
+            if cell.attribute == ALL_ATTRIBUTES
+            else [cell.attribute]
+        )
         lap("fit")
         if cell.attribute == CLASS_TARGET and cfg.target == CLASS_TARGET:
             row = _class_row(cell, cfg, key, x_tr, x_va, x_te, data, pick)
@@ -378,19 +440,44 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig,
     lap("evaluate")
     rows = []
     for attribute, fit in fits.items():
-        row = _empty_row(Cell(attribute, cell.feature_set, cell.model, cell.train_size,
-                              cell.seed, cell.feature_set_content), key)
+        row = _empty_row(
+            Cell(
+                attribute,
+                cell.feature_set,
+                cell.model,
+                cell.train_size,
+                cell.seed,
+                cell.feature_set_content,
+            ),
+            key,
+        )
         if attribute in failed:
             row["reason"] = failed[attribute]
             rows.append(row)
             continue
         y_tr = data["labels"]["train"][attribute][pick]
         y_va = data["labels"]["val"][attribute]
-        row.update(_evaluated(fit, y_tr, y_va, data["labels"]["test"][attribute],
-                              data["groups"]["test"], cfg, cell.seed))
-        row.update(n_train=len(x_tr), n_val=len(x_va), n_test=len(x_te),
-                   dim=int(x_tr.shape[1]), history=json.dumps(fit.history) if fit.history else None,
-                   fit_seconds=fit.fit_seconds, model_path=model_paths.get(attribute), reason=note)
+        row.update(
+            _evaluated(
+                fit,
+                y_tr,
+                y_va,
+                data["labels"]["test"][attribute],
+                data["groups"]["test"],
+                cfg,
+                cell.seed,
+            )
+        )
+        row.update(
+            n_train=len(x_tr),
+            n_val=len(x_va),
+            n_test=len(x_te),
+            dim=int(x_tr.shape[1]),
+            history=json.dumps(fit.history) if fit.history else None,
+            fit_seconds=fit.fit_seconds,
+            model_path=model_paths.get(attribute),
+            reason=note,
+        )
         rows.append(row)
     lap(None)
     return rows
@@ -400,8 +487,15 @@ def run_cell(path: str, cell: Cell, cfg: GridConfig,
 SELECTION_METRIC = "validation accuracy"
 
 
-def _evaluated(fit: Any, y_tr: np.ndarray, y_va: np.ndarray, y_te: np.ndarray,
-               groups: np.ndarray | None, cfg: GridConfig, seed: int) -> dict[str, Any]:
+def _evaluated(
+    fit: Any,
+    y_tr: np.ndarray,
+    y_va: np.ndarray,
+    y_te: np.ndarray,
+    groups: np.ndarray | None,
+    cfg: GridConfig,
+    seed: int,
+) -> dict[str, Any]:
     """One fit's results columns. ``fit`` scored the validation rows, then the test rows (one
     matrix): the validation part gives ``selection_score`` (and the threshold, with
     ``train.threshold: val``), the test part the estimate, touched once. Intervals resample by
@@ -423,29 +517,59 @@ def _evaluated(fit: Any, y_tr: np.ndarray, y_va: np.ndarray, y_te: np.ndarray,
     both = 0 < int(y_te.sum()) < len(y_te)
     boot = {"n_boot": cfg.bootstrap, "seed": seed, "groups": groups}
     ba = evaluate.bootstrap_ci(y_te, y_pred, stat="balanced_accuracy", **boot) if both else None
-    auc = (evaluate.bootstrap_ci(y_te, y_pred, stat="roc_auc", y_score=y_score, **boot)
-           if both else None)
+    auc = (
+        evaluate.bootstrap_ci(y_te, y_pred, stat="roc_auc", y_score=y_score, **boot)
+        if both
+        else None
+    )
     roc = evaluate.roc_points(y_te, y_score)
     params = {**fit.params, "threshold": threshold}
     return {
-        "status": "ok", "ci_low": lo, "ci_high": hi,
+        "status": "ok",
+        "ci_low": lo,
+        "ci_high": hi,
         "params": json.dumps(params, sort_keys=True, default=str),
-        "y_true": y_te.astype(np.int8).tolist(), "y_pred": y_pred.tolist(),
+        "y_true": y_te.astype(np.int8).tolist(),
+        "y_pred": y_pred.tolist(),
         "y_score": y_score.astype(np.float32).tolist(),
         "groups": groups.tolist() if groups is not None else None,
-        "roc_fpr": roc[0].tolist() if roc else None, "roc_tpr": roc[1].tolist() if roc else None,
-        "selection_score": selection, "selection_metric": SELECTION_METRIC if n_va else None,
-        "ba_ci_low": ba[0] if ba else None, "ba_ci_high": ba[1] if ba else None,
-        "auc_ci_low": auc[0] if auc else None, "auc_ci_high": auc[1] if auc else None,
+        "roc_fpr": roc[0].tolist() if roc else None,
+        "roc_tpr": roc[1].tolist() if roc else None,
+        "selection_score": selection,
+        "selection_metric": SELECTION_METRIC if n_va else None,
+        "ba_ci_low": ba[0] if ba else None,
+        "ba_ci_high": ba[1] if ba else None,
+        "auc_ci_low": auc[0] if auc else None,
+        "auc_ci_high": auc[1] if auc else None,
         "brier": evaluate.brier_score(y_te, y_score),
         "ci_method": "wilson, by identity" if groups is not None else "wilson",
-        **{k: m[k] for k in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "tn", "fp",
-                             "fn", "tp", "majority_baseline")},
+        **{
+            k: m[k]
+            for k in (
+                "accuracy",
+                "balanced_accuracy",
+                "f1",
+                "roc_auc",
+                "tn",
+                "fp",
+                "fn",
+                "tp",
+                "majority_baseline",
+            )
+        },
     }
 
 
-def _class_row(cell: Cell, cfg: GridConfig, key: str, x_tr: np.ndarray, x_va: np.ndarray,
-               x_te: np.ndarray, data: dict[str, Any], pick: np.ndarray) -> dict[str, Any]:
+def _class_row(
+    cell: Cell,
+    cfg: GridConfig,
+    key: str,
+    x_tr: np.ndarray,
+    x_va: np.ndarray,
+    x_te: np.ndarray,
+    data: dict[str, Any],
+    pick: np.ndarray,
+) -> dict[str, Any]:
     """The results row of one multi-class cell (``train.target: class``): the probe is fitted
     and tuned on the training rows, scored on the validation rows for ``selection_score``
     (validation accuracy) and on the test rows for the estimate, in one call. ``y_true`` and
@@ -462,42 +586,78 @@ def _class_row(cell: Cell, cfg: GridConfig, key: str, x_tr: np.ndarray, x_va: np
         raise FeatstoreError("some images of this feature set have no class in the labels table")
     weight = None if cfg.class_weight == "none" else cfg.class_weight
     settings = {
-        "lasso": {"folds": cfg.folds, "cs": cfg.lasso_cs, "max_iter": cfg.lasso_max_iter,
-                  "cv_max_rows": cfg.cv_max_rows},
-        "forest": {"n_estimators": cfg.forest_trees, "selection": cfg.forest_selection,
-                   "max_features": tuple(_num(v) for v in cfg.forest_max_features),
-                   "folds": cfg.forest_folds, "max_samples": cfg.forest_max_samples or None,
-                   "cv_max_rows": cfg.cv_max_rows},
-        "dense": {"hidden": tuple(cfg.dense_hidden), "epochs": cfg.dense_epochs,
-                  "patience": cfg.dense_patience, "batch_size": cfg.dense_batch_size},
+        "lasso": {
+            "folds": cfg.folds,
+            "cs": cfg.lasso_cs,
+            "max_iter": cfg.lasso_max_iter,
+            "cv_max_rows": cfg.cv_max_rows,
+        },
+        "forest": {
+            "n_estimators": cfg.forest_trees,
+            "selection": cfg.forest_selection,
+            "max_features": tuple(_num(v) for v in cfg.forest_max_features),
+            "folds": cfg.forest_folds,
+            "max_samples": cfg.forest_max_samples or None,
+            "cv_max_rows": cfg.cv_max_rows,
+        },
+        "dense": {
+            "hidden": tuple(cfg.dense_hidden),
+            "epochs": cfg.dense_epochs,
+            "patience": cfg.dense_patience,
+            "batch_size": cfg.dense_batch_size,
+        },
     }[cell.model]
-    fit = fit_multiclass(cell.model, x_tr, y_tr, np.concatenate([x_va, x_te]), n_classes=k,
-                         seed=cell.seed, class_weight=weight, **settings)
+    fit = fit_multiclass(
+        cell.model,
+        x_tr,
+        y_tr,
+        np.concatenate([x_va, x_te]),
+        n_classes=k,
+        seed=cell.seed,
+        class_weight=weight,
+        **settings,
+    )
     pred = fit.y_pred
-    pred_va, y_pred = pred[:len(x_va)], pred[len(x_va):]
+    pred_va, y_pred = pred[: len(x_va)], pred[len(x_va) :]
     m = multiclass.metrics(y_te, y_pred, k, y_train=y_tr)
     groups = data["groups"]["test"]
     if groups is not None and np.unique(groups).size < 2:
         groups = None
     lo, hi = multiclass.accuracy_interval(y_te, y_pred, groups=groups)
-    params = {**fit.params, "majority_class": m["majority_class"],
-              **{k2: [None if np.isnan(v) else float(v) for v in m[k2]]
-                 for k2 in ("precision", "recall")}}
+    params = {
+        **fit.params,
+        "majority_class": m["majority_class"],
+        **{
+            k2: [None if np.isnan(v) else float(v) for v in m[k2]] for k2 in ("precision", "recall")
+        },
+    }
     row = _empty_row(cell, key)
     row.update(
-        status="ok", ci_low=lo, ci_high=hi, n_train=len(x_tr), n_val=len(x_va),
-        n_test=len(x_te), dim=int(x_tr.shape[1]), fit_seconds=fit.fit_seconds,
+        status="ok",
+        ci_low=lo,
+        ci_high=hi,
+        n_train=len(x_tr),
+        n_val=len(x_va),
+        n_test=len(x_te),
+        dim=int(x_tr.shape[1]),
+        fit_seconds=fit.fit_seconds,
         params=json.dumps(params, sort_keys=True, default=str),
         history=json.dumps(fit.history) if fit.history else None,
-        y_true=y_te.astype(np.int8).tolist(), y_pred=y_pred.astype(np.int8).tolist(),
+        y_true=y_te.astype(np.int8).tolist(),
+        y_pred=y_pred.astype(np.int8).tolist(),
         groups=groups.tolist() if groups is not None else None,
         selection_score=float(np.mean(pred_va == y_va)) if len(y_va) else None,
         selection_metric=SELECTION_METRIC if len(y_va) else None,
         ci_method="wilson, by identity" if groups is not None else "wilson",
-        accuracy=m["accuracy"], balanced_accuracy=m["balanced_accuracy"],
-        majority_baseline=m["majority_baseline"], macro_f1=m["macro_f1"], n_classes=k,
-        classes=list(names), confusion=m["confusion"].tolist(),
-        reason="model not saved: multi-class fits are not saved" if cfg.save_models else None)
+        accuracy=m["accuracy"],
+        balanced_accuracy=m["balanced_accuracy"],
+        majority_baseline=m["majority_baseline"],
+        macro_f1=m["macro_f1"],
+        n_classes=k,
+        classes=list(names),
+        confusion=m["confusion"].tolist(),
+        reason="model not saved: multi-class fits are not saved" if cfg.save_models else None,
+    )
     return row
 
 
@@ -514,8 +674,9 @@ def _val_threshold(y: np.ndarray, score: np.ndarray) -> float:
     return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])
 
 
-def _save_models(path: str, cell: Cell, cfg: GridConfig, key: str, fits: dict[str, Any],
-                 dim: int) -> tuple[dict[str, str], str | None]:
+def _save_models(
+    path: str, cell: Cell, cfg: GridConfig, key: str, fits: dict[str, Any], dim: int
+) -> tuple[dict[str, str], str | None]:
     """Save the cell's estimators when ``cfg.save_models`` (else drop files an earlier fit of
     this cell left). Returns ``({attribute: model_path}, None)``, or ``({}, note)`` when saving
     failed: the fits stay ok (the note goes to ``reason``) and a later run with
@@ -529,11 +690,22 @@ def _save_models(path: str, cell: Cell, cfg: GridConfig, key: str, fits: dict[st
         return saved.save_fits(path, key, cell.model, cell.feature_set, dim, fits), None
     except Exception as exc:
         logger.warning("cell %s: saving the model failed: %s", cell, traceback.format_exc())
-        return {}, f"model not saved: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return (
+            {},
+            f"model not saved: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+        )
 
 
-def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: np.ndarray,
-         data: dict[str, Any], pick: np.ndarray, attrs: list[str]) -> dict[str, Any]:
+def _fit(
+    cell: Cell,
+    cfg: GridConfig,
+    x_tr: np.ndarray,
+    x_va: np.ndarray,
+    x_te: np.ndarray,
+    data: dict[str, Any],
+    pick: np.ndarray,
+    attrs: list[str],
+) -> dict[str, Any]:
     """``{attribute: FitResult | FitError}`` of one cell. One rule for every model: training
     labels of one class only raise :class:`~featstore.train.base.SingleClassError` for a
     single-attribute model (the cell's error row), and give that attribute a
@@ -550,9 +722,13 @@ def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: 
     kind, k, second = parse_model(cell.model)
     lab_tr = {a: data["labels"]["train"][a][pick] for a in attrs}
     weight = None if cfg.class_weight == "none" else cfg.class_weight
-    dense_kw = {"hidden": tuple(cfg.dense_hidden), "epochs": cfg.dense_epochs,
-                "patience": cfg.dense_patience, "batch_size": cfg.dense_batch_size,
-                "seed": cell.seed}
+    dense_kw = {
+        "hidden": tuple(cfg.dense_hidden),
+        "epochs": cfg.dense_epochs,
+        "patience": cfg.dense_patience,
+        "batch_size": cfg.dense_batch_size,
+        "seed": cell.seed,
+    }
     if kind == "multilabel":
         y_tr = np.stack([lab_tr[a] for a in attrs], axis=1)
         return dense.fit_multilabel(x_tr, y_tr, None, None, x_te, attributes=attrs, **dense_kw)
@@ -560,15 +736,25 @@ def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: 
     a = attrs[0]
     y_tr, y_va = lab_tr[a], None
     check_binary(y_tr)
-    lasso_kw = {"folds": cfg.folds, "cs": cfg.lasso_cs, "seed": cell.seed,
-                "cv_max_rows": cfg.cv_max_rows, "max_iter": cfg.lasso_max_iter,
-                "what": f"{a} on {cell.feature_set}", "class_weight": weight}
-    forest_kw = {"folds": cfg.forest_folds, "n_estimators": cfg.forest_trees,
-                 "seed": cell.seed,
-                 "max_features": tuple(_num(v) for v in cfg.forest_max_features),
-                 "cv_max_rows": cfg.cv_max_rows,
-                 "max_samples": cfg.forest_max_samples or None,
-                 "selection": cfg.forest_selection, "class_weight": weight}
+    lasso_kw = {
+        "folds": cfg.folds,
+        "cs": cfg.lasso_cs,
+        "seed": cell.seed,
+        "cv_max_rows": cfg.cv_max_rows,
+        "max_iter": cfg.lasso_max_iter,
+        "what": f"{a} on {cell.feature_set}",
+        "class_weight": weight,
+    }
+    forest_kw = {
+        "folds": cfg.forest_folds,
+        "n_estimators": cfg.forest_trees,
+        "seed": cell.seed,
+        "max_features": tuple(_num(v) for v in cfg.forest_max_features),
+        "cv_max_rows": cfg.cv_max_rows,
+        "max_samples": cfg.forest_max_samples or None,
+        "selection": cfg.forest_selection,
+        "class_weight": weight,
+    }
     if kind == "lasso":
         return {a: lasso.fit_lasso(x_tr, y_tr, x_te, **lasso_kw)}
     if kind == "forest":
@@ -576,8 +762,10 @@ def _fit(cell: Cell, cfg: GridConfig, x_tr: np.ndarray, x_va: np.ndarray, x_te: 
     if kind == "dense":
         return {a: dense.fit_dense(x_tr, y_tr, x_va, y_va, x_te, **dense_kw)}
     second_kw = lasso_kw if second == "lasso" else forest_kw
-    kw = {**{k2: v for k2, v in dense_kw.items() if k2 != "hidden"},
-          **{k2: v for k2, v in second_kw.items() if k2 != "seed"}}
+    kw = {
+        **{k2: v for k2, v in dense_kw.items() if k2 != "hidden"},
+        **{k2: v for k2, v in second_kw.items() if k2 != "seed"},
+    }
     return {a: dense.fit_bottleneck(x_tr, y_tr, x_va, y_va, x_te, k=k, second=second, **kw)}
 
 
@@ -598,12 +786,11 @@ def _write_cell(cells_dir: Path, key: str, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, cells_dir / f"{key}.parquet")
 
 
-def _task(path: str, cfg: GridConfig, cells_dir: str, cpu_threads: int
-          ) -> Any:
+def _task(path: str, cfg: GridConfig, cells_dir: str, cpu_threads: int) -> Any:
     """The grid's task: fit each cell, write its file. Yields per cell (key, model, attribute,
     status, seconds, seconds per phase)."""
-    def run(items: Iterator[Cell]
-            ) -> Iterator[tuple[str, str, str, str, float, dict[str, float]]]:
+
+    def run(items: Iterator[Cell]) -> Iterator[tuple[str, str, str, str, float, dict[str, float]]]:
         if cpu_threads > 0:
             for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "OPENBLAS_NUM_THREADS"):
                 os.environ.setdefault(var, str(cpu_threads))
@@ -614,8 +801,15 @@ def _task(path: str, cfg: GridConfig, cells_dir: str, cpu_threads: int
             rows = run_cell(path, cell, cfg, phases)
             with phases("write"):
                 _write_cell(Path(cells_dir), cell.key(cfg), rows)
-            yield (cell.key(cfg), cell.model, cell.attribute, rows[0]["status"],
-                   time.perf_counter() - t, phases.seconds)
+            yield (
+                cell.key(cfg),
+                cell.model,
+                cell.attribute,
+                rows[0]["status"],
+                time.perf_counter() - t,
+                phases.seconds,
+            )
+
     return run
 
 
@@ -640,8 +834,10 @@ class GridSummary:
         fit 80%, ... of 58.3 task-s in 40 fits``."""
         line = self.timing.line("train") if self.timing is not None else "train time: -"
         if self.fit_timing is not None and self.fit_timing.total > 0:
-            line += (f"; fits: {self.fit_timing.shares()} of {self.fit_timing.total:.1f} task-s "
-                     f"in {self.ran} fits")
+            line += (
+                f"; fits: {self.fit_timing.shares()} of {self.fit_timing.total:.1f} task-s "
+                f"in {self.ran} fits"
+            )
         return line
 
 
@@ -668,8 +864,7 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
         todo = [c for c in cells if c.key(cfg) not in done]
         resumed = len(cells) - len(todo)
         if resumed:
-            logger.info("%d of %d fits already in the results table (resumed)", resumed,
-                        len(cells))
+            logger.info("%d of %d fits already in the results table (resumed)", resumed, len(cells))
         if retried:
             logger.info("%d fits that ended in an error run again", retried)
         if todo:
@@ -693,23 +888,40 @@ def run_grid(spark: Any, path: str, cfg: GridConfig, *, parallel: bool = True) -
         merged = _merge_cells(cells_dir)
         ok = int(sum(1 for s in merged["status"].to_pylist() if s == "ok"))
         pq.write_table(merged, w.data / "part-00000.parquet")
-        w.commit(store.base_manifest(
-            "results",
-            counts={"ok": ok, "errors": merged.num_rows - ok, "rows": merged.num_rows},
-            feature_sets={c.feature_set: c.feature_set_content for c in cells},
-            last_grid={"cells": len(cells), "ran": len(todo), "resumed": resumed,
-                       **{k: list(v) if isinstance(v, tuple) else v
-                          for k, v in asdict(cfg).items()}},
-            seconds=round(time.perf_counter() - t0, 2),
-            timing={"driver": phases.as_dict(), "fits": fit_phases.as_dict()},
-        ), has_errors=False, extra_moves=[(cells_dir, layout.cells)] if cfg.overwrite else ())
+        w.commit(
+            store.base_manifest(
+                "results",
+                counts={"ok": ok, "errors": merged.num_rows - ok, "rows": merged.num_rows},
+                feature_sets={c.feature_set: c.feature_set_content for c in cells},
+                last_grid={
+                    "cells": len(cells),
+                    "ran": len(todo),
+                    "resumed": resumed,
+                    **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+                },
+                seconds=round(time.perf_counter() - t0, 2),
+                timing={"driver": phases.as_dict(), "fits": fit_phases.as_dict()},
+            ),
+            has_errors=False,
+            extra_moves=[(cells_dir, layout.cells)] if cfg.overwrite else (),
+        )
     phases.lap(None)
-    return GridSummary(str(layout.root), len(cells), len(todo), resumed, ok,
-                       merged.num_rows - ok, time.perf_counter() - t0, phases, fit_phases)
+    return GridSummary(
+        str(layout.root),
+        len(cells),
+        len(todo),
+        resumed,
+        ok,
+        merged.num_rows - ok,
+        time.perf_counter() - t0,
+        phases,
+        fit_phases,
+    )
 
 
-def _resume_state(root: Path, cells: list[Cell], cfg: GridConfig, cells_dir: Path
-                  ) -> tuple[set[str], int, int]:
+def _resume_state(
+    root: Path, cells: list[Cell], cfg: GridConfig, cells_dir: Path
+) -> tuple[set[str], int, int]:
     """(keys of the cells already done, how many finished cells lack their saved models and run
     again, how many cells that ended in an error run again): the resume state of
     :func:`run_grid` and :func:`plan_run`."""
@@ -745,8 +957,13 @@ def plan_run(path: str | os.PathLike[str], cfg: GridConfig) -> GridPlan:
     if cfg.overwrite:  # a fresh cells folder: every fit runs
         return GridPlan(cells, list(cells), [], 0, 0)
     done, lacking, retried = _resume_state(layout.root, cells, cfg, layout.cells)
-    return GridPlan(cells, [c for c in cells if c.key(cfg) not in done],
-                    [c for c in cells if c.key(cfg) in done], retried, lacking)
+    return GridPlan(
+        cells,
+        [c for c in cells if c.key(cfg) not in done],
+        [c for c in cells if c.key(cfg) in done],
+        retried,
+        lacking,
+    )
 
 
 def _cell_ok(cell_file: Path) -> bool:

@@ -53,18 +53,33 @@ LIBLINEAR_INTERCEPT_SCALING = 1e4
 
 def _solver_settings(solver: str, tol: float | None) -> dict[str, Any]:
     if solver == "liblinear":
-        return {"solver": solver, "tol": 1e-5 if tol is None else tol,
-                "intercept_scaling": LIBLINEAR_INTERCEPT_SCALING}
+        return {
+            "solver": solver,
+            "tol": 1e-5 if tol is None else tol,
+            "intercept_scaling": LIBLINEAR_INTERCEPT_SCALING,
+        }
     if solver == "saga":
         return {"solver": solver, "tol": 1e-4 if tol is None else tol}
     raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
 
 
-def fit_lasso(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
-              cs: int | Sequence[float] = 12, seed: int = 0, n_jobs: int | None = 1,
-              max_iter: int = 1000, solver: str = "liblinear", scoring: str = "accuracy",
-              tol: float | None = None, cv_max_rows: int | None = None,
-              what: str = "", class_weight: str | None = None) -> FitResult:
+def fit_lasso(
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    *,
+    folds: int = 10,
+    cs: int | Sequence[float] = 12,
+    seed: int = 0,
+    n_jobs: int | None = 1,
+    max_iter: int = 1000,
+    solver: str = "liblinear",
+    scoring: str = "accuracy",
+    tol: float | None = None,
+    cv_max_rows: int | None = None,
+    what: str = "",
+    class_weight: str | None = None,
+) -> FitResult:
     """Fit ``StandardScaler -> L1 logistic regression`` with C chosen by stratified k-fold CV
     over ``cs`` (an int: that many values log-spaced in [1e-4, 1e4]; or a list), and predict the
     test rows.
@@ -103,16 +118,25 @@ def fit_lasso(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
         x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
         k = cv_folds(y_cv, folds)
         search = LogisticRegressionCV(
-            Cs=grid, l1_ratios=(1.0,), cv=StratifiedKFold(k, shuffle=True, random_state=seed),
-            scoring=scoring, max_iter=max_iter, n_jobs=n_jobs, random_state=seed,
-            use_legacy_attributes=False, refit=True, **settings)
+            Cs=grid,
+            l1_ratios=(1.0,),
+            cv=StratifiedKFold(k, shuffle=True, random_state=seed),
+            scoring=scoring,
+            max_iter=max_iter,
+            n_jobs=n_jobs,
+            random_state=seed,
+            use_legacy_attributes=False,
+            refit=True,
+            **settings,
+        )
         pipe = Pipeline([("scale", StandardScaler()), ("lasso", search)])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             pipe.fit(x_cv, y_cv)
             grid_used = [float(c) for c in search.Cs_]
             fold_scores = np.asarray(search.scores_, dtype=np.float64).reshape(
-                k, len(grid_used))  # (folds, n_cs)
+                k, len(grid_used)
+            )  # (folds, n_cs)
             scores = fold_scores.mean(axis=0)
             errors = fold_scores.std(axis=0, ddof=1) / np.sqrt(k)
             best = one_se_choice(scores, errors)  # Cs_ ascend: the first is the sparsest
@@ -120,30 +144,70 @@ def fit_lasso(x_train: Any, y_train: Any, x_test: Any, *, folds: int = 10,
             refit = sub is not None or not np.isclose(c_cv, float(search.C_))
             if sub is not None:
                 c_best = c_cv * float(np.sqrt(sub.size / ys.size))
-                logger.info("lasso: C=%.4g chosen on %d of %d rows; refitting on all rows with "
-                            "C=%.4g", c_cv, sub.size, ys.size, c_best)
+                logger.info(
+                    "lasso: C=%.4g chosen on %d of %d rows; refitting on all rows with C=%.4g",
+                    c_cv,
+                    sub.size,
+                    ys.size,
+                    c_best,
+                )
             if refit:
-                pipe = Pipeline([("scale", StandardScaler()), ("lasso", LogisticRegression(
-                    C=c_best, l1_ratio=1.0, max_iter=max_iter, random_state=seed, **settings))])
+                pipe = Pipeline(
+                    [
+                        ("scale", StandardScaler()),
+                        (
+                            "lasso",
+                            LogisticRegression(
+                                C=c_best,
+                                l1_ratio=1.0,
+                                max_iter=max_iter,
+                                random_state=seed,
+                                **settings,
+                            ),
+                        ),
+                    ]
+                )
                 pipe.fit(xs, ys)
         _log_convergence(caught, search, pipe[-1] if refit else None, max_iter, what)
         y_score = pipe.predict_proba(xt)[:, 1]
     if best in (0, len(grid_used) - 1) and len(grid_used) > 1:
-        logger.info("lasso: chosen C=%.4g is at the edge of the grid [%.4g, %.4g]", c_cv,
-                    grid_used[0], grid_used[-1])
+        logger.info(
+            "lasso: chosen C=%.4g is at the edge of the grid [%.4g, %.4g]",
+            c_cv,
+            grid_used[0],
+            grid_used[-1],
+        )
     coef = pipe[-1].coef_.reshape(-1)
-    params = {"C": c_best, "n_nonzero": int(np.count_nonzero(coef)), "n_features": xs.shape[1],
-              "folds": k, "cs": grid_used, "cv_C": c_cv, "cv_score": float(scores[best]),
-              "cv_rows": int(y_cv.size), "solver": solver, "scoring": scoring,
-              "cv_best_C": float(search.C_), "cv_score_se": float(errors[best]),
-              "selection_rule": "one standard error", "class_weight": class_weight}
-    logger.info("lasso: C=%.4g, %d/%d non-zero, %d folds, %.1f s", c_best, params["n_nonzero"],
-                xs.shape[1], k, sw.seconds)
+    params = {
+        "C": c_best,
+        "n_nonzero": int(np.count_nonzero(coef)),
+        "n_features": xs.shape[1],
+        "folds": k,
+        "cs": grid_used,
+        "cv_C": c_cv,
+        "cv_score": float(scores[best]),
+        "cv_rows": int(y_cv.size),
+        "solver": solver,
+        "scoring": scoring,
+        "cv_best_C": float(search.C_),
+        "cv_score_se": float(errors[best]),
+        "selection_rule": "one standard error",
+        "class_weight": class_weight,
+    }
+    logger.info(
+        "lasso: C=%.4g, %d/%d non-zero, %d folds, %.1f s",
+        c_best,
+        params["n_nonzero"],
+        xs.shape[1],
+        k,
+        sw.seconds,
+    )
     return scores_to_result("lasso", y_score, params, sw.seconds, estimator=pipe)
 
 
-def _log_convergence(caught: list[warnings.WarningMessage], search: Any, refit: Any,
-                     max_iter: int, what: str) -> None:
+def _log_convergence(
+    caught: list[warnings.WarningMessage], search: Any, refit: Any, max_iter: int, what: str
+) -> None:
     """Turn scikit-learn's (possibly many) ConvergenceWarnings into one logged warning that names
     the fit (``what``) and the values of C whose fits reached ``max_iter``; re-issue any other
     warning unchanged."""
@@ -166,9 +230,17 @@ def _log_convergence(caught: list[warnings.WarningMessage], search: Any, refit: 
         n_stuck += 1
     where = f" {what}" if what else ""
     c_text = ", ".join(f"{c:.3g}" for c in c_list)
-    parts = [f"C={c_text}" if c_text else "",
-             f"the refit at C={refit_c:.3g}" if refit_c is not None else ""]
+    parts = [
+        f"C={c_text}" if c_text else "",
+        f"the refit at C={refit_c:.3g}" if refit_c is not None else "",
+    ]
     of = f" of {n_fits + (refit is not None)}" if n_fits else ""
-    logger.warning("lasso%s: %d%s fit(s) did not converge in max_iter=%d iterations (%s); "
-                   "raise train.lasso_max_iter", where, max(n_stuck, 1), of, max_iter,
-                   "; ".join(p for p in parts if p) or str(conv[0].message).splitlines()[0])
+    logger.warning(
+        "lasso%s: %d%s fit(s) did not converge in max_iter=%d iterations (%s); "
+        "raise train.lasso_max_iter",
+        where,
+        max(n_stuck, 1),
+        of,
+        max_iter,
+        "; ".join(p for p in parts if p) or str(conv[0].message).splitlines()[0],
+    )

@@ -69,14 +69,17 @@ def check_classes(y: Any, n_classes: int, what: str = "training sample") -> np.n
     :class:`SingleClassError` with one line naming the classes that are short."""
     arr = np.asarray(y).reshape(-1).astype(np.int64)
     if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-        raise ValueError(f"{what}: class indices must lie in [0, {n_classes}), got "
-                         f"{arr.min()}..{arr.max()}")
+        raise ValueError(
+            f"{what}: class indices must lie in [0, {n_classes}), got {arr.min()}..{arr.max()}"
+        )
     counts = np.bincount(arr, minlength=n_classes)
     short = [int(c) for c in np.flatnonzero(counts < 2)]
     if short:
-        raise SingleClassError(f"{what} has fewer than 2 images of class index(es) {short} "
-                               f"(counts {counts.tolist()}): a {n_classes}-class probe needs "
-                               "at least 2 of each")
+        raise SingleClassError(
+            f"{what} has fewer than 2 images of class index(es) {short} "
+            f"(counts {counts.tolist()}): a {n_classes}-class probe needs "
+            "at least 2 of each"
+        )
     return arr
 
 
@@ -87,8 +90,17 @@ def _weights(y: np.ndarray, n_classes: int, class_weight: str | None) -> dict[in
     return {c: float(y.size / (n_classes * counts[c])) for c in range(n_classes)}
 
 
-def fit_multiclass(model: str, x_train: Any, y_train: Any, x_test: Any, *, n_classes: int,
-                   seed: int = 0, class_weight: str | None = None, **kw: Any) -> MultiFit:
+def fit_multiclass(
+    model: str,
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    *,
+    n_classes: int,
+    seed: int = 0,
+    class_weight: str | None = None,
+    **kw: Any,
+) -> MultiFit:
     """Fit ``model`` (lasso, forest or dense) on K-class labels and predict the test rows.
     ``kw``: the settings of that probe (see :func:`fit_lasso`, :func:`fit_forest`,
     :func:`fit_dense`)."""
@@ -101,19 +113,38 @@ def fit_multiclass(model: str, x_train: Any, y_train: Any, x_test: Any, *, n_cla
         raise ValueError(f"training sample: {xs.shape[0]} feature rows but {ys.size} labels")
     xt = check_test(x_test, xs.shape[1])
     with stopwatch() as sw:
-        proba, params, history, est = fits[model](xs, ys, xt, n_classes=n_classes, seed=seed,
-                                                  class_weight=class_weight, **kw)
-    params = {**params, "n_classes": n_classes, "class_weight": class_weight,
-              "n_features": xs.shape[1]}
-    logger.info("%s (%d classes): %s, %.1f s", model, n_classes,
-                {k: v for k, v in params.items() if k in ("C", "max_features", "best_epoch")},
-                sw.seconds)
+        proba, params, history, est = fits[model](
+            xs, ys, xt, n_classes=n_classes, seed=seed, class_weight=class_weight, **kw
+        )
+    params = {
+        **params,
+        "n_classes": n_classes,
+        "class_weight": class_weight,
+        "n_features": xs.shape[1],
+    }
+    logger.info(
+        "%s (%d classes): %s, %.1f s",
+        model,
+        n_classes,
+        {k: v for k, v in params.items() if k in ("C", "max_features", "best_epoch")},
+        sw.seconds,
+    )
     return MultiFit(model, proba, params, sw.seconds, history, est)
 
 
-def fit_lasso(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, n_classes: int, seed: int,
-              class_weight: str | None, folds: int = 10, cs: int | Sequence[float] = 10,
-              max_iter: int = 1000, cv_max_rows: int | None = None) -> tuple:
+def fit_lasso(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    xt: np.ndarray,
+    *,
+    n_classes: int,
+    seed: int,
+    class_weight: str | None,
+    folds: int = 10,
+    cs: int | Sequence[float] = 10,
+    max_iter: int = 1000,
+    cv_max_rows: int | None = None,
+) -> tuple:
     """Multinomial L1 logistic regression; C by stratified CV (accuracy) over ``cs`` (an int:
     log-spaced in [1e-3, 1e2]), the smallest C within one standard error of the best."""
     from sklearn.exceptions import ConvergenceWarning
@@ -128,35 +159,72 @@ def fit_lasso(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, n_classes: int,
     k = max(2, min(folds, int(np.bincount(y_cv).min())))
 
     def pipe(c: float) -> Pipeline:
-        return Pipeline([("scale", StandardScaler()), ("lasso", LogisticRegression(
-            C=c, l1_ratio=1.0, solver="saga", max_iter=max_iter, tol=1e-3, random_state=seed,
-            class_weight=_weights(ys, n_classes, class_weight)))])
+        return Pipeline(
+            [
+                ("scale", StandardScaler()),
+                (
+                    "lasso",
+                    LogisticRegression(
+                        C=c,
+                        l1_ratio=1.0,
+                        solver="saga",
+                        max_iter=max_iter,
+                        tol=1e-3,
+                        random_state=seed,
+                        class_weight=_weights(ys, n_classes, class_weight),
+                    ),
+                ),
+            ]
+        )
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         cv = StratifiedKFold(k, shuffle=True, random_state=seed)
-        per_fold = np.array([cross_val_score(pipe(c), x_cv, y_cv, cv=cv, scoring="accuracy")
-                             for c in grid])  # (cs, folds)
+        per_fold = np.array(
+            [cross_val_score(pipe(c), x_cv, y_cv, cv=cv, scoring="accuracy") for c in grid]
+        )  # (cs, folds)
         scores = per_fold.mean(axis=1)
         errors = per_fold.std(axis=1, ddof=1) / math.sqrt(k)
         best = one_se_choice(scores, errors)
         fitted = pipe(grid[best]).fit(xs, ys)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-        logger.warning("lasso (%d classes): some saga fits did not converge in max_iter=%d; "
-                       "raise train.lasso_max_iter", n_classes, max_iter)
+        logger.warning(
+            "lasso (%d classes): some saga fits did not converge in max_iter=%d; "
+            "raise train.lasso_max_iter",
+            n_classes,
+            max_iter,
+        )
     coef = fitted[-1].coef_
-    params = {"C": grid[best], "cs": grid, "folds": k, "cv_score": float(scores[best]),
-              "cv_score_se": float(errors[best]), "cv_rows": int(y_cv.size),
-              "n_nonzero": int(np.count_nonzero(np.any(coef != 0, axis=0))),
-              "solver": "saga", "selection_rule": "one standard error"}
+    params = {
+        "C": grid[best],
+        "cs": grid,
+        "folds": k,
+        "cv_score": float(scores[best]),
+        "cv_score_se": float(errors[best]),
+        "cv_rows": int(y_cv.size),
+        "n_nonzero": int(np.count_nonzero(np.any(coef != 0, axis=0))),
+        "solver": "saga",
+        "selection_rule": "one standard error",
+    }
     return fitted.predict_proba(xt), params, None, fitted
 
 
-def fit_forest(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, n_classes: int, seed: int,
-               class_weight: str | None, n_estimators: int = 200,
-               max_features: Sequence[Any] = ("sqrt", 0.1, 0.3), selection: str = "oob",
-               folds: int = 5, max_samples: int | None = None, n_jobs: int | None = 1,
-               cv_max_rows: int | None = None) -> tuple:
+def fit_forest(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    xt: np.ndarray,
+    *,
+    n_classes: int,
+    seed: int,
+    class_weight: str | None,
+    n_estimators: int = 200,
+    max_features: Sequence[Any] = ("sqrt", 0.1, 0.3),
+    selection: str = "oob",
+    folds: int = 5,
+    max_samples: int | None = None,
+    n_jobs: int | None = 1,
+    cv_max_rows: int | None = None,
+) -> tuple:
     """Random forest on standardized inputs; ``max_features`` by out-of-bag accuracy
     (``selection="oob"``: one forest per candidate, the chosen one kept) or stratified CV
     (then a refit), the first candidate within one standard error of the best."""
@@ -171,9 +239,15 @@ def fit_forest(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, n_classes: int
     xs_s, xt_s = scaler.transform(xs), scaler.transform(xt)
 
     def forest(mf: Any, **extra: Any) -> RandomForestClassifier:
-        return RandomForestClassifier(n_estimators=n_estimators, max_features=mf,
-                                      random_state=seed, n_jobs=n_jobs, max_samples=cap,
-                                      class_weight=class_weight_arg(class_weight), **extra)
+        return RandomForestClassifier(
+            n_estimators=n_estimators,
+            max_features=mf,
+            random_state=seed,
+            n_jobs=n_jobs,
+            max_samples=cap,
+            class_weight=class_weight_arg(class_weight),
+            **extra,
+        )
 
     scores, errors, fitted = [], [], []
     if selection == "oob":
@@ -200,18 +274,33 @@ def fit_forest(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, n_classes: int
             errors.append(float(per_fold.std(ddof=1) / math.sqrt(k)))
         pick = one_se_choice(scores, errors)
         chosen = forest(candidates[pick]).fit(xs_s, ys)
-    params = {"max_features": candidates[pick], "selection": selection,
-              "n_estimators": n_estimators, "selection_rule": "one standard error",
-              "candidate_scores": [[c, s] for c, s in zip(candidates, scores)],
-              "candidate_errors": [[c, e] for c, e in zip(candidates, errors)]}
+    params = {
+        "max_features": candidates[pick],
+        "selection": selection,
+        "n_estimators": n_estimators,
+        "selection_rule": "one standard error",
+        "candidate_scores": [[c, s] for c, s in zip(candidates, scores)],
+        "candidate_errors": [[c, e] for c, e in zip(candidates, errors)],
+    }
     est = Pipeline([("scale", scaler), ("forest", chosen)])
     return chosen.predict_proba(xt_s), params, None, est
 
 
-def fit_dense(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, n_classes: int, seed: int,
-              class_weight: str | None, hidden: Sequence[int] = (20,), epochs: int = 50,
-              patience: int = 5, batch_size: int = 256, learning_rate: float = 1e-3,
-              validation_fraction: float = 0.1) -> tuple:
+def fit_dense(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    xt: np.ndarray,
+    *,
+    n_classes: int,
+    seed: int,
+    class_weight: str | None,
+    hidden: Sequence[int] = (20,),
+    epochs: int = 50,
+    patience: int = 5,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    validation_fraction: float = 0.1,
+) -> tuple:
     """A softmax head on standardized inputs (the binary head's :class:`Standardize` layer),
     early stopping on the validation loss of a held-out tenth of the training rows."""
     import keras
@@ -223,22 +312,44 @@ def fit_dense(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, *, n_classes: int,
     val, fit = order[:n_val], np.sort(order[n_val:])
     mean, std = _moments(xs[fit])
     keras.utils.set_random_seed(seed)
-    model = _build(xs.shape[1], hidden, n_classes, mean, std, learning_rate,
-                   activation="softmax", loss="sparse_categorical_crossentropy",
-                   name="softmax_head")
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=patience,
-                                         restore_best_weights=True)
-    hist = model.fit(xs[fit], ys[fit], validation_data=(xs[val], ys[val]), epochs=epochs,
-                     batch_size=batch_size, shuffle=True, callbacks=[stop], verbose=0,
-                     class_weight=_weights(ys[fit], n_classes, class_weight))
+    model = _build(
+        xs.shape[1],
+        hidden,
+        n_classes,
+        mean,
+        std,
+        learning_rate,
+        activation="softmax",
+        loss="sparse_categorical_crossentropy",
+        name="softmax_head",
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", patience=patience, restore_best_weights=True
+    )
+    hist = model.fit(
+        xs[fit],
+        ys[fit],
+        validation_data=(xs[val], ys[val]),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        callbacks=[stop],
+        verbose=0,
+        class_weight=_weights(ys[fit], n_classes, class_weight),
+    )
     history = {key: [float(v) for v in hist.history.get(key, [])] for key in HISTORY_KEYS}
     val_loss = history["val_loss"]
-    params = {"hidden": [int(u) for u in hidden], "epochs": epochs,
-              "epochs_run": len(history["loss"]),
-              "best_epoch": int(np.argmin(val_loss)) + 1 if val_loss else 0,
-              "best_val_loss": float(min(val_loss)) if val_loss else None,
-              "batch_size": batch_size, "patience": patience, "learning_rate": learning_rate,
-              "held_out_rows": int(n_val)}
+    params = {
+        "hidden": [int(u) for u in hidden],
+        "epochs": epochs,
+        "epochs_run": len(history["loss"]),
+        "best_epoch": int(np.argmin(val_loss)) + 1 if val_loss else 0,
+        "best_val_loss": float(min(val_loss)) if val_loss else None,
+        "batch_size": batch_size,
+        "patience": patience,
+        "learning_rate": learning_rate,
+        "held_out_rows": int(n_val),
+    }
     return _batched(model, xt, 8192), params, history, model
 
 
@@ -249,8 +360,10 @@ def _subsample(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray | N
         return None
     picked = [np.flatnonzero(y == c) for c in np.unique(y)]
     rng = np.random.default_rng(seed)
-    take = [rng.choice(i, size=min(i.size, max(2, round(max_rows * i.size / y.size))),
-                       replace=False) for i in picked]
+    take = [
+        rng.choice(i, size=min(i.size, max(2, round(max_rows * i.size / y.size))), replace=False)
+        for i in picked
+    ]
     return np.sort(np.concatenate(take))
 
 

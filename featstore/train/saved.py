@@ -111,28 +111,42 @@ def clear_cell(root: str | os.PathLike[str], cell_key: str) -> None:
         shutil.rmtree(folder)
 
 
-def save_fits(root: str | os.PathLike[str], cell_key: str, model: str, feature_set: str,
-              dim: int, fits: Mapping[str, Any]) -> dict[str, str]:
+def save_fits(
+    root: str | os.PathLike[str],
+    cell_key: str,
+    model: str,
+    feature_set: str,
+    dim: int,
+    fits: Mapping[str, Any],
+) -> dict[str, str]:
     """Save the estimators of one cell's fits (``{attribute: FitResult}``); returns
     ``{attribute: model_path}`` (relative to the store root). Earlier files of the cell go."""
     clear_cell(root, cell_key)
     folder = cell_dir(root, cell_key)
     folder.mkdir(parents=True, exist_ok=True)
     attributes = list(fits)
-    base = {"featstore_model": FORMAT, "model": model, "cell": cell_key,
-            "feature_set": feature_set, "dim": int(dim)}
+    base = {
+        "featstore_model": FORMAT,
+        "model": model,
+        "cell": cell_key,
+        "feature_set": feature_set,
+        "dim": int(dim),
+    }
     root_path = store.Layout(root).root
     out: dict[str, str] = {}
     if model == "multilabel":
         rel = model_relpath(cell_key, model, "*")
         estimator = next(iter(fits.values())).estimator
-        _dump({**base, "attributes": attributes, "estimator": _portable(estimator)},
-              root_path / rel)
+        _dump(
+            {**base, "attributes": attributes, "estimator": _portable(estimator)}, root_path / rel
+        )
         return dict.fromkeys(attributes, rel)
     for attribute, fit in fits.items():
         rel = model_relpath(cell_key, model, attribute)
-        _dump({**base, "attributes": [attribute], "estimator": _portable(fit.estimator)},
-              root_path / rel)
+        _dump(
+            {**base, "attributes": [attribute], "estimator": _portable(fit.estimator)},
+            root_path / rel,
+        )
         out[attribute] = rel
     return out
 
@@ -191,8 +205,9 @@ def _resolve(root: Path, cell_key_or_row: Any, attribute: str | None) -> tuple[P
     return (multi if not single.is_file() and multi.is_file() else single), attribute
 
 
-def load_model(root: str | os.PathLike[str], cell_key_or_row: Any,
-               attribute: str | None = None) -> Any:
+def load_model(
+    root: str | os.PathLike[str], cell_key_or_row: Any, attribute: str | None = None
+) -> Any:
     """The saved estimator of one fit: ``cell_key_or_row`` is a results row (a pandas row or a
     dict with cell, model, attribute and model_path; ``attribute`` defaults to the row's) or a
     cell key with ``attribute``. A multilabel fit gives a :class:`MultilabelOutput`. Raises
@@ -200,24 +215,26 @@ def load_model(root: str | os.PathLike[str], cell_key_or_row: Any,
     root_path = store.Layout(root).root
     path, attribute = _resolve(root_path, cell_key_or_row, attribute)
     if not path.is_file():
-        raise StoreError(f"{path}: no saved model for attribute {attribute!r} (train with "
-                         "--set train.save_models=true to save the fitted models)")
+        raise StoreError(
+            f"{path}: no saved model for attribute {attribute!r} (train with "
+            "--set train.save_models=true to save the fitted models)"
+        )
     import joblib
 
     try:
         saved = joblib.load(path)
     except Exception as exc:  # a truncated or foreign file
-        raise StoreError(f"{path}: cannot read the saved model: "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                         ) from exc
+        raise StoreError(
+            f"{path}: cannot read the saved model: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
     if not isinstance(saved, dict) or saved.get("featstore_model") != FORMAT:
         raise StoreError(f"{path}: not a featstore model file (format {FORMAT})")
     attributes = tuple(saved["attributes"])
     if attribute not in attributes:
         raise StoreError(f"{path}: holds {', '.join(attributes)}, not {attribute!r}")
     if saved["model"] == "multilabel":
-        return MultilabelOutput(head=saved["estimator"], attributes=attributes,
-                                attribute=attribute)
+        return MultilabelOutput(head=saved["estimator"], attributes=attributes, attribute=attribute)
     return saved["estimator"]
 
 
@@ -232,8 +249,10 @@ def predict_scores(model: Any, x: Any) -> np.ndarray:
 
         if isinstance(model, DenseHead):
             if model.outputs != 1:
-                raise ValueError(f"a head with {model.outputs} outputs: load it with "
-                                 "load_model(store, row) to pick one attribute")
+                raise ValueError(
+                    f"a head with {model.outputs} outputs: load it with "
+                    "load_model(store, row) to pick one attribute"
+                )
             scores = model.predict_proba(xs)[:, 0]
         elif isinstance(model, Bottleneck):
             scores = model.predict_proba(xs)
