@@ -50,7 +50,8 @@ test: $(STAMP) check-java browser lint
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check featstore jobs tests bench
+	$(VENV)/bin/ruff check featstore jobs tests bench scripts
+	$(VENV)/bin/ruff format --check featstore jobs tests bench scripts notebooks
 
 bench: $(STAMP) check-java
 	$(PY) bench/bench_extract_cpu.py
