@@ -50,6 +50,88 @@ def _code_lines(source: str) -> set[int]:
     return lines - doc
 
 
+#: The layers, lowest first: a module imports only its own layer or lower ones, and the peers of
+#: the "stage" layer (every stage and the report) never import one another: a stage reads what
+#: another wrote through the store, and the report reads the store, never a stage's code.
+#: Each entry: (layer, group, module prefixes); a module belongs to its longest prefix.
+LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        0,
+        "base",
+        (
+            "featstore",
+            "featstore.errors",
+            "featstore.quiet",
+            "featstore.timing",
+            "featstore.fsio",
+            "featstore.progress",
+            "featstore.spread",
+            "featstore.causes",
+            "featstore.forward",
+            "featstore.shmring",
+            "featstore.decode",
+        ),
+    ),
+    (1, "config", ("featstore.config",)),
+    (1, "registry", ("featstore.modelspecs",)),
+    (1, "sources", ("featstore.sources",)),
+    (1, "store", ("featstore.store",)),
+    (
+        2,
+        "library",
+        (
+            "featstore.models",
+            "featstore.embed",
+            "featstore.decodepool",
+            "featstore.gpudecode",
+            "featstore.udf",
+            "featstore.feed",
+            "featstore.migrate",
+            "featstore.evaluate",
+            "featstore.multiclass",
+            "featstore.train",
+            "featstore.comparison",
+        ),
+    ),
+    (3, "ingest", ("featstore.ingest",)),
+    (3, "extract", ("featstore.extract",)),
+    (3, "reduce", ("featstore.reduce",)),
+    (3, "retrieve", ("featstore.retrieval",)),
+    (3, "train", ("featstore.train.grid", "featstore.train.cells")),
+    (3, "report", ("featstore.report",)),
+    (4, "study", ("featstore.study", "featstore.compare")),
+    (5, "jobs", ("jobs",)),
+)
+PEER_LAYER = 3
+
+
+def layer_of(module: str) -> tuple[int, str] | None:
+    best: tuple[int, int, str] | None = None
+    for layer, group, prefixes in LAYERS:
+        for pre in prefixes:
+            # "featstore" names the package's __init__ only, not everything under it
+            if module == pre or (pre != "featstore" and module.startswith(pre + ".")):
+                if best is None or len(pre) > best[0]:
+                    best = (len(pre), layer, group)
+    return None if best is None else (best[1], best[2])
+
+
+def layer_problems(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for mod, deps in sorted(graph.items()):
+        me = layer_of(mod)
+        if me is None:
+            out.append(f"{mod}: not in scripts/check_shape.py's LAYERS")
+            continue
+        for dep in sorted(deps):
+            it = layer_of(dep)
+            if it is None or it[1] == me[1]:
+                continue
+            if it[0] > me[0] or (it[0] == me[0] == PEER_LAYER):
+                out.append(f"{mod} ({me[1]}, layer {me[0]}) imports {dep} ({it[1]}, layer {it[0]})")
+    return out
+
+
 def modules() -> list[Path]:
     return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
 
@@ -170,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     graph = {m: {d for d in deps if not (m.startswith(d + "."))} for m, deps in graph.items()}
     for comp in cycles(graph):
         problems.append("import cycle: " + " -> ".join(comp))
+    problems += layer_problems(graph)
     for p in problems:
         print(p)
     print(f"{len(paths)} modules, {len(problems)} problem(s)", file=sys.stderr)
