@@ -31,8 +31,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "ingest") -> None:
 
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
+    from featstore import store
     from featstore.errors import ConfigError
-    from featstore.ingest import ingest
+    from featstore.ingest import plan_ingest, run_ingest
 
     cfg = config_from_args(
         args,
@@ -41,19 +42,11 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     )
     if not cfg.store:
         raise ConfigError("ingest needs a store folder (--store STORE)")
-    # read the annotations before starting Spark: a bad file is reported in a second
-    from featstore.ingest import read_source
-
-    read_source(cfg.ingest)
-    from featstore import store
-
-    layout = store.Layout(cfg.store)
-    if layout.root.exists():
-        store.check_layout(layout)  # an older store: say how to migrate, before Spark starts
-    store.spark_uri(layout.root)  # a path Spark cannot take as it is: before Spark starts
-    store.check_writable(layout.root, what="ingest")  # read-only: refused before Spark starts
-    session = SparkProvider(args, spark)(cfg)
-    summary = ingest(session, cfg.ingest, cfg.store)
+    # the annotations, the store's layout (an older store: how to migrate) and a path Spark
+    # cannot take: before Spark starts (a bad file is reported in a second)
+    plan = plan_ingest(cfg.ingest, cfg.store)
+    store.check_writable(plan.layout.root, what="ingest")  # read-only: refused before Spark
+    summary = run_ingest(SparkProvider(args, spark)(cfg), plan)
     splits = ", ".join(f"{k} {v:,}" for k, v in summary.split_counts.items())
     verb = "already ingested" if summary.skipped else "ingested"
     print(f"{verb}: {summary.ok:,} images ({splits}); {summary.errors:,} errors -> {summary.store}")
