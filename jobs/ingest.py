@@ -2,6 +2,7 @@
 
 spark-submit jobs/ingest.py --store STORE --source celeba --path /data/celeba
 python jobs/ingest.py --store STORE --source folder --path /data/flowers
+python jobs/ingest.py --store STORE --path /data/celeba --dry-run
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "ingest") -> None:
         default=None,
         help="rebuild even if the store already holds this input",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and show the images per split, the attributes and what would "
+        "be written; no Spark, no image read, nothing written",
+    )
     add_common(p)
 
 
@@ -45,6 +52,8 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     # the annotations, the store's layout (an older store: how to migrate) and a path Spark
     # cannot take: before Spark starts (a bad file is reported in a second)
     plan = plan_ingest(cfg.ingest, cfg.store)
+    if args.dry_run:
+        return _dry_run(plan)
     store.check_writable(plan.layout.root, what="ingest")  # read-only: refused before Spark
     summary = run_ingest(SparkProvider(args, spark)(cfg), plan)
     splits = ", ".join(f"{k} {v:,}" for k, v in summary.split_counts.items())
@@ -55,6 +64,43 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if summary.timing is not None:
         print(summary.timing.line("ingest"))
     return EXIT_IMAGE_ERRORS if summary.errors else EXIT_OK
+
+
+def _dry_run(p: Any) -> int:
+    """What the plan says (an :class:`featstore.ingest.IngestPlan`): the listing read from
+    the annotation files, not one image opened; nothing run or written."""
+    from featstore.sources.base import SPLITS
+    from featstore.store import CLASS, IDENTITY
+
+    listing = p.listing
+    split = listing.images["split"]
+    counts = {s: int((split == s).sum()) for s in (*SPLITS, *sorted(set(split) - set(SPLITS)))}
+    splits = ", ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+    problems = (
+        f"; {len(listing.problems):,} missing or unlisted (-> the errors table)"
+        if listing.problems
+        else ""
+    )
+    columns, new = set(listing.labels.columns), not p.layout.root.exists()
+    print(f"source:      {listing.source} {Path(p.cfg.path).resolve()}")
+    print(f"store:       {p.store}{' (new)' if new else ''}")
+    print(f"images:      {p.images:,} listed ({splits}){problems}")
+    print(
+        f"attributes:  {len(listing.attributes)}; identity column: "
+        f"{'yes' if IDENTITY in columns else 'no (null)'}; class column: "
+        f"{'yes' if CLASS in columns else 'no (null)'}"
+    )
+    print(f"input:       fingerprint {p.fingerprint[:12]}")
+    if p.done is not None:
+        print(f"dry run: already ingested (this input): nothing to do -> {p.layout.root}")
+        return EXIT_OK
+    print(
+        f"writes:      {p.layout.images} (by split, at most {p.cfg.rows_per_file:,} rows a file)"
+        + ("; --overwrite: replaces the store's tables" if p.cfg.overwrite and not new else "")
+    )
+    print(f"             {p.layout.labels} (a row per image that decodes: {p.images:,} at most)")
+    print(f"dry run: nothing was run or written -> {p.layout.root}")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None, spark: Any = None) -> int:
