@@ -23,20 +23,20 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featstore import modelspecs, spread, store
+from featstore import fsio, modelspecs, spread, store
 from featstore.config import ExtractConfig
 from featstore.embed import EmbedConfig, base_cost, check_config, validate_config
 from featstore.errors import ConfigError, StoreError
 from featstore.progress import Progress, spark_feed
+from featstore.timing import Phases, Stopwatch, Timing
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ def preflight(
 
 @dataclass(frozen=True)
 class ExtractPlan:
-    """What :func:`extract` would do (``featstore extract --dry-run``), from the settings and
-    the store's manifests only: no Spark, no Keras, nothing written."""
+    """What :func:`run_extract` will do (``featstore extract --dry-run`` prints it), from the
+    settings and the store's manifests only: no Spark, no Keras, nothing written."""
 
     store: str
     feature_set: str
@@ -173,86 +173,112 @@ class ExtractPlan:
     splits: dict[str, int]
     chunks: list[tuple[str, str, int]]
     committed: str | None  # created time of the committed feature set of that name, if any
-    staged_chunks: int  # finished chunks staged by earlier runs of that name (resumed when the
-    #                     settings are the same)
+    staged_chunks: int  # finished chunks staged by an earlier run with these settings (resumed)
+    cfg: ExtractConfig = field(repr=False)
+    images_manifest: dict[str, Any] = field(repr=False)
+    info: dict[str, Any] = field(repr=False)  # the model's settings (check_config), no ``dim``
+    run_key: str = ""  # the settings' fingerprint: names the resumable staging
+    #: the committed manifest when it holds these settings already: the run does nothing
+    done: dict[str, Any] | None = field(default=None, repr=False)
+    seconds: float = 0.0  # the planning's time (the run's driver ``plan`` phase counts it)
+
+    @property
+    def layout(self) -> store.Layout:
+        return store.Layout(self.store)
+
+    def writer(self, spark: Any = None) -> store.TableWriter:
+        """The store's writer of this feature set (its staging is named by the run key)."""
+        return store.TableWriter(
+            self.layout,
+            store.features_id(self.feature_set),
+            resume_key=self.run_key,
+            overwrite=self.cfg.overwrite,
+            spark=spark,
+        )
 
 
 def plan_extract(cfg: ExtractConfig, store_path: str) -> ExtractPlan:
-    """:func:`preflight`, then the chunks the images table would be cut into (the same
-    :func:`_plan_chunks`) and what the store already holds under that feature-set name."""
+    """:func:`preflight`, then the chunks the images table would be cut into
+    (:func:`_plan_chunks`), the run key, and what the store already holds under that
+    feature-set name: committed with these settings (nothing to do), finished chunks staged by
+    an earlier run with these settings (resumed)."""
+    clock = Stopwatch()
     layout, images_manifest, info, name = preflight(cfg, store_path)
     chunks = _plan_chunks(layout, images_manifest, cfg.chunk_rows)
     existing = store.existing_output(layout, store.features_id(name), overwrite=cfg.overwrite)
-    prefix = store.features_id(name).replace("/", "__")
-    staged = (
-        sum(
-            1
-            for d in layout.staging.glob(f"{prefix}-*")
-            if d.is_dir()
-            for done in d.glob("chunks/chunk-*/_SUCCESS")
-            if (d / "chunk-errors" / f"errors-{done.parent.name[6:]}.parquet").is_file()
-        )
-        if layout.staging.is_dir()
-        else 0
+    run_key = _extract_run_key(images_manifest, info, cfg.seed)
+    same = existing is not None and existing.get("run_key") in (
+        run_key,
+        _extract_run_key(images_manifest, info, cfg.seed, existing.get("dim")),
     )
     counts = images_manifest.get("counts", {})
     order = {"train": 0, "val": 1, "test": 2}
     splits = dict(sorted(counts.get("splits", {}).items(), key=lambda kv: order.get(kv[0], 3)))
-    return ExtractPlan(
-        str(layout.root),
-        name,
-        info["model"],
-        tuple(info["layers"]),
-        (int(info["input_hw"][0]), int(info["input_hw"][1])),
-        info["weights_source"] if info["weights_source"] == "random" else str(info["weights_path"]),
-        int(counts.get("ok", sum(c[2] for c in chunks))),
-        splits,
-        chunks,
-        existing.get("created", "?") if existing else None,
-        staged,
+    source = info["weights_source"]
+    plan = ExtractPlan(
+        store=str(layout.root),
+        feature_set=name,
+        model=info["model"],
+        layers=tuple(info["layers"]),
+        input_hw=(int(info["input_hw"][0]), int(info["input_hw"][1])),
+        weights=source if source == "random" else str(info["weights_path"]),
+        images=int(counts.get("ok", sum(c[2] for c in chunks))),
+        splits=splits,
+        chunks=chunks,
+        committed=existing.get("created", "?") if existing else None,
+        staged_chunks=0,
+        cfg=cfg,
+        images_manifest=images_manifest,
+        info=info,
+        run_key=run_key,
+        done=existing if same and not cfg.overwrite else None,
     )
+    w = plan.writer()  # not entered: only its paths
+    staged = sum(_chunk_done(w, k) for k in range(len(_staged_chunks(w) or chunks)))
+    return replace(plan, staged_chunks=staged, seconds=clock.seconds)
 
 
 def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
-    """Run the extraction (see the module docstring). Raises InputError before any Spark work
-    for an unknown model or layer, missing weights, or a store without a committed images table."""
+    """Plan and run the extraction (see the module docstring). Raises InputError before any
+    Spark work for an unknown model or layer, missing weights, or a store without a committed
+    images table."""
+    return run_extract(spark, plan_extract(cfg, store_path))
 
-    from pyspark.sql import functions as F
 
-    from featstore.udf import ErrorsParam, StatsParam, make_embed_udf
+def run_extract(spark: Any, plan: ExtractPlan) -> ExtractSummary:
+    """Run what ``plan`` says: nothing when the feature set is committed with these settings;
+    else every chunk not staged yet (one Spark job each), the assembly and the commit."""
+    from featstore.udf import StatsParam
 
-    t0 = time.perf_counter()
-    layout, images_manifest, info, name = preflight(cfg, store_path)
-    ecfg = embed_config(cfg)
-    info["backend"] = modelspecs.keras_backend()
-    cpu_threads = task_cpu_threads(spark, cfg.cpu_threads)
-    tid = store.features_id(name)
-    run_key = _run_key(images_manifest, info, cfg.seed)
-    existing = store.existing_output(layout, tid, overwrite=cfg.overwrite)
-    if (
-        existing is not None
-        and not cfg.overwrite
-        and existing.get("run_key")
-        in (run_key, _run_key(images_manifest, info, cfg.seed, existing.get("dim")))
-    ):
-        logger.info("feature set %s is already committed with these settings; nothing to do", name)
-        c = existing["counts"]
+    clock = Stopwatch(offset=plan.seconds)
+    if plan.done is not None:
+        logger.info(
+            "feature set %s is already committed with these settings; nothing to do",
+            plan.feature_set,
+        )
+        c = plan.done["counts"]
         return ExtractSummary(
-            str(layout.root),
-            name,
+            plan.store,
+            plan.feature_set,
             c["ok"],
             c["errors"],
-            existing["dim"],
-            time.perf_counter() - t0,
+            plan.done["dim"],
+            clock.seconds,
             skipped=True,
         )
+    phases = Phases()
+    phases.add({"plan": plan.seconds})
+    phases.lap("plan")
+    ecfg = embed_config(plan.cfg)
+    info = {**plan.info, "backend": modelspecs.keras_backend()}
+    cpu_threads = task_cpu_threads(spark, plan.cfg.cpu_threads)
     warm_stats = spark.sparkContext.accumulator({}, StatsParam())  # the warm-up tasks' time
     with contextlib.ExitStack() as stack:
         # first: the workers' backend import and model build overlap all that follows; none of
         # its tasks outlives the extract (a task still loading the weights file: on leaving)
         warmup = (
             stack.enter_context(_start_warmup(spark, ecfg, cpu_threads, info, warm_stats))
-            if cfg.warmup
+            if plan.cfg.warmup
             else None
         )
         # No model on the driver: the layer names were checked against the generated table, and
@@ -260,139 +286,196 @@ def extract(spark: Any, cfg: ExtractConfig, store_path: str) -> ExtractSummary:
         # the table cannot say (another Keras version) is the base built here to check the names.
         if not info.pop("layers_checked", False):
             validate_config(ecfg)
-        w = stack.enter_context(
-            store.TableWriter(layout, tid, resume_key=run_key, overwrite=cfg.overwrite, spark=spark)
-        )
-        plan_path = w.staging / PLAN
-        if plan_path.is_file():
-            chunks = [tuple(c) for c in json.loads(plan_path.read_text())["chunks"]]
-        else:
-            chunks = _plan_chunks(layout, images_manifest, cfg.chunk_rows)
-            store.write_json(plan_path, {"run_key": run_key, "chunks": chunks})
+        w = stack.enter_context(plan.writer(spark))
+        chunks = _staged_chunks(w)
+        if chunks is None:  # a resumed run keeps the chunks it was cut into
+            chunks = plan.chunks
+            store.write_json(w.staging / PLAN, {"run_key": plan.run_key, "chunks": chunks})
+        chunk_pass = _ChunkPass.start(spark, plan, w, info, cpu_threads, chunks)
+        phases.lap("pass")
+        resumed = chunk_pass.run(chunks)
+        if warmup is not None:  # the pass is done: a warm-up task still running only costs
+            warmup.stop()
+        phases.lap("commit")
+        workers = {**chunk_pass.stats.value, **warm_stats.value}
+        timing = Timing(driver=phases, workers={k: v for k, v in workers.items() if k != "base"})
+        ok, errors = _commit_features(spark, plan, w, info, len(chunks), timing, clock)
+    phases.lap(None)
+    return ExtractSummary(
+        plan.store,
+        plan.feature_set,
+        ok,
+        errors,
+        info["dim"],
+        clock.seconds,
+        chunks_done=len(chunks) - resumed,
+        chunks_resumed=resumed,
+        timing=timing,
+    )
 
-        w.set_spark_conf("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_rows))
+
+def _staged_chunks(w: store.TableWriter) -> list[tuple[str, str, int]] | None:
+    """The chunks a resumable run staged (its :data:`PLAN`), or None."""
+    path = w.staging / PLAN
+    if not path.is_file():
+        return None
+    return [tuple(c) for c in json.loads(path.read_text())["chunks"]]  # type: ignore[misc]
+
+
+@dataclass
+class _ChunkPass:
+    """What the Spark job of every chunk shares: the images table, the embed UDF's settings,
+    the accumulators (rows embedded: the progress; the workers' timings and base facts) and
+    the progress bar."""
+
+    spark: Any
+    plan: ExtractPlan
+    w: store.TableWriter
+    info: dict[str, Any]
+    cpu_threads: int
+    images: Any  # the images table, a DataFrame
+    embedded: Any
+    stats: Any
+    bar: Progress
+
+    @classmethod
+    def start(
+        cls,
+        spark: Any,
+        plan: ExtractPlan,
+        w: store.TableWriter,
+        info: dict[str, Any],
+        cpu_threads: int,
+        chunks: list[tuple[str, str, int]],
+    ) -> _ChunkPass:
+        from featstore.udf import StatsParam
+
+        w.set_spark_conf(
+            "spark.sql.execution.arrow.maxRecordsPerBatch", str(plan.cfg.arrow_batch_rows)
+        )
         # A chunk's query is a fixed repartition (not coalesced by AQE) and a write: adaptive
         # execution would only cut it in two jobs, re-planned in between (0.4-0.7 s a chunk
         # on 2 cores, from the event log: bench/spark_timeline.py)
         w.set_spark_conf("spark.sql.adaptive.enabled", "false")
         embedded = spark.sparkContext.accumulator(0)  # rows through the model: the progress
-        worker_stats = spark.sparkContext.accumulator({}, StatsParam())  # timings, base facts
+        stats = spark.sparkContext.accumulator({}, StatsParam())  # timings, base facts
         # the store's own schema: no Spark job to read a footer and infer it
         images = spark.read.schema(store.spark_schema(store.IMAGES_SCHEMA)).parquet(
-            store.spark_uri(layout.images)
+            store.spark_uri(plan.layout.images)
         )
-        parallelism = spark.sparkContext.defaultParallelism
-        resumed = resumed_rows = 0
         bar = Progress("extract", sum(c[2] for c in chunks), "images")
-        t_pass = time.perf_counter()
-        for k, (first, last, rows) in enumerate(chunks):
-            chunk_dir = w.chunk(k)
-            if _chunk_done(w, k):
-                resumed += 1
-                resumed_rows += rows
-                logger.info("chunk %d/%d already done (resumed)", k + 1, len(chunks))
-                continue
-            tc = time.perf_counter()
-            df = images.filter((F.col("image_id") >= first) & (F.col("image_id") <= last))
-            # Even tasks, a multiple of the cores: the images table's files follow the splits
-            # (train is 80%), so reading them as they are leaves cores idle at the end of a
-            # chunk. The shuffle moves only JPEG bytes (~10 KB an image), cheap next to the
-            # forward pass.
-            df = df.repartition(
-                cfg.partitions or parallelism * math.ceil(rows / (parallelism * 4096))
-            )
-            # One pass: the embeddings are written as the tasks make them; the images that
-            # failed reach the driver in an accumulator keyed by image id (a re-run task adds
-            # the same keys again), and the chunk counts as done only once its errors file is
-            # written too (_chunk_done); the assembly checks that the counts add up.
-            errors = spark.sparkContext.accumulator({}, ErrorsParam())
-            embed_udf = make_embed_udf(
-                ecfg,
-                cpu_threads=cpu_threads,
-                backend=info["backend"],
-                weights_sha256=info["weights_sha256"],
-                counter=embedded,
-                stats=worker_stats,
-                errors=errors,
-            )
-            out = df.select(
-                "image_id", "split", embed_udf("image_id", "split", "content").alias("r")
-            )
-            try:  # progress: rows embedded by the finished tasks (accumulator) + resumed chunks
-                with spark_feed(spark, bar, accumulator=embedded, offset=resumed_rows):
-                    (
-                        out.filter(F.col("r.error").isNull())
-                        .select("image_id", "split", F.col("r.embedding").alias("embedding"))
-                        .write.options(**store.FEATURES_WRITE_OPTIONS)
-                        .partitionBy("split")
-                        .parquet(store.spark_uri(chunk_dir), mode="overwrite")
-                    )
-            except BaseException:
-                bar.close()
-                raise
-            bad = [
-                (image_id, split, reason)
-                for image_id, (split, reason) in sorted(errors.value.items())
-            ]
-            _write_chunk_errors(_chunk_errors(w, k), bad)
-            _save_facts(w, worker_stats.value.get("base"))
-            dt = time.perf_counter() - tc
-            logger.info(
-                "chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors",
-                k + 1,
-                len(chunks),
-                rows,
-                dt,
-                rows / dt if dt else 0.0,
-                len(bad),
-            )
+        return cls(spark, plan, w, info, cpu_threads, images, embedded, stats, bar)
 
-        bar.close()
-        if warmup is not None:  # the pass is done: a warm-up task still running only costs
-            warmup.stop()
-        t_commit = time.perf_counter()
-        facts = _load_facts(w) or _driver_facts(ecfg)
-        info.update(dim=facts["dim"], keras_version=facts.get("keras_version"))
-        ok, errors = _assemble(w, len(chunks), images_manifest)
-        timing = Timing(
-            driver={"plan": t_pass - t0, "pass": t_commit - t_pass},
-            workers={
-                k: v for k, v in {**worker_stats.value, **warm_stats.value}.items() if k != "base"
-            },
+    def run(self, chunks: list[tuple[str, str, int]]) -> int:
+        """Embed every chunk not done yet; returns how many were (resumed)."""
+        parallelism = self.spark.sparkContext.defaultParallelism
+        resumed = resumed_rows = 0
+        try:
+            for k, chunk in enumerate(chunks):
+                if _chunk_done(self.w, k):
+                    resumed += 1
+                    resumed_rows += chunk[2]
+                    logger.info("chunk %d/%d already done (resumed)", k + 1, len(chunks))
+                    continue
+                self.embed_chunk(k, chunk, len(chunks), parallelism, resumed_rows)
+        finally:
+            self.bar.close()
+        return resumed
+
+    def embed_chunk(
+        self, k: int, chunk: tuple[str, str, int], n: int, parallelism: int, resumed_rows: int
+    ) -> None:
+        """One chunk's Spark job: its images embedded and written to ``w.chunk(k)``, then its
+        errors file (which marks it done)."""
+        from pyspark.sql import functions as F
+
+        from featstore.udf import ErrorsParam, make_embed_udf
+
+        first, last, rows = chunk
+        clock = Stopwatch()
+        df = self.images.filter((F.col("image_id") >= first) & (F.col("image_id") <= last))
+        # Even tasks, a multiple of the cores: the images table's files follow the splits
+        # (train is 80%), so reading them as they are leaves cores idle at the end of a
+        # chunk. The shuffle moves only JPEG bytes (~10 KB an image), cheap next to the
+        # forward pass.
+        df = df.repartition(
+            self.plan.cfg.partitions or parallelism * math.ceil(rows / (parallelism * 4096))
         )
-        timing.driver["commit"] = time.perf_counter() - t_commit  # all but the final rename
-        sp = spread.spread_of_files(sorted(w.data.glob("split=*/*.parquet")), int(info["dim"]))
-        spread.warn(name, sp)
-        seconds = time.perf_counter() - t0
-        w.commit(
-            _manifest(
-                spark,
-                info,
-                cfg,
-                name,
-                run_key,
-                images_manifest,
-                ok,
-                errors,
-                len(chunks),
-                seconds,
-                facts,
-                timing,
-                sp,
+        # One pass: the embeddings are written as the tasks make them; the images that
+        # failed reach the driver in an accumulator keyed by image id (a re-run task adds
+        # the same keys again), and the chunk counts as done only once its errors file is
+        # written too (_chunk_done); the assembly checks that the counts add up.
+        errors = self.spark.sparkContext.accumulator({}, ErrorsParam())
+        embed_udf = make_embed_udf(
+            embed_config(self.plan.cfg),
+            cpu_threads=self.cpu_threads,
+            backend=self.info["backend"],
+            weights_sha256=self.info["weights_sha256"],
+            counter=self.embedded,
+            stats=self.stats,
+            errors=errors,
+        )
+        out = df.select("image_id", "split", embed_udf("image_id", "split", "content").alias("r"))
+        # progress: rows embedded by the finished tasks (accumulator) + resumed chunks
+        with spark_feed(self.spark, self.bar, accumulator=self.embedded, offset=resumed_rows):
+            (
+                out.filter(F.col("r.error").isNull())
+                .select("image_id", "split", F.col("r.embedding").alias("embedding"))
+                .write.options(**store.FEATURES_WRITE_OPTIONS)
+                .partitionBy("split")
+                .parquet(store.spark_uri(self.w.chunk(k)), mode="overwrite")
             )
+        bad = [
+            (image_id, split, reason) for image_id, (split, reason) in sorted(errors.value.items())
+        ]
+        _write_chunk_errors(_chunk_errors(self.w, k), bad)
+        _save_facts(self.w, self.stats.value.get("base"))
+        dt = clock.seconds
+        logger.info(
+            "chunk %d/%d: %d images in %.1f s (%.1f img/s), %d errors",
+            k + 1,
+            n,
+            rows,
+            dt,
+            rows / dt if dt else 0.0,
+            len(bad),
         )
-    timing.driver["commit"] = time.perf_counter() - t_commit
-    return ExtractSummary(
-        str(layout.root),
-        name,
-        ok,
-        errors,
-        info["dim"],
-        time.perf_counter() - t0,
-        chunks_done=len(chunks) - resumed,
-        chunks_resumed=resumed,
-        timing=timing,
+
+
+def _commit_features(
+    spark: Any,
+    plan: ExtractPlan,
+    w: store.TableWriter,
+    info: dict[str, Any],
+    n_chunks: int,
+    timing: Timing,
+    clock: Stopwatch,
+) -> tuple[int, int]:
+    """The chunks assembled into the staged table, its manifest, the commit; (ok, errors)."""
+    facts = _load_facts(w) or _driver_facts(embed_config(plan.cfg))
+    info.update(dim=facts["dim"], keras_version=facts.get("keras_version"))
+    ok, errors = _assemble(w, n_chunks, plan.images_manifest)
+    timing.driver.lap("commit")  # the manifest's: all but the final rename
+    sp = spread.spread_of_files(sorted(w.data.glob("split=*/*.parquet")), int(info["dim"]))
+    spread.warn(plan.feature_set, sp)
+    w.commit(
+        _extract_manifest(
+            spark,
+            info,
+            plan.cfg,
+            plan.feature_set,
+            plan.run_key,
+            plan.images_manifest,
+            ok,
+            errors,
+            n_chunks,
+            clock.seconds,
+            facts,
+            timing,
+            sp,
+        )
     )
+    return ok, errors
 
 
 def task_cpu_threads(spark: Any, configured: int = 0) -> int:
@@ -437,7 +520,7 @@ def _start_warmup(
     )
 
 
-def _run_key(
+def _extract_run_key(
     images_manifest: dict[str, Any], info: dict[str, Any], seed: int, dim: int | None = None
 ) -> str:
     """The settings' fingerprint: a committed set with the same key is not extracted again.
@@ -480,57 +563,6 @@ def _driver_facts(ecfg: EmbedConfig) -> dict[str, Any]:
     return {"dim": d["dim"], "keras_version": keras.version(), **base_cost(ecfg)}
 
 
-@dataclass
-class Timing:
-    """Where an extract's time went: the driver's wall clock per phase (``plan``: checks, the
-    plan, the UDF; ``pass``: the Spark jobs of every chunk; ``commit``) and the workers' summed
-    timings (:data:`featstore.udf.TIMINGS`, ``tasks``)."""
-
-    driver: dict[str, float]
-    workers: dict[str, float]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "driver": {k: round(v, 3) for k, v in self.driver.items()},
-            "workers": {k: round(v, 3) for k, v in self.workers.items()},
-        }
-
-    def line(self) -> str:
-        """``workers: model 84%, decode wait 3%, ... of 61.2 task-s; driver: plan 1.1 s, ...``"""
-        wk = self.workers
-        total = wk.get("task_s", 0.0)
-        parts = []
-        if total > 0:
-            shares = {
-                "model": wk.get("model_s", 0.0),
-                "decode wait": wk.get("decode_wait_s", 0.0),
-                "Spark input": wk.get("input_s", 0.0),
-                "Spark output": wk.get("output_s", 0.0),
-                "worker start": wk.get("start_s", 0.0),
-            }
-            shares["other"] = max(0.0, total - sum(shares.values()))
-            parts.append(
-                "workers: "
-                + ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
-                + f" of {total:.1f} task-s in {int(wk.get('tasks', 0))} tasks"
-                + " ("
-                + (
-                    f"{int(wk['model_reused'])} found the model built; "
-                    if "model_reused" in wk
-                    else ""
-                )
-                + f"decode {wk.get('decode_s', 0.0):.1f} s on its own thread)"
-            )
-        if wk.get("warmup_tasks"):
-            parts.append(
-                f"warm-up: {int(wk['warmup_tasks'])} workers imported the backend, built "
-                f"the model and ran its first pass in {wk.get('warmup_s', 0.0):.1f} "
-                "task-s before the tasks"
-            )
-        parts.append("driver: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.driver.items()))
-        return "; ".join(parts)
-
-
 def _chunk_errors(w: store.TableWriter, k: int) -> Path:
     return w.staging / "chunk-errors" / f"errors-{k:05d}.parquet"
 
@@ -554,10 +586,8 @@ def _write_chunk_errors(path: Path, bad: list[tuple[str, str | None, str]]) -> N
     ]
     for r in rows:
         logger.warning("image %s: %s", r["image_id"], r["error"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=store.ERRORS_SCHEMA), tmp)
-    os.replace(tmp, path)
+    with fsio.atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=store.ERRORS_SCHEMA), tmp)
 
 
 def _assemble(
@@ -587,7 +617,7 @@ def _assemble(
     return ok, errors.num_rows
 
 
-def _manifest(
+def _extract_manifest(
     spark: Any,
     info: dict[str, Any],
     cfg: ExtractConfig,

@@ -5,8 +5,9 @@
         ...
     print(phases.line("ingest"))  # ingest time: read listing 0.4 s (2%), validate+write ...
 
-The extract job adds its workers' own timings (featstore.extract.Timing): a driver's clock
-alone cannot say whether the model or the decoder was busy.
+The extract job adds its workers' own timings (:class:`Timing`): a driver's clock alone
+cannot say whether the model or the decoder was busy. :class:`Stopwatch`: the seconds since a
+start, for one measurement that is not a phase (a chunk, a task, a wait).
 """
 
 from __future__ import annotations
@@ -14,6 +15,19 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+class Stopwatch:
+    """Seconds since it was made (``offset``: seconds already spent before, elsewhere)."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self._start = time.perf_counter() - offset
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self._start
 
 
 class Phases:
@@ -66,3 +80,56 @@ class Phases:
             for k, v in self.seconds.items()
         ]
         return f"{stage} time: {', '.join(parts)} of {total:.1f} s"
+
+
+@dataclass
+class Timing:
+    """Where an extract's time went: the driver's wall clock per phase (``plan``: checks, the
+    plan, the UDF; ``pass``: the Spark jobs of every chunk; ``commit``) and the workers' summed
+    timings (:data:`featstore.udf.TIMINGS`, ``tasks``)."""
+
+    driver: Phases
+    workers: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "driver": self.driver.as_dict(),
+            "workers": {k: round(v, 3) for k, v in self.workers.items()},
+        }
+
+    def line(self) -> str:
+        """``workers: model 84%, decode wait 3%, ... of 61.2 task-s; driver: plan 1.1 s, ...``"""
+        wk = self.workers
+        total = wk.get("task_s", 0.0)
+        parts = []
+        if total > 0:
+            shares = {
+                "model": wk.get("model_s", 0.0),
+                "decode wait": wk.get("decode_wait_s", 0.0),
+                "Spark input": wk.get("input_s", 0.0),
+                "Spark output": wk.get("output_s", 0.0),
+                "worker start": wk.get("start_s", 0.0),
+            }
+            shares["other"] = max(0.0, total - sum(shares.values()))
+            parts.append(
+                "workers: "
+                + ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
+                + f" of {total:.1f} task-s in {int(wk.get('tasks', 0))} tasks"
+                + " ("
+                + (
+                    f"{int(wk['model_reused'])} found the model built; "
+                    if "model_reused" in wk
+                    else ""
+                )
+                + f"decode {wk.get('decode_s', 0.0):.1f} s on its own thread)"
+            )
+        if wk.get("warmup_tasks"):
+            parts.append(
+                f"warm-up: {int(wk['warmup_tasks'])} workers imported the backend, built "
+                f"the model and ran its first pass in {wk.get('warmup_s', 0.0):.1f} "
+                "task-s before the tasks"
+            )
+        parts.append(
+            "driver: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.driver.seconds.items())
+        )
+        return "; ".join(parts)

@@ -30,6 +30,7 @@ from pyspark.accumulators import AccumulatorParam
 
 from featstore.embed import EmbedConfig
 from featstore.errors import ConfigError
+from featstore.timing import Stopwatch
 
 logger = logging.getLogger(__name__)
 
@@ -168,14 +169,14 @@ def embed_batches(
     ``counter``: a Spark accumulator that gets the rows of each batch done (the driver's
     progress bar). ``stats``: a :class:`StatsParam` accumulator that gets this task's
     :data:`TIMINGS`, ``tasks`` and ``base`` (:attr:`featstore.embed.Embedder.facts`)."""
-    t_task = time.perf_counter()
+    task_clock = Stopwatch()
     use_backend(backend)
     pin_gpu()
     limit_cpu_threads(cpu_threads)
     from featstore.embed import get_embedder
 
     embedder = get_embedder(cfg, weights_sha256)
-    start_s = time.perf_counter() - t_task
+    start_s = task_clock.seconds
     found_built = embedder.users > 1  # a warm-up or an earlier task of this worker built it
     before = embedder.stats.as_dict()
     pending: list[tuple[int, Any, Any]] = []  # per batch: rows, its image ids and splits
@@ -184,9 +185,9 @@ def embed_batches(
     def contents() -> Iterator[list[bytes | None]]:
         it = iter(batches)
         while True:
-            t = time.perf_counter()
+            wait = Stopwatch()
             batch = next(it, None)
-            waited["input_s"] += time.perf_counter() - t
+            waited["input_s"] += wait.seconds
             if batch is None:
                 return
             ids = splits = None
@@ -214,9 +215,9 @@ def embed_batches(
                         for pos, reason in result.errors
                     }
                 )
-            t = time.perf_counter()
+            wait = Stopwatch()
             yield pd.DataFrame({"embedding": emb, "error": err})
-            waited["output_s"] += time.perf_counter() - t
+            waited["output_s"] += wait.seconds
             if counter is not None:
                 counter.add(n)
     finally:
@@ -233,7 +234,7 @@ def embed_batches(
                     "decode_s": after["decode_s"] - before["decode_s"],
                     "decode_wait_s": max(0.0, decode_wait),
                     "model_s": after["model_s"] - before["model_s"],
-                    "task_s": time.perf_counter() - t_task,
+                    "task_s": task_clock.seconds,
                     "base": embedder.facts,
                 }
             )
@@ -258,7 +259,7 @@ def warm_worker(
     (seen: pyspark's ``to_arrow_type`` imports ``distutils``; setuptools' ``_distutils_hack``
     then imports ``urllib.request`` inside the import system's global lock, while the thread,
     importing TensorFlow, held that module's lock and waited for the global one)."""
-    t = time.perf_counter()
+    build = Stopwatch()
     use_backend(backend)
     pin_gpu()
     limit_cpu_threads(cpu_threads)
@@ -269,7 +270,7 @@ def warm_worker(
     except Exception as exc:  # the extract task reports it
         logger.debug("warm-up build failed: %s", exc)
     if stats is not None:
-        stats.add({"warmup_tasks": 1, "warmup_s": time.perf_counter() - t})
+        stats.add({"warmup_tasks": 1, "warmup_s": build.seconds})
     return os.getpid()
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "extract") -> None:
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore import store
     from featstore.errors import ConfigError
-    from featstore.extract import extract, plan_extract, preflight
+    from featstore.extract import plan_extract, run_extract
+    from featstore.timing import Stopwatch
 
     cfg = config_from_args(
         args,
@@ -70,43 +70,18 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     )
     if not cfg.store:
         raise ConfigError("extract needs a store folder (--store STORE)")
-    if args.dry_run:
-        p = plan_extract(cfg.extract, cfg.store)
-        splits = ", ".join(f"{k} {v:,}" for k, v in p.splits.items())
-        sizes = sorted({c[2] for c in p.chunks})
-        state = (
-            f"committed {p.committed}: a run with the same settings does nothing, other "
-            "settings (or --overwrite) rebuild it"
-            if p.committed
-            else "not committed"
-        )
-        print(f"feature set: {p.feature_set} ({state})")
-        print(
-            f"model:       {p.model} layers {','.join(p.layers)} at {p.input_hw[0]}x"
-            f"{p.input_hw[1]}, weights {p.weights}"
-        )
-        print(f"images:      {p.images:,} ({splits})")
-        print(
-            f"chunks:      {len(p.chunks)} of {'-'.join(f'{s:,}' for s in sizes)} images"
-            + (
-                f"; {p.staged_chunks} staged by an earlier run (resumed if its settings were "
-                "the same)"
-                if p.staged_chunks
-                else ""
-            )
-        )
-        print(
-            f"dry run: nothing was run or written -> {store.Layout(p.store).features(p.feature_set)}"
-        )
-        return EXIT_OK
     # settings, store, model, weights, a damaged input or output: before Spark starts
-    layout, images, _, _ = preflight(cfg.extract, cfg.store)
+    plan = plan_extract(cfg.extract, cfg.store)
+    if args.dry_run:
+        return _dry_run(plan)
     # a read-only store or a full disk (at least the image ids and one float a row)
-    store.check_writable(layout.root, int(images["counts"].get("ok", 0)) * 24, what="extract")
-    t = time.perf_counter()
+    store.check_writable(
+        plan.layout.root, int(plan.images_manifest["counts"].get("ok", 0)) * 24, what="extract"
+    )
+    clock = Stopwatch()
     session = SparkProvider(args, spark)(cfg)
-    started = time.perf_counter() - t
-    s = extract(session, cfg.extract, cfg.store)
+    started = clock.seconds
+    s = run_extract(session, plan)
     verb = "already extracted" if s.skipped else "extracted"
     print(
         f"{verb}: {s.feature_set} ({s.dim} floats) for {s.ok:,} images, {s.errors:,} errors, "
@@ -116,6 +91,34 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if s.timing is not None:
         print(f"extract time: Spark start {started:.1f} s; {s.timing.line()}")
     return EXIT_IMAGE_ERRORS if s.errors else EXIT_OK
+
+
+def _dry_run(p: Any) -> int:
+    """What the plan says (an :class:`featstore.extract.ExtractPlan`); nothing run or written."""
+    splits = ", ".join(f"{k} {v:,}" for k, v in p.splits.items())
+    sizes = sorted({c[2] for c in p.chunks})
+    state = (
+        f"committed {p.committed}: a run with the same settings does nothing, other "
+        "settings (or --overwrite) rebuild it"
+        if p.committed
+        else "not committed"
+    )
+    print(f"feature set: {p.feature_set} ({state})")
+    print(
+        f"model:       {p.model} layers {','.join(p.layers)} at {p.input_hw[0]}x"
+        f"{p.input_hw[1]}, weights {p.weights}"
+    )
+    print(f"images:      {p.images:,} ({splits})")
+    print(
+        f"chunks:      {len(p.chunks)} of {'-'.join(f'{s:,}' for s in sizes)} images"
+        + (
+            f"; {p.staged_chunks} staged by an earlier run (resumed if its settings were the same)"
+            if p.staged_chunks
+            else ""
+        )
+    )
+    print(f"dry run: nothing was run or written -> {p.layout.features(p.feature_set)}")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None, spark: Any = None) -> int:

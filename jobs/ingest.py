@@ -2,6 +2,7 @@
 
 spark-submit jobs/ingest.py --store STORE --source celeba --path /data/celeba
 python jobs/ingest.py --store STORE --source folder --path /data/flowers
+python jobs/ingest.py --store STORE --path /data/celeba --dry-run
 """
 
 from __future__ import annotations
@@ -27,12 +28,19 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "ingest") -> None:
         default=None,
         help="rebuild even if the store already holds this input",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and show the images per split, the attributes and what would "
+        "be written; no Spark, no image read, nothing written",
+    )
     add_common(p)
 
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
+    from featstore import store
     from featstore.errors import ConfigError
-    from featstore.ingest import ingest
+    from featstore.ingest import plan_ingest, run_ingest
 
     cfg = config_from_args(
         args,
@@ -41,19 +49,13 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     )
     if not cfg.store:
         raise ConfigError("ingest needs a store folder (--store STORE)")
-    # read the annotations before starting Spark: a bad file is reported in a second
-    from featstore.ingest import read_source
-
-    read_source(cfg.ingest)
-    from featstore import store
-
-    layout = store.Layout(cfg.store)
-    if layout.root.exists():
-        store.check_layout(layout)  # an older store: say how to migrate, before Spark starts
-    store.spark_uri(layout.root)  # a path Spark cannot take as it is: before Spark starts
-    store.check_writable(layout.root, what="ingest")  # read-only: refused before Spark starts
-    session = SparkProvider(args, spark)(cfg)
-    summary = ingest(session, cfg.ingest, cfg.store)
+    # the annotations, the store's layout (an older store: how to migrate) and a path Spark
+    # cannot take: before Spark starts (a bad file is reported in a second)
+    plan = plan_ingest(cfg.ingest, cfg.store)
+    if args.dry_run:
+        return _dry_run(plan)
+    store.check_writable(plan.layout.root, what="ingest")  # read-only: refused before Spark
+    summary = run_ingest(SparkProvider(args, spark)(cfg), plan)
     splits = ", ".join(f"{k} {v:,}" for k, v in summary.split_counts.items())
     verb = "already ingested" if summary.skipped else "ingested"
     print(f"{verb}: {summary.ok:,} images ({splits}); {summary.errors:,} errors -> {summary.store}")
@@ -62,6 +64,43 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if summary.timing is not None:
         print(summary.timing.line("ingest"))
     return EXIT_IMAGE_ERRORS if summary.errors else EXIT_OK
+
+
+def _dry_run(p: Any) -> int:
+    """What the plan says (an :class:`featstore.ingest.IngestPlan`): the listing read from
+    the annotation files, not one image opened; nothing run or written."""
+    from featstore.sources.base import SPLITS
+    from featstore.store import CLASS, IDENTITY
+
+    listing = p.listing
+    split = listing.images["split"]
+    counts = {s: int((split == s).sum()) for s in (*SPLITS, *sorted(set(split) - set(SPLITS)))}
+    splits = ", ".join(f"{k} {v:,}" for k, v in counts.items() if v)
+    problems = (
+        f"; {len(listing.problems):,} missing or unlisted (-> the errors table)"
+        if listing.problems
+        else ""
+    )
+    columns, new = set(listing.labels.columns), not p.layout.root.exists()
+    print(f"source:      {listing.source} {Path(p.cfg.path).resolve()}")
+    print(f"store:       {p.store}{' (new)' if new else ''}")
+    print(f"images:      {p.images:,} listed ({splits}){problems}")
+    print(
+        f"attributes:  {len(listing.attributes)}; identity column: "
+        f"{'yes' if IDENTITY in columns else 'no (null)'}; class column: "
+        f"{'yes' if CLASS in columns else 'no (null)'}"
+    )
+    print(f"input:       fingerprint {p.fingerprint[:12]}")
+    if p.done is not None:
+        print(f"dry run: already ingested (this input): nothing to do -> {p.layout.root}")
+        return EXIT_OK
+    print(
+        f"writes:      {p.layout.images} (by split, at most {p.cfg.rows_per_file:,} rows a file)"
+        + ("; --overwrite: replaces the store's tables" if p.cfg.overwrite and not new else "")
+    )
+    print(f"             {p.layout.labels} (a row per image that decodes: {p.images:,} at most)")
+    print(f"dry run: nothing was run or written -> {p.layout.root}")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None, spark: Any = None) -> int:

@@ -1,5 +1,5 @@
 """The command line as a new user meets it: bad input answered in one line with exit 2 before
-anything heavy is imported, --dry-run of train and extract, --version, models, ls/describe with
+anything heavy is imported, --dry-run of ingest, train and extract, --version, models, ls/describe with
 --store, --config by name, quiet library start-up. No Spark session here except where a test
 asks for the ``spark`` fixture."""
 
@@ -200,6 +200,19 @@ def test_extract_dry_run_shows_images_chunks_and_name(fake_store):
     assert "images:      5 (train 3, val 1, test 1)" in text
     assert "chunks:      3 of 1-2 images" in text
     assert sorted(p.relative_to(fake_store) for p in fake_store.rglob("*")) == before
+
+
+def test_ingest_dry_run_reads_the_listing_only(tmp_path):
+    from featstore.sources.synthetic import generate
+
+    src = tmp_path / "celeba"
+    generate(src, 10, seed=1)
+    root = tmp_path / "store"
+    result, out, _ = _run("ingest", "--store", str(root), "--path", str(src), "--dry-run")
+    assert result == {"rc": 0, "heavy": []}  # no Spark
+    assert out[2].startswith("images:      10 listed (train ")
+    assert out[-1] == f"dry run: nothing was run or written -> {root}"
+    assert not root.exists()
 
 
 # ---------------------------------------------------------------- 4. lasso_max_iter

@@ -186,7 +186,20 @@ def test_rerun_is_idempotent_and_overwrite_rebuilds(spark, celeba_src, tmp_path,
     assert timing and float(timing.group(1)) > 0
     first = store.read_manifest(store.Layout(st), "images")
     files = sorted(p.relative_to(st) for p in st.rglob("*.parquet"))
+    everything = sorted(p.relative_to(st) for p in st.rglob("*"))
     capsys.readouterr()
+    # --dry-run on a store that holds this input: nothing to do (and nothing written)
+    assert _ingest(None, st, celeba_src, "--dry-run") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"dry run: already ingested (this input): nothing to do -> {st}"
+    assert f"input:       fingerprint {first['input_fingerprint'][:12]}" in out
+    assert not any(ln.startswith("writes:") for ln in out)
+    # with --overwrite: what it would rebuild
+    assert _ingest(None, st, celeba_src, "--dry-run", "--overwrite") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"dry run: nothing was run or written -> {st}"
+    assert any(ln.endswith("--overwrite: replaces the store's tables") for ln in out)
+    assert sorted(p.relative_to(st) for p in st.rglob("*")) == everything
     assert _ingest(spark, st, celeba_src) == 0
     assert "already ingested" in capsys.readouterr().out
     assert store.read_manifest(store.Layout(st), "images") == first
@@ -197,6 +210,77 @@ def test_rerun_is_idempotent_and_overwrite_rebuilds(spark, celeba_src, tmp_path,
     assert again.count() == N
     assert again.select("image_id").distinct().count() == N
     assert not any(store.Layout(st).staging.iterdir())
+
+
+def _no_spark(monkeypatch) -> None:
+    """A dry run that started Spark or ran the ingest would fail here."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--dry-run started Spark or ran the ingest")
+
+    monkeypatch.setattr(ingest_job, "SparkProvider", refuse)
+    monkeypatch.setattr("featstore.ingest.run_ingest", refuse)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(celeba_src, tmp_path, capsys, monkeypatch):
+    _no_spark(monkeypatch)
+    src = _copy(celeba_src, tmp_path / "src")
+    (src / "img_align_celeba" / "000006.jpg").unlink()  # listed but missing: a problem
+    st = tmp_path / "store"
+    capsys.readouterr()
+    assert _ingest(None, st, src, "--dry-run") == 0
+    out = capsys.readouterr().out.splitlines()
+    part = (src / "list_eval_partition.txt").read_text().split()
+    codes = dict(zip(part[0::2], part[1::2]))
+    del codes["000006.jpg"]
+    want = {
+        s: list(codes.values()).count(c) for s, c in (("train", "0"), ("val", "1"), ("test", "2"))
+    }
+    splits = ", ".join(f"{s} {n}" for s, n in want.items() if n)
+    assert out[0] == f"source:      celeba {src.resolve()}"
+    assert out[1] == f"store:       {st} (new)"
+    assert out[2] == (
+        f"images:      {N - 1} listed ({splits}); 1 missing or unlisted (-> the errors table)"
+    )
+    assert out[3] == "attributes:  40; identity column: yes; class column: no (null)"
+    assert re.fullmatch(r"input:       fingerprint [0-9a-f]{12}", out[4])
+    assert out[5] == f"writes:      {st / 'images'} (by split, at most 20,000 rows a file)"
+    assert out[6] == f"{'':13}{st / 'labels'} (a row per image that decodes: {N - 1} at most)"
+    assert out[7] == f"dry run: nothing was run or written -> {st}"
+    assert len(out) == 8
+    assert not st.exists()  # no store folder, no images table
+
+
+def test_dry_run_of_a_folder_set_and_of_bad_input(tmp_path, capsys, monkeypatch):
+    _no_spark(monkeypatch)
+    root = tmp_path / "flowers"
+    for cls in ("daisy", "rose"):
+        (root / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (20, 10), "red").save(root / cls / f"{i}.jpg")
+    st = tmp_path / "store"
+    st.mkdir()
+    capsys.readouterr()
+    rc = ingest_job.main(
+        ["--store", str(st), "--source", "folder", "--path", str(root), "--dry-run"]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == f"store:       {st}"
+    from featstore.sources.folder import read_folder
+
+    split = read_folder(root).images["split"]  # the listing's split: seeded, stratified
+    want = ", ".join(f"{s} {(split == s).sum()}" for s in ("train", "val", "test"))
+    assert out[2] == f"images:      10 listed ({want})"
+    assert out[3] == "attributes:  2; identity column: no (null); class column: yes"
+    assert out[-1] == f"dry run: nothing was run or written -> {st}"
+    assert not (st / "images").exists() and not any(st.iterdir())
+    # bad input: the same one line and exit 2 as without --dry-run
+    assert _ingest(None, st, tmp_path / "nowhere", "--dry-run") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = [ln for ln in captured.err.splitlines() if ln.startswith("featstore: error:")]
+    assert "nowhere" in line
 
 
 def test_folder_source(spark, tmp_path):
