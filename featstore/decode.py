@@ -9,7 +9,8 @@ RGB. Empty, unidentifiable, truncated or corrupt data, and images above ``max_pi
 decompression-bomb guard), are not: :class:`DecodeError`, whose ``reason`` is one short line.
 Truncated images are never patched up (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off).
 
-- :func:`open_rgb`: the decoded, RGB Pillow image; what ``featstore.embed.decode_image`` resizes.
+- :func:`open_rgb`: the decoded, RGB Pillow image; what
+  ``featstore.decodepool.decode_image`` resizes.
 - :func:`ingest_image`: what the ingest job stores for one file's bytes. JPEG bytes are stored
   unchanged (bit for bit: never re-encoded); any other decodable format is converted to RGB and
   re-encoded as JPEG (quality :data:`STORE_JPEG_QUALITY`), so the images table holds JPEG bytes
