@@ -563,32 +563,10 @@ def fit_multilabel(
     names = list(attributes)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"attributes must be distinct and non-empty, got {names}")
-    if train_data is None:
-        if x_train is None or Y_train is None:
-            raise ValueError("give x_train and Y_train, or train_data")
-        y_all = _labels_matrix(Y_train, "training labels")
-        _check_columns(y_all, names, "training labels")
-        reasons = {n: single_class_reason(y_all[:, j]) for j, n in enumerate(names)}
-    else:
-        _, _, positives, n_rows, _ = _dataset_summary(train_data, steps_per_epoch)
-        _check_columns(positives[None, :], names, "train_data labels")
-        reasons = {
-            n: one_class_message(n_rows, int(positives[j] > 0))
-            if positives[j] in (0, n_rows)
-            else None
-            for j, n in enumerate(names)
-        }
+    reasons, y_all = _one_class_reasons(names, x_train, Y_train, train_data, steps_per_epoch)
     failed = {n: r for n, r in reasons.items() if r is not None}
     if len(failed) == len(names):
-        if len(names) == 1:
-            raise SingleClassError(failed[names[0]])
-        by_reason: dict[str, list[str]] = {}
-        for n, r in failed.items():
-            by_reason.setdefault(r, []).append(n)
-        raise SingleClassError(
-            "no attribute can be fitted: "
-            + "; ".join(f"{', '.join(ns)}: {r}" for r, ns in by_reason.items())
-        )
+        _raise_nothing_to_fit(names, failed)
     outputs = names if train_data is not None else [n for n in names if n not in failed]
     if failed:
         logger.warning(
@@ -600,7 +578,7 @@ def fit_multilabel(
             "" if train_data is not None else f"; the head has the other {len(outputs)} outputs",
         )
     cols = [names.index(n) for n in outputs]
-    y_fit = None if train_data is not None else y_all[:, cols]
+    y_fit = None if y_all is None else y_all[:, cols]
     y_val = None
     if Y_val is not None:
         y_val = _labels_matrix(Y_val, "validation labels")
@@ -648,6 +626,44 @@ def fit_multilabel(
             estimator=head,
         )
     return results
+
+
+def _one_class_reasons(
+    names: list[str],
+    x_train: Any | None,
+    Y_train: Any | None,
+    train_data: Any,
+    steps_per_epoch: int | None,
+) -> tuple[dict[str, str | None], np.ndarray | None]:
+    """Per attribute, why its training labels cannot be learnt (one class only) or None; and
+    the training label matrix (None with ``train_data``, whose batches are read for the counts)."""
+    if train_data is None:
+        if x_train is None or Y_train is None:
+            raise ValueError("give x_train and Y_train, or train_data")
+        y_all = _labels_matrix(Y_train, "training labels")
+        _check_columns(y_all, names, "training labels")
+        return {n: single_class_reason(y_all[:, j]) for j, n in enumerate(names)}, y_all
+    _, _, positives, n_rows, _ = _dataset_summary(train_data, steps_per_epoch)
+    _check_columns(positives[None, :], names, "train_data labels")
+    reasons = {
+        n: one_class_message(n_rows, int(positives[j] > 0)) if positives[j] in (0, n_rows) else None
+        for j, n in enumerate(names)
+    }
+    return reasons, None
+
+
+def _raise_nothing_to_fit(names: list[str], failed: dict[str, str]) -> None:
+    """:class:`SingleClassError` when no attribute has both classes: the single-attribute
+    message for one attribute, else the attributes grouped by reason."""
+    if len(names) == 1:
+        raise SingleClassError(failed[names[0]])
+    by_reason: dict[str, list[str]] = {}
+    for n, r in failed.items():
+        by_reason.setdefault(r, []).append(n)
+    raise SingleClassError(
+        "no attribute can be fitted: "
+        + "; ".join(f"{', '.join(ns)}: {r}" for r, ns in by_reason.items())
+    )
 
 
 def _check_columns(y: np.ndarray, names: list[str], what: str) -> None:
