@@ -41,6 +41,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from featstore.timing import Phases
 from featstore.train.base import (
     FitError,
     FitResult,
@@ -53,7 +54,6 @@ from featstore.train.base import (
     one_class_message,
     scores_to_result,
     single_class_reason,
-    stopwatch,
 )
 
 logger = logging.getLogger(__name__)
@@ -378,7 +378,8 @@ def fit_dense(
     learning_rate, n_features, best_val_loss, class_weight. history: loss, accuracy, val_loss,
     val_accuracy. ``class_weight="balanced"`` weighs each class's loss by n / (2 n_class).
     """
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         head = train_dense_head(
             x_train,
             y_train,
@@ -407,7 +408,7 @@ def fit_dense(
     )
     params["class_weight"] = class_weight
     return scores_to_result(
-        "dense", y_score, params, sw.seconds, history=head.history, estimator=head
+        "dense", y_score, params, clock.total, history=head.history, estimator=head
     )
 
 
@@ -486,7 +487,8 @@ def fit_bottleneck(
     xs = as_features(x_train, "training features")
     ys = as_labels(y_train, "training labels")
     check_binary(ys)
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         head = train_dense_head(
             xs if "train_data" not in head_kw else None,
             ys if "train_data" not in head_kw else None,
@@ -517,7 +519,7 @@ def fit_bottleneck(
         f"bottleneck{k}-{second}",
         inner.y_score,
         params,
-        sw.seconds,
+        clock.total,
         history=head.history,
         estimator=Bottleneck(head=head, second=inner.estimator),
     )
@@ -584,7 +586,8 @@ def fit_multilabel(
         y_val = _labels_matrix(Y_val, "validation labels")
         _check_columns(y_val, names, "validation labels")
         y_val = y_val[:, cols]
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         head = train_dense_head(
             x_train if train_data is None else None,
             y_fit,
@@ -621,7 +624,7 @@ def fit_multilabel(
             "multilabel",
             scores[:, outputs.index(name)],
             jsonable({**shared, "attribute": name}),
-            sw.seconds,
+            clock.total,
             history={key: list(v) for key, v in head.history.items()},
             estimator=head,
         )

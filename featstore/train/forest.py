@@ -68,6 +68,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from featstore.timing import Phases
 from featstore.train.base import (
     FitResult,
     check_test,
@@ -76,7 +77,6 @@ from featstore.train.base import (
     cv_folds,
     one_se_choice,
     scores_to_result,
-    stopwatch,
     stratified_subsample,
 )
 
@@ -160,7 +160,8 @@ def fit_forest(
         max_features=candidates[0],
         class_weight=class_weight_arg(class_weight),
     )
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         k, cv_score, cv_rows, oob_score, coverage = 0, None, 0, None, None
         scores: list[float] = []
         errors: list[float] = []
@@ -206,9 +207,9 @@ def fit_forest(
         chosen,
         selection if choosing else "default (one candidate)",
         n_estimators,
-        sw.seconds,
+        clock.total,
     )
-    return scores_to_result("forest", y_score, params, sw.seconds, estimator=fitted)
+    return scores_to_result("forest", y_score, params, clock.total, estimator=fitted)
 
 
 def expected_oob_coverage(n_estimators: int, rows_per_tree: int, rows: int) -> float:

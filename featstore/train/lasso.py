@@ -32,6 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from featstore.timing import Phases
 from featstore.train.base import (
     FitResult,
     check_test,
@@ -40,7 +41,6 @@ from featstore.train.base import (
     cv_folds,
     one_se_choice,
     scores_to_result,
-    stopwatch,
     stratified_subsample,
 )
 
@@ -113,7 +113,8 @@ def fit_lasso(
     xt = check_test(x_test, xs.shape[1])
     settings = {**_solver_settings(solver, tol), "class_weight": class_weight_arg(class_weight)}
     grid = cs if isinstance(cs, int) else [float(c) for c in cs]
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         sub = stratified_subsample(ys, cv_max_rows, seed)
         x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
         k = cv_folds(y_cv, folds)
@@ -169,9 +170,9 @@ def fit_lasso(
         params["n_nonzero"],
         xs.shape[1],
         k,
-        sw.seconds,
+        clock.total,
     )
-    return scores_to_result("lasso", y_score, params, sw.seconds, estimator=pipe)
+    return scores_to_result("lasso", y_score, params, clock.total, estimator=pipe)
 
 
 def _cv_search(

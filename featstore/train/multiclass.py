@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from featstore.timing import Phases
 from featstore.train.base import (
     SingleClassError,
     as_features,
@@ -33,7 +34,6 @@ from featstore.train.base import (
     class_weight_arg,
     jsonable,
     one_se_choice,
-    stopwatch,
 )
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def fit_multiclass(
     if xs.shape[0] != ys.size:
         raise ValueError(f"training sample: {xs.shape[0]} feature rows but {ys.size} labels")
     xt = check_test(x_test, xs.shape[1])
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         proba, params, history, est = fits[model](
             xs, ys, xt, n_classes=n_classes, seed=seed, class_weight=class_weight, **kw
         )
@@ -127,9 +128,9 @@ def fit_multiclass(
         model,
         n_classes,
         {k: v for k, v in params.items() if k in ("C", "max_features", "best_epoch")},
-        sw.seconds,
+        clock.total,
     )
-    return MultiFit(model, proba, params, sw.seconds, history, est)
+    return MultiFit(model, proba, params, clock.total, history, est)
 
 
 def fit_lasso(
