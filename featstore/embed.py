@@ -134,7 +134,7 @@ class _Resolved:
     weights: WeightsInfo
 
 
-def _resolve(cfg: EmbedConfig) -> _Resolved:
+def _resolve_config(cfg: EmbedConfig) -> _Resolved:
     """Cheap checks of every field (no model built, no Keras imported)."""
     from featstore import modelspecs as models
 
@@ -188,7 +188,7 @@ def base_cost(cfg: EmbedConfig) -> dict[str, int]:
     """The conv base's ``params`` (``count_params()``, ``include_top=False``) and ``flops`` (one
     forward pass of one image at the configured input size), from the same base
     :func:`validate_config` builds (built once per process and settings)."""
-    r = _resolve(cfg)
+    r = _resolve_config(cfg)
     _, params, flops = _checked_base(r.spec.name, tuple(r.input_hw), tuple(r.layers), cfg.pooling)
     return {"params": params, "flops": flops}
 
@@ -202,7 +202,7 @@ def check_config(cfg: EmbedConfig) -> dict[str, Any]:
     ``backend`` or ``keras_version``)."""
     from featstore import modelspecs
 
-    r = _resolve(cfg)
+    r = _resolve_config(cfg)
     checked = modelspecs.check_layers_static(r.spec, r.layers)
     return {**_settings(cfg, r), "layers_checked": checked}
 
@@ -231,7 +231,7 @@ def validate_config(cfg: EmbedConfig) -> dict[str, Any]:
     weights file is loaded) to check layer names and compute the embedding width. Returns the
     resolved settings (the fields of :meth:`Embedder.describe` that need no model).
     """
-    r = _resolve(cfg)
+    r = _resolve_config(cfg)
     from featstore import modelspecs
 
     modelspecs.check_layers_static(r.spec, r.layers)  # the same message with or without Keras
@@ -260,7 +260,7 @@ class Embedder:
         from featstore import models
 
         self.config = cfg = config if config is not None else EmbedConfig()
-        self._resolved = r = _resolve(cfg)
+        self._resolved = r = _resolve_config(cfg)
         self._spec = r.spec
         self._input_hw = r.input_hw
         self._layers = r.layers

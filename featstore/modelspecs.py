@@ -38,9 +38,6 @@ WEIGHT_SOURCES = ("imagenet", "random", "file")
 #: Largest input side accepted; larger inputs are almost certainly a typo.
 MAX_INPUT_SIDE = 2048
 
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
-_TORCH_STD_RGB = (0.229, 0.224, 0.225)
 _HASH_CHUNK = 1 << 20
 
 PoolingName = Literal["avg", "max", "flatten"]

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featstore.evaluate.inputs import _binary, _scores
+from featstore.evaluate.inputs import _binary, _score_array
 
 
 def _probabilities(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray]:
     t = _binary("y_true", y_true)
-    score = _scores("y_score", y_score, len(t))
+    score = _score_array("y_score", y_score, len(t))
     if ((score < 0) | (score > 1)).any():
         bad = score[np.argmax((score < 0) | (score > 1))]
         raise ValueError(f"y_score must be probabilities in [0, 1], found {bad!r}")

@@ -33,7 +33,7 @@ def _same_length(**arrays: np.ndarray) -> int:
     return next(iter(lengths.values()))
 
 
-def _scores(name: str, values: Any, n: int) -> np.ndarray:
+def _score_array(name: str, values: Any, n: int) -> np.ndarray:
     """``values`` as a 1-D finite float64 array of length ``n``, or one precise ValueError."""
     if values is None:
         raise ValueError(f"{name} is required for roc_auc")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from featstore.evaluate.inputs import _binary, _same_length, _scores
+from featstore.evaluate.inputs import _binary, _same_length, _score_array
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _sample(
 ) -> _Sample:
     n = len(t)
     if stat == "roc_auc":
-        s = _scores(score_name, score, n)
+        s = _score_array(score_name, score, n)
         p = None
         if pred is not None:
             p = _binary(pred_name, pred)

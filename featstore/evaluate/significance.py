@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from featstore.evaluate.inputs import _binary, _same_length, _scores
+from featstore.evaluate.inputs import _binary, _same_length, _score_array
 
 #: The Holm family rule, defined once: every test of one (feature set, training size, seed) --
 #: all attributes and all models of one table of the study -- is one family
@@ -39,7 +39,7 @@ def auc_vs_chance(y_true: Any, y_score: Any) -> dict[str, float]:
     :func:`holm` and never reads as significant). Returns ``auc``, ``statistic`` (U),
     ``p_value``."""
     t = _binary("y_true", y_true)
-    score = _scores("y_score", y_score, len(t))
+    score = _score_array("y_score", y_score, len(t))
     pos, neg = score[t == 1], score[t == 0]
     if len(pos) == 0 or len(neg) == 0:
         return {"auc": math.nan, "statistic": math.nan, "p_value": math.nan}

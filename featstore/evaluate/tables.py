@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featstore.evaluate.inputs import _binary, _same_length, _scores
+from featstore.evaluate.inputs import _binary, _same_length, _score_array
 from featstore.evaluate.significance import (
     FAMILY,
     auc_vs_chance,
@@ -422,7 +422,7 @@ def baseline_tests(
         score = getattr(row, "y_score", None)
         chance = {"auc": math.nan, "p_value": math.nan}
         if score is not None and not (np.isscalar(score) and pd.isna(score)):
-            chance = auc_vs_chance(y_true, _scores(f"y_score of {where}", score, len(y_true)))
+            chance = auc_vs_chance(y_true, _score_array(f"y_score of {where}", score, len(y_true)))
         records.append(
             {
                 **dict(

@@ -45,7 +45,7 @@ IMAGE_SUFFIX = ".jpg"
 _ATTR_FIRST_LINE = 3
 _PLAIN_FIRST_LINE = 1
 
-_RESERVED_COLUMNS = frozenset({"image_id", "split"})
+_RESERVED_ATTRIBUTE_NAMES = frozenset({"image_id", "split"})
 
 # error texts for per-image problems (the errors table shows them)
 MISSING_FILE_ERROR = f"listed in {ATTR_FILE} but file missing"
@@ -255,7 +255,7 @@ def read_attributes(
 def _check_header(path: Path, attributes: list[str]) -> None:
     seen: set[str] = set()
     for name in attributes:
-        if name in _RESERVED_COLUMNS:
+        if name in _RESERVED_ATTRIBUTE_NAMES:
             raise AnnotationError(str(path), 2, f"attribute name {name!r} is reserved")
         if name in seen:
             raise AnnotationError(str(path), 2, f"attribute {name!r} appears twice in the header")

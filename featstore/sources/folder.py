@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 #: What is listed by default; any format Pillow decodes is ingested (PNG: converted to JPEG).
 DEFAULT_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
-_RESERVED_COLUMNS = frozenset({"image_id", "split", "identity", "class"})
+_RESERVED_CLASS_NAMES = frozenset({"image_id", "split", "identity", "class"})
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -184,7 +184,7 @@ def _class_folders(root_path: Path) -> list[str]:
         logger.info("%s: ignored %d file(s) next to the class folders", root_path, top_files)
     classes = sorted(class_dirs)
     for name in classes:
-        if name in _RESERVED_COLUMNS:
+        if name in _RESERVED_CLASS_NAMES:
             raise InputError(f"{root_path / name}: class name {name!r} is reserved")
     return classes
 

@@ -169,7 +169,7 @@ def _dataset_summary(
     return mean, np.where(std > 0, std, 1.0), pos, n, s1.size
 
 
-def _build(
+def _build_head(
     n_features: int,
     hidden: Sequence[int],
     outputs: int,
@@ -291,7 +291,7 @@ def train_dense_head(
         )
 
     keras.utils.set_random_seed(seed)
-    model = _build(n_features, widths, outputs, mean, std, learning_rate)
+    model = _build_head(n_features, widths, outputs, mean, std, learning_rate)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", mode="min", patience=patience, restore_best_weights=True
     )
