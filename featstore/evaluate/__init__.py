@@ -1,7 +1,11 @@
 """Evaluation of binary classifiers on the test split, and sound comparisons between them.
 
 Pure numpy / scipy / pandas (scikit-learn only for ROC AUC): no Spark, no Keras, so the same code
-serves ``jobs/train.py``, ``jobs/report.py`` and the notebooks.
+serves ``jobs/train.py``, ``jobs/report.py`` and the notebooks. Every name below is imported from
+here (``from featstore.evaluate import ...``); the modules are :mod:`.binary` (one classifier),
+:mod:`.intervals` (bootstrap and Wilson intervals), :mod:`.calibration`, :mod:`.significance`
+(McNemar, Mann-Whitney, Holm), :mod:`.tables` (the study's tables) and :mod:`.inputs` (the
+input checks they share).
 
 What is here and why:
 
