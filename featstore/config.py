@@ -19,7 +19,6 @@ from typing import Any
 
 import yaml
 
-from featstore.embed import EmbedConfig
 from featstore.errors import ConfigError
 from featstore.train.grid import GridConfig
 
@@ -80,9 +79,41 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class EmbedConfig:
+    """What to embed with. Hashable: it keys the per-process embedder cache."""
+
+    model: str = "vgg16"
+    #: Layer names; empty = the model's default (last conv block). Several = one pass, concatenated.
+    layers: tuple[str, ...] = ()
+    pooling: str = "avg"
+    #: "imagenet" (Keras cache, never downloaded), "random" (seeded), or a weights file path.
+    weights: str = "imagenet"
+    #: "default", "native" (CelebA 218x178) or "HxW".
+    input_size: str = "default"
+    #: Images per forward pass (every pass has this shape; the last one is padded).
+    batch_size: int = 64
+    #: "float32", "bfloat16" or "float16" (mixed precision; the output is always float32).
+    precision: str = "float32"
+    #: 0: decode in this process on one background thread overlapping the model;
+    #: N > 0: a pool of N worker processes (threads did not scale in measurements).
+    decode_workers: int = 0
+    seed: int = 0
+    #: "cpu" (Pillow, ``decode_workers``) or "gpu": nvJPEG through torchvision where torch
+    #: with CUDA is present, else the CPU after one log line (featstore.gpudecode; unmeasured,
+    #: not the default)
+    decode: str = "cpu"
+
+    def __post_init__(self) -> None:
+        layers: Any = self.layers
+        if isinstance(layers, str):
+            layers = [s for s in (p.strip() for p in layers.split(",")) if s]
+        object.__setattr__(self, "layers", tuple(layers))
+
+
+@dataclass(frozen=True)
 class ExtractConfig(EmbedConfig):
     """The extract job: the embedder's settings, inherited from
-    :class:`featstore.embed.EmbedConfig` (model, layers, pooling, weights, input_size, batch_size,
+    :class:`EmbedConfig` (model, layers, pooling, weights, input_size, batch_size,
     precision, decode_workers, seed; declared once there), plus how the job runs them."""
 
     arrow_batch_rows: int = 512  # rows per Arrow batch into the UDF (JPEG bytes, ~10 KB each)

@@ -9,7 +9,8 @@ RGB. Empty, unidentifiable, truncated or corrupt data, and images above ``max_pi
 decompression-bomb guard), are not: :class:`DecodeError`, whose ``reason`` is one short line.
 Truncated images are never patched up (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off).
 
-- :func:`open_rgb`: the decoded, RGB Pillow image; what ``featstore.embed.decode_image`` resizes.
+- :func:`open_rgb`: the decoded, RGB Pillow image; what
+  ``featstore.decodepool.decode_image`` resizes.
 - :func:`ingest_image`: what the ingest job stores for one file's bytes. JPEG bytes are stored
   unchanged (bit for bit: never re-encoded); any other decodable format is converted to RGB and
   re-encoded as JPEG (quality :data:`STORE_JPEG_QUALITY`), so the images table holds JPEG bytes
@@ -110,7 +111,7 @@ def _open(data: bytes | None) -> Image.Image:
         raise DecodeError(one_line(f"corrupt {kind} header: {exc}")) from None
 
 
-def _decode(
+def _decode_rgb(
     data: bytes | None, max_pixels: int, draft: tuple[int, int] | None
 ) -> tuple[Image.Image, Image.Image, str]:
     """(the opened source image, its RGB pixels, its format); the caller closes the source."""
@@ -157,7 +158,7 @@ def open_rgb(
     :data:`DRAFT_FACTOR` times larger in both directions is decoded at a reduced DCT scale
     (``Image.draft``), never below that size. Raises :class:`DecodeError` (see the module doc).
     """
-    img, rgb, fmt = _decode(data, max_pixels, draft)
+    img, rgb, fmt = _decode_rgb(data, max_pixels, draft)
     if rgb is img:
         return img  # already RGB and loaded: the caller closes it
     img.close()
@@ -174,7 +175,7 @@ def ingest_image(data: bytes | None, *, max_pixels: int = MAX_PIXELS) -> IngestI
     truncated file is an error here and not at extract time. Never raises for bad data.
     """
     try:
-        img, rgb, fmt = _decode(data, max_pixels, None)
+        img, rgb, fmt = _decode_rgb(data, max_pixels, None)
     except DecodeError as exc:
         return IngestImage(None, 0, 0, exc.reason)
     try:

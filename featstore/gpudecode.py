@@ -2,12 +2,12 @@
 (``torchvision.io.decode_jpeg(list, device="cuda")``), where torch with CUDA is present.
 
 Not the default: it has not been measured end to end against the CPU pool (issue 26). It gives
-host ``uint8`` batches like :class:`featstore.embed.DecodePool` (so the Keras-only embedder
+host ``uint8`` batches like :class:`featstore.decodepool.DecodePool` (so the Keras-only embedder
 stays as it is), decoding one chunk ahead on a background thread. What the GPU does not take --
 not a JPEG, above the pixel cap, or a chunk nvJPEG refuses -- is decoded on the CPU by
-:func:`featstore.embed.decode_image`, with its errors per image. A resize (only when the JPEG's
-size is not the model's) is bilinear with antialiasing on the GPU, so pixels may differ slightly
-from Pillow's; a JPEG Pillow calls truncated may be decoded by nvJPEG.
+:func:`featstore.decodepool.decode_image`, with its errors per image. A resize (only when the
+JPEG's size is not the model's) is bilinear with antialiasing on the GPU, so pixels may differ
+slightly from Pillow's; a JPEG Pillow calls truncated may be decoded by nvJPEG.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def available() -> str | None:
 
 
 class GpuDecoder:
-    """The same ``map(chunks)`` / ``close()`` as :class:`featstore.embed.DecodePool`."""
+    """The same ``map(chunks)`` / ``close()`` as :class:`featstore.decodepool.DecodePool`."""
 
     depth = 2
 
@@ -75,7 +75,7 @@ class GpuDecoder:
     def decode(self, contents: Sequence[bytes | None]) -> Any:
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        from featstore.embed import DecodedBatch, decode_batch
+        from featstore.decodepool import DecodedBatch, decode_batch
 
         torch = self._torch
         t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from featstore.errors import ConfigError
 
@@ -38,9 +38,6 @@ WEIGHT_SOURCES = ("imagenet", "random", "file")
 #: Largest input side accepted; larger inputs are almost certainly a typo.
 MAX_INPUT_SIDE = 2048
 
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
-_TORCH_STD_RGB = (0.229, 0.224, 0.225)
 _HASH_CHUNK = 1 << 20
 
 PoolingName = Literal["avg", "max", "flatten"]
@@ -103,140 +100,95 @@ class ModelSpec:
         return getattr(keras.applications, self.family).preprocess_input
 
 
-def _registry() -> dict[str, ModelSpec]:
-    specs: list[ModelSpec] = []
-    tf_notop = "_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    for name, ctor in (("vgg16", "VGG16"), ("vgg19", "VGG19")):
-        specs.append(
-            ModelSpec(name, ctor, name, (224, 224), "caffe", "block5_pool", name + tf_notop)
-        )
-    for name, ctor in (
-        ("resnet50", "ResNet50"),
-        ("resnet101", "ResNet101"),
-        ("resnet152", "ResNet152"),
-    ):
-        specs.append(
-            ModelSpec(
-                name, ctor, "resnet", (224, 224), "caffe", "conv5_block3_out", name + tf_notop
-            )
-        )
-    for name, ctor in (
-        ("resnet50v2", "ResNet50V2"),
-        ("resnet101v2", "ResNet101V2"),
-        ("resnet152v2", "ResNet152V2"),
-    ):
-        specs.append(
-            ModelSpec(name, ctor, "resnet_v2", (224, 224), "tf", "post_relu", name + tf_notop)
-        )
-    specs.append(
-        ModelSpec(
-            "inceptionv3",
-            "InceptionV3",
-            "inception_v3",
-            (299, 299),
-            "tf",
-            "mixed10",
-            "inception_v3" + tf_notop,
-            min_hw=(75, 75),
-        )
-    )
-    specs.append(
-        ModelSpec(
-            "xception",
-            "Xception",
-            "xception",
-            (299, 299),
-            "tf",
-            "block14_sepconv2_act",
-            "xception" + tf_notop,
-            min_hw=(71, 71),
-        )
-    )
-    mnv2 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{}_no_top.h5"
-    specs.append(
-        ModelSpec(
-            "mobilenetv2",
-            "MobileNetV2",
-            "mobilenet_v2",
-            (224, 224),
-            "tf",
-            "out_relu",
-            mnv2.format(224),
-            # Keras picks weights trained at the input side when square and one of these.
-            weights_files_by_side=tuple((s, mnv2.format(s)) for s in (96, 128, 160, 192, 224)),
-        )
-    )
+class _SpecOptions(TypedDict, total=False):
+    """The :class:`ModelSpec` fields with a default, for the bases that need another value."""
+
+    min_hw: tuple[int, int]
+    imagenet_hw: tuple[int, int]
+    weights_files_by_side: tuple[tuple[int, str], ...]
+    imagenet_fixup: str
+
+
+_TF_NOTOP = "{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+_NOTOP = "{name}_notop.h5"
+_MOBILENETV2 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{}_no_top.h5"
+
+#: The registered bases, one row each: name, ``keras.applications`` constructor, family (whose
+#: ``preprocess_input``), default input side (square), preprocessing, default layer, and the
+#: ImageNet no-top weights file in the Keras cache (``{name}``: the base's name). Other fields:
+#: :data:`_MODEL_OPTIONS`.
+_MODEL_ROWS: tuple[tuple[str, str, str, int, str, str, str], ...] = (
+    ("vgg16", "VGG16", "vgg16", 224, "caffe", "block5_pool", _TF_NOTOP),
+    ("vgg19", "VGG19", "vgg19", 224, "caffe", "block5_pool", _TF_NOTOP),
+    ("resnet50", "ResNet50", "resnet", 224, "caffe", "conv5_block3_out", _TF_NOTOP),
+    ("resnet101", "ResNet101", "resnet", 224, "caffe", "conv5_block3_out", _TF_NOTOP),
+    ("resnet152", "ResNet152", "resnet", 224, "caffe", "conv5_block3_out", _TF_NOTOP),
+    ("resnet50v2", "ResNet50V2", "resnet_v2", 224, "tf", "post_relu", _TF_NOTOP),
+    ("resnet101v2", "ResNet101V2", "resnet_v2", 224, "tf", "post_relu", _TF_NOTOP),
+    ("resnet152v2", "ResNet152V2", "resnet_v2", 224, "tf", "post_relu", _TF_NOTOP),
+    ("inceptionv3", "InceptionV3", "inception_v3", 299, "tf", "mixed10",
+     "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    ("xception", "Xception", "xception", 299, "tf", "block14_sepconv2_act", _TF_NOTOP),
+    ("mobilenetv2", "MobileNetV2", "mobilenet_v2", 224, "tf", "out_relu", _MOBILENETV2.format(224)),
     # MobileNetV3 and ConvNeXt end in an unnamed layer; names are renumbered per model
     # (see _stabilize_layer_names) so these are the same in every process.
-    specs.append(
+    ("mobilenetv3small", "MobileNetV3Small", "mobilenet_v3", 224, "none", "activation_17",
+     "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+    ("mobilenetv3large", "MobileNetV3Large", "mobilenet_v3", 224, "none", "activation_19",
+     "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"),
+    ("densenet121", "DenseNet121", "densenet", 224, "torch", "relu", _TF_NOTOP),
+    ("densenet169", "DenseNet169", "densenet", 224, "torch", "relu", _TF_NOTOP),
+    ("densenet201", "DenseNet201", "densenet", 224, "torch", "relu", _TF_NOTOP),
+    ("efficientnetb0", "EfficientNetB0", "efficientnet", 224, "none", "top_activation", _NOTOP),
+    ("efficientnetb1", "EfficientNetB1", "efficientnet", 240, "none", "top_activation", _NOTOP),
+    ("efficientnetb2", "EfficientNetB2", "efficientnet", 260, "none", "top_activation", _NOTOP),
+    ("efficientnetb3", "EfficientNetB3", "efficientnet", 300, "none", "top_activation", _NOTOP),
+    ("efficientnetb4", "EfficientNetB4", "efficientnet", 380, "none", "top_activation", _NOTOP),
+    ("efficientnetb5", "EfficientNetB5", "efficientnet", 456, "none", "top_activation", _NOTOP),
+    ("efficientnetb6", "EfficientNetB6", "efficientnet", 528, "none", "top_activation", _NOTOP),
+    ("efficientnetb7", "EfficientNetB7", "efficientnet", 600, "none", "top_activation", _NOTOP),
+    ("nasnetmobile", "NASNetMobile", "nasnet", 224, "tf", "activation_187",
+     "nasnet_mobile_no_top.h5"),
+    ("convnexttiny", "ConvNeXtTiny", "convnext", 224, "none", "layer_normalization",
+     "convnext_tiny_notop.h5"),
+    ("convnextsmall", "ConvNeXtSmall", "convnext", 224, "none", "layer_normalization",
+     "convnext_small_notop.h5"),
+    ("convnextbase", "ConvNeXtBase", "convnext", 224, "none", "layer_normalization",
+     "convnext_base_notop.h5"),
+)  # fmt: skip
+
+_EFFICIENTNET: _SpecOptions = {"imagenet_fixup": "efficientnet_stddev"}
+
+#: The bases whose other fields differ from :class:`ModelSpec`'s defaults.
+_MODEL_OPTIONS: dict[str, _SpecOptions] = {
+    "inceptionv3": {"min_hw": (75, 75)},
+    "xception": {"min_hw": (71, 71)},
+    # Keras picks weights trained at the input side when square and one of these.
+    "mobilenetv2": {
+        "weights_files_by_side": tuple(
+            (s, _MOBILENETV2.format(s)) for s in (96, 128, 160, 192, 224)
+        )
+    },
+    **{f"efficientnetb{i}": _EFFICIENTNET for i in range(8)},
+    "nasnetmobile": {"imagenet_hw": (224, 224)},
+}
+
+
+def _registry() -> dict[str, ModelSpec]:
+    """:data:`_MODEL_ROWS` and :data:`_MODEL_OPTIONS` as specs by name, in the rows' order."""
+    specs = [
         ModelSpec(
-            "mobilenetv3small",
-            "MobileNetV3Small",
-            "mobilenet_v3",
-            (224, 224),
-            "none",
-            "activation_17",
-            "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+            name,
+            ctor,
+            family,
+            (side, side),
+            preprocessing,
+            layer,
+            weights.format(name=name),
+            **_MODEL_OPTIONS.get(name, {}),
         )
-    )
-    specs.append(
-        ModelSpec(
-            "mobilenetv3large",
-            "MobileNetV3Large",
-            "mobilenet_v3",
-            (224, 224),
-            "none",
-            "activation_19",
-            "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-        )
-    )
-    for name, ctor in (
-        ("densenet121", "DenseNet121"),
-        ("densenet169", "DenseNet169"),
-        ("densenet201", "DenseNet201"),
-    ):
-        specs.append(
-            ModelSpec(name, ctor, "densenet", (224, 224), "torch", "relu", name + tf_notop)
-        )
-    effnet_sides = (224, 240, 260, 300, 380, 456, 528, 600)
-    for i, side in enumerate(effnet_sides):
-        name = f"efficientnetb{i}"
-        specs.append(
-            ModelSpec(
-                name,
-                f"EfficientNetB{i}",
-                "efficientnet",
-                (side, side),
-                "none",
-                "top_activation",
-                f"{name}_notop.h5",
-                imagenet_fixup="efficientnet_stddev",
-            )
-        )
-    specs.append(
-        ModelSpec(
-            "nasnetmobile",
-            "NASNetMobile",
-            "nasnet",
-            (224, 224),
-            "tf",
-            "activation_187",
-            "nasnet_mobile_no_top.h5",
-            imagenet_hw=(224, 224),
-        )
-    )
-    for size in ("tiny", "small", "base"):
-        specs.append(
-            ModelSpec(
-                f"convnext{size}",
-                f"ConvNeXt{size.capitalize()}",
-                "convnext",
-                (224, 224),
-                "none",
-                "layer_normalization",
-                f"convnext_{size}_notop.h5",
-            )
-        )
+        for name, ctor, family, side, preprocessing, layer, weights in _MODEL_ROWS
+    ]
     return {s.name: s for s in specs}
 
 

@@ -394,7 +394,13 @@ def test_get_embedder_builds_once_per_config():
 
 
 @pytest.mark.parametrize(
-    "module", ["featstore/embed.py", "featstore/models.py", "featstore/shmring.py"]
+    "module",
+    [
+        "featstore/embed.py",
+        "featstore/decodepool.py",
+        "featstore/models.py",
+        "featstore/shmring.py",
+    ],
 )
 def test_no_tensorflow_or_spark_imports(module):
     tree = ast.parse((ROOT / module).read_text())

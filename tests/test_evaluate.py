@@ -194,7 +194,8 @@ def test_bootstrap_matches_simple_loop_and_is_block_size_invariant(monkeypatch):
     expected = _simple_bootstrap(y_true, y_pred, n_boot=500, alpha=0.1, seed=7)
     got = bootstrap_ci(y_true, y_pred, n_boot=500, alpha=0.1, seed=7)
     assert got == pytest.approx(expected, abs=1e-12)
-    monkeypatch.setattr(evaluate, "_BLOCK_ELEMS", 301 * 37)  # 37 resamples a block, ragged tail
+    # 37 resamples a block, ragged tail
+    monkeypatch.setattr(evaluate.intervals, "_BLOCK_ELEMS", 301 * 37)
     assert bootstrap_ci(y_true, y_pred, n_boot=500, alpha=0.1, seed=7) == got
 
 
@@ -560,7 +561,7 @@ def test_cluster_bootstrap_block_invariant_and_all_distinct_equals_iid(monkeypat
     assert bootstrap_ci(y_true, y_pred, groups=np.arange(n), **kw) == bootstrap_ci(
         y_true, y_pred, **kw
     )
-    monkeypatch.setattr(evaluate, "_BLOCK_ELEMS", n * 13)
+    monkeypatch.setattr(evaluate.intervals, "_BLOCK_ELEMS", n * 13)
     assert bootstrap_ci(y_true, y_pred, groups=ident, **kw) == first
     assert (
         bootstrap_ci(y_true, y_pred, stat="roc_auc", y_score=y_score, groups=ident, **kw)

@@ -45,7 +45,7 @@ IMAGE_SUFFIX = ".jpg"
 _ATTR_FIRST_LINE = 3
 _PLAIN_FIRST_LINE = 1
 
-_RESERVED_COLUMNS = frozenset({"image_id", "split"})
+_RESERVED_ATTRIBUTE_NAMES = frozenset({"image_id", "split"})
 
 # error texts for per-image problems (the errors table shows them)
 MISSING_FILE_ERROR = f"listed in {ATTR_FILE} but file missing"
@@ -255,7 +255,7 @@ def read_attributes(
 def _check_header(path: Path, attributes: list[str]) -> None:
     seen: set[str] = set()
     for name in attributes:
-        if name in _RESERVED_COLUMNS:
+        if name in _RESERVED_ATTRIBUTE_NAMES:
             raise AnnotationError(str(path), 2, f"attribute name {name!r} is reserved")
         if name in seen:
             raise AnnotationError(str(path), 2, f"attribute {name!r} appears twice in the header")
@@ -368,6 +368,39 @@ def read_celeba(root: str | os.PathLike[str], *, check_count: bool = True) -> Li
     ``check_count`` is passed to :func:`read_attributes`.
     """
     root_path = Path(os.path.abspath(os.fspath(root)))
+    image_dir = _check_layout(root_path)
+    on_disk = _images_on_disk(image_dir)
+    attributes, labels, files = _read_annotations(root_path, check_count=check_count)
+    present, problems = _match_disk(labels, on_disk, image_dir)
+
+    labels = labels.loc[present].reset_index(drop=True)
+    images = pd.DataFrame(
+        {
+            "image_id": labels["image_id"],
+            "split": labels["split"],
+            "source_path": str(image_dir) + os.sep + labels["image_id"],
+        }
+    )
+    logger.info(
+        "celeba %s: %d images (%s), %d attributes",
+        root_path,
+        len(images),
+        _split_counts(images["split"]),
+        len(attributes),
+    )
+    return Listing(
+        images=images,
+        labels=labels,
+        attributes=list(attributes),
+        problems=problems,
+        files=files,
+        source="celeba",
+    )
+
+
+def _check_layout(root_path: Path) -> Path:
+    """The image folder of ``root_path``; InputError when the folder, the image folder or a
+    required annotation file is not there."""
     if not root_path.exists():
         raise InputError(f"{root_path}: CelebA folder not found")
     if not root_path.is_dir():
@@ -375,19 +408,31 @@ def read_celeba(root: str | os.PathLike[str], *, check_count: bool = True) -> Li
     image_dir = root_path / IMAGE_DIR
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: image folder not found (expected {IMAGE_DIR}/*.jpg)")
-    attr_path = root_path / ATTR_FILE
-    partition_path = root_path / PARTITION_FILE
-    identity_path = root_path / IDENTITY_FILE
-    for required in (attr_path, partition_path):
+    for required in (root_path / ATTR_FILE, root_path / PARTITION_FILE):
         if not required.is_file():
             raise InputError(f"{required}: annotation file not found")
+    return image_dir
 
+
+def _images_on_disk(image_dir: Path) -> list[str]:
+    """The ``*.jpg`` names in ``image_dir`` (others logged and ignored); InputError if none."""
     on_disk, n_other = _list_images(image_dir)
     if n_other:
         logger.info("%s: ignored %d entries that are not *.jpg files", image_dir, n_other)
     if not on_disk:
         raise InputError(f"{image_dir}: no *.jpg images in the image folder")
+    return on_disk
 
+
+def _read_annotations(
+    root_path: Path, *, check_count: bool
+) -> tuple[list[str], pd.DataFrame, list[str]]:
+    """The attribute names, the labels table (``image_id``, ``split``, the attributes and, with
+    an identity file, ``identity``; sorted by image id) and the annotation files read. The files
+    must list the same image ids (AnnotationError naming the first that is not)."""
+    attr_path = root_path / ATTR_FILE
+    partition_path = root_path / PARTITION_FILE
+    identity_path = root_path / IDENTITY_FILE
     attributes, attr = read_attributes(attr_path, check_count=check_count)
     partition = read_partition(partition_path)
     files = [str(attr_path), str(partition_path)]
@@ -423,7 +468,14 @@ def read_celeba(root: str | os.PathLike[str], *, check_count: bool = True) -> Li
         person = identity.set_index("image_id")["identity"]
         labels = labels.assign(identity=labels["image_id"].map(person).astype("Int64"))
     labels = labels.sort_values("image_id", kind="stable", ignore_index=True)
+    return attributes, labels, files
 
+
+def _match_disk(
+    labels: pd.DataFrame, on_disk: list[str], image_dir: Path
+) -> tuple[np.ndarray, list[ImageProblem]]:
+    """Which rows of ``labels`` have their image on disk, and the listing problems: listed but
+    missing, present but not listed (sorted by image id; one warning line when any)."""
     on_disk.sort()
     disk = pd.Series(on_disk, dtype=object)
     if np.array_equal(disk.to_numpy(), labels["image_id"].to_numpy()):
@@ -451,35 +503,12 @@ def read_celeba(root: str | os.PathLike[str], *, check_count: bool = True) -> Li
         for i in unlisted
     ]
     problems.sort(key=lambda p: p.image_id)
-
-    labels = labels.loc[present].reset_index(drop=True)
-    images = pd.DataFrame(
-        {
-            "image_id": labels["image_id"],
-            "split": labels["split"],
-            "source_path": prefix + labels["image_id"],
-        }
-    )
     n_missing = int((~present).sum())
     if n_missing or len(unlisted):
         logger.warning(
             "%s: %d listed image(s) missing on disk, %d image(s) present but not listed",
-            root_path,
+            image_dir.parent,
             n_missing,
             len(unlisted),
         )
-    logger.info(
-        "celeba %s: %d images (%s), %d attributes",
-        root_path,
-        len(images),
-        _split_counts(images["split"]),
-        len(attributes),
-    )
-    return Listing(
-        images=images,
-        labels=labels,
-        attributes=list(attributes),
-        problems=problems,
-        files=files,
-        source="celeba",
-    )
+    return present, problems

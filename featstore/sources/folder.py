@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 #: What is listed by default; any format Pillow decodes is ingested (PNG: converted to JPEG).
 DEFAULT_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
-_RESERVED_COLUMNS = frozenset({"image_id", "split", "identity", "class"})
+_RESERVED_CLASS_NAMES = frozenset({"image_id", "split", "identity", "class"})
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -119,76 +119,8 @@ def read_folder(
     exts = _check_extensions(extensions)
 
     root_path = Path(os.path.abspath(os.fspath(root)))
-    if not root_path.exists():
-        raise InputError(f"{root_path}: image folder not found")
-    if not root_path.is_dir():
-        raise InputError(f"{root_path}: not a folder")
-
-    class_dirs: list[str] = []
-    top_files = 0
-    with os.scandir(root_path) as it:
-        for entry in it:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                class_dirs.append(entry.name)
-            else:
-                top_files += 1
-    if not class_dirs:
-        what = "empty folder" if top_files == 0 else f"{top_files} file(s) but"
-        raise InputError(
-            f"{root_path}: {what} no class sub-folders (expected <root>/<class>/<image>)"
-        )
-    if top_files:
-        logger.info("%s: ignored %d file(s) next to the class folders", root_path, top_files)
-    classes = sorted(class_dirs)
-    for name in classes:
-        if name in _RESERVED_COLUMNS:
-            raise InputError(f"{root_path / name}: class name {name!r} is reserved")
-
-    ids: list[str] = []
-    splits: list[str] = []
-    class_of: list[int] = []
-    ignored_files = 0
-    ignored_dirs = 0
-    for c, name in enumerate(classes):
-        class_dir = root_path / name
-        files: list[str] = []
-        with os.scandir(class_dir) as it:
-            for entry in it:
-                if entry.name.startswith("."):
-                    ignored_files += 1
-                elif entry.is_dir():
-                    ignored_dirs += 1
-                elif entry.name.lower().endswith(exts):
-                    files.append(entry.name)
-                else:
-                    ignored_files += 1
-        if not files:
-            raise InputError(f"{class_dir}: class folder has no images ({', '.join(exts)})")
-        files.sort()
-        counts = split_counts(len(files), fracs)
-        if len(files) < len(SPLITS):
-            logger.warning(
-                "%s: only %d image(s); split %s",
-                class_dir,
-                len(files),
-                dict(zip(SPLITS, counts)),
-            )
-        order = _class_rng(int(seed), name).permutation(len(files))
-        assigned = np.repeat(np.arange(len(SPLITS)), counts)
-        for pos, k in zip(order, assigned):
-            ids.append(f"{name}/{files[pos]}")
-            splits.append(SPLITS[k])
-            class_of.append(c)
-    if ignored_files or ignored_dirs:
-        logger.info(
-            "%s: ignored %d file(s) without an image extension (%s) and %d nested folder(s)",
-            root_path,
-            ignored_files,
-            ", ".join(exts),
-            ignored_dirs,
-        )
+    classes = _class_folders(root_path)
+    ids, splits, class_of = _split_classes(root_path, classes, int(seed), fracs, exts)
 
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
     image_id = np.asarray(ids, dtype=object)[order]
@@ -223,3 +155,101 @@ def read_folder(
         files=[],
         source="folder",
     )
+
+
+def _class_folders(root_path: Path) -> list[str]:
+    """The class sub-folders of ``root_path``, sorted (files next to them logged and ignored);
+    InputError for a missing root, no class folders or a reserved class name."""
+    if not root_path.exists():
+        raise InputError(f"{root_path}: image folder not found")
+    if not root_path.is_dir():
+        raise InputError(f"{root_path}: not a folder")
+
+    class_dirs: list[str] = []
+    top_files = 0
+    with os.scandir(root_path) as it:
+        for entry in it:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                class_dirs.append(entry.name)
+            else:
+                top_files += 1
+    if not class_dirs:
+        what = "empty folder" if top_files == 0 else f"{top_files} file(s) but"
+        raise InputError(
+            f"{root_path}: {what} no class sub-folders (expected <root>/<class>/<image>)"
+        )
+    if top_files:
+        logger.info("%s: ignored %d file(s) next to the class folders", root_path, top_files)
+    classes = sorted(class_dirs)
+    for name in classes:
+        if name in _RESERVED_CLASS_NAMES:
+            raise InputError(f"{root_path / name}: class name {name!r} is reserved")
+    return classes
+
+
+def _class_files(class_dir: Path, exts: tuple[str, ...]) -> tuple[list[str], int, int]:
+    """The image files of one class folder, sorted; how many other files and nested folders
+    it holds. InputError when it has no images."""
+    files: list[str] = []
+    ignored_files = 0
+    ignored_dirs = 0
+    with os.scandir(class_dir) as it:
+        for entry in it:
+            if entry.name.startswith("."):
+                ignored_files += 1
+            elif entry.is_dir():
+                ignored_dirs += 1
+            elif entry.name.lower().endswith(exts):
+                files.append(entry.name)
+            else:
+                ignored_files += 1
+    if not files:
+        raise InputError(f"{class_dir}: class folder has no images ({', '.join(exts)})")
+    files.sort()
+    return files, ignored_files, ignored_dirs
+
+
+def _split_classes(
+    root_path: Path,
+    classes: list[str],
+    seed: int,
+    fracs: tuple[float, float, float],
+    exts: tuple[str, ...],
+) -> tuple[list[str], list[str], list[int]]:
+    """Every image's id, split and class number, class by class (the seeded, stratified split
+    of the module docstring)."""
+    ids: list[str] = []
+    splits: list[str] = []
+    class_of: list[int] = []
+    ignored_files = 0
+    ignored_dirs = 0
+    for c, name in enumerate(classes):
+        class_dir = root_path / name
+        files, n_files, n_dirs = _class_files(class_dir, exts)
+        ignored_files += n_files
+        ignored_dirs += n_dirs
+        counts = split_counts(len(files), fracs)
+        if len(files) < len(SPLITS):
+            logger.warning(
+                "%s: only %d image(s); split %s",
+                class_dir,
+                len(files),
+                dict(zip(SPLITS, counts)),
+            )
+        order = _class_rng(seed, name).permutation(len(files))
+        assigned = np.repeat(np.arange(len(SPLITS)), counts)
+        for pos, k in zip(order, assigned):
+            ids.append(f"{name}/{files[pos]}")
+            splits.append(SPLITS[k])
+            class_of.append(c)
+    if ignored_files or ignored_dirs:
+        logger.info(
+            "%s: ignored %d file(s) without an image extension (%s) and %d nested folder(s)",
+            root_path,
+            ignored_files,
+            ", ".join(exts),
+            ignored_dirs,
+        )
+    return ids, splits, class_of

@@ -14,9 +14,7 @@ is :func:`single_class_reason`'s, whichever model.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -251,19 +249,3 @@ def scores_to_result(
         history=history,
         estimator=estimator,
     )
-
-
-@dataclass
-class Stopwatch:
-    seconds: float = 0.0
-
-
-@contextmanager
-def stopwatch() -> Iterator[Stopwatch]:
-    """``with stopwatch() as sw: ...`` then ``sw.seconds`` (wall clock, ``perf_counter``)."""
-    sw = Stopwatch()
-    start = time.perf_counter()
-    try:
-        yield sw
-    finally:
-        sw.seconds = time.perf_counter() - start

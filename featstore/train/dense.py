@@ -41,6 +41,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from featstore.timing import Phases
 from featstore.train.base import (
     FitError,
     FitResult,
@@ -53,7 +54,6 @@ from featstore.train.base import (
     one_class_message,
     scores_to_result,
     single_class_reason,
-    stopwatch,
 )
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def _dataset_summary(
     return mean, np.where(std > 0, std, 1.0), pos, n, s1.size
 
 
-def _build(
+def _build_head(
     n_features: int,
     hidden: Sequence[int],
     outputs: int,
@@ -291,7 +291,7 @@ def train_dense_head(
         )
 
     keras.utils.set_random_seed(seed)
-    model = _build(n_features, widths, outputs, mean, std, learning_rate)
+    model = _build_head(n_features, widths, outputs, mean, std, learning_rate)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", mode="min", patience=patience, restore_best_weights=True
     )
@@ -378,7 +378,8 @@ def fit_dense(
     learning_rate, n_features, best_val_loss, class_weight. history: loss, accuracy, val_loss,
     val_accuracy. ``class_weight="balanced"`` weighs each class's loss by n / (2 n_class).
     """
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         head = train_dense_head(
             x_train,
             y_train,
@@ -407,7 +408,7 @@ def fit_dense(
     )
     params["class_weight"] = class_weight
     return scores_to_result(
-        "dense", y_score, params, sw.seconds, history=head.history, estimator=head
+        "dense", y_score, params, clock.total, history=head.history, estimator=head
     )
 
 
@@ -486,7 +487,8 @@ def fit_bottleneck(
     xs = as_features(x_train, "training features")
     ys = as_labels(y_train, "training labels")
     check_binary(ys)
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         head = train_dense_head(
             xs if "train_data" not in head_kw else None,
             ys if "train_data" not in head_kw else None,
@@ -517,7 +519,7 @@ def fit_bottleneck(
         f"bottleneck{k}-{second}",
         inner.y_score,
         params,
-        sw.seconds,
+        clock.total,
         history=head.history,
         estimator=Bottleneck(head=head, second=inner.estimator),
     )
@@ -563,32 +565,10 @@ def fit_multilabel(
     names = list(attributes)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"attributes must be distinct and non-empty, got {names}")
-    if train_data is None:
-        if x_train is None or Y_train is None:
-            raise ValueError("give x_train and Y_train, or train_data")
-        y_all = _labels_matrix(Y_train, "training labels")
-        _check_columns(y_all, names, "training labels")
-        reasons = {n: single_class_reason(y_all[:, j]) for j, n in enumerate(names)}
-    else:
-        _, _, positives, n_rows, _ = _dataset_summary(train_data, steps_per_epoch)
-        _check_columns(positives[None, :], names, "train_data labels")
-        reasons = {
-            n: one_class_message(n_rows, int(positives[j] > 0))
-            if positives[j] in (0, n_rows)
-            else None
-            for j, n in enumerate(names)
-        }
+    reasons, y_all = _one_class_reasons(names, x_train, Y_train, train_data, steps_per_epoch)
     failed = {n: r for n, r in reasons.items() if r is not None}
     if len(failed) == len(names):
-        if len(names) == 1:
-            raise SingleClassError(failed[names[0]])
-        by_reason: dict[str, list[str]] = {}
-        for n, r in failed.items():
-            by_reason.setdefault(r, []).append(n)
-        raise SingleClassError(
-            "no attribute can be fitted: "
-            + "; ".join(f"{', '.join(ns)}: {r}" for r, ns in by_reason.items())
-        )
+        _raise_nothing_to_fit(names, failed)
     outputs = names if train_data is not None else [n for n in names if n not in failed]
     if failed:
         logger.warning(
@@ -600,13 +580,14 @@ def fit_multilabel(
             "" if train_data is not None else f"; the head has the other {len(outputs)} outputs",
         )
     cols = [names.index(n) for n in outputs]
-    y_fit = None if train_data is not None else y_all[:, cols]
+    y_fit = None if y_all is None else y_all[:, cols]
     y_val = None
     if Y_val is not None:
         y_val = _labels_matrix(Y_val, "validation labels")
         _check_columns(y_val, names, "validation labels")
         y_val = y_val[:, cols]
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         head = train_dense_head(
             x_train if train_data is None else None,
             y_fit,
@@ -643,11 +624,49 @@ def fit_multilabel(
             "multilabel",
             scores[:, outputs.index(name)],
             jsonable({**shared, "attribute": name}),
-            sw.seconds,
+            clock.total,
             history={key: list(v) for key, v in head.history.items()},
             estimator=head,
         )
     return results
+
+
+def _one_class_reasons(
+    names: list[str],
+    x_train: Any | None,
+    Y_train: Any | None,
+    train_data: Any,
+    steps_per_epoch: int | None,
+) -> tuple[dict[str, str | None], np.ndarray | None]:
+    """Per attribute, why its training labels cannot be learnt (one class only) or None; and
+    the training label matrix (None with ``train_data``, whose batches are read for the counts)."""
+    if train_data is None:
+        if x_train is None or Y_train is None:
+            raise ValueError("give x_train and Y_train, or train_data")
+        y_all = _labels_matrix(Y_train, "training labels")
+        _check_columns(y_all, names, "training labels")
+        return {n: single_class_reason(y_all[:, j]) for j, n in enumerate(names)}, y_all
+    _, _, positives, n_rows, _ = _dataset_summary(train_data, steps_per_epoch)
+    _check_columns(positives[None, :], names, "train_data labels")
+    reasons = {
+        n: one_class_message(n_rows, int(positives[j] > 0)) if positives[j] in (0, n_rows) else None
+        for j, n in enumerate(names)
+    }
+    return reasons, None
+
+
+def _raise_nothing_to_fit(names: list[str], failed: dict[str, str]) -> None:
+    """:class:`SingleClassError` when no attribute has both classes: the single-attribute
+    message for one attribute, else the attributes grouped by reason."""
+    if len(names) == 1:
+        raise SingleClassError(failed[names[0]])
+    by_reason: dict[str, list[str]] = {}
+    for n, r in failed.items():
+        by_reason.setdefault(r, []).append(n)
+    raise SingleClassError(
+        "no attribute can be fitted: "
+        + "; ".join(f"{', '.join(ns)}: {r}" for r, ns in by_reason.items())
+    )
 
 
 def _check_columns(y: np.ndarray, names: list[str], what: str) -> None:

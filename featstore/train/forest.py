@@ -68,6 +68,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from featstore.timing import Phases
 from featstore.train.base import (
     FitResult,
     check_test,
@@ -76,7 +77,6 @@ from featstore.train.base import (
     cv_folds,
     one_se_choice,
     scores_to_result,
-    stopwatch,
     stratified_subsample,
 )
 
@@ -160,7 +160,8 @@ def fit_forest(
         max_features=candidates[0],
         class_weight=class_weight_arg(class_weight),
     )
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         k, cv_score, cv_rows, oob_score, coverage = 0, None, 0, None, None
         scores: list[float] = []
         errors: list[float] = []
@@ -172,32 +173,9 @@ def fit_forest(
             )
             oob_score = scores[candidates.index(chosen)]
         elif choosing:
-            sub = stratified_subsample(ys, cv_max_rows, seed)
-            x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
-            k = cv_folds(y_cv, folds)
-            smallest_fold = y_cv.size - -(-y_cv.size // k)  # rows a CV forest is trained on
-            cv_forest = clone(forest).set_params(max_samples=_cap(max_samples, smallest_fold))
-            search = GridSearchCV(
-                cv_forest,
-                {"max_features": candidates},
-                scoring=scoring,
-                cv=StratifiedKFold(k, shuffle=True, random_state=seed),
-                refit=False,
-                n_jobs=1,
+            chosen, scores, errors, k, cv_score, cv_rows = _select_cv(
+                forest, xs, ys, candidates, max_samples, scoring, folds, cv_max_rows, seed
             )
-            search.fit(x_cv, y_cv)
-            scores = [float(s) for s in search.cv_results_["mean_test_score"]]
-            errors = [float(e) / math.sqrt(k) for e in search.cv_results_["std_test_score"]]
-            pick = one_se_choice(scores, errors)
-            chosen = candidates[pick]
-            cv_score, cv_rows = scores[pick], int(y_cv.size)
-            if sub is not None:
-                logger.info(
-                    "forest: max_features=%s chosen on %d of %d rows; refitting on all rows",
-                    chosen,
-                    sub.size,
-                    ys.size,
-                )
         if fitted is None:
             # the refit on all rows (GridSearchCV's own refit would keep the CV-sized max_samples)
             fitted = clone(forest).set_params(
@@ -229,9 +207,9 @@ def fit_forest(
         chosen,
         selection if choosing else "default (one candidate)",
         n_estimators,
-        sw.seconds,
+        clock.total,
     )
-    return scores_to_result("forest", y_score, params, sw.seconds, estimator=fitted)
+    return scores_to_result("forest", y_score, params, clock.total, estimator=fitted)
 
 
 def expected_oob_coverage(n_estimators: int, rows_per_tree: int, rows: int) -> float:
@@ -261,6 +239,49 @@ def _check_oob_settings(
             f"{1 - expected:.0%} of the {rows} training rows never out of bag: use more trees "
             "(n_estimators), a smaller max_samples, or selection='cv'"
         )
+
+
+def _select_cv(
+    forest: RandomForestClassifier,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    candidates: list[MaxFeatures],
+    max_samples: int | float | None,
+    scoring: str,
+    folds: int,
+    cv_max_rows: int | None,
+    seed: int,
+) -> tuple[MaxFeatures, list[float], list[float], int, float, int]:
+    """Stratified k-fold CV of every candidate (on at most ``cv_max_rows`` rows); the choice is
+    the first candidate within one standard error of the best mean score. Returns the choice,
+    the score and standard error of every candidate, the folds, the choice's score and the rows
+    the CV ran on."""
+    sub = stratified_subsample(ys, cv_max_rows, seed)
+    x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
+    k = cv_folds(y_cv, folds)
+    smallest_fold = y_cv.size - -(-y_cv.size // k)  # rows a CV forest is trained on
+    cv_forest = clone(forest).set_params(max_samples=_cap(max_samples, smallest_fold))
+    search = GridSearchCV(
+        cv_forest,
+        {"max_features": candidates},
+        scoring=scoring,
+        cv=StratifiedKFold(k, shuffle=True, random_state=seed),
+        refit=False,
+        n_jobs=1,
+    )
+    search.fit(x_cv, y_cv)
+    scores = [float(s) for s in search.cv_results_["mean_test_score"]]
+    errors = [float(e) / math.sqrt(k) for e in search.cv_results_["std_test_score"]]
+    pick = one_se_choice(scores, errors)
+    chosen = candidates[pick]
+    if sub is not None:
+        logger.info(
+            "forest: max_features=%s chosen on %d of %d rows; refitting on all rows",
+            chosen,
+            sub.size,
+            ys.size,
+        )
+    return chosen, scores, errors, k, scores[pick], int(y_cv.size)
 
 
 def _select_oob(

@@ -32,6 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from featstore.timing import Phases
 from featstore.train.base import (
     FitResult,
     check_test,
@@ -40,7 +41,6 @@ from featstore.train.base import (
     cv_folds,
     one_se_choice,
     scores_to_result,
-    stopwatch,
     stratified_subsample,
 )
 
@@ -113,33 +113,17 @@ def fit_lasso(
     xt = check_test(x_test, xs.shape[1])
     settings = {**_solver_settings(solver, tol), "class_weight": class_weight_arg(class_weight)}
     grid = cs if isinstance(cs, int) else [float(c) for c in cs]
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         sub = stratified_subsample(ys, cv_max_rows, seed)
         x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
         k = cv_folds(y_cv, folds)
-        search = LogisticRegressionCV(
-            Cs=grid,
-            l1_ratios=(1.0,),
-            cv=StratifiedKFold(k, shuffle=True, random_state=seed),
-            scoring=scoring,
-            max_iter=max_iter,
-            n_jobs=n_jobs,
-            random_state=seed,
-            use_legacy_attributes=False,
-            refit=True,
-            **settings,
-        )
+        search = _cv_search(grid, k, scoring, max_iter, n_jobs, seed, settings)
         pipe = Pipeline([("scale", StandardScaler()), ("lasso", search)])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             pipe.fit(x_cv, y_cv)
-            grid_used = [float(c) for c in search.Cs_]
-            fold_scores = np.asarray(search.scores_, dtype=np.float64).reshape(
-                k, len(grid_used)
-            )  # (folds, n_cs)
-            scores = fold_scores.mean(axis=0)
-            errors = fold_scores.std(axis=0, ddof=1) / np.sqrt(k)
-            best = one_se_choice(scores, errors)  # Cs_ ascend: the first is the sparsest
+            grid_used, scores, errors, best = _cv_choice(search, k)
             c_cv = c_best = grid_used[best]
             refit = sub is not None or not np.isclose(c_cv, float(search.C_))
             if sub is not None:
@@ -152,21 +136,7 @@ def fit_lasso(
                     c_best,
                 )
             if refit:
-                pipe = Pipeline(
-                    [
-                        ("scale", StandardScaler()),
-                        (
-                            "lasso",
-                            LogisticRegression(
-                                C=c_best,
-                                l1_ratio=1.0,
-                                max_iter=max_iter,
-                                random_state=seed,
-                                **settings,
-                            ),
-                        ),
-                    ]
-                )
+                pipe = _refit_pipeline(c_best, max_iter, seed, settings)
                 pipe.fit(xs, ys)
         _log_convergence(caught, search, pipe[-1] if refit else None, max_iter, what)
         y_score = pipe.predict_proba(xt)[:, 1]
@@ -200,9 +170,67 @@ def fit_lasso(
         params["n_nonzero"],
         xs.shape[1],
         k,
-        sw.seconds,
+        clock.total,
     )
-    return scores_to_result("lasso", y_score, params, sw.seconds, estimator=pipe)
+    return scores_to_result("lasso", y_score, params, clock.total, estimator=pipe)
+
+
+def _cv_search(
+    grid: int | list[float],
+    k: int,
+    scoring: str,
+    max_iter: int,
+    n_jobs: int | None,
+    seed: int,
+    settings: dict[str, Any],
+) -> LogisticRegressionCV:
+    """The L1 logistic regression whose C is chosen by ``k``-fold stratified CV over ``grid``."""
+    return LogisticRegressionCV(
+        Cs=grid,
+        l1_ratios=(1.0,),
+        cv=StratifiedKFold(k, shuffle=True, random_state=seed),
+        scoring=scoring,
+        max_iter=max_iter,
+        n_jobs=n_jobs,
+        random_state=seed,
+        use_legacy_attributes=False,
+        refit=True,
+        **settings,
+    )
+
+
+def _cv_choice(
+    search: LogisticRegressionCV, k: int
+) -> tuple[list[float], np.ndarray, np.ndarray, int]:
+    """The fitted search's grid of C, mean CV score and its standard error per C, and the index
+    of the C the one-standard-error rule chooses."""
+    grid_used = [float(c) for c in search.Cs_]
+    fold_scores = np.asarray(search.scores_, dtype=np.float64).reshape(
+        k, len(grid_used)
+    )  # (folds, n_cs)
+    scores = fold_scores.mean(axis=0)
+    errors = fold_scores.std(axis=0, ddof=1) / np.sqrt(k)
+    best = one_se_choice(scores, errors)  # Cs_ ascend: the first is the sparsest
+    return grid_used, scores, errors, best
+
+
+def _refit_pipeline(c: float, max_iter: int, seed: int, settings: dict[str, Any]) -> Pipeline:
+    """``StandardScaler -> L1 logistic regression`` at a fixed ``C``, unfitted."""
+    return Pipeline(
+        [
+            ("scale", StandardScaler()),
+            (
+                "lasso",
+                LogisticRegression(
+                    C=c,
+                    l1_ratio=1.0,
+                    max_iter=max_iter,
+                    random_state=seed,
+                    **settings,
+                ),
+            ),
+        ]
+    )
 
 
 def _log_convergence(

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from featstore.timing import Phases
 from featstore.train.base import (
     SingleClassError,
     as_features,
@@ -33,7 +34,6 @@ from featstore.train.base import (
     class_weight_arg,
     jsonable,
     one_se_choice,
-    stopwatch,
 )
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def fit_multiclass(
     if xs.shape[0] != ys.size:
         raise ValueError(f"training sample: {xs.shape[0]} feature rows but {ys.size} labels")
     xt = check_test(x_test, xs.shape[1])
-    with stopwatch() as sw:
+    clock = Phases()
+    with clock("fit"):
         proba, params, history, est = fits[model](
             xs, ys, xt, n_classes=n_classes, seed=seed, class_weight=class_weight, **kw
         )
@@ -127,9 +128,9 @@ def fit_multiclass(
         model,
         n_classes,
         {k: v for k, v in params.items() if k in ("C", "max_features", "best_epoch")},
-        sw.seconds,
+        clock.total,
     )
-    return MultiFit(model, proba, params, sw.seconds, history, est)
+    return MultiFit(model, proba, params, clock.total, history, est)
 
 
 def fit_lasso(
@@ -154,7 +155,7 @@ def fit_lasso(
     from sklearn.preprocessing import StandardScaler
 
     grid = [float(c) for c in (np.logspace(-3, 2, cs) if isinstance(cs, int) else cs)]
-    sub = _subsample(ys, cv_max_rows, seed)
+    sub = _multiclass_subsample(ys, cv_max_rows, seed)
     x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
     k = max(2, min(folds, int(np.bincount(y_cv).min())))
 
@@ -264,7 +265,7 @@ def fit_forest(
         pick = one_se_choice(scores, errors)
         chosen = fitted[pick]
     else:
-        sub = _subsample(ys, cv_max_rows, seed)
+        sub = _multiclass_subsample(ys, cv_max_rows, seed)
         x_cv, y_cv = (xs_s, ys) if sub is None else (xs_s[sub], ys[sub])
         k = max(2, min(folds, int(np.bincount(y_cv).min())))
         cv = StratifiedKFold(k, shuffle=True, random_state=seed)
@@ -305,14 +306,14 @@ def fit_dense(
     early stopping on the validation loss of a held-out tenth of the training rows."""
     import keras
 
-    from featstore.train.dense import HISTORY_KEYS, _batched, _build, _moments
+    from featstore.train.dense import HISTORY_KEYS, _batched, _build_head, _moments
 
     order = np.random.default_rng(seed).permutation(ys.size)
     n_val = max(n_classes, round(validation_fraction * ys.size))
     val, fit = order[:n_val], np.sort(order[n_val:])
     mean, std = _moments(xs[fit])
     keras.utils.set_random_seed(seed)
-    model = _build(
+    model = _build_head(
         xs.shape[1],
         hidden,
         n_classes,
@@ -353,7 +354,7 @@ def fit_dense(
     return _batched(model, xt, 8192), params, history, model
 
 
-def _subsample(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray | None:
+def _multiclass_subsample(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray | None:
     """Stratified subsample of at most ``max_rows`` rows for CV (every class keeps its share
     and at least 2 rows), or None."""
     if max_rows is None or y.size <= max_rows:
