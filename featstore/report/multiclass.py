@@ -12,6 +12,9 @@ import numpy as np
 import pandas as pd
 
 from featstore import multiclass
+from featstore.report.html import _p, _table
+from featstore.report.plots import Panel, Panels
+from featstore.report.tables import ALPHA, _fmt, order_models
 
 SECTION = ("multiclass", "Multi-class targets")
 CSV_NAME = "multiclass.csv"
@@ -31,11 +34,9 @@ def shown_group(ok: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def confusion_panels(rows: pd.DataFrame) -> Any:
+def confusion_panels(rows: pd.DataFrame) -> Panels:
     """One heatmap per probe: rows the true class, columns the predicted, in the order of
     ``classes``; colour the share of the true class (each row sums to 1), text the count."""
-    from featstore.report import Panel, Panels, order_models
-
     panels = []
     by_model = {r.model: r for r in rows.itertuples(index=False)}
     for model in order_models(list(by_model)):
@@ -72,11 +73,9 @@ def confusion_panels(rows: pd.DataFrame) -> Any:
     return Panels("multiclass_confusion", tuple(panels), size=(max(3.2, side), max(3.0, side)))
 
 
-def recall_panels(rows: pd.DataFrame) -> Any:
+def recall_panels(rows: pd.DataFrame) -> Panels:
     """Per-class recall of each probe as bars (one panel per probe), the class sizes in the
     test split under the class names; the dotted line is the balanced accuracy."""
-    from featstore.report import Panel, Panels, order_models
-
     panels = []
     by_model = {r.model: r for r in rows.itertuples(index=False)}
     for model in order_models(list(by_model)):
@@ -108,8 +107,6 @@ def recall_panels(rows: pd.DataFrame) -> Any:
 def section(ok: pd.DataFrame, add_panels: Any) -> tuple[list[str], pd.DataFrame]:
     """The section's HTML parts (figures through ``add_panels(section_id, panels, caption)``)
     and the summary table (written as multiclass.csv)."""
-    from featstore.report import ALPHA, _fmt, _p, _table
-
     summary = multiclass.summary_table(ok, alpha=ALPHA)
     parts = [
         _table(
