@@ -71,15 +71,17 @@ registry to close and no backend switch, so the ``plot_*`` functions are safe to
 notebook (where a returned ``Figure`` displays inline; :meth:`Panels.figure` draws a set of
 panels as one figure) and from threads.
 
-The package: :mod:`~featstore.report.tables` (the statistics tables), :mod:`~featstore.report.plots`
-and :mod:`~featstore.report.maps` (the matplotlib panels), :mod:`~featstore.report.html` (the page's
-HTML, CSS and JavaScript), :mod:`~featstore.report.multiclass` (the multi-class section) and
-:mod:`~featstore.report.build` (:func:`build_report`); this module re-exports their public names.
+The package: ``tables`` (the statistics tables), ``plots`` and ``maps`` (the matplotlib panels),
+``html`` (the page's HTML, CSS and JavaScript), ``captions`` (its prose), ``context`` (what every
+section reads: :class:`ReportContext`), ``sections`` (the sections of index.html, in order, each
+rendering itself from the context), ``multiclass`` (the multi-class section) and ``build``
+(:func:`build_report`: a loop over the sections); this module re-exports their public names.
 """
 
 from __future__ import annotations
 
-from featstore.report.build import MAX_FAILED_ROWS, SECTIONS, ReportSummary, build_report
+from featstore.report.build import ReportSummary, build_report
+from featstore.report.context import ReportContext
 from featstore.report.html import full_table_html, heatmap_html
 from featstore.report.maps import (
     MAX_MAP_POINTS,
@@ -112,6 +114,7 @@ from featstore.report.plots import (
     representative_curves,
     roc_panels,
 )
+from featstore.report.sections import MAX_FAILED_ROWS, SECTIONS, Section
 from featstore.report.tables import (
     ALPHA,
     FULL_COLUMNS,
@@ -150,7 +153,9 @@ __all__ = [
     "SOURCE_STYLES",
     "Panel",
     "Panels",
+    "ReportContext",
     "ReportSummary",
+    "Section",
     "accuracy_panels",
     "baseline_family",
     "build_report",

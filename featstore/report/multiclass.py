@@ -6,6 +6,7 @@ bars with the class sizes. :func:`featstore.report.build_report` calls :func:`se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,6 @@ from featstore.report.html import _p, _table
 from featstore.report.plots import Panel, Panels
 from featstore.report.tables import ALPHA, _fmt, order_models
 
-SECTION = ("multiclass", "Multi-class targets")
 CSV_NAME = "multiclass.csv"
 
 
@@ -104,8 +104,10 @@ def recall_panels(rows: pd.DataFrame) -> Panels:
     )
 
 
-def section(ok: pd.DataFrame, add_panels: Any) -> tuple[list[str], pd.DataFrame]:
-    """The section's HTML parts (figures through ``add_panels(section_id, panels, caption)``)
+def section(
+    ok: pd.DataFrame, panels_html: Callable[[Panels, str], str]
+) -> tuple[list[str], pd.DataFrame]:
+    """The section's HTML parts (each figure's HTML from ``panels_html(panels, caption)``)
     and the summary table (written as multiclass.csv)."""
     summary = multiclass.summary_table(ok, alpha=ALPHA)
     parts = [
@@ -168,19 +170,21 @@ def section(ok: pd.DataFrame, add_panels: Any) -> tuple[list[str], pd.DataFrame]
     rows = shown_group(ok)
     r0 = rows.iloc[0]
     where = f"{r0['feature_set']}, training size {int(r0['train_size'])}, seed {int(r0['seed'])}"
-    add_panels(
-        SECTION[0],
-        confusion_panels(rows),
-        f"Test confusion matrices of every probe on {where}: rows the true class (its "
-        "test images in brackets), columns the predicted class; colour: the share of the "
-        "true class (rows normalized, so a rare class reads as clearly as a common one); "
-        "text: the count.",
+    parts.append(
+        panels_html(
+            confusion_panels(rows),
+            f"Test confusion matrices of every probe on {where}: rows the true class (its "
+            "test images in brackets), columns the predicted class; colour: the share of the "
+            "true class (rows normalized, so a rare class reads as clearly as a common one); "
+            "text: the count.",
+        )
     )
-    add_panels(
-        SECTION[0],
-        recall_panels(rows),
-        f"Recall of each class on {where}, with the number of test images of the class "
-        "(n): under imbalance a high accuracy can hide a class the probe never finds. "
-        "Dotted: the balanced accuracy (the mean of these recalls).",
+    parts.append(
+        panels_html(
+            recall_panels(rows),
+            f"Recall of each class on {where}, with the number of test images of the class "
+            "(n): under imbalance a high accuracy can hide a class the probe never finds. "
+            "Dotted: the balanced accuracy (the mean of these recalls).",
+        )
     )
     return parts, summary

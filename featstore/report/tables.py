@@ -88,6 +88,52 @@ def baseline_family(
     return evaluate.baseline_tests(summary_fits(ok, feature_set), alpha=alpha, family=[])
 
 
+#: The per-model columns of :func:`summary_table`: ``<model>_<suffix>``.
+_SUMMARY_PER_MODEL: tuple[str, ...] = (
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "selection",
+    "auc",
+    "seeds",
+    "seed_mean",
+    "seed_sd",
+)
+
+
+def _summary_columns(models: Sequence[str]) -> list[str]:
+    """The columns of :func:`summary_table` for ``models`` (in the report's order)."""
+    return [
+        "attribute",
+        "feature_set",
+        "dim",
+        "train_size",
+        "seed",
+        "n_train",
+        "n_test",
+        "majority_baseline",
+        *[f"{m}_{s}" for m in models for s in _SUMMARY_PER_MODEL],
+        "n_models",
+        "best_model",
+        "chosen_by",
+        "best_selection_score",
+        "best_accuracy",
+        "runner_up",
+        "runner_up_accuracy",
+        "tied",
+        "max_p_holm",
+        "beats_all_models",
+        "beats_all",
+        "p_baseline",
+        "p_baseline_holm",
+        "beats_baseline",
+        "p_auc",
+        "p_auc_holm",
+        "beats_chance",
+        "verdict",
+    ]
+
+
 def summary_table(
     ok: pd.DataFrame, *, alpha: float = ALPHA, feature_set: str | None = None
 ) -> pd.DataFrame:
@@ -108,46 +154,7 @@ def summary_table(
     from featstore import evaluate
 
     models = order_models(ok["model"].unique()) if not ok.empty else []
-    per_model = (
-        "accuracy",
-        "ci_low",
-        "ci_high",
-        "selection",
-        "auc",
-        "seeds",
-        "seed_mean",
-        "seed_sd",
-    )
-    model_cols = [f"{m}_{s}" for m in models for s in per_model]
-    columns = [
-        "attribute",
-        "feature_set",
-        "dim",
-        "train_size",
-        "seed",
-        "n_train",
-        "n_test",
-        "majority_baseline",
-        *model_cols,
-        "n_models",
-        "best_model",
-        "chosen_by",
-        "best_selection_score",
-        "best_accuracy",
-        "runner_up",
-        "runner_up_accuracy",
-        "tied",
-        "max_p_holm",
-        "beats_all_models",
-        "beats_all",
-        "p_baseline",
-        "p_baseline_holm",
-        "beats_baseline",
-        "p_auc",
-        "p_auc_holm",
-        "beats_chance",
-        "verdict",
-    ]
+    columns = _summary_columns(models)
     if ok.empty:
         return pd.DataFrame(columns=columns)
     train_size, seed = summary_group(ok)
@@ -159,7 +166,6 @@ def summary_table(
         ["attribute", "model"]
     )
     spread = seed_spread(ok[ok["train_size"] == train_size])
-
     records = []
     for b in chosen.itertuples(index=False):
         rows = fits[fits["attribute"] == b.attribute].set_index("model")
@@ -173,42 +179,60 @@ def summary_table(
             "n_train": int(ref["n_train"]),
             "n_test": int(ref["n_test"]),
             "majority_baseline": float(ref["majority_baseline"]),
+            **_model_cells(b, rows, models, spread),
+            **_best_cells(b, vs_baseline.loc[(b.attribute, b.best_model)]),
         }
-        for m in models:
-            for s, col in (
-                ("accuracy", "accuracy"),
-                ("ci_low", "ci_low"),
-                ("ci_high", "ci_high"),
-                ("selection", "selection_score"),
-                ("auc", "roc_auc"),
-            ):
-                v = rows.at[m, col] if m in rows.index else None
-                rec[f"{m}_{s}"] = math.nan if v is None or pd.isna(v) else float(v)
-            sp = spread.get((b.attribute, b.feature_set, m), (1, math.nan, math.nan))
-            rec[f"{m}_seeds"], rec[f"{m}_seed_mean"], rec[f"{m}_seed_sd"] = sp
-        test = vs_baseline.loc[(b.attribute, b.best_model)]
-        rec.update(
-            n_models=int(b.n_models),
-            best_model=b.best_model,
-            chosen_by=b.chosen_by,
-            best_selection_score=float(b.best_selection_score),
-            best_accuracy=float(b.best_accuracy),
-            runner_up=b.runner_up,
-            runner_up_accuracy=float(b.runner_up_accuracy),
-            tied=bool(b.tied),
-            max_p_holm=float(b.max_p_holm),
-            beats_all_models=bool(b.beats_all),
-            beats_all=bool(b.beats_all) and bool(test["beats_baseline"]),
-            p_baseline=float(test["p_value"]),
-            p_baseline_holm=float(test["p_holm"]),
-            beats_baseline=bool(test["beats_baseline"]),
-            p_auc=float(test["p_auc"]),
-            p_auc_holm=float(test["p_auc_holm"]),
-            beats_chance=bool(test["beats_chance"]),
-        )
         rec["verdict"] = _verdict(pd.Series(rec))
         records.append(rec)
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _model_cells(
+    b: Any,
+    rows: pd.DataFrame,
+    models: Sequence[str],
+    spread: dict[tuple[str, str, str], tuple[int, float, float]],
+) -> dict[str, Any]:
+    """The per-model cells of one attribute's summary row (``b``: its best_model_table row,
+    ``rows``: its fits by model)."""
+    rec: dict[str, Any] = {}
+    for m in models:
+        for s, col in (
+            ("accuracy", "accuracy"),
+            ("ci_low", "ci_low"),
+            ("ci_high", "ci_high"),
+            ("selection", "selection_score"),
+            ("auc", "roc_auc"),
+        ):
+            v = rows.at[m, col] if m in rows.index else None
+            rec[f"{m}_{s}"] = math.nan if v is None or pd.isna(v) else float(v)
+        sp = spread.get((b.attribute, b.feature_set, m), (1, math.nan, math.nan))
+        rec[f"{m}_seeds"], rec[f"{m}_seed_mean"], rec[f"{m}_seed_sd"] = sp
+    return rec
+
+
+def _best_cells(b: Any, test: pd.Series) -> dict[str, Any]:
+    """The best model's cells of one attribute's summary row: its comparison with the others
+    (``b``: the best_model_table row) and with the baseline (``test``: its baseline_family row)."""
+    return {
+        "n_models": int(b.n_models),
+        "best_model": b.best_model,
+        "chosen_by": b.chosen_by,
+        "best_selection_score": float(b.best_selection_score),
+        "best_accuracy": float(b.best_accuracy),
+        "runner_up": b.runner_up,
+        "runner_up_accuracy": float(b.runner_up_accuracy),
+        "tied": bool(b.tied),
+        "max_p_holm": float(b.max_p_holm),
+        "beats_all_models": bool(b.beats_all),
+        "beats_all": bool(b.beats_all) and bool(test["beats_baseline"]),
+        "p_baseline": float(test["p_value"]),
+        "p_baseline_holm": float(test["p_holm"]),
+        "beats_baseline": bool(test["beats_baseline"]),
+        "p_auc": float(test["p_auc"]),
+        "p_auc_holm": float(test["p_auc_holm"]),
+        "beats_chance": bool(test["beats_chance"]),
+    }
 
 
 def seed_spread(ok: pd.DataFrame) -> dict[tuple[str, str, str], tuple[int, float, float]]:
