@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from featstore.comparison import pareto_front
 from featstore.report.tables import order_models
 
 #: At most this many dense training curves.
@@ -360,7 +361,7 @@ def plot_confusions(rows: pd.DataFrame) -> Any:
     return confusion_panels(rows).figure(ncols_max=6)
 
 
-#: The "Which conv base" plots: (column of featstore.compare.base_table, axis label, log axis,
+#: The "Which conv base" plots: (column of featstore.comparison.base_table, axis label, log axis,
 #: higher is cheaper) for the costs, (column, axis label) for the scores.
 BASE_COSTS: tuple[tuple[str, str, bool, bool], ...] = (
     ("params", "parameters", True, False),
@@ -390,13 +391,11 @@ def _base_chance(bases: pd.DataFrame, score: str) -> float:
 
 
 def plot_bases(bases: pd.DataFrame) -> Any:
-    """Scores against costs per conv base (featstore.compare.base_table): one labelled scatter
-    per (score, cost), the Pareto front (featstore.compare.pareto_front: cheaper and more
+    """Scores against costs per conv base (featstore.comparison.base_table): one labelled scatter
+    per (score, cost), the Pareto front (featstore.comparison.pareto_front: cheaper and more
     accurate is better) drawn as a step line through its bases, which are filled. Each score's
     chance level (:data:`BASE_CHANCE`: the majority baseline, 0.5, random retrieval) is a dotted
     line inside the y-range, so a gap of a few thousandths reads as what it is."""
-    from featstore.compare import pareto_front
-
     scores = [sc for sc in BASE_SCORES if bases[sc[0]].notna().any()]
     fig, axes = _figure(len(scores) * len(BASE_COSTS), ncols_max=len(BASE_COSTS), w=3.6, h=2.6)
     panels = [(sc, co) for sc in scores for co in BASE_COSTS]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from featstore import store
+from featstore.comparison import base_table
 from featstore.errors import StoreError
 from featstore.report import captions
 from featstore.report import multiclass as report_multiclass
@@ -151,8 +152,6 @@ BASE_HEADERS = [
 
 def bases_section(ctx: ReportContext) -> Parts:
     """Which conv base: only when the results or retrieval tables hold several bases."""
-    from featstore.compare import base_table
-
     bases = base_table(ctx.layout.root, ctx.at_group)
     if len(bases) <= 1:
         return None
