@@ -1,5 +1,5 @@
 """The report's prose: the notes and figure captions of index.html, as ``str.format`` templates
-(the fields in braces are filled in by :mod:`featstore.report.sections`)."""
+(the fields in braces are filled in by the sections that show them)."""
 
 from __future__ import annotations
 
@@ -175,4 +175,32 @@ FILES = (
     "Links are relative to this folder, so they work wherever the store and the report "
     "folder are opened together. The tables are Parquet folders: read them with DuckDB, "
     "pandas, polars, pyarrow or Spark (see the README)."
+)
+
+MULTICLASS = (
+    "One multi-class probe per feature set, training size, seed and model "
+    "(train.target: class). Each probe is fitted and tuned on the train split only (the "
+    "multinomial lasso's C by cross-validation, the forest's max_features out of bag, both "
+    "by the one-standard-error rule; the softmax head stops early on a held-out tenth of "
+    "the training rows), then scored once on the validation split: 'best' is the probe of "
+    "highest validation accuracy (ties: lasso, forest, dense); its test accuracy is the "
+    "estimate. Test accuracy with its 95% Wilson interval (by identity where known). "
+    "Balanced accuracy: the mean of the per-class recalls (1/K: chance). Majority class: "
+    "the test accuracy of always predicting the training split's largest class. p_holm vs "
+    "majority: McNemar's test of the probe's per-image correctness against the majority "
+    "constant's, Holm-corrected over every model of one feature set, training size and "
+    "seed. 'Best beats all others': every McNemar test (per-image correctness) of the best "
+    "probe against another is significant at {alpha} after Holm's correction and the best "
+    "beats the majority class. Also in {csv}."
+)
+MULTICLASS_CONFUSION = (
+    "Test confusion matrices of every probe on {where}: rows the true class (its "
+    "test images in brackets), columns the predicted class; colour: the share of the "
+    "true class (rows normalized, so a rare class reads as clearly as a common one); "
+    "text: the count."
+)
+MULTICLASS_RECALL = (
+    "Recall of each class on {where}, with the number of test images of the class "
+    "(n): under imbalance a high accuracy can hide a class the probe never finds. "
+    "Dotted: the balanced accuracy (the mean of these recalls)."
 )
