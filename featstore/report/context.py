@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from featstore import multiclass, store
+from featstore import store
 from featstore.errors import StoreError
 from featstore.report.html import _img, _panels_html
 from featstore.report.plots import Panels, png_bytes
@@ -146,6 +146,8 @@ def load_context(
         )
     results = store.read_results(layout.root)
     phases.lap("statistics")
+    from featstore import multiclass  # scipy, through evaluate: imported when needed
+
     failed = results[results["status"] != "ok"].reset_index(drop=True)
     is_multi = multiclass.multiclass_rows(results)
     multi_ok = ok_rows(results[is_multi])

@@ -16,7 +16,6 @@ from featstore import store
 from featstore.comparison import base_table
 from featstore.errors import StoreError
 from featstore.report import captions
-from featstore.report import multiclass as report_multiclass
 from featstore.report.context import ReportContext
 from featstore.report.html import _files_html, _p, _table, full_table_html, heatmap_html
 from featstore.report.maps import map_panels, map_points, tsne_perplexity
@@ -125,6 +124,8 @@ def summary_section(ctx: ReportContext) -> Parts:
 def multiclass_section(ctx: ReportContext) -> Parts:
     if ctx.multi_ok.empty:
         return None
+    from featstore.report import multiclass as report_multiclass  # scipy, through evaluate
+
     parts, ctx.multi_summary = report_multiclass.section(ctx.multi_ok, ctx.panels)
     return parts
 
