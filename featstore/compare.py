@@ -6,51 +6,36 @@ reduced sets. Every stage is the library's own and resumes the way it always doe
 feature set with the same settings, a finished grid cell, a committed retrieval run are
 skipped), so a re-run after a failure, or with one more base, does only what is missing.
 
-:func:`base_table` reads the outcome back from the store: one row per base with its cost
-(parameters and FLOPs per image from the extract manifest, measured extraction images/s) and its
-scores (mean probe accuracy and balanced accuracy over attributes, retrieval top-5);
-:func:`pareto_front` marks the bases no other base beats on both cost and score. The report's
-"Which conv base" section (featstore/report.py) plots them.
+:func:`featstore.comparison.base_table` reads the outcome back from the store: one row per base
+with its cost (parameters and FLOPs per image from the extract manifest, measured extraction
+images/s) and its scores (mean probe accuracy and balanced accuracy over attributes, retrieval
+top-5); :func:`featstore.comparison.pareto_front` marks the bases no other base beats on both cost
+and score (both re-exported here). The report's "Which conv base" section (featstore/report/)
+plots them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from featstore import store
-from featstore.errors import ConfigError, StoreError
+from featstore.comparison import (  # noqa: F401  (the study read back: re-exported)
+    RETRIEVAL_K,
+    RETRIEVAL_TARGET,
+    base_of,
+    base_table,
+    pareto_front,
+    retrieval_chance,
+    topk_chance,
+)
+from featstore.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 RETRIEVE_ON = ("raw", "reduced", "all")
-#: the retrieval row the study reads: k and target
-RETRIEVAL_K = 5
-RETRIEVAL_TARGET = "mean"
-
-
-def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
-    """Boolean mask of the points on the Pareto front when a lower ``cost`` and a higher
-    ``score`` are better: a point is on it when no other point has a cost <= and a score >=
-    with at least one strictly better. Points with a NaN cost or score are never on it (and
-    never dominate)."""
-    c = np.asarray(cost, dtype=float)
-    s = np.asarray(score, dtype=float)
-    if c.shape != s.shape or c.ndim != 1:
-        raise ValueError(f"cost and score must be 1-d of one length, got {c.shape}, {s.shape}")
-    valid = ~(np.isnan(c) | np.isnan(s))
-    front = valid.copy()
-    for i in np.flatnonzero(valid):
-        others = valid & (c <= c[i]) & (s >= s[i]) & ((c < c[i]) | (s > s[i]))
-        if others.any():
-            front[i] = False
-    return front
 
 
 def check_bases(cfg: Any) -> tuple[str, ...]:
@@ -132,180 +117,3 @@ def run_compare(spark: Any, cfg: Any, store_path: str) -> CompareSummary:
     return CompareSummary(
         str(store.open_store(store_path).root), bases, sets, g.cells, runs, time.perf_counter() - t0
     )
-
-
-# ----------------------------------------------------------------------------- reading back
-
-
-def base_of(store_path: str | Any, name: str) -> tuple[str, dict[str, Any]] | None:
-    """(conv base, the extract manifest) a feature set comes from: itself, or the source of a
-    reduced set. None when no committed manifest says."""
-    seen: set[str] = set()
-    while name not in seen:
-        seen.add(name)
-        try:
-            m = store.feature_set_manifest(store_path, name)
-        except StoreError:
-            return None
-        source = m.get("source") if isinstance(m.get("source"), dict) else None
-        if m.get("reducer") and source and source.get("name"):
-            name = source["name"]
-            continue
-        return (str(m["model"]), m) if m.get("model") else None
-    return None
-
-
-def _is_reduced(store_path: str | Any, name: str) -> bool:
-    try:
-        return bool(store.feature_set_manifest(store_path, name).get("reducer"))
-    except StoreError:
-        return False
-
-
-def _retrieval_rows(store_path: str | Any) -> pd.DataFrame:
-    from featstore.retrieval import read_retrieval
-
-    frames = [
-        read_retrieval(store_path, t["id"].partition("/")[2])
-        for t in store.list_tables(store_path)
-        if t["id"].startswith("retrieval/")
-    ]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def topk_chance(chance_precision: float, k: int) -> float:
-    """Top-k accuracy of k items drawn at random (with replacement) for one binary attribute,
-    from its ``chance_precision`` c = p² + (1 - p)² (p: the share of positives among the items):
-    p (1 - (1 - p)^k) + (1 - p) (1 - p^k)."""
-    c = min(1.0, max(0.5, float(chance_precision)))
-    p = (1.0 - np.sqrt(2.0 * c - 1.0)) / 2.0
-    return float(p * (1 - (1 - p) ** k) + (1 - p) * (1 - p**k))
-
-
-def retrieval_chance(store_path: str | Any, row: pd.Series) -> float:
-    """The chance level of a ``mean`` retrieval row's top-k accuracy: the mean over its
-    attribute rows (same run: feature set, queries, items, metric, k) of :func:`topk_chance`."""
-    ret = _retrieval_rows(store_path)
-    same = ret[
-        (ret["feature_set"] == row["feature_set"])
-        & (ret["queries"] == row["queries"])
-        & (ret["items"] == row["items"])
-        & (ret["metric"] == row["metric"])
-        & (ret["k"] == row["k"])
-        & (ret["target"] == "attribute")
-        & ret["chance_precision"].notna()
-    ]
-    if same.empty:
-        return float("nan")
-    return float(np.mean([topk_chance(c, int(row["k"])) for c in same["chance_precision"]]))
-
-
-def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
-    """One row per conv base found in ``ok`` (the successful results rows) or in the retrieval
-    tables: ``base``, ``params``, ``flops``, ``images_per_second`` (extract manifest); the
-    (feature set, probe) pair of the base with the best mean ``selection_score`` over attributes
-    and seeds (validation accuracy: chosen off the test split; fits written before
-    ``selection_score`` fall back to test accuracy, said in ``chosen_by``) in ``probe``, and THAT
-    pair's mean test ``accuracy`` and ``balanced_accuracy`` as the estimate; and the
-    ``retrieval_top5`` (top-5 accuracy, mean over attributes) of the base's raw feature set
-    (fixed in advance: the best over the reduced sets would be chosen on the test queries).
-    Only the fits at the largest training size count (the summary's). Their chance levels:
-    ``accuracy_chance`` (the mean over attributes of the majority baseline) and
-    ``retrieval_top5_chance`` (:func:`retrieval_chance`; balanced accuracy's is 0.5)."""
-    sets = set(ok["feature_set"].dropna().unique()) if not ok.empty else set()
-    ret = _retrieval_rows(store_path)
-    if not ret.empty:
-        ret = ret[(ret["k"] == RETRIEVAL_K) & (ret["target"] == RETRIEVAL_TARGET)]
-        sets |= set(ret["feature_set"].unique())
-    owner: dict[str, str] = {}
-    costs: dict[str, dict[str, Any]] = {}
-    for name in sorted(sets):
-        found = base_of(store_path, name)
-        if found is None:
-            continue
-        b, m = found
-        owner[name] = b
-        cost = m.get("base") if isinstance(m.get("base"), dict) else {}
-        timing = m.get("timing") if isinstance(m.get("timing"), dict) else {}
-        costs.setdefault(
-            b,
-            {
-                "params": cost.get("params"),
-                "flops": cost.get("flops"),
-                "images_per_second": timing.get("images_per_second"),
-                "input_hw": "x".join(map(str, m.get("input_hw") or [])),
-            },
-        )
-    if not ok.empty:  # the summary's training size: the one with the most training rows
-        sizes = ok.groupby("train_size")["n_train"].median().sort_values(kind="stable")
-        ok = ok[ok["train_size"] == sizes.index[-1]]
-    rows = []
-    for b in sorted(costs):
-        row: dict[str, Any] = {
-            "base": b,
-            **costs[b],
-            "accuracy": np.nan,
-            "balanced_accuracy": np.nan,
-            "probe": "",
-            "chosen_by": "",
-            "selection_score": np.nan,
-            "retrieval_top5": np.nan,
-            "accuracy_chance": np.nan,
-            "retrieval_top5_chance": np.nan,
-        }
-        mine = ok[ok["feature_set"].map(owner.get) == b] if not ok.empty else ok
-        if not mine.empty:
-            per = mine.groupby(["feature_set", "model"], as_index=False).agg(
-                accuracy=("accuracy", "mean"),
-                balanced_accuracy=("balanced_accuracy", "mean"),
-                selection_score=("selection_score", "mean"),
-                unselected=("selection_score", lambda v: int(v.isna().sum())),
-            )
-            by = "selection_score" if (per["unselected"] == 0).all() else "accuracy"
-            best = per.sort_values(
-                [by, "feature_set", "model"], ascending=[False, True, True]
-            ).iloc[0]
-            row.update(
-                accuracy=float(best["accuracy"]),
-                balanced_accuracy=float(best["balanced_accuracy"]),
-                selection_score=float(best["selection_score"]),
-                chosen_by="validation accuracy"
-                if by == "selection_score"
-                else "test accuracy (fits without selection_score)",
-                probe=f"{best['model']} on {best['feature_set']}",
-            )
-            row["accuracy_chance"] = float(
-                mine.groupby("attribute")["majority_baseline"].mean().mean()
-            )
-        if not ret.empty:
-            mine_ret = ret[(ret["feature_set"].map(owner.get) == b) & ret["top_k_accuracy"].notna()]
-            raw = [n for n in mine_ret["feature_set"].unique() if not _is_reduced(store_path, n)]
-            r = mine_ret[mine_ret["feature_set"].isin(raw)]
-            if r.empty and not mine_ret.empty:  # only reduced sets were searched: the largest
-                dims = mine_ret.groupby("feature_set")["dim"].first().sort_values()
-                r = mine_ret[mine_ret["feature_set"] == dims.index[-1]]
-            if len(r):
-                row["retrieval_top5"] = float(r["top_k_accuracy"].mean())
-                row["retrieval_top5_chance"] = float(
-                    np.mean([retrieval_chance(store_path, t) for _, t in r.iterrows()])
-                )
-        rows.append(row)
-    cols = [
-        "base",
-        "input_hw",
-        "params",
-        "flops",
-        "images_per_second",
-        "accuracy",
-        "balanced_accuracy",
-        "probe",
-        "chosen_by",
-        "selection_score",
-        "retrieval_top5",
-        "accuracy_chance",
-        "retrieval_top5_chance",
-    ]
-    out = pd.DataFrame(rows, columns=cols)
-    for c in ("params", "flops", "images_per_second"):
-        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
-    return out

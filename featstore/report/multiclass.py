@@ -6,14 +6,18 @@ bars with the class sizes. :func:`featstore.report.build_report` calls :func:`se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from featstore import multiclass
+from featstore.report import captions
+from featstore.report.html import _p, _table
+from featstore.report.plots import Panel, Panels
+from featstore.report.tables import ALPHA, _fmt, order_models
 
-SECTION = ("multiclass", "Multi-class targets")
 CSV_NAME = "multiclass.csv"
 
 
@@ -31,11 +35,9 @@ def shown_group(ok: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def confusion_panels(rows: pd.DataFrame) -> Any:
+def confusion_panels(rows: pd.DataFrame) -> Panels:
     """One heatmap per probe: rows the true class, columns the predicted, in the order of
     ``classes``; colour the share of the true class (each row sums to 1), text the count."""
-    from featstore.report import Panel, Panels, order_models
-
     panels = []
     by_model = {r.model: r for r in rows.itertuples(index=False)}
     for model in order_models(list(by_model)):
@@ -72,11 +74,9 @@ def confusion_panels(rows: pd.DataFrame) -> Any:
     return Panels("multiclass_confusion", tuple(panels), size=(max(3.2, side), max(3.0, side)))
 
 
-def recall_panels(rows: pd.DataFrame) -> Any:
+def recall_panels(rows: pd.DataFrame) -> Panels:
     """Per-class recall of each probe as bars (one panel per probe), the class sizes in the
     test split under the class names; the dotted line is the balanced accuracy."""
-    from featstore.report import Panel, Panels, order_models
-
     panels = []
     by_model = {r.model: r for r in rows.itertuples(index=False)}
     for model in order_models(list(by_model)):
@@ -105,85 +105,58 @@ def recall_panels(rows: pd.DataFrame) -> Any:
     )
 
 
-def section(ok: pd.DataFrame, add_panels: Any) -> tuple[list[str], pd.DataFrame]:
-    """The section's HTML parts (figures through ``add_panels(section_id, panels, caption)``)
-    and the summary table (written as multiclass.csv)."""
-    from featstore.report import ALPHA, _fmt, _p, _table
+#: The multi-class summary table's headings.
+HEADERS = [
+    "feature set",
+    "training size",
+    "seed",
+    "probe",
+    "classes",
+    "test images",
+    "validation acc. (chosen by)",
+    "test accuracy [95% CI]",
+    "balanced acc.",
+    "macro-F1",
+    "majority class",
+    "p_holm vs majority",
+    "best",
+    "best beats all others",
+]
 
-    summary = multiclass.summary_table(ok, alpha=ALPHA)
-    parts = [
-        _table(
-            [
-                "feature set",
-                "training size",
-                "seed",
-                "probe",
-                "classes",
-                "test images",
-                "validation acc. (chosen by)",
-                "test accuracy [95% CI]",
-                "balanced acc.",
-                "macro-F1",
-                "majority class",
-                "p_holm vs majority",
-                "best",
-                "best beats all others",
-            ],
-            [
-                [
-                    r.feature_set,
-                    int(r.train_size),
-                    int(r.seed),
-                    r.model,
-                    int(r.n_classes),
-                    int(r.n_test),
-                    _fmt(r.selection_score),
-                    f"{_fmt(r.accuracy)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
-                    _fmt(r.balanced_accuracy),
-                    _fmt(r.macro_f1),
-                    _fmt(r.majority_baseline),
-                    "<0.001" if r.p_holm_baseline < 0.001 else _fmt(r.p_holm_baseline),
-                    "best" if r.best else "",
-                    ("yes" if r.best_beats_all else "no") if r.best else "",
-                ]
-                for r in summary.itertuples(index=False)
-            ],
-        )
+
+def _row(r: Any) -> list[Any]:
+    """One probe's cells of the summary table (``r``: a multiclass.summary_table row)."""
+    return [
+        r.feature_set,
+        int(r.train_size),
+        int(r.seed),
+        r.model,
+        int(r.n_classes),
+        int(r.n_test),
+        _fmt(r.selection_score),
+        f"{_fmt(r.accuracy)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
+        _fmt(r.balanced_accuracy),
+        _fmt(r.macro_f1),
+        _fmt(r.majority_baseline),
+        "<0.001" if r.p_holm_baseline < 0.001 else _fmt(r.p_holm_baseline),
+        "best" if r.best else "",
+        ("yes" if r.best_beats_all else "no") if r.best else "",
     ]
-    parts.append(
-        _p(
-            "One multi-class probe per feature set, training size, seed and model "
-            "(train.target: class). Each probe is fitted and tuned on the train split only (the "
-            "multinomial lasso's C by cross-validation, the forest's max_features out of bag, both "
-            "by the one-standard-error rule; the softmax head stops early on a held-out tenth of "
-            "the training rows), then scored once on the validation split: 'best' is the probe of "
-            "highest validation accuracy (ties: lasso, forest, dense); its test accuracy is the "
-            "estimate. Test accuracy with its 95% Wilson interval (by identity where known). "
-            "Balanced accuracy: the mean of the per-class recalls (1/K: chance). Majority class: "
-            "the test accuracy of always predicting the training split's largest class. p_holm vs "
-            "majority: McNemar's test of the probe's per-image correctness against the majority "
-            "constant's, Holm-corrected over every model of one feature set, training size and "
-            "seed. 'Best beats all others': every McNemar test (per-image correctness) of the best "
-            f"probe against another is significant at {ALPHA} after Holm's correction and the best "
-            f"beats the majority class. Also in {CSV_NAME}."
-        )
-    )
+
+
+def section(
+    ok: pd.DataFrame, panels_html: Callable[[Panels, str], str]
+) -> tuple[list[str], pd.DataFrame]:
+    """The section's HTML parts (each figure's HTML from ``panels_html(panels, caption)``)
+    and the summary table (written as multiclass.csv)."""
+    summary = multiclass.summary_table(ok, alpha=ALPHA)
     rows = shown_group(ok)
     r0 = rows.iloc[0]
     where = f"{r0['feature_set']}, training size {int(r0['train_size'])}, seed {int(r0['seed'])}"
-    add_panels(
-        SECTION[0],
-        confusion_panels(rows),
-        f"Test confusion matrices of every probe on {where}: rows the true class (its "
-        "test images in brackets), columns the predicted class; colour: the share of the "
-        "true class (rows normalized, so a rare class reads as clearly as a common one); "
-        "text: the count.",
-    )
-    add_panels(
-        SECTION[0],
-        recall_panels(rows),
-        f"Recall of each class on {where}, with the number of test images of the class "
-        "(n): under imbalance a high accuracy can hide a class the probe never finds. "
-        "Dotted: the balanced accuracy (the mean of these recalls).",
-    )
+    parts = [
+        _table(HEADERS, [_row(r) for r in summary.itertuples(index=False)]),
+        _p(captions.MULTICLASS.format(alpha=ALPHA, csv=CSV_NAME)),
+        panels_html(confusion_panels(rows), captions.MULTICLASS_CONFUSION.format(where=where)),
+        panels_html(recall_panels(rows), captions.MULTICLASS_RECALL.format(where=where)),
+    ]
     return parts, summary
