@@ -168,7 +168,7 @@ class GridPlan:
     retried: int  # of todo: cells that ended in an error and run again
     lacking_models: int  # of todo: finished cells whose saved models are missing
     cfg: GridConfig
-    store: str  # the store's root
+    layout: store.Layout
     seconds: float  # spent planning (the verified reads of the inputs)
 
 
@@ -190,7 +190,7 @@ def plan_train(cfg: GridConfig, store_path: str | os.PathLike[str]) -> GridPlan:
         retried,
         lacking,
         cfg,
-        str(layout.root),
+        layout,
         clock.seconds["plan"],
     )
 
@@ -293,7 +293,7 @@ def run_train(spark: Any, plan: GridPlan, *, parallel: bool = True) -> GridSumma
     phases, fit_phases = Phases(), Phases()
     phases.add({"plan": plan.seconds})
     phases.lap("plan")
-    layout = store.open_store(plan.store)
+    layout = plan.layout
     with store.TableWriter(layout, "results", spark=spark) as w:
         cells_dir = w.staging / "cells" if plan.cfg.overwrite else layout.cells
         cells_dir.mkdir(parents=True, exist_ok=True)
@@ -304,7 +304,7 @@ def run_train(spark: Any, plan: GridPlan, *, parallel: bool = True) -> GridSumma
                 spark, str(layout.root), plan.cfg, str(cells_dir), todo, fit_phases, parallel
             )
         phases.lap("merge and commit")
-        ok, rows = _commit_results(w, layout, plan, cells_dir, len(todo), phases, fit_phases)
+        ok, rows = _commit_results(w, plan, cells_dir, len(todo), phases, fit_phases)
     phases.lap(None)
     cells = len(plan.cells)
     return GridSummary(
@@ -369,7 +369,6 @@ def _fit_cells(
 
 def _commit_results(
     w: store.TableWriter,
-    layout: store.Layout,
     plan: GridPlan,
     cells_dir: Path,
     ran: int,
@@ -397,7 +396,7 @@ def _commit_results(
             timing={"driver": phases.as_dict(), "fits": fit_phases.as_dict()},
         ),
         has_errors=False,
-        extra_moves=[(cells_dir, layout.cells)] if cfg.overwrite else (),
+        extra_moves=[(cells_dir, plan.layout.cells)] if cfg.overwrite else (),
     )
     return ok, merged.num_rows
 
