@@ -21,10 +21,10 @@ from typing import Any
 
 from featstore import store
 from featstore.config import Config, GridConfig
-from featstore.reduce import ReduceSummary, reduce
+from featstore.reduce import ReduceSummary, plan_reduce, run_reduce
 from featstore.retrieval import RetrieveSummary, plan_retrieve, run_retrieve, summary_line
 from featstore.timing import Phases
-from featstore.train.grid import GridSummary, run_grid
+from featstore.train.grid import GridSummary, plan_train, run_train
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,9 @@ def _run_base(
     report("extract", ex.ok + ex.errors, ex.seconds, "images", base)
     clock = Phases()
     with clock("reduce"):
-        red = reduce(spark, replace(cfg.reduce, feature_set=ex.feature_set), store_path)
+        red = run_reduce(
+            spark, plan_reduce(replace(cfg.reduce, feature_set=ex.feature_set), store_path)
+        )
     report("reduce", len(red.sets), clock.seconds["reduce"], "sets", base)
     run = BaseRun(base, ex, red)
     on = retrieved_sets(cfg, run)
@@ -185,7 +187,7 @@ def _retrieval_note(run: BaseRun, runs: tuple[RetrieveSummary, ...]) -> str:
 def _train(
     spark: Any, store_path: str, grid: StudyGrid, on_progress: OnProgress | None
 ) -> GridSummary:
-    g = run_grid(spark, store_path, grid.cfg)
+    g = run_train(spark, plan_train(grid.cfg, store_path))
     (on_progress or _no_progress)("train", g.cells, g.seconds, "fits", grid.note)
     return g
 
