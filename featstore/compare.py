@@ -17,11 +17,9 @@ plots them.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from featstore import store
 from featstore.comparison import (  # noqa: F401  (the study read back: re-exported)
     RETRIEVAL_K,
     RETRIEVAL_TARGET,
@@ -92,28 +90,8 @@ def run_compare(spark: Any, cfg: Any, store_path: str) -> CompareSummary:
     """The study (module docstring) with the settings of ``cfg`` (a featstore.config.Config).
     Every base is checked first (:func:`check_bases` and each extract's preflight), so a bad
     name or a store without images fails before any Spark work."""
-    from featstore.extract import extract
-    from featstore.reduce import reduce
-    from featstore.retrieval import plan_retrieve, retrieve, summary_line
-    from featstore.train.grid import run_grid
+    from featstore.study import run_study
 
-    t0 = time.perf_counter()
     bases = plan_compare(cfg, store_path)
-    sets: dict[str, tuple[str, ...]] = {}
-    runs = 0
-    for i, b in enumerate(bases, 1):
-        logger.info("base %d/%d: %s", i, len(bases), b)
-        ex = extract(spark, replace(cfg.extract, model=b), store_path)
-        red = reduce(spark, replace(cfg.reduce, feature_set=ex.feature_set), store_path)
-        reduced = tuple(r.name for r in sorted(red.sets, key=lambda r: r.dim))
-        sets[b] = (ex.feature_set, *reduced)
-        on = {"raw": (ex.feature_set,), "reduced": reduced, "all": sets[b]}[cfg.compare.retrieve_on]
-        for name in on:
-            s = retrieve(plan_retrieve(replace(cfg.retrieve, feature_set=name), store_path))
-            logger.info("%s", summary_line(s))
-            runs += 1
-    probed = cfg.train.feature_sets or tuple(n for b in bases for n in sets[b][1:])
-    g = run_grid(spark, store_path, replace(cfg.train, feature_sets=tuple(probed)))
-    return CompareSummary(
-        str(store.open_store(store_path).root), bases, sets, g.cells, runs, time.perf_counter() - t0
-    )
+    s = run_study(spark, cfg, store_path, bases)
+    return CompareSummary(s.store, bases, s.feature_sets, s.grid_cells, s.retrieval_runs, s.seconds)

@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 
 from featstore.errors import ConfigError
-from featstore.train.grid import GridConfig
 
 
 def _conf_dir() -> Path:
@@ -150,6 +149,69 @@ class RetrieveConfig:
     backend: str = "faiss"  # faiss (exact IndexFlat) | numpy (blocked matrix products)
     query_block: int = 4096  # queries searched per block (bounds the driver's memory)
     overwrite: bool = False
+
+
+TARGETS = ("attributes", "class")  # train.target
+FOREST_SELECTIONS = ("oob", "cv")  # featstore.train.forest.SELECTIONS (not imported: sklearn)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    feature_sets: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()  # empty: every attribute of the labels table
+    models: tuple[str, ...] = (
+        "lasso",
+        "forest",
+        "dense",
+    )  # + bottleneck<k>-lasso|forest, multilabel
+    train_sizes: tuple[int, ...] = (0,)  # 0: the whole train split
+    seeds: tuple[int, ...] = (0,)
+    folds: int = 10
+    lasso_cs: int = 10
+    lasso_max_iter: int = 1000  # solver iterations per lasso fit (liblinear / saga)
+    forest_trees: int = 200
+    forest_max_features: tuple[str, ...] = ("sqrt", "0.1", "0.3")
+    # max_features chosen by out-of-bag score ("oob": one forest per candidate on all rows,
+    # kept; 3 forests) or by CV ("cv": forest_folds x candidates on cv_max_rows rows + a refit)
+    forest_selection: str = "oob"
+    forest_folds: int = 5  # "cv" only; forests cost ~100x a lasso fit: fewer folds
+    forest_max_samples: int = 20_000  # rows per tree (bootstrap sample size cap)
+    dense_hidden: tuple[int, ...] = (20,)
+    dense_epochs: int = 50
+    dense_patience: int = 5
+    dense_batch_size: int = 256
+    cv_max_rows: int = 20_000  # CV on at most this many rows, then refit on all
+    bootstrap: int = 1000
+    # none | balanced: every probe weighs the classes by n / (2 n_class) (imbalanced attributes)
+    class_weight: str = "none"
+    # fixed: a row is positive when its score is > 0.5; val: the threshold that maximises the
+    # balanced accuracy on the validation split (chosen there, applied to the test split)
+    threshold: str = "fixed"
+    # the original study's protocol: the first N images, split train/val/test by these counts
+    first_n: int = 0
+    custom_split: tuple[int, ...] = ()  # (train, val, test) counts within the first N
+    overwrite: bool = False
+    # keep every ok fit's model under results/_models (featstore.train.saved); not part of the
+    # cell keys: with it on, finished cells without their model files are run again
+    save_models: bool = False
+    # attributes: one binary probe per attribute (CelebA, or a folder's one-hot classes);
+    # class: one multi-class probe of the labels table's class column (a class-per-folder set)
+    target: str = "attributes"
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"train.target: expected attributes or class, got {self.target!r}")
+        if self.forest_selection not in FOREST_SELECTIONS:
+            raise ConfigError(
+                f"train.forest_selection: expected one of "
+                f"{', '.join(FOREST_SELECTIONS)}, got {self.forest_selection!r}"
+            )
+        if self.class_weight not in ("none", "balanced"):
+            raise ConfigError(
+                f"train.class_weight: expected none or balanced, got {self.class_weight!r}"
+            )
+        if self.threshold not in ("fixed", "val"):
+            raise ConfigError(f"train.threshold: expected fixed or val, got {self.threshold!r}")
 
 
 @dataclass(frozen=True)

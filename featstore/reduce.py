@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from featstore import spread, store
 from featstore.config import ReduceConfig
 from featstore.errors import ConfigError, StoreError
 from featstore.progress import Progress, spark_feed
+from featstore.timing import Phases
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ _NOT_INHERITED = {
     "sidecars",
 }
 _PARTIAL_SCHEMA = "n long, bad long, s binary, g binary"
+ARROW_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class ReducePlan:
     run_key: str
     todo: tuple[int, ...]  # dimensions to compute
     done: dict[int, dict[str, Any]]  # dimension -> manifest of its committed set (skipped)
+    arrow_batch_rows: int  # rows per Arrow batch to the workers (ReduceConfig.arrow_batch_rows)
 
     @property
     def n_train(self) -> int:
@@ -162,7 +164,7 @@ def _check_embedding_type(path: Path) -> None:
         raise StoreError(f"{path}: 'embedding' is {tp}, expected a list of floats")
 
 
-def _run_key(source_manifest: dict[str, Any]) -> str:
+def _reduce_run_key(source_manifest: dict[str, Any]) -> str:
     """The exact committed content of the source (a rebuilt source re-derives its sets)."""
     return store.fingerprint(
         [REDUCER, FIT_SPLIT, source_manifest.get("name", ""), store.fs_fingerprint(source_manifest)]
@@ -211,7 +213,7 @@ def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
             )
         store.check_name(output_name(source, k))
 
-    run_key = _run_key(manifest)
+    run_key = _reduce_run_key(manifest)
     done: dict[int, dict[str, Any]] = {}
     for k in dims:
         existing = store.existing_output(
@@ -221,7 +223,18 @@ def plan_reduce(cfg: ReduceConfig, store_path: str) -> ReducePlan:
             done[k] = existing
     todo = tuple(k for k in dims if k not in done)
     return ReducePlan(
-        layout, source, source_dir, manifest, dim, splits, tuple(files), dims, run_key, todo, done
+        layout,
+        source,
+        source_dir,
+        manifest,
+        dim,
+        splits,
+        tuple(files),
+        dims,
+        run_key,
+        todo,
+        done,
+        cfg.arrow_batch_rows,
     )
 
 
@@ -291,7 +304,7 @@ def _combine(
     return a[0] + b[0], a[1] + b[1], a[2] + b[2], g
 
 
-def _decode(d: int) -> Any:
+def _decode_partial(d: int) -> Any:
     def decode(row: Any) -> tuple[int, int, np.ndarray, np.ndarray]:
         return (
             int(row["n"]),
@@ -334,7 +347,7 @@ def fit_pca(
     """Fit a PCA on a DataFrame whose first column is ``embedding`` (array<float> of length d).
     Raises StoreError if a row is null or of another length, or a value is not finite."""
     rows = embeddings.mapInArrow(make_partial_fn(d, shift, blas_threads), _PARTIAL_SCHEMA).rdd.map(
-        _decode(d)
+        _decode_partial(d)
     )
     try:
         n, bad, s, g = rows.treeReduce(_combine, depth=depth)
@@ -445,14 +458,8 @@ def load_projection(store_path: str | Path, name: str) -> Projection:
 # ---------------------------------------------------------------- the job
 
 
-def _manifest(
-    plan: ReducePlan,
-    fit: PCAFit,
-    k: int,
-    name: str,
-    spark: Any,
-    arrow_rows: int,
-    seconds: dict[str, float],
+def _reduced_manifest(
+    plan: ReducePlan, fit: PCAFit, k: int, name: str, spark: Any, seconds: dict[str, float]
 ) -> dict[str, Any]:
     src = plan.manifest
     inherited = {key: v for key, v in src.items() if key not in _NOT_INHERITED}
@@ -485,18 +492,15 @@ def _manifest(
         "spark": {
             "master": spark.sparkContext.master,
             "version": spark.version,
-            "conf": {"spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_rows)},
+            "conf": {ARROW_BATCH_KEY: str(plan.arrow_batch_rows)},
         },
         "timing": {key: round(v, 2) for key, v in seconds.items()},
     }
     return store.base_manifest("features", **fields)
 
 
-def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
-    """Run the reduction (see the module docstring). Bad input raises before any Spark work;
-    when every requested set is already committed for this source, ``spark`` is not used."""
-    t0 = time.perf_counter()
-    plan = plan_reduce(cfg, store_path)
+def _committed_sets(plan: ReducePlan) -> dict[int, ReducedSet]:
+    """The requested sets already committed from this source (skipped), by dimension."""
     skipped = {
         k: ReducedSet(
             output_name(plan.source, k),
@@ -508,7 +512,122 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
     }
     for s in skipped.values():
         logger.info("feature set %s is already committed from this source; nothing to do", s.name)
+    return skipped
+
+
+@contextlib.contextmanager
+def _arrow_batch_rows(spark: Any, rows: int) -> Iterator[None]:
+    """Spark's Arrow batch size set to ``rows`` for the run, then restored."""
+    previous = spark.conf.get(ARROW_BATCH_KEY, None)
+    spark.conf.set(ARROW_BATCH_KEY, str(rows))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(ARROW_BATCH_KEY)
+        else:
+            spark.conf.set(ARROW_BATCH_KEY, previous)
+
+
+@contextlib.contextmanager
+def _task_progress(spark: Any) -> Iterator[None]:
+    """Progress: the finished Spark tasks of the fit, projection and writes (their total grows
+    as Spark plans each job's stages)."""
+    with Progress("reduce", 0, "tasks") as bar, spark_feed(spark, bar, tasks_total=True):
+        yield
+
+
+def _fit_source(plan: ReducePlan, source_df: Any, blas_threads: int) -> PCAFit:
+    """The PCA of the source's train split, shifted by the mean of its first file's first rows."""
+    from pyspark.sql import functions as F
+
+    train_files = [f for f in plan.files if f.parent.name == f"split={FIT_SPLIT}"]
+    shift = shift_from_file(train_files[0], plan.dim)
+    return fit_pca(
+        source_df.filter(F.col("split") == FIT_SPLIT).select("embedding"),
+        plan.dim,
+        shift,
+        blas_threads=blas_threads,
+    )
+
+
+def _write_sets(
+    spark: Any,
+    plan: ReducePlan,
+    fit: PCAFit,
+    source_df: Any,
+    blas_threads: int,
+    fit_seconds: float,
+) -> dict[int, ReducedSet]:
+    """Project every row on the first ``max(todo)`` components once (persisted), then write and
+    commit each requested set from it, the largest first."""
+    from pyspark import StorageLevel
+
+    kmax = max(plan.todo)
+    projected = project(source_df, fit, kmax, blas_threads=blas_threads).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    try:
+        return {
+            k: _write_set(spark, plan, fit, projected, k, fit_seconds)
+            for k in sorted(plan.todo, reverse=True)
+        }
+    finally:
+        projected.unpersist()
+
+
+def _write_set(
+    spark: Any, plan: ReducePlan, fit: PCAFit, projected: Any, k: int, fit_seconds: float
+) -> ReducedSet:
+    """Write the set of dimension ``k`` (the first ``k`` projected coordinates) and commit it."""
+    from pyspark.sql import functions as F
+
+    clock = Phases()
+    clock.lap("write")
+    name = output_name(plan.source, k)
+    with store.TableWriter(plan.layout, store.features_id(name), spark=spark) as w:
+        (
+            projected.select("image_id", "split", F.slice("embedding", 1, k).alias("embedding"))
+            .write.options(**store.FEATURES_WRITE_OPTIONS)
+            .partitionBy("split")
+            .parquet(store.spark_uri(w.data), mode="overwrite")
+        )
+        store.write_errors(w.errors, [])
+        save_projection(w.meta, fit, k)
+        clock.lap("commit")
+        manifest = _reduced_manifest(
+            plan,
+            fit,
+            k,
+            name,
+            spark,
+            {"fit_seconds": fit_seconds, "write_seconds": clock.seconds["write"]},
+        )
+        spread.warn(name, manifest["spread"])
+        manifest = w.commit(manifest)
+    clock.lap(None)
+    splits = manifest["counts"]["splits"]
+    if splits != plan.splits:  # pragma: no cover - the writer counted the rows
+        raise StoreError(f"{name}: wrote {splits} rows per split, the source has {plan.splits}")
+    written = ReducedSet(name, k, manifest["explained_variance_ratio_sum"])
+    logger.info(
+        "committed %s (%d rows, %.1f%% of the variance) in %.1f s",
+        name,
+        sum(splits.values()),
+        100 * written.explained_variance_ratio_sum,
+        clock.total,
+    )
+    return written
+
+
+def run_reduce(spark: Any, plan: ReducePlan) -> ReduceSummary:
+    """Run the reduction of ``plan`` (see the module docstring); when every requested set is
+    already committed for this source, ``spark`` is not used."""
+    phases = Phases()
+    phases.lap("setup")
+    skipped = _committed_sets(plan)
     if not plan.todo:
+        phases.lap(None)
         return ReduceSummary(
             str(plan.layout.root),
             plan.source,
@@ -517,105 +636,38 @@ def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
             tuple(skipped[k] for k in plan.dims),
             0.0,
             0.0,
-            time.perf_counter() - t0,
+            phases.total,
         )
-
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    arrow_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    previous_arrow = spark.conf.get(arrow_key, None)
-    spark.conf.set(arrow_key, str(cfg.arrow_batch_rows))
-    blas_threads = int(spark.conf.get("spark.task.cpus", "1"))
-    source_df = spark.read.schema(store.spark_schema(store.FEATURES_SCHEMA)).parquet(
-        store.spark_uri(plan.source_dir)
-    )
-    train_files = [f for f in plan.files if f.parent.name == f"split={FIT_SPLIT}"]
-    # progress: the finished Spark tasks of the fit, projection and writes (their total grows
-    # as Spark plans each job's stages)
-    progress = contextlib.ExitStack()
-    progress.enter_context(
-        spark_feed(spark, progress.enter_context(Progress("reduce", 0, "tasks")), tasks_total=True)
-    )
-    try:
-        tf = time.perf_counter()
-        shift = shift_from_file(train_files[0], plan.dim)
-        fit = fit_pca(
-            source_df.filter(F.col("split") == FIT_SPLIT).select("embedding"),
-            plan.dim,
-            shift,
-            blas_threads=blas_threads,
+    with _arrow_batch_rows(spark, plan.arrow_batch_rows), _task_progress(spark):
+        blas_threads = int(spark.conf.get("spark.task.cpus", "1"))
+        source_df = spark.read.schema(store.spark_schema(store.FEATURES_SCHEMA)).parquet(
+            store.spark_uri(plan.source_dir)
         )
-        fit_seconds = time.perf_counter() - tf
+        phases.lap("fit")
+        fit = _fit_source(plan, source_df, blas_threads)
+        phases.lap("project")
+        fit_seconds = phases.seconds["fit"]
         logger.info(
             "PCA fitted on %d %s rows x %d dims in %.1f s", fit.n, FIT_SPLIT, plan.dim, fit_seconds
         )
-
-        tp = time.perf_counter()
-        kmax = max(plan.todo)
-        projected = project(source_df, fit, kmax, blas_threads=blas_threads).persist(
-            StorageLevel.MEMORY_AND_DISK
-        )
-        written: dict[int, ReducedSet] = {}
-        try:
-            for k in sorted(plan.todo, reverse=True):
-                tk = time.perf_counter()
-                name = output_name(plan.source, k)
-                with store.TableWriter(plan.layout, store.features_id(name), spark=spark) as w:
-                    (
-                        projected.select(
-                            "image_id", "split", F.slice("embedding", 1, k).alias("embedding")
-                        )
-                        .write.options(**store.FEATURES_WRITE_OPTIONS)
-                        .partitionBy("split")
-                        .parquet(store.spark_uri(w.data), mode="overwrite")
-                    )
-                    store.write_errors(w.errors, [])
-                    save_projection(w.meta, fit, k)
-                    manifest = _manifest(
-                        plan,
-                        fit,
-                        k,
-                        name,
-                        spark,
-                        cfg.arrow_batch_rows,
-                        {"fit_seconds": fit_seconds, "write_seconds": time.perf_counter() - tk},
-                    )
-                    spread.warn(name, manifest["spread"])
-                    manifest = w.commit(manifest)
-                splits = manifest["counts"]["splits"]
-                if splits != plan.splits:  # pragma: no cover - the writer counted the rows
-                    raise StoreError(
-                        f"{name}: wrote {splits} rows per split, the source has {plan.splits}"
-                    )
-                written[k] = ReducedSet(name, k, manifest["explained_variance_ratio_sum"])
-                logger.info(
-                    "committed %s (%d rows, %.1f%% of the variance) in %.1f s",
-                    name,
-                    sum(splits.values()),
-                    100 * written[k].explained_variance_ratio_sum,
-                    time.perf_counter() - tk,
-                )
-        finally:
-            projected.unpersist()
-        project_seconds = time.perf_counter() - tp
-    finally:
-        progress.close()
-        if previous_arrow is None:
-            spark.conf.unset(arrow_key)
-        else:
-            spark.conf.set(arrow_key, previous_arrow)
-    sets = tuple(written.get(k) or skipped[k] for k in plan.dims)
+        written = _write_sets(spark, plan, fit, source_df, blas_threads, fit_seconds)
+        phases.lap("restore")
+    phases.lap(None)
     return ReduceSummary(
         str(plan.layout.root),
         plan.source,
         plan.dim,
         fit.n,
-        sets,
+        tuple(written.get(k) or skipped[k] for k in plan.dims),
         fit_seconds,
-        project_seconds,
-        time.perf_counter() - t0,
+        phases.seconds["project"],
+        phases.total,
     )
+
+
+def reduce(spark: Any, cfg: ReduceConfig, store_path: str) -> ReduceSummary:
+    """:func:`run_reduce` of :func:`plan_reduce`: bad input raises before any Spark work."""
+    return run_reduce(spark, plan_reduce(cfg, store_path))
 
 
 def summary_line(s: ReduceSummary) -> str:

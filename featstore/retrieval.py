@@ -39,7 +39,7 @@ A zero vector has cosine similarity 0 to everything.
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,14 +138,8 @@ def _parse_ks(ks: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(set(ks)))
 
 
-def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
-    """Validate the input and decide whether there is work. Raises ConfigError / StoreError (one
-    line each) for: no store folder, a bad or unknown feature set, a split the set lacks, a
-    metric or backend not known, k < 1 or more than the items available, unknown attributes."""
-    layout = store.open_store(store_path)
-    if not cfg.feature_set:
-        raise ConfigError("retrieve needs a feature set (--feature-set NAME)")
-    name = store.check_name(cfg.feature_set)
+def _check_settings(cfg: RetrieveConfig) -> tuple[int, ...]:
+    """The metric, backend and query block of ``cfg`` checked; its neighbour counts, sorted."""
     if cfg.metric not in METRICS:
         raise ConfigError(f"retrieve metric {cfg.metric!r}: expected one of {', '.join(METRICS)}")
     if cfg.backend not in BACKENDS:
@@ -154,20 +148,34 @@ def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
         )
     if cfg.query_block < 1:
         raise ConfigError(f"retrieve query_block {cfg.query_block} is < 1")
-    ks = _parse_ks(cfg.k)
-    manifest = store.check_feature_set(layout.root, name, checksums=True)  # a verified read
-    try:
-        dim = int(manifest["dim"])
-    except (KeyError, TypeError, ValueError):
-        raise StoreError(f"{layout.manifest_path(store.features_id(name))}: no dim") from None
-    splits = store.rows_per_split(manifest["files"])
+    return _parse_ks(cfg.k)
+
+
+def _check_splits(name: str, splits: dict[str, int], cfg: RetrieveConfig) -> None:
+    """The query and item splits hold rows."""
     for role, split in (("queries", cfg.queries), ("items", cfg.items)):
         if not splits.get(split):
             raise ConfigError(
                 f"retrieve {role} split {split!r}: feature set {name!r} has no "
                 f"rows in it (it has {', '.join(sorted(splits)) or 'none'})"
             )
-    labels = store.require_committed(layout, "labels")
+
+
+def _check_k(splits: dict[str, int], cfg: RetrieveConfig, k: int) -> None:
+    """At least ``k`` items, other than the query when queries and items are one split."""
+    n_items = splits[cfg.items] - (1 if cfg.queries == cfg.items else 0)
+    if k > n_items:
+        raise ConfigError(
+            f"retrieve k {k} is larger than the {n_items:,} items of split "
+            f"{cfg.items!r}" + (" other than the query" if cfg.queries == cfg.items else "")
+        )
+
+
+def _label_targets(
+    labels: dict[str, Any], cfg: RetrieveConfig
+) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+    """``(attributes read, single_label, classes given a row of their own)`` of the labels
+    table's manifest ``labels`` and the attributes ``cfg`` asks for (default: all)."""
     known = list(labels["attributes"])
     attributes = tuple(cfg.attributes) or tuple(known)
     for a in attributes:
@@ -182,12 +190,28 @@ def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
     classes: tuple[str, ...] = ()
     if single:  # every class is read (a query's class is its one true column); rows: selected
         classes, attributes = attributes, tuple(known)
-    n_items = splits[cfg.items] - (1 if cfg.queries == cfg.items else 0)
-    if ks[-1] > n_items:
-        raise ConfigError(
-            f"retrieve k {ks[-1]} is larger than the {n_items:,} items of split "
-            f"{cfg.items!r}" + (" other than the query" if cfg.queries == cfg.items else "")
-        )
+    return attributes, single, classes
+
+
+def plan_retrieve(cfg: RetrieveConfig, store_path: str) -> RetrievePlan:
+    """Validate the input and decide whether there is work. Raises ConfigError / StoreError (one
+    line each) for: no store folder, a bad or unknown feature set, a split the set lacks, a
+    metric or backend not known, k < 1 or more than the items available, unknown attributes."""
+    layout = store.open_store(store_path)
+    if not cfg.feature_set:
+        raise ConfigError("retrieve needs a feature set (--feature-set NAME)")
+    name = store.check_name(cfg.feature_set)
+    ks = _check_settings(cfg)
+    manifest = store.check_feature_set(layout.root, name, checksums=True)  # a verified read
+    try:
+        dim = int(manifest["dim"])
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(f"{layout.manifest_path(store.features_id(name))}: no dim") from None
+    splits = store.rows_per_split(manifest["files"])
+    _check_splits(name, splits, cfg)
+    labels = store.require_committed(layout, "labels")
+    attributes, single, classes = _label_targets(labels, cfg)
+    _check_k(splits, cfg, ks[-1])
     content = store.fs_fingerprint(manifest)
     labels_content = store.fs_fingerprint(labels)
     run_key = store.fingerprint(
@@ -321,7 +345,7 @@ def search(
 # ---------------------------------------------------------------- metrics
 
 
-def _scores(rel: np.ndarray, k: int, r: np.ndarray | None) -> dict[str, Any]:
+def _relevance_scores(rel: np.ndarray, k: int, r: np.ndarray | None) -> dict[str, Any]:
     """Top-k accuracy, precision, mAP@k of a binary relevance matrix ``rel`` (n, >=k) and the
     relevant counts ``r`` (n,) among all items."""
     rel = rel[:, :k].astype(np.float64)
@@ -385,24 +409,7 @@ def evaluate(
         )
 
     if single_label:
-        cls_q, cls_i = _classes(y_q, "queries"), _classes(y_i, "items")
-        counts = np.bincount(cls_i, minlength=len(attributes)).astype(np.int64)
-        r = counts[cls_q] - int(same_split)
-        rel = cls_i[neighbours] == cls_q[:, None]
-        for k in ks:
-            add(k, TARGET_CLASS, ALL, _scores(rel, k, r), float((r / n_items).mean()))
-            for c, name in enumerate(attributes):
-                if classes is not None and name not in classes:
-                    continue
-                sel = cls_q == c
-                if sel.any():
-                    add(
-                        k,
-                        TARGET_CLASS,
-                        name,
-                        _scores(rel[sel], k, r[sel]),
-                        float((r[sel] / n_items).mean()),
-                    )
+        _class_rows(add, neighbours, y_q, y_i, ks, attributes, classes, same_split, n_items)
         return rows
 
     got = y_i[neighbours]  # (n_q, kmax, A)
@@ -419,7 +426,7 @@ def evaluate(
     for k in ks:
         per = []
         for a, name in enumerate(attributes):
-            s = _scores(agree[:, :, a], k, r_attr[:, a])
+            s = _relevance_scores(agree[:, :, a], k, r_attr[:, a])
             chance = float((r_attr[:, a] / n_items).mean())
             add(k, TARGET_ATTRIBUTE, name, s, chance)
             per.append((s, chance))
@@ -432,7 +439,13 @@ def evaluate(
             },
         }
         add(k, TARGET_MEAN, ALL, mean, _mean([c for _, c in per]))
-        add(k, TARGET_EXACT, ALL, _scores(rel_exact, k, r_exact), float((r_exact / n_items).mean()))
+        add(
+            k,
+            TARGET_EXACT,
+            ALL,
+            _relevance_scores(rel_exact, k, r_exact),
+            float((r_exact / n_items).mean()),
+        )
         jk = jac[:, :k]
         add(
             k,
@@ -448,6 +461,42 @@ def evaluate(
             None,
         )
     return rows
+
+
+_AddRow = Callable[[int, str, str, dict[str, Any], float | None], None]
+
+
+def _class_rows(
+    add: _AddRow,
+    neighbours: np.ndarray,
+    y_q: np.ndarray,
+    y_i: np.ndarray,
+    ks: tuple[int, ...],
+    attributes: tuple[str, ...],
+    classes: tuple[str, ...] | None,
+    same_split: bool,
+    n_items: int,
+) -> None:
+    """:func:`evaluate`'s rows of a class-per-folder source (``single_label``), passed to
+    ``add(k, target, attribute, scores, chance)``."""
+    cls_q, cls_i = _classes(y_q, "queries"), _classes(y_i, "items")
+    counts = np.bincount(cls_i, minlength=len(attributes)).astype(np.int64)
+    r = counts[cls_q] - int(same_split)
+    rel = cls_i[neighbours] == cls_q[:, None]
+    for k in ks:
+        add(k, TARGET_CLASS, ALL, _relevance_scores(rel, k, r), float((r / n_items).mean()))
+        for c, name in enumerate(attributes):
+            if classes is not None and name not in classes:
+                continue
+            sel = cls_q == c
+            if sel.any():
+                add(
+                    k,
+                    TARGET_CLASS,
+                    name,
+                    _relevance_scores(rel[sel], k, r[sel]),
+                    float((r[sel] / n_items).mean()),
+                )
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -536,68 +585,67 @@ def _existing_rows(plan: RetrievePlan) -> tuple[pa.Table | None, list[dict[str, 
     return table.filter(pa.array(mask, pa.bool_())), keep
 
 
-def retrieve(plan: RetrievePlan) -> RetrieveSummary:
-    """Run the search and the metrics of ``plan`` and commit the ``retrieval/<set>`` table."""
-    t0 = time.perf_counter()
-    path = str(plan.layout.data(table_id(plan.feature_set)))
-    if plan.done:
-        return RetrieveSummary(
-            str(plan.layout.root),
-            plan.feature_set,
-            plan.queries,
-            plan.items,
-            plan.metric,
-            plan.ks,
-            plan.n_queries,
-            plan.n_items,
-            0,
-            0.0,
-            0.0,
-            {},
-            skipped=True,
-            path=path,
-        )
+def _skipped_summary(plan: RetrievePlan) -> RetrieveSummary:
+    """The summary of a run already committed for this content: nothing done."""
+    return RetrieveSummary(
+        str(plan.layout.root),
+        plan.feature_set,
+        plan.queries,
+        plan.items,
+        plan.metric,
+        plan.ks,
+        plan.n_queries,
+        plan.n_items,
+        0,
+        0.0,
+        0.0,
+        {},
+        skipped=True,
+        path=str(plan.layout.data(table_id(plan.feature_set))),
+    )
+
+
+def _read_splits(plan: RetrievePlan) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y)`` of the queries, then of the items (the same arrays when one split)."""
     x_q, y_q, _ = _load(plan, plan.queries)
     if plan.same_split:
-        x_i, y_i = x_q, y_q
-    else:
-        x_i, y_i, _ = _load(plan, plan.items)
-    t_read = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    neighbours = search(
-        x_q,
-        x_i,
-        plan.ks[-1],
-        metric=plan.metric,
-        backend=plan.backend,
-        query_block=plan.query_block,
-        exclude_self=plan.same_split,
-    )
-    t_search = time.perf_counter() - t1
-    logger.info(
-        "retrieval/%s: %d %s queries x %d %s items (dim %d, %s, %s): searched in %.1f s",
-        plan.feature_set,
-        len(x_q),
-        plan.queries,
-        len(x_i),
-        plan.items,
-        plan.dim,
-        plan.metric,
-        plan.backend,
-        t_search,
-    )
-    t2 = time.perf_counter()
-    rows = evaluate(
-        neighbours,
-        y_q,
-        y_i,
-        plan.ks,
-        plan.attributes,
-        single_label=plan.single_label,
-        same_split=plan.same_split,
-        classes=plan.classes or None,
-    )
-    t_eval = time.perf_counter() - t2
+        return x_q, y_q, x_q, y_q
+    x_i, y_i, _ = _load(plan, plan.items)
+    return x_q, y_q, x_i, y_i
+
+
+def _run_entry(
+    plan: RetrievePlan, n_queries: int, n_items: int, rows: int, created: str, phases: Phases
+) -> dict[str, Any]:
+    """This run's entry in the table manifest's ``runs``."""
+    return {
+        "queries": plan.queries,
+        "items": plan.items,
+        "metric": plan.metric,
+        "k": list(plan.ks),
+        "attributes": list(plan.attributes),
+        "single_label": plan.single_label,
+        "run_key": plan.run_key,
+        "feature_set_content": plan.content,
+        "labels_content": plan.labels_content,
+        "backend": plan.backend,
+        "n_queries": n_queries,
+        "n_items": n_items,
+        "rows": rows,
+        "created": created,
+        "timing": {
+            "read_s": round(phases.seconds["read"], 3),
+            "search_s": round(phases.seconds["search"], 3),
+            "evaluate_s": round(phases.seconds["metrics"], 3),
+        },
+    }
+
+
+def _commit_rows(
+    plan: RetrievePlan, rows: list[dict[str, Any]], n_queries: int, n_items: int, phases: Phases
+) -> int:
+    """Commit ``rows`` with the kept rows of the other settings: the ``retrieval/<set>`` table
+    and its manifest. Returns how many rows this run added."""
     created = store.now_iso()
     for row in rows:
         row.update(
@@ -611,28 +659,7 @@ def retrieve(plan: RetrievePlan) -> RetrieveSummary:
     new = pa.Table.from_pylist(rows, schema=store.RETRIEVAL_SCHEMA)
     kept, kept_runs = _existing_rows(plan)
     table = pa.concat_tables([kept, new]) if kept is not None else new
-    run = {
-        "queries": plan.queries,
-        "items": plan.items,
-        "metric": plan.metric,
-        "k": list(plan.ks),
-        "attributes": list(plan.attributes),
-        "single_label": plan.single_label,
-        "run_key": plan.run_key,
-        "feature_set_content": plan.content,
-        "labels_content": plan.labels_content,
-        "backend": plan.backend,
-        "n_queries": len(x_q),
-        "n_items": len(x_i),
-        "rows": new.num_rows,
-        "created": created,
-        "timing": {
-            "read_s": round(t_read, 3),
-            "search_s": round(t_search, 3),
-            "evaluate_s": round(t_eval, 3),
-        },
-    }
-    t3 = time.perf_counter()
+    run = _run_entry(plan, n_queries, n_items, new.num_rows, created, phases)
     with store.TableWriter(plan.layout, table_id(plan.feature_set)) as w:
         pq.write_table(table, w.data / "part-00000.parquet")
         w.commit(
@@ -649,11 +676,52 @@ def retrieve(plan: RetrievePlan) -> RetrieveSummary:
             ),
             has_errors=False,
         )
-    headline = _headline(rows, plan)
+    return new.num_rows
+
+
+def run_retrieve(spark: Any, plan: RetrievePlan) -> RetrieveSummary:
+    """Run the search and the metrics of ``plan`` and commit the ``retrieval/<set>`` table.
+    ``spark`` is not used (the search runs here, on the driver); it may be None."""
+    if plan.done:
+        return _skipped_summary(plan)
     phases = Phases()
-    phases.seconds.update(
-        {"read": t_read, "search": t_search, "metrics": t_eval, "commit": time.perf_counter() - t3}
+    with phases("read"):
+        x_q, y_q, x_i, y_i = _read_splits(plan)
+    with phases("search"):
+        neighbours = search(
+            x_q,
+            x_i,
+            plan.ks[-1],
+            metric=plan.metric,
+            backend=plan.backend,
+            query_block=plan.query_block,
+            exclude_self=plan.same_split,
+        )
+    logger.info(
+        "retrieval/%s: %d %s queries x %d %s items (dim %d, %s, %s): searched in %.1f s",
+        plan.feature_set,
+        len(x_q),
+        plan.queries,
+        len(x_i),
+        plan.items,
+        plan.dim,
+        plan.metric,
+        plan.backend,
+        phases.seconds["search"],
     )
+    with phases("metrics"):
+        rows = evaluate(
+            neighbours,
+            y_q,
+            y_i,
+            plan.ks,
+            plan.attributes,
+            single_label=plan.single_label,
+            same_split=plan.same_split,
+            classes=plan.classes or None,
+        )
+    with phases("commit"):
+        added = _commit_rows(plan, rows, len(x_q), len(x_i), phases)
     return RetrieveSummary(
         str(plan.layout.root),
         plan.feature_set,
@@ -663,13 +731,18 @@ def retrieve(plan: RetrievePlan) -> RetrieveSummary:
         plan.ks,
         len(x_q),
         len(x_i),
-        new.num_rows,
-        time.perf_counter() - t0,
-        t_search,
-        headline,
-        path=path,
+        added,
+        phases.total,
+        phases.seconds["search"],
+        _headline(rows, plan),
+        path=str(plan.layout.data(table_id(plan.feature_set))),
         timing=phases,
     )
+
+
+def retrieve(plan: RetrievePlan) -> RetrieveSummary:
+    """:func:`run_retrieve` of ``plan`` (no Spark)."""
+    return run_retrieve(None, plan)
 
 
 def _headline(rows: list[dict[str, Any]], plan: RetrievePlan) -> dict[str, float]:

@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +77,11 @@ def demo_overrides(data_dir: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
-    from dataclasses import replace
-
     from featstore.compare import check_bases
-    from featstore.extract import extract
     from featstore.ingest import ingest
-    from featstore.reduce import reduce
     from featstore.report import build_report
-    from featstore.retrieval import plan_retrieve, retrieve
-    from featstore.sources.synthetic import generate
-    from featstore.train.grid import run_grid
+    from featstore.study import run_study
+    from featstore.timing import Phases
 
     out = Path(args.out).resolve()
     data_dir, store_dir, report_dir = out / "celeba", out / "store", out / "report"
@@ -98,24 +92,61 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         store=str(store_dir),
     )
     bases = check_bases(cfg)  # every base's name, layers and weights, before any work
-    t0 = time.perf_counter()
+    clock = Phases()
+    clock.lap("synth")
+    _synth(args, data_dir)
+
+    clock.lap("start spark")
+    session = SparkProvider(args, spark)(cfg)
+    clock.lap("ingest")
+    ing = ingest(session, cfg.ingest, cfg.store)
+    clock.lap("study")
+    _progress("ingest", ing.ok, clock.seconds["ingest"])
+
+    study = run_study(
+        session,
+        cfg,
+        cfg.store,
+        bases,
+        on_progress=_progress,
+        on_base=_extract_banner(cfg),
+        grids=demo_grids,
+    )
+
+    clock.lap("report")
+    first_set = study.runs[0].raw  # the first base's raw set
+    rep = build_report(cfg.store, report_dir, feature_set=first_set, color_by="Smiling")
+    clock.lap(None)
+    _progress("report", 1, clock.seconds["report"], "report")
+
+    print()
+    print(rep.markdown)
+    print()
+    print(f"store:  {store_dir}   (featstore ls {store_dir})")
+    print(f"report: {rep.index_html}")
+    print(f"demo finished in {clock.total:.0f} s")
+    return EXIT_OK
+
+
+def _synth(args: argparse.Namespace, data_dir: Path) -> None:
+    """The synthetic CelebA-format set (kept from an earlier run)."""
+    from featstore.sources.synthetic import generate
+
     if (data_dir / "list_attr_celeba.txt").is_file():
         print(f"[synth   ] reusing {data_dir}", flush=True)
-    else:
-        s = generate(
-            data_dir,
-            args.n,
-            seed=args.seed,
-            labels_from=args.labels_from,
-            workers=os.cpu_count() or 1,
-        )
-        _progress("synth", s.n, s.seconds)
+        return
+    s = generate(
+        data_dir,
+        args.n,
+        seed=args.seed,
+        labels_from=args.labels_from,
+        workers=os.cpu_count() or 1,
+    )
+    _progress("synth", s.n, s.seconds)
 
-    session = SparkProvider(args, spark)(cfg)
-    t = time.perf_counter()
-    ing = ingest(session, cfg.ingest, cfg.store)
-    _progress("ingest", ing.ok, time.perf_counter() - t)
 
+def _extract_banner(cfg: Any) -> Any:
+    """The study's ``on_base``: the line printed before each base's extract."""
     weights = cfg.extract.weights
     how = (
         "RANDOM weights (offline demo; use --set extract.weights=imagenet with the Keras "
@@ -123,87 +154,51 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         if weights == "random"
         else f"weights {weights}"
     )
-    reduced_sets: list[tuple[int, str]] = []  # (dim, name) of every base's reduced sets
-    first_set, first_top = "", ""  # the first base's raw set and its largest reduced one
-    for base in bases:
+
+    def banner(i: int, n: int, base: str) -> None:
         print(f"[extract ] {base} at {cfg.extract.input_size} with {how}", flush=True)
-        ex = extract(session, replace(cfg.extract, model=base), cfg.store)
-        _progress("extract", ex.ok + ex.errors, ex.seconds, note=base)
-        first_set = first_set or ex.feature_set
 
-        t = time.perf_counter()
-        red = reduce(session, replace(cfg.reduce, feature_set=ex.feature_set), cfg.store)
-        _progress("reduce", len(red.sets), time.perf_counter() - t, "sets", note=base)
-        # the PCA dimensions only: on 2 cores, forests on the full 2,048-dim embedding would
-        # take longer than the rest of the demo together
-        reduced = [r.name for r in sorted(red.sets, key=lambda r: r.dim)]
-        reduced_sets += [(r.dim, r.name) for r in red.sets]
-        first_top = first_top or reduced[-1]
+    return banner
 
-        t = time.perf_counter()
-        dims = {ex.feature_set: ex.dim, **{r.name: r.dim for r in red.sets}}
-        on = {"raw": [ex.feature_set], "reduced": reduced, "all": [ex.feature_set, *reduced]}[
-            cfg.compare.retrieve_on
-        ]
-        runs = [
-            retrieve(plan_retrieve(replace(cfg.retrieve, feature_set=name), cfg.store))
-            for name in on
-        ]
-        top = runs[0].headline  # the raw set's (or the smallest reduced one's)
-        scores = ", ".join(
-            f"{k.replace(' top-5 precision', '')} {v:.3f}"
-            for k, v in top.items()
-            if k.endswith("top-5 precision")
-        )
-        _progress(
-            "retrieve",
-            len(runs),
-            time.perf_counter() - t,
-            "runs",
-            note=f"{base}; top-5 precision of the {dims[on[0]]}-d set: {scores}"
-            if scores
-            else base,
-        )
 
-    # one grid: every base's reduced sets at the summary's training size (the whole split when
-    # it is in the grid), which the summary, the heatmap and the base comparison read; then the
-    # other sizes on the first base's largest set only, the one the accuracy-against-size curve
-    # shows (the report plots the set with the most training sizes). On 2 cores the fits are
-    # most of the demo's time. The grid runs its cells in order, two at a time: the largest
-    # dimension first, so the slowest fits do not come last with one core idle.
-    # Seeds: the summary's grid runs the first seed; the smaller training size, where training
-    # draws matter most, runs every seed (train.seeds), so the report shows their spread at the
-    # cost of 2 more small grids instead of tripling the whole demo.
+def demo_grids(cfg: Any, runs: Any) -> list[Any]:
+    """The demo's grids (featstore.study ``grids``), on the PCA dimensions only: on 2 cores,
+    forests on the full 2,048-dim embedding would take longer than the rest of the demo
+    together.
+
+    One grid: every base's reduced sets at the summary's training size (the whole split when
+    it is in the grid), which the summary, the heatmap and the base comparison read; then the
+    other sizes on the first base's largest set only, the one the accuracy-against-size curve
+    shows (the report plots the set with the most training sizes). On 2 cores the fits are
+    most of the demo's time. The grid runs its cells in order, two at a time: the largest
+    dimension first, so the slowest fits do not come last with one core idle.
+    Seeds: the summary's grid runs the first seed; the smaller training size, where training
+    draws matter most, runs every seed (train.seeds), so the report shows their spread at the
+    cost of 2 more small grids instead of tripling the whole demo."""
+    from dataclasses import replace
+
+    from featstore.study import StudyGrid
+
     sizes = tuple(cfg.train.train_sizes)
     summary_size = 0 if 0 in sizes else max(sizes)
     seeds = tuple(cfg.train.seeds)
+    reduced_sets = [(r.dim, r.name) for run in runs for r in run.reduce.sets]
     order = tuple(name for _, name in sorted(reduced_sets, key=lambda d: (-d[0], d[1])))
+    first_top = runs[0].reduced[-1]  # the first base's largest reduced set
+    grids = []
     for feature_sets, grid_sizes, grid_seeds, what in (
-        (order, (summary_size,), seeds[:1], ", ".join(bases)),
+        (order, (summary_size,), seeds[:1], ", ".join(run.base for run in runs)),
         ((first_top,), tuple(n for n in sizes if n != summary_size), seeds, first_top),
     ):
         if not grid_sizes:
             continue
-        g = run_grid(
-            session,
-            cfg.store,
-            replace(cfg.train, feature_sets=feature_sets, train_sizes=grid_sizes, seeds=grid_seeds),
-        )
         shown = ", ".join("all rows" if n == 0 else f"{n:,} rows" for n in grid_sizes)
         seeds_text = f", {len(grid_seeds)} seeds" if len(grid_seeds) > 1 else ""
-        _progress("train", g.cells, g.seconds, "fits", note=f"{what} ({shown}{seeds_text})")
-
-    t = time.perf_counter()
-    rep = build_report(cfg.store, report_dir, feature_set=first_set, color_by="Smiling")
-    _progress("report", 1, time.perf_counter() - t, "report")
-
-    print()
-    print(rep.markdown)
-    print()
-    print(f"store:  {store_dir}   (featstore ls {store_dir})")
-    print(f"report: {rep.index_html}")
-    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
-    return EXIT_OK
+        grid_cfg = replace(
+            cfg.train, feature_sets=feature_sets, train_sizes=grid_sizes, seeds=grid_seeds
+        )
+        grids.append(StudyGrid(grid_cfg, f"{what} ({shown}{seeds_text})"))
+    return grids
 
 
 def main(argv: list[str] | None = None, spark: Any = None) -> int:

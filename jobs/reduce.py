@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "reduce") -> None:
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.errors import ConfigError
-    from featstore.reduce import plan_reduce, reduce, summary_line
+    from featstore.reduce import plan_reduce, run_reduce, summary_line
 
     cfg = config_from_args(
         args,
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
             cfg.store, rows * 4 * sum(plan.todo) + 4 * plan.dim * max(plan.todo), what="reduce"
         )
     session = SparkProvider(args, spark)(cfg) if plan.todo else spark
-    print(summary_line(reduce(session, cfg.reduce, cfg.store)))
+    print(summary_line(run_reduce(session, plan)))
     return EXIT_OK
 
 

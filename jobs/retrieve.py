@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "retrieve") -> None:
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.errors import ConfigError
-    from featstore.retrieval import plan_retrieve, retrieve, summary_line
+    from featstore.retrieval import plan_retrieve, run_retrieve, summary_line
 
     cfg = config_from_args(
         args,
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
         from featstore import store
 
         store.check_writable(cfg.store, 4096, what="retrieve")
-    print(summary_line(retrieve(plan)))
+    print(summary_line(run_retrieve(None, plan)))  # no Spark: the search runs here
     return EXIT_OK
 
 

@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "train") -> None:
 
 def run(args: argparse.Namespace, spark: Any = None) -> int:
     from featstore.errors import ConfigError
-    from featstore.train.grid import plan, plan_run, run_grid
+    from featstore.train.grid import plan_train, run_train
 
     cfg = config_from_args(
         args,
@@ -66,14 +66,14 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     )
     if not cfg.store:
         raise ConfigError("train needs a store folder (--store STORE)")
+    grid = plan_train(cfg.train, cfg.store)  # a bad grid, a damaged input: before Spark starts
     if args.dry_run:
-        return _dry_run(plan_run(cfg.store, cfg.train))
-    plan(cfg.store, cfg.train)  # a bad grid, a damaged input: reported before Spark starts
+        return _dry_run(grid)
     from featstore import store
 
     store.check_writable(cfg.store, what="train")
     session = SparkProvider(args, spark)(cfg)
-    s = run_grid(session, cfg.store, cfg.train)
+    s = run_train(session, grid)
     print(
         f"trained: {s.cells} fits ({s.ran} run, {s.resumed} already done) in {s.seconds:.1f} s;"
         f" results: {s.ok_rows} ok, {s.error_rows} errors -> {s.store}/results"

@@ -152,7 +152,7 @@ def test_the_layer_table_matches_keras():
 def test_train_dry_run_lists_fits_to_run_and_skip(fake_store, tmp_path):
     import shutil
 
-    from featstore.train import grid
+    from featstore.train import cells, grid
 
     root = tmp_path / "store"
     shutil.copytree(fake_store, root)
@@ -160,7 +160,7 @@ def test_train_dry_run_lists_fits_to_run_and_skip(fake_store, tmp_path):
         feature_sets=("toy-avg",), attributes=("Smiling", "Male"), models=("lasso", "forest")
     )
     done = grid.plan(root, cfg)[0]  # lasso Smiling: a finished ok cell in the store
-    row = grid._empty_row(done, done.key(cfg))
+    row = cells._empty_row(done, done.key(cfg))
     row["status"] = "ok"
     store.Layout(root).cells.mkdir(parents=True)
     grid._write_cell(store.Layout(root).cells, done.key(cfg), [row])

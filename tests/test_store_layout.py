@@ -146,7 +146,7 @@ def test_feature_sets_of_a_grid_are_checked_before_spark(job_store, capsys):
 
 
 def test_an_error_cell_is_fitted_again_and_an_ok_cell_kept(job_store, tmp_path, monkeypatch):
-    from featstore.train import grid
+    from featstore.train import cells, grid
 
     root = tmp_path / "store"
     shutil.copytree(job_store, root)
@@ -157,21 +157,21 @@ def test_an_error_cell_is_fitted_again_and_an_ok_cell_kept(job_store, tmp_path, 
         folds=3,
         bootstrap=50,
     )
-    real_fit = grid._fit
+    real_fit = cells._fit
 
     def flaky(cell, *a, **kw):
         if cell.attribute == "Young":
             raise ValueError("a transient failure")
         return real_fit(cell, *a, **kw)
 
-    monkeypatch.setattr(grid, "_fit", flaky)
+    monkeypatch.setattr(cells, "_fit", flaky)
     first = grid.run_grid(None, str(root), cfg, parallel=False)
     assert (first.ran, first.ok_rows, first.error_rows) == (2, 2, 1)  # + Male from the fixture
     res = store.read_results(root).set_index("attribute")
     assert res.loc["Young", "status"] == "error" and "transient" in res.loc["Young", "reason"]
     smiling = res.loc["Smiling", "created"]
 
-    monkeypatch.setattr(grid, "_fit", real_fit)
+    monkeypatch.setattr(cells, "_fit", real_fit)
     second = grid.run_grid(None, str(root), cfg, parallel=False)
     assert (second.ran, second.resumed) == (1, 1)  # only the error cell runs again
     res = store.read_results(root).set_index("attribute")

@@ -419,7 +419,7 @@ def test_custom_split_is_drawn_per_seed_and_shared_by_the_models_of_a_seed(sig_s
 def test_a_custom_split_keeps_every_person_in_one_split():
     import numpy as np
 
-    from featstore.train.grid import _custom_split
+    from featstore.train.cells import _custom_split
 
     rng = np.random.default_rng(0)
     groups = rng.integers(0, 40, size=400)  # 40 people, ~10 images each
