@@ -281,7 +281,7 @@ class _NativeSplit:
         if not attributes:
             raise StoreError("the feed needs at least one attribute")
         manifest = store.check_feature_set(path, feature_set)
-        _, names = store._check_selection(path, feature_set, manifest, [split], attributes)
+        _, names = store.check_selection(path, feature_set, manifest, [split], attributes)
         layout = store.Layout(path)
         self.name, self.split, self.data = (
             feature_set,
@@ -302,7 +302,7 @@ class _NativeSplit:
         self.units: list[tuple[Path, int]] = []
         # label rows of each record batch, found once (a hash lookup) and reused every epoch
         self._label_rows: dict[tuple[tuple[Path, int], int], Any] = {}
-        for f in store._data_files(layout, store.features_id(feature_set), manifest, [split]):
+        for f in store.data_files(layout, store.features_id(feature_set), manifest, [split]):
             try:
                 groups = pq.ParquetFile(f).metadata.num_row_groups
             except (pa.ArrowException, OSError) as exc:
