@@ -288,8 +288,8 @@ class _NativeSplit:
             split,
             layout.data(store.features_id(feature_set)),
         )
-        self.dim = int(manifest["dim"])
-        self.rows = int(manifest["counts"]["splits"][split])
+        self.dim = int(manifest.extra["dim"])
+        self.rows = int(manifest.counts["splits"][split])
         # rows per read: about 16 MiB of float32 embeddings, never fewer than one
         self.read_rows = read_rows or max(1, min(65536, (16 << 20) // (4 * max(self.dim, 1))))
         labels = store.read_table(path, "labels", columns=["image_id", *names])

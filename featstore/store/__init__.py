@@ -122,6 +122,7 @@ from featstore.store.lock import (
 )
 from featstore.store.manifest import (
     SCHEMA_VERSION,
+    Manifest,
     base_manifest,
     fingerprint,
     fs_fingerprint,
@@ -188,6 +189,7 @@ __all__ = [
     "ConfigError",
     "Layout",
     "LockedError",
+    "Manifest",
     "StoreError",
     "TableLock",
     "TableWriter",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from featstore import __version__
@@ -21,12 +21,12 @@ from featstore.store.layout import (
     open_store,
 )
 from featstore.store.lock import recover
-from featstore.store.manifest import SCHEMA_VERSION, fs_fingerprint
+from featstore.store.manifest import SCHEMA_VERSION, Manifest, fs_fingerprint
 
 logger = logging.getLogger("featstore.store")
 
 
-def read_manifest(layout: Layout, tid: str) -> dict[str, Any] | None:
+def read_manifest(layout: Layout, tid: str) -> Manifest | None:
     """The committed manifest of a table, or None if it is not committed. A commit a killed
     writer left half done is finished first. Raises StoreError (naming the file) for a damaged
     manifest or one of a schema_version this code does not know."""
@@ -49,10 +49,10 @@ def read_manifest(layout: Layout, tid: str) -> dict[str, Any] | None:
             f"{path}: schema_version {version!r} is not supported by featstore {__version__} "
             f"(expects {SCHEMA_VERSION}); upgrade featstore or rebuild the table"
         )
-    return manifest
+    return Manifest.from_dict(manifest)
 
 
-def existing_output(layout: Layout, tid: str, *, overwrite: bool) -> dict[str, Any] | None:
+def existing_output(layout: Layout, tid: str, *, overwrite: bool) -> Manifest | None:
     """The committed manifest of a table a stage is asked to (re)build, or None. Without
     ``overwrite`` a damaged table (its manifest, or its files against the manifest's sha256)
     stops the stage with one line ending "rebuild it with --overwrite": never "already done",
@@ -70,7 +70,7 @@ def existing_output(layout: Layout, tid: str, *, overwrite: bool) -> dict[str, A
         return None
 
 
-def require_committed(layout: Layout, tid: str) -> dict[str, Any]:
+def require_committed(layout: Layout, tid: str) -> Manifest:
     manifest = read_manifest(layout, tid)
     if manifest is None:
         hint = " (run `featstore ingest` first)" if tid in ("images", "labels") else ""
@@ -101,7 +101,7 @@ def table_ids(layout: Layout) -> list[str]:
 
 
 def _entry(
-    layout: Layout, tid: str, manifest: dict[str, Any] | None, damage: str | None = None
+    layout: Layout, tid: str, manifest: Manifest | None, damage: str | None = None
 ) -> dict[str, Any]:
     prefix = tid.partition("/")[0]
     kind = prefix if prefix in PER_SET_TABLES and "/" in tid else "table"
@@ -144,18 +144,19 @@ def list_tables(path: str | os.PathLike[str], *, damaged: bool = False) -> list[
     return out
 
 
-def stale_inputs(layout: Layout, tid: str, manifest: dict[str, Any]) -> list[str]:
+def stale_inputs(layout: Layout, tid: str, manifest: Mapping[str, Any]) -> list[str]:
     """What a derived table was derived from that has changed since (manifests only): a PCA
     set's source, a retrieval table's feature set, the feature sets of the results table. One
     line per changed input (``"<set> (replaced since)"``, ``"<set> (gone)"``); empty if none."""
+    extra = Manifest.from_dict(manifest).extra
     if tid == "results":
-        derived_from = dict(manifest.get("feature_sets") or {})
+        derived_from = dict(extra.get("feature_sets") or {})
     elif tid.startswith("retrieval/"):
         derived_from = {
-            manifest.get("feature_set") or tid.split("/", 1)[1]: manifest.get("feature_set_content")
+            extra.get("feature_set") or tid.split("/", 1)[1]: extra.get("feature_set_content")
         }
-    elif isinstance(manifest.get("source"), dict) and manifest["source"].get("name"):
-        src = manifest["source"]
+    elif isinstance(extra.get("source"), dict) and extra["source"].get("name"):
+        src = extra["source"]
         derived_from = {src["name"]: src.get("content_fingerprint")}
     else:
         return []
@@ -205,7 +206,7 @@ def feature_set_names(path: str | os.PathLike[str]) -> list[str]:
     return [t["name"] for t in list_tables(path) if t["kind"] == "features"]
 
 
-def feature_set_manifest(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+def feature_set_manifest(path: str | os.PathLike[str], name: str) -> Manifest:
     """The manifest of a committed feature set (StoreError if unknown or uncommitted)."""
     layout = open_store(path)
     manifest = read_manifest(layout, features_id(name))
@@ -220,7 +221,7 @@ def feature_set_manifest(path: str | os.PathLike[str], name: str) -> dict[str, A
 
 def check_table(
     path: str | os.PathLike[str], name: str, *, checksums: bool = False, deep: bool = False
-) -> dict[str, Any]:
+) -> Manifest:
     """The manifest of table or feature set ``name`` after :func:`check_files`."""
     table = find_table(path, name)
     check_files(Layout(path), table["id"], table["manifest"], checksums=checksums, deep=deep)
@@ -229,7 +230,7 @@ def check_table(
 
 def check_feature_set(
     path: str | os.PathLike[str], name: str, *, checksums: bool = False, deep: bool = False
-) -> dict[str, Any]:
+) -> Manifest:
     """Manifest of feature set ``name`` after checking its files (see :func:`check_files`;
     ``checksums=True``: a verified read, what a stage does to its input)."""
     manifest = feature_set_manifest(path, name)

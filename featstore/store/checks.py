@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from featstore.errors import StoreError
 from featstore.store.layout import Layout
+from featstore.store.manifest import Manifest
 from featstore.store.schema import FEATURES_PYARROW_OPTIONS, embedding_type
+
+M = TypeVar("M", bound=Mapping[str, Any])
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -101,7 +104,7 @@ def rows_per_split(files: Sequence[dict[str, Any]]) -> dict[str, int]:
 def check_files(
     layout: Layout,
     tid: str,
-    manifest: dict[str, Any],
+    manifest: Mapping[str, Any],
     *,
     checksums: bool = False,
     deep: bool = False,
@@ -114,6 +117,7 @@ def check_files(
     flipped bit; what a stage does to the table it derives from, :func:`verify_table`).
     ``deep``: checksums, and every file decoded in full (finds damage that was already there
     when the table was committed). Raises StoreError naming the first damage."""
+    m = Manifest.from_dict(manifest)
     checksums = checksums or deep
     footers = footers or checksums
     import pyarrow.parquet as pq
@@ -121,7 +125,7 @@ def check_files(
     damaged = f"table {tid} is damaged"
     fix = "rebuild it with --overwrite"
     for key, folder in (("files", layout.data(tid)), ("errors_files", layout.errors(tid))):
-        listed = manifest.get(key)
+        listed = getattr(m, key)
         if listed is None:
             if key == "files":
                 raise StoreError(
@@ -172,22 +176,22 @@ def check_files(
                     raise StoreError(
                         f"{path}: {damaged}: cannot be decoded ({str(exc).splitlines()[0]}); {fix}"
                     ) from None
-    counts = manifest.get("counts", {})
-    rows = sum(int(f["rows"]) for f in manifest["files"])
+    counts = m.counts
+    rows = sum(int(f["rows"]) for f in m.files)
     declared = counts.get("rows", counts.get("ok"))
     if declared is not None and int(declared) != rows:
         raise StoreError(
             f"{layout.manifest_path(tid)}: {damaged}: counts say {declared} rows, "
             f"its files hold {rows}; {fix}"
         )
-    splits = rows_per_split(manifest["files"])
+    splits = rows_per_split(m.files)
     if splits and {k: int(v) for k, v in counts.get("splits", {}).items() if v} != splits:
         raise StoreError(
             f"{layout.manifest_path(tid)}: {damaged}: counts.splits "
             f"{counts.get('splits')} disagree with its files {splits}; {fix}"
         )
-    if manifest.get("errors_files") is not None and counts.get("errors") is not None:
-        err_rows = sum(int(f["rows"]) for f in manifest["errors_files"])
+    if m.errors_files is not None and counts.get("errors") is not None:
+        err_rows = sum(int(f["rows"]) for f in m.errors_files)
         if int(counts["errors"]) != err_rows:
             raise StoreError(
                 f"{layout.manifest_path(tid)}: {damaged}: counts.errors "
@@ -208,7 +212,7 @@ def _verified_sha256(path: Path) -> str:
     return _SHA_SEEN[key]
 
 
-def verify_table(layout: Layout, tid: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def verify_table(layout: Layout, tid: str, manifest: M) -> M:
     """A verified read: the table's files against its manifest, every byte against the
     manifest's sha256 (see bench/RESULTS.md for what it costs). What every stage does to the
     table it derives another from, and to a table it would otherwise skip as already done.

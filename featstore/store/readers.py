@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from featstore.store.catalog import (
 )
 from featstore.store.checks import check_files
 from featstore.store.layout import Layout, features_id, spark_uri
+from featstore.store.manifest import Manifest
 from featstore.store.schema import (
     CLASS,
     ERRORS_SCHEMA,
@@ -58,9 +59,7 @@ def read_errors(path: str | os.PathLike[str], name: str) -> pa.Table:
 
     table = find_table(path, name)
     layout = Layout(path)
-    files = [
-        layout.errors(table["id"]) / f["path"] for f in table["manifest"].get("errors_files") or []
-    ]
+    files = [layout.errors(table["id"]) / f["path"] for f in table["manifest"].errors_files or []]
     if not files:
         return ERRORS_SCHEMA.empty_table()
     return pa.concat_tables([pq.read_table(f, schema=ERRORS_SCHEMA) for f in files])
@@ -69,11 +68,11 @@ def read_errors(path: str | os.PathLike[str], name: str) -> pa.Table:
 def check_selection(
     path: str | os.PathLike[str],
     name: str,
-    manifest: dict[str, Any],
+    manifest: Mapping[str, Any],
     splits: Sequence[str] | None,
     attributes: Sequence[str] | None,
 ) -> tuple[list[str], list[str]]:
-    have_splits = sorted(manifest["counts"]["splits"])
+    have_splits = sorted(Manifest.from_dict(manifest).counts["splits"])
     want_splits = list(splits) if splits else have_splits
     for s in want_splits:
         if s not in have_splits:
@@ -81,7 +80,7 @@ def check_selection(
                 f"feature set {name!r} has no split {s!r} (it has {', '.join(have_splits)})"
             )
     labels_manifest = require_committed(Layout(path), "labels")
-    known = labels_manifest["attributes"]
+    known = labels_manifest.extra["attributes"]
     want_attrs = list(known) if attributes is None else list(attributes)
     for a in want_attrs:
         if a not in known:
@@ -93,12 +92,12 @@ def check_selection(
 
 
 def data_files(
-    layout: Layout, tid: str, manifest: dict[str, Any], splits: Sequence[str] | None = None
+    layout: Layout, tid: str, manifest: Mapping[str, Any], splits: Sequence[str] | None = None
 ) -> list[Path]:
     """The committed data files of table ``tid`` that its manifest lists (of ``splits``)."""
     folder = layout.data(tid)
     out = []
-    for f in manifest["files"]:
+    for f in Manifest.from_dict(manifest).files:
         split = next(
             (p.split("=", 1)[1] for p in f["path"].split("/")[:-1] if p.startswith("split=")), None
         )
@@ -238,7 +237,7 @@ def load_xy(
     import numpy as np
 
     table = read_arrow(path, name, splits=[split], attributes=[attribute])
-    x = embedding_matrix(table, int(feature_set_manifest(path, name)["dim"]), name)
+    x = embedding_matrix(table, int(feature_set_manifest(path, name).extra["dim"]), name)
     y = table[attribute].to_numpy(zero_copy_only=False).astype(np.int8)
     return x, y, table["image_id"].to_pylist()
 

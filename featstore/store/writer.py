@@ -31,7 +31,7 @@ from featstore.store.lock import (
     remove_paths,
     roll_forward,
 )
-from featstore.store.manifest import fingerprint
+from featstore.store.manifest import Manifest, fingerprint
 from featstore.store.schema import ERRORS_SCHEMA
 
 logger = logging.getLogger("featstore.store")
@@ -65,7 +65,7 @@ class TableWriter:
         self.layout, self.tid = layout, tid
         self.resume_key, self.overwrite, self.spark = resume_key, overwrite, spark
         self.lock = TableLock(layout, tid, wait_s=lock_wait_s)
-        self.committed: dict[str, Any] | None = None
+        self.committed: Manifest | None = None
         self._journalled = False  # the commit's journal exists: its staging must stay
         self._conf: dict[str, str | None] = {}
         token = resume_key[:12] if resume_key else uuid.uuid4().hex[:12]
@@ -138,16 +138,18 @@ class TableWriter:
 
     def commit(
         self,
-        manifest: dict[str, Any],
+        manifest: dict[str, Any] | Manifest,
         *,
         has_errors: bool = True,
         extra_moves: Sequence[tuple[Path, Path]] = (),
-    ) -> dict[str, Any]:
+    ) -> Manifest:
         """Describe the staged files in the manifest and commit data, errors and metadata.
 
         Checks before anything moves: the manifest's ``counts.rows`` (or, without it,
         ``counts.ok``) equals the rows of the data files, ``counts.errors`` the rows of the errors files."""
         layout = self.layout
+        if isinstance(manifest, Manifest):
+            manifest = manifest.to_dict()
         for folder in (self.data, self.errors):  # Spark's _SUCCESS and .crc files: not data
             keep = set(parquet_files(folder))
             for p in folder.rglob("*") if folder.is_dir() else []:
@@ -208,8 +210,8 @@ class TableWriter:
         )
         self._journalled = True
         roll_forward(layout, layout.journal(self.tid))
-        self.committed = manifest
-        return manifest
+        self.committed = Manifest.from_dict(manifest)
+        return self.committed
 
 
 def write_errors(folder: Path, rows: Sequence[dict[str, Any]], name: str = "part-00000") -> int:
