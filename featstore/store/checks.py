@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from featstore import fsio
 from featstore.errors import StoreError
 from featstore.store.layout import Layout
 from featstore.store.manifest import Manifest
@@ -72,17 +73,17 @@ def fix_embedding_width(folder: Path, dim: int) -> int:
             continue
         i = schema.get_field_index("embedding")
         target = schema.set(i, pa.field("embedding", want, nullable=schema.field(i).nullable))
-        tmp = f.with_name(f".{f.name}.tmp")
-        with pq.ParquetWriter(tmp, target, **FEATURES_PYARROW_OPTIONS) as out:
+        with (
+            fsio.atomic_path(f) as tmp,
+            pq.ParquetWriter(tmp, target, **FEATURES_PYARROW_OPTIONS) as out,
+        ):
             for g in range(pf.num_row_groups):
                 part = pf.read_row_group(g)
                 try:
                     part = part.cast(target)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    tmp.unlink()
                     raise StoreError(f"{f}: embeddings are not all {dim} long") from None
                 out.write_table(part, row_group_size=max(1, part.num_rows))
-        os.replace(tmp, f)
         rewritten += 1
     return rewritten
 

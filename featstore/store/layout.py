@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from featstore import __version__
+from featstore import __version__, fsio
 from featstore.errors import ConfigError, StoreError
 
 LAYOUT_VERSION = 2
@@ -177,15 +177,8 @@ def now_iso() -> str:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    """Write JSON atomically (temp file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically (temp file, fsync, rename): :func:`featstore.fsio.write_json`."""
+    return fsio.write_json(path, obj, fsync=True)
 
 
 def _v1_tables(root: Path) -> list[Path]:

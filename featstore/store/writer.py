@@ -4,7 +4,6 @@ of a table (see :mod:`featstore.store`)."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from featstore import fsio
 from featstore.errors import StoreError
 from featstore.store.checks import (
     describe_files,
@@ -221,9 +221,8 @@ def write_errors(folder: Path, rows: Sequence[dict[str, Any]], name: str = "part
 
     folder.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(list(rows), schema=ERRORS_SCHEMA)
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, folder / f"{name}.parquet")
+    with fsio.atomic_path(folder / f"{name}.parquet") as tmp:
+        pq.write_table(table, tmp)
     return table.num_rows
 
 
