@@ -35,7 +35,7 @@ def local_path(path: str | os.PathLike[str]) -> Path:
     """The absolute local path of a store location: a path or a ``file:`` URI.
 
     Raises :class:`StoreError` for any other URI scheme (``hdfs://``, ``s3a://``...): the store
-    needs a POSIX file system shared by driver and executors (see the module docstring)."""
+    needs a POSIX file system shared by driver and executors (see :mod:`featstore.store`)."""
     text = os.fspath(path)
     m = _URI.match(text)
     if m and len(m.group(1)) > 1:  # one letter is a Windows drive ("C:")
@@ -93,7 +93,7 @@ def safe_tid(tid: str) -> str:
 
 
 class Layout:
-    """Paths inside a store (see the module docstring)."""
+    """Paths inside a store (see :mod:`featstore.store`)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = local_path(root)

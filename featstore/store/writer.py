@@ -38,7 +38,7 @@ logger = logging.getLogger("featstore.store")
 
 
 class TableWriter:
-    """The one way a table is written (see the module docstring).
+    """The one way a table is written (see :mod:`featstore.store`).
 
     ::
 
