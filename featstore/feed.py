@@ -281,15 +281,15 @@ class _NativeSplit:
         if not attributes:
             raise StoreError("the feed needs at least one attribute")
         manifest = store.check_feature_set(path, feature_set)
-        _, names = store._check_selection(path, feature_set, manifest, [split], attributes)
+        _, names = store.check_selection(path, feature_set, manifest, [split], attributes)
         layout = store.Layout(path)
         self.name, self.split, self.data = (
             feature_set,
             split,
             layout.data(store.features_id(feature_set)),
         )
-        self.dim = int(manifest["dim"])
-        self.rows = int(manifest["counts"]["splits"][split])
+        self.dim = int(manifest.extra["dim"])
+        self.rows = int(manifest.counts["splits"][split])
         # rows per read: about 16 MiB of float32 embeddings, never fewer than one
         self.read_rows = read_rows or max(1, min(65536, (16 << 20) // (4 * max(self.dim, 1))))
         labels = store.read_table(path, "labels", columns=["image_id", *names])
@@ -302,7 +302,7 @@ class _NativeSplit:
         self.units: list[tuple[Path, int]] = []
         # label rows of each record batch, found once (a hash lookup) and reused every epoch
         self._label_rows: dict[tuple[tuple[Path, int], int], Any] = {}
-        for f in store._data_files(layout, store.features_id(feature_set), manifest, [split]):
+        for f in store.data_files(layout, store.features_id(feature_set), manifest, [split]):
             try:
                 groups = pq.ParquetFile(f).metadata.num_row_groups
             except (pa.ArrowException, OSError) as exc:

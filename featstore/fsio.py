@@ -3,7 +3,9 @@
 Every writer in featstore goes through :func:`atomic_path`: the content is written to a hidden
 temporary file next to the target (same folder, so the rename cannot cross file systems), made
 durable with ``fsync`` when asked, and renamed over the target with ``os.replace``. A failure
-before the rename removes the temporary file and leaves the target as it was.
+before the rename removes the temporary file and leaves the target as it was. An interruption
+(``SystemExit``, ``KeyboardInterrupt``) leaves it, as a kill does: the store's next writer or
+reader removes what a killed job left (:func:`featstore.store.tidy`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterato
             finally:
                 os.close(fd)
         os.replace(tmp, path)
-    finally:
+    except Exception:
         tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> Path:

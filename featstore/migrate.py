@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featstore import store
+from featstore import fsio, store
 from featstore.errors import StoreError
 
 logger = logging.getLogger(__name__)
@@ -110,9 +110,8 @@ def _fix_model_paths(path: Path) -> None:
         if isinstance(mp, str) and mp.startswith("results/_models/"):
             r["model_path"] = "models/" + mp[len("results/_models/") :]
     out = pa.Table.from_pylist(rows, schema=store.RESULTS_SCHEMA)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(out, tmp)
-    os.replace(tmp, path)
+    with fsio.atomic_path(path) as tmp:
+        pq.write_table(out, tmp)
 
 
 def _v1_feature_sets(layout: store.Layout) -> list[tuple[str, Path]]:

@@ -6,12 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # run as a script: import from the repository, not from jobs/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from jobs.common import EXIT_BAD_INPUT, EXIT_OK
+
+if TYPE_CHECKING:
+    from featstore.store import Manifest
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -50,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
-def _rows(manifest: dict[str, Any]) -> str:
-    counts = manifest.get("counts", {})
+def _rows(manifest: Manifest) -> str:
+    counts = manifest.counts
     ok = counts.get("ok", counts.get("rows"))
     errors = counts.get("errors")
     text = f"{ok:,} rows" if isinstance(ok, int) else "?"
@@ -112,13 +115,16 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if args.check or args.deep:
         store.check_table(args.store, args.name, checksums=True, deep=args.deep)
         checked = (
-            f"{len(manifest.get('files', []))} files match the manifest "
+            f"{len(manifest.files or [])} files match the manifest "
             f"(sizes, row counts, sha256{'; every file decoded' if args.deep else ''})"
         )
     if args.json:
         print(
             json.dumps(
-                {**manifest, "paths": {"data": table["path"], "errors": table["errors_path"]}},
+                {
+                    **manifest.to_dict(),
+                    "paths": {"data": table["path"], "errors": table["errors_path"]},
+                },
                 indent=2,
                 sort_keys=True,
             )
@@ -133,8 +139,9 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     flag = spread.note(manifest)
     if flag:
         print(f"  DEGENERATE: {flag.removeprefix('degenerate: ')}")
-    for key in sorted(manifest):
-        value = manifest[key]
+    fields = manifest.to_dict()
+    for key in sorted(fields):
+        value = fields[key]
         if key in ("files", "errors_files"):
             value = f"{len(value)} files"
         elif isinstance(value, (dict, list)):
@@ -160,7 +167,7 @@ def _ls(path: str) -> int:
     bad = 0
     degenerate: list[str] = []
     for t in tables:
-        m = t["manifest"] or {}
+        m = t["manifest"]
         if t["damaged"]:
             bad += 1
             state = f"DAMAGED: {t['damaged']}"
@@ -174,8 +181,8 @@ def _ls(path: str) -> int:
                 t["name"],
                 t["kind"],
                 _rows(m) if m else "?",
-                str(m["dim"]) if "dim" in m else "",
-                str(m.get("created", "")),
+                str(m.extra["dim"]) if m and "dim" in m.extra else "",
+                str(m.created) if m and m.created is not None else "",
                 state,
             )
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from featstore import store
+from featstore import fsio, store
 from jobs.cli import main as cli_main
 from jobs.common import run_guarded
 from tests.conftest import JOB_FS
@@ -288,7 +288,7 @@ def test_a_read_only_store_is_refused_before_spark(copy_store, tmp_path, capsys,
 
 
 def _fake_os(fail_on: str) -> types.SimpleNamespace:
-    """``os`` for store.py whose ``replace`` dies (like a kill) when its target holds
+    """``os`` for the store's modules whose ``replace`` dies (like a kill) when its target holds
     ``fail_on``: a kill inside the journal's write leaves its temporary behind."""
 
     def replace(src, dst):
@@ -302,7 +302,7 @@ def _fake_os(fail_on: str) -> types.SimpleNamespace:
 
 
 def _fake_shutil(fail_on: str) -> types.SimpleNamespace:
-    """``shutil`` for store.py whose ``rmtree`` of a staging folder dies: a kill in the commit
+    """``shutil`` for the store's modules whose ``rmtree`` of a staging folder dies: a kill in the commit
     tail, after the renames and the journal's removal, before the cleanup."""
 
     def rmtree(path, *a, **k):
@@ -324,13 +324,17 @@ def test_a_dead_jobs_journal_temporary_staging_and_lock_are_gone_after_the_next_
     tid = store.features_id(PCA)
     argv = ["reduce", "--store", str(copy_store), "--feature-set", JOB_FS, "--dims", "4"]
     # killed inside the journal's write
-    monkeypatch.setattr(store, "os", _fake_os("/_featstore/journal/"))
+    fake_os = _fake_os("/_featstore/journal/")
+    for module in (fsio, store.lock):  # the files written, the commit's renames
+        monkeypatch.setattr(module, "os", fake_os)
     with pytest.raises(SystemExit):
         cli_main([*argv, "--overwrite"], spark=spark)
     monkeypatch.undo()
     assert list((layout.meta / "journal").glob(".*.tmp"))
     # killed in the commit tail: the staging (the old table aside) and, kill -9, the lock stay
-    monkeypatch.setattr(store, "shutil", _fake_shutil("/_featstore/staging/"))
+    fake_shutil = _fake_shutil("/_featstore/staging/")
+    for module in (store.lock, store.writer):
+        monkeypatch.setattr(module, "shutil", fake_shutil)
     with pytest.raises(SystemExit):
         cli_main([*argv, "--overwrite"], spark=spark)
     monkeypatch.undo()

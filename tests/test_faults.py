@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from featstore import store
+from featstore import fsio, store
 from featstore.errors import StoreError
 from jobs.cli import main as cli_main
 from tests.conftest import JOB_FS, build_job_store
@@ -244,7 +244,9 @@ def test_a_kill_inside_a_commit_is_finished_by_the_next_reader(copy_store, monke
     x = np.arange(24, dtype=np.float32).reshape(6, 4)
     write_feature_set(copy_store, "j", ids, ["train"] * 6, x)
     # staged moves: the errors file, the manifest, then the commit's data, errors, metadata
-    monkeypatch.setattr(store, "os", _os_failing_after(3, "/_featstore/staging/"))
+    fake_os = _os_failing_after(3, "/_featstore/staging/")
+    for module in (fsio, store.lock):  # the files written, the commit's renames
+        monkeypatch.setattr(module, "os", fake_os)
     with pytest.raises(SystemExit):
         write_feature_set(copy_store, "j", ids, ["train"] * 6, x + 100)
     monkeypatch.undo()

@@ -73,7 +73,7 @@ def test_spark_reads_an_array(spark, job_store):
 def _old_store(tmp_path, monkeypatch) -> dict:
     """A store written the way featstore wrote feature sets before: variable-length lists."""
     with monkeypatch.context() as m:
-        m.setattr(store, "fix_embedding_width", lambda folder, dim: 0)
+        m.setattr(store.writer, "fix_embedding_width", lambda folder, dim: 0)
         data = make_store(tmp_path / "store", n=24, dim=6)
     data["root"] = tmp_path / "store"
     return data

@@ -9,7 +9,7 @@ Layout (beside the tables, not inside one, so no Parquet glob meets them)::
 
 The results row of a saved fit names its file in ``model_path`` (relative to the store root,
 ``/``-separated; null when no model was saved). Each file is written by the Spark task that
-fitted the model (temp file + ``os.replace``) before the cell's row; a fit run again replaces
+fitted the model (:func:`featstore.fsio.atomic_path`) before the cell's row; a fit run again replaces
 its cell's files. Attribute names are percent-quoted in file names
 (:func:`urllib.parse.quote`, nothing kept but letters, digits and ``_.-~``).
 
@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +54,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from featstore import store
+from featstore import fsio, store
 from featstore.errors import StoreError
 from featstore.train.base import as_features
 
@@ -96,12 +95,8 @@ def _portable(estimator: Any) -> Any:
 def _dump(obj: Any, target: Path) -> None:
     import joblib
 
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with fsio.atomic_path(target) as tmp:
         joblib.dump(obj, tmp, compress=3)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def clear_cell(root: str | os.PathLike[str], cell_key: str) -> None:
