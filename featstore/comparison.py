@@ -85,21 +85,9 @@ def _is_reduced(store_path: str | Any, name: str) -> bool:
         return False
 
 
-def read_retrieval(store_path: str | Any, name: str) -> pd.DataFrame:
-    """The committed retrieval table of feature set ``name`` as pandas, with ``feature_set``."""
-    table = (
-        store.read_table(store_path, f"{RETRIEVAL_TABLE}/{store.check_name(name)}")
-        .select(store.RETRIEVAL_SCHEMA.names)
-        .cast(store.RETRIEVAL_SCHEMA)
-    )
-    df = table.to_pandas()
-    df.insert(0, "feature_set", name)
-    return df
-
-
 def _retrieval_rows(store_path: str | Any) -> pd.DataFrame:
     frames = [
-        read_retrieval(store_path, t["id"].partition("/")[2])
+        store.read_retrieval(store_path, t["id"].partition("/")[2])
         for t in store.list_tables(store_path)
         if t["id"].startswith(f"{RETRIEVAL_TABLE}/")
     ]

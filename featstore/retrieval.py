@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from featstore import store
 from featstore.config import RetrieveConfig
 from featstore.errors import ConfigError, StoreError
+from featstore.store import read_retrieval  # noqa: F401  (the table this stage writes, read back)
 from featstore.timing import Phases
 
 logger = logging.getLogger(__name__)
@@ -779,15 +780,3 @@ def summary_line(s: RetrieveSummary) -> str:
         f"({s.seconds:.1f} s in all); {scores}; {s.rows} rows -> {s.path}"
     )
     return line + (f"\n{s.timing.line('retrieve')}" if s.timing is not None else "")
-
-
-def read_retrieval(store_path: str, name: str) -> Any:
-    """The committed retrieval table of feature set ``name`` as pandas, with ``feature_set``."""
-    table = (
-        store.read_table(store_path, table_id(name))
-        .select(store.RETRIEVAL_SCHEMA.names)
-        .cast(store.RETRIEVAL_SCHEMA)
-    )
-    df = table.to_pandas()
-    df.insert(0, "feature_set", name)
-    return df

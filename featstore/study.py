@@ -142,10 +142,10 @@ def _run_base(
     spark: Any, cfg: Config, store_path: str, base: str, on_progress: OnProgress | None
 ) -> BaseRun:
     """Extract, reduce and retrieve for one base."""
-    from featstore.extract import extract
+    from featstore.extract import plan_extract, run_extract
 
     report = on_progress or _no_progress
-    ex = extract(spark, replace(cfg.extract, model=base), store_path)
+    ex = run_extract(spark, plan_extract(replace(cfg.extract, model=base), store_path))
     report("extract", ex.ok + ex.errors, ex.seconds, "images", base)
     clock = Phases()
     with clock("reduce"):

@@ -138,6 +138,7 @@ from featstore.store.readers import (
     read_identities,
     read_pandas,
     read_results,
+    read_retrieval,
     read_spark,
     read_table,
 )
@@ -231,6 +232,7 @@ __all__ = [
     "read_manifest",
     "read_pandas",
     "read_results",
+    "read_retrieval",
     "read_spark",
     "read_table",
     "recover",

@@ -17,7 +17,7 @@ from featstore.store.catalog import (
     require_committed,
 )
 from featstore.store.checks import check_files
-from featstore.store.layout import Layout, features_id, spark_uri
+from featstore.store.layout import Layout, check_name, features_id, spark_uri
 from featstore.store.manifest import Manifest
 from featstore.store.schema import (
     CLASS,
@@ -25,6 +25,7 @@ from featstore.store.schema import (
     IDENTITY,
     RESULTS_ADDED_COLUMNS,
     RESULTS_SCHEMA,
+    RETRIEVAL_SCHEMA,
 )
 
 
@@ -268,4 +269,16 @@ def read_results(path: str | os.PathLike[str]) -> Any:
         ("groups", np.int64),
     ):
         df[col] = [np.asarray(v, dtype=dtype) if v is not None else None for v in df[col]]
+    return df
+
+
+def read_retrieval(path: str | os.PathLike[str], name: str) -> Any:
+    """The committed retrieval table of feature set ``name`` as pandas, with ``feature_set``."""
+    table = (
+        read_table(path, f"retrieval/{check_name(name)}")
+        .select(RETRIEVAL_SCHEMA.names)
+        .cast(RETRIEVAL_SCHEMA)
+    )
+    df = table.to_pandas()
+    df.insert(0, "feature_set", name)
     return df
