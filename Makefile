@@ -52,6 +52,7 @@ test: $(STAMP) check-java browser lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check featstore jobs tests bench scripts
 	$(VENV)/bin/ruff format --check featstore jobs tests bench scripts notebooks
+	$(PY) scripts/check_shape.py
 
 bench: $(STAMP) check-java
 	$(PY) bench/bench_extract_cpu.py
