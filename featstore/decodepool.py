@@ -13,7 +13,6 @@ import logging
 import multiprocessing
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from featstore.decode import MAX_PIXELS, DecodeError, open_rgb
 from featstore.decode import one_line as _one_line
 from featstore.errors import ConfigError, FeatstoreError
 from featstore.shmring import SlotRing
+from featstore.timing import Stopwatch
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def decode_batch(
 ) -> DecodedBatch:
     """Decode a list of image bytes; failures become ``(position, reason)`` entries. ``out``:
     where to write the pixels (at least ``len(contents)`` images; the ok ones first)."""
-    t0 = time.perf_counter()
+    t0 = Stopwatch()
     h, w = hw
     if out is None:
         out = np.empty((len(contents), h, w, 3), dtype=np.uint8)
@@ -104,7 +104,7 @@ def decode_batch(
             continue
         ok.append(i)
     images = out[: len(ok)] if len(ok) < len(out) else out
-    return DecodedBatch(images, np.asarray(ok, dtype=np.int64), errors, time.perf_counter() - t0)
+    return DecodedBatch(images, np.asarray(ok, dtype=np.int64), errors, t0.seconds)
 
 
 def _decode_to_slot(

@@ -19,7 +19,6 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from featstore.decodepool import (
     decode_image,
 )
 from featstore.errors import ConfigError
+from featstore.timing import Stopwatch
 
 __all__ = [
     "DecodeError",
@@ -265,7 +265,7 @@ class Embedder:
         self._input_hw = r.input_hw
         self._layers = r.layers
         self._weights = r.weights
-        t0 = time.perf_counter()
+        t0 = Stopwatch()
         self.model: keras.Model = models.build_extractor(
             r.spec,
             input_hw=r.input_hw,
@@ -292,7 +292,7 @@ class Embedder:
         self.users = 0  # get_embedder calls that got this one (a warm-up's counts)
         logger.info(
             "embedder ready in %.1fs: %s",
-            time.perf_counter() - t0,
+            t0.seconds,
             {k: v for k, v in self.describe().items() if k != "weights_sha256"},
         )
         if warmup:
@@ -349,14 +349,14 @@ class Embedder:
         """One forward pass on zeros: traces/compiles now rather than on the first real batch.
         Where the forward pass takes any batch size (TensorFlow's traced pass) the pass is on
         one image: the trace and the graph's optimization without a whole batch of compute."""
-        t0 = time.perf_counter()
+        t0 = Stopwatch()
         rows = 1 if self._forward.any_batch else self.config.batch_size
         self._forward_one(self._pads[0][:rows], rows)
         logger.info(
             "warm-up forward pass (%d rows, %s) %.2fs",
             rows,
             self._forward.name,
-            time.perf_counter() - t0,
+            t0.seconds,
         )
 
     @functools.cached_property
@@ -400,7 +400,7 @@ class Embedder:
             raise ValueError(f"expected images of shape (n, {h}, {w}, 3), got {images.shape}")
         if images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images, got {images.dtype}")
-        t0 = time.perf_counter()
+        t0 = Stopwatch()
         bs = self.config.batch_size
         n = len(images)
         out = np.empty((n, self._dim), dtype=np.float32)
@@ -413,7 +413,7 @@ class Embedder:
                 out[j : j + k] = self._fetch(handle, k)
         for handle, j, k in late:
             out[j : j + k] = self._fetch(handle, k)
-        self.stats.model_s += time.perf_counter() - t0
+        self.stats.model_s += t0.seconds
         return out
 
     # -- bytes in, embeddings out
@@ -430,7 +430,7 @@ class Embedder:
         the next one was dispatched, also across input batches: a batch's result is yielded
         while the next batch's first sub-batch is in the model. Call it once over a stream
         (a task's Arrow batches), not once per batch: each call drains the pipeline at its end."""
-        started = time.perf_counter()
+        started = Stopwatch()
         acc = _Acc()
         meta: deque[_Chunk] = deque()
         late: deque[tuple[Any, _Chunk, DecodedBatch]] = deque()
@@ -440,9 +440,9 @@ class Embedder:
             nonlocal acc
             handle, chunk, decoded = late.popleft()
             if handle is not None:
-                t = time.perf_counter()
+                t = Stopwatch()
                 acc.embeddings.append(self._fetch(handle, len(decoded.ok_index)))
-                self.stats.model_s += time.perf_counter() - t
+                self.stats.model_s += t.seconds
             decoded.release()  # the pixels are in the model's hands: the slot is free
             acc.ok_index.append(decoded.ok_index + chunk.start)
             acc.errors.extend((i + chunk.start, why) for i, why in decoded.errors)
@@ -453,37 +453,37 @@ class Embedder:
 
         try:
             while True:
-                t0 = time.perf_counter()
+                t0 = Stopwatch()
                 decoded = next(decoded_iter, None)
-                self.stats.decode_wait_s += time.perf_counter() - t0
+                self.stats.decode_wait_s += t0.seconds
                 if decoded is None:
                     break
                 chunk = meta.popleft()
                 self.stats.decode_s += decoded.seconds
                 handle = None
                 if len(decoded.ok_index):
-                    t = time.perf_counter()
+                    t = Stopwatch()
                     handle = self._dispatch(decoded.images)
-                    self.stats.model_s += time.perf_counter() - t
+                    self.stats.model_s += t.seconds
                 late.append((handle, chunk, decoded))
                 while late and (late[0][0] is None or (handle is not None and len(late) > 1)):
                     # fetch one batch late: the newest dispatched batch stays in the model
                     result = settle()
                     if result is not None:
-                        self.stats.wall_s += time.perf_counter() - started
+                        self.stats.wall_s += started.seconds
                         yield result
-                        started = time.perf_counter()
+                        started = Stopwatch()
             while late:
                 result = settle()
                 if result is not None:
-                    self.stats.wall_s += time.perf_counter() - started
+                    self.stats.wall_s += started.seconds
                     yield result
-                    started = time.perf_counter()
+                    started = Stopwatch()
         finally:
             for _, _, decoded in late:
                 decoded.release()
             decoded_iter.close()
-            self.stats.wall_s += time.perf_counter() - started
+            self.stats.wall_s += started.seconds
 
     def _chunks(
         self, batches: Iterable[Sequence[bytes | None]], meta: deque[_Chunk]

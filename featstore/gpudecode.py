@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from featstore.decode import MAX_PIXELS, one_line
+from featstore.timing import Stopwatch
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class GpuDecoder:
         from featstore.decodepool import DecodedBatch, decode_batch
 
         torch = self._torch
-        t0 = time.perf_counter()
+        t0 = Stopwatch()
         h, w = self.hw
         on_gpu = [i for i, d in enumerate(contents) if self._gpu_ok(d)]
         pixels: dict[int, np.ndarray] = {}
@@ -115,9 +115,7 @@ class GpuDecoder:
         for k, i in enumerate(ok):
             images[k] = pixels[i] if i in pixels else cpu_ok[i]
         errors = sorted((rest[j], why) for j, why in cpu.errors)
-        return DecodedBatch(
-            images, np.asarray(ok, dtype=np.int64), errors, time.perf_counter() - t0
-        )
+        return DecodedBatch(images, np.asarray(ok, dtype=np.int64), errors, t0.seconds)
 
     def map(self, chunks: Iterable[Sequence[bytes | None]]) -> Iterator[Any]:
         if self._executor is None:

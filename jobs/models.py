@@ -23,6 +23,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import from the repository, not from jobs/
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from featstore.timing import Stopwatch
 from jobs.common import EXIT_OK
 
 
@@ -42,7 +43,6 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     for n in names:  # a bad size is one line before Keras is imported
         modelspecs.resolve_input_size(modelspecs.get_spec(n), args.input_size)
     import logging
-    import time
 
     if not args.verbose:  # one "built ..." line per base is noise here
         logging.getLogger("featstore.models").setLevel(logging.WARNING)
@@ -64,11 +64,9 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            t0 = time.perf_counter()
+            t0 = Stopwatch()
             d = describe_base(n, args.input_size, use_table=False)
-            logging.getLogger("featstore.models").info(
-                "%s measured in %.1f s", n, time.perf_counter() - t0
-            )
+            logging.getLogger("featstore.models").info("%s measured in %.1f s", n, t0.seconds)
         if args.json:
             print(json.dumps(d, sort_keys=True), flush=True)
             continue

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from featstore.sources.synthetic_faces import (
     _noise_bank,
     render_image,
 )
+from featstore.timing import Stopwatch
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def generate(
     Raises :class:`InputError` on bad arguments, on an ``out_dir`` whose ``img_align_celeba``
     already holds files, and on an unreadable or malformed ``labels_from`` file.
     """
-    start = time.perf_counter()
+    clock = Stopwatch()
     _check_args(n, seed, workers, quality)
     out = Path(out_dir)
     img_dir = out / IMAGE_DIR
@@ -235,7 +235,7 @@ def generate(
     fsio.write_text(out / PARTITION_FILE, partition, encoding="ascii")
     fsio.write_text(out / IDENTITY_FILE, identity, encoding="ascii")
 
-    seconds = time.perf_counter() - start
+    seconds = clock.seconds
     logger.info("wrote %d images in %.1f s (%.0f images/s)", n, seconds, n / max(seconds, 1e-9))
     return SynthSummary(out_dir=str(out), n=n, split_counts=splits, seconds=seconds)
 

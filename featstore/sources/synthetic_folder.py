@@ -12,7 +12,6 @@ depends on ``(seed, class, index)`` only: the output is the same on every run.
 from __future__ import annotations
 
 import colorsys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from featstore.errors import InputError
+from featstore.timing import Stopwatch
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bar", "dot")
 
@@ -93,7 +93,7 @@ def generate_folder(
 ) -> FolderSynthSummary:
     """Write ``out_dir/<class>/<i>.jpg`` (``size`` x ``size`` RGB JPEGs) for ``classes``
     classes of :func:`class_sizes` images (about ``n`` in all)."""
-    t0 = time.perf_counter()
+    t0 = Stopwatch()
     out = Path(out_dir)
     counts = {}
     for k, count in enumerate(class_sizes(n, classes, imbalance)):
@@ -104,4 +104,4 @@ def generate_folder(
             rng = np.random.default_rng([seed, k, i])
             render(k, classes, rng, size).save(folder / f"{i:05d}.jpg", quality=90)
         counts[name] = count
-    return FolderSynthSummary(str(out), sum(counts.values()), counts, time.perf_counter() - t0)
+    return FolderSynthSummary(str(out), sum(counts.values()), counts, t0.seconds)

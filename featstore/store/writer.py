@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from featstore.store.lock import (
 )
 from featstore.store.manifest import Manifest, fingerprint
 from featstore.store.schema import ERRORS_SCHEMA
+from featstore.timing import Stopwatch
 
 logger = logging.getLogger("featstore.store")
 
@@ -156,14 +156,14 @@ class TableWriter:
                 if p.is_file() and p not in keep:
                     p.unlink()
         if self.tid.startswith("features/") and manifest.get("dim"):
-            t0 = time.perf_counter()
+            t0 = Stopwatch()
             n = fix_embedding_width(self.data, int(manifest["dim"]))
             if n:
                 logger.info(
                     "%s: %d files rewritten with fixed-size embeddings in %.2f s",
                     self.tid,
                     n,
-                    time.perf_counter() - t0,
+                    t0.seconds,
                 )
         files = describe_files(self.data)
         rows = sum(f["rows"] for f in files)
