@@ -83,7 +83,7 @@ def default_name(info: dict[str, Any], cfg: ExtractConfig) -> str:
 
 
 def _plan_chunks(
-    layout: store.Layout, manifest: dict[str, Any], chunk_rows: int
+    layout: store.Layout, manifest: store.Manifest, chunk_rows: int
 ) -> list[tuple[str, str, int]]:
     """[(first_id, last_id, rows)] over the sorted image ids, ~chunk_rows each.
 
@@ -175,7 +175,7 @@ class ExtractPlan:
     committed: str | None  # created time of the committed feature set of that name, if any
     staged_chunks: int  # finished chunks staged by an earlier run with these settings (resumed)
     cfg: ExtractConfig = field(repr=False)
-    images_manifest: dict[str, Any] = field(repr=False)
+    images_manifest: store.Manifest = field(repr=False)
     info: dict[str, Any] = field(repr=False)  # the model's settings (check_config), no ``dim``
     run_key: str = ""  # the settings' fingerprint: names the resumable staging
     #: the committed manifest when it holds these settings already: the run does nothing
@@ -521,7 +521,7 @@ def _start_warmup(
 
 
 def _extract_run_key(
-    images_manifest: dict[str, Any], info: dict[str, Any], seed: int, dim: int | None = None
+    images_manifest: store.Manifest, info: dict[str, Any], seed: int, dim: int | None = None
 ) -> str:
     """The settings' fingerprint: a committed set with the same key is not extracted again.
     Keys written before the width was measured by the workers also held ``dim`` (a function
@@ -591,7 +591,7 @@ def _write_chunk_errors(path: Path, bad: list[tuple[str, str | None, str]]) -> N
 
 
 def _assemble(
-    w: store.TableWriter, n_chunks: int, images_manifest: dict[str, Any]
+    w: store.TableWriter, n_chunks: int, images_manifest: store.Manifest
 ) -> tuple[int, int]:
     """Move every chunk's files into the staged table and merge the chunk errors. Restartable:
     a file already moved by a killed earlier run stays where it went; the counts are taken
@@ -623,7 +623,7 @@ def _extract_manifest(
     cfg: ExtractConfig,
     name: str,
     run_key: str,
-    images_manifest: dict[str, Any],
+    images_manifest: store.Manifest,
     ok: int,
     errors: int,
     chunks: int,

@@ -114,7 +114,7 @@ class ReducePlan:
     layout: store.Layout
     source: str
     source_dir: Path
-    manifest: dict[str, Any]
+    manifest: store.Manifest
     dim: int
     splits: dict[str, int]
     files: tuple[Path, ...]
@@ -164,7 +164,7 @@ def _check_embedding_type(path: Path) -> None:
         raise StoreError(f"{path}: 'embedding' is {tp}, expected a list of floats")
 
 
-def _reduce_run_key(source_manifest: dict[str, Any]) -> str:
+def _reduce_run_key(source_manifest: store.Manifest) -> str:
     """The exact committed content of the source (a rebuilt source re-derives its sets)."""
     return store.fingerprint(
         [REDUCER, FIT_SPLIT, source_manifest.get("name", ""), store.fs_fingerprint(source_manifest)]

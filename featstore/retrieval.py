@@ -81,7 +81,7 @@ class RetrievePlan:
 
     layout: store.Layout
     feature_set: str
-    manifest: dict[str, Any]
+    manifest: store.Manifest
     dim: int
     queries: str
     items: str

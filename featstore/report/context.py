@@ -34,7 +34,7 @@ class ReportContext:
 
     layout: store.Layout
     out: Path  # the report folder (resolved)
-    results_manifest: dict[str, Any]
+    results_manifest: store.Manifest
     results: pd.DataFrame  # the binary attribute fits, every status
     failed: pd.DataFrame  # every fit that failed (multi-class ones too)
     ok: pd.DataFrame  # the successful binary attribute fits
