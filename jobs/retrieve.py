@@ -3,6 +3,7 @@ distance, scored on the labels -> retrieval/feature_set=<set>/ (featstore/retrie
 
     python jobs/retrieve.py --store demo/store --feature-set mobilenetv2-out_relu-avg --k 1,5,10
     spark-submit jobs/retrieve.py --store /data/store --feature-set vgg16-block5_pool-avg-pca64
+    python jobs/retrieve.py --store demo/store --feature-set mobilenetv2-out_relu-avg --dry-run
 
 The search is exact and runs on the driver (faiss or blocked numpy products on the Arrow data):
 no SparkSession is started, so it runs the same under spark-submit and python.
@@ -39,6 +40,12 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "retrieve") -> None:
         default=None,
         help="recompute even if this run is committed for the set's content",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and show the queries, items, metric, k and targets and whether "
+        "the run is already committed; no embedding read, nothing searched or written",
+    )
     add_common(p, spark=False)
 
 
@@ -63,11 +70,57 @@ def run(args: argparse.Namespace, spark: Any = None) -> int:
     if not cfg.store:
         raise ConfigError("retrieve needs a store folder (--store STORE)")
     plan = plan_retrieve(cfg.retrieve, cfg.store)  # bad input: one line, nothing read or written
+    if args.dry_run:
+        return _dry_run(plan)
     if not plan.done:
         from featstore import store
 
         store.check_writable(cfg.store, 4096, what="retrieve")
     print(summary_line(run_retrieve(None, plan)))  # no Spark: the search runs here
+    return EXIT_OK
+
+
+def _count(names: tuple[str, ...], one: str, many: str = "") -> str:
+    return f"{len(names):,} {one if len(names) == 1 else many or one + 's'}"
+
+
+def _few(names: tuple[str, ...], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def _dry_run(p: Any) -> int:
+    """What the plan says (a :class:`featstore.retrieval.RetrievePlan`): the feature set's and
+    the labels' manifests, not one embedding or label read; nothing searched or written."""
+    from featstore import store
+    from featstore.retrieval import table_id
+
+    splits = ", ".join(f"{k} {v:,}" for k, v in store.rows_per_split(p.manifest["files"]).items())
+    print(f"store:       {p.layout.root}")
+    print(f"feature set: {p.feature_set} ({p.dim:,} floats; {splits})")
+    print(
+        f"search:      {p.n_queries:,} {p.queries} queries x {p.n_items:,} {p.items} items, "
+        f"{p.metric}, k={','.join(map(str, p.ks))}, {p.backend}"
+        + ("; the same split: a query never finds itself" if p.same_split else "")
+    )
+    if p.single_label:
+        classes = _count(p.classes, "class", "classes")
+        print(f"targets:     class: all queries, and {classes} ({_few(p.classes)})")
+    else:
+        print(
+            f"targets:     {_count(p.attributes, 'attribute')} ({_few(p.attributes)}); "
+            "mean, exact, jaccard"
+        )
+    if p.done:
+        print(
+            "dry run: already done (this setting, this feature set's content): nothing to do "
+            f"-> {p.layout.root}"
+        )
+        return EXIT_OK
+    print(
+        f"writes:      {p.layout.data(table_id(p.feature_set))} (this setting's rows; other "
+        "settings' rows of the same content are kept)"
+    )
+    print(f"dry run: nothing was run or written -> {p.layout.root}")
     return EXIT_OK
 
 

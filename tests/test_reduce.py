@@ -193,6 +193,77 @@ def test_listing_shows_the_new_sets(reduced):
     assert not list(store.Layout(root).staging.iterdir())
 
 
+def _no_spark(monkeypatch) -> None:
+    """A dry run that started Spark or ran the reduction would fail here."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--dry-run started Spark or ran the reduction")
+
+    monkeypatch.setattr(reduce_job, "SparkProvider", refuse)
+    monkeypatch.setattr("featstore.reduce.run_reduce", refuse)
+
+
+def test_dry_run_shows_the_plan_and_writes_nothing(reduced, capsys, monkeypatch):
+    """On the store the real job reduced (``reduced``): the source's rows per split, the sets
+    to write and those committed (skipped), the fit rows, and not a file changed."""
+    root, _ = reduced
+    _no_spark(monkeypatch)
+    before, tables = _listing(root), store.list_tables(root)
+    splits = store.rows_per_split(store.feature_set_manifest(root, SOURCE)["files"])
+    assert splits == SPLITS  # the manifest's counts: what the dry run shows
+    rows = sum(SPLITS.values())
+    head = [
+        f"store:       {root}",
+        f"source:      {SOURCE} ({D} floats; {rows} rows: "
+        + ", ".join(f"{s} {n}" for s, n in splits.items())
+        + ")",
+        f"fit:         PCA on the {SPLITS['train']} train rows; every split is projected",
+    ]
+
+    def skipped(k: int) -> str:
+        m = store.feature_set_manifest(root, f"{SOURCE}-pca{k}")
+        return (
+            f"{SOURCE}-pca{k} ({k} floats): skip: already committed from this source, explained "
+            f"variance {100 * m['explained_variance_ratio_sum']:.1f}% (--overwrite recomputes it)"
+        )
+
+    args = ["--store", str(root), "--feature-set", SOURCE, "--dry-run"]
+    capsys.readouterr()
+    assert reduce_job.main([*args, "--dims", "8,20,30"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        *head,
+        f"sets:        {skipped(8)}",
+        f"{'':13}{skipped(20)}",
+        f"{'':13}{SOURCE}-pca30 (30 floats): write {rows} rows",
+        f"writes:      {root / 'features'} (feature_set={SOURCE}-pca<k>, k=30)",
+        f"dry run: nothing was run or written -> {root}",
+    ]
+    # every set committed with these settings: nothing to do
+    assert reduce_job.main([*args, "--dims", ",".join(map(str, DIMS))]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[3:] == [
+        f"sets:        {skipped(DIMS[0])}",
+        *(f"{'':13}{skipped(k)}" for k in DIMS[1:]),
+        f"dry run: already reduced (these sets, this source): nothing to do -> {root}",
+    ]
+    # --overwrite: the committed set would be recomputed and replaced
+    assert reduce_job.main([*args, "--dims", "8", "--overwrite"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[3]
+        == f"sets:        {SOURCE}-pca8 (8 floats): write {rows} rows; replaces the committed set"
+    )
+    assert out[-1] == f"dry run: nothing was run or written -> {root}"
+    # bad input: the same one line and exit 2 as without --dry-run
+    assert reduce_job.main([*args, "--dims", "8,65"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = [ln for ln in captured.err.splitlines() if ln.startswith("featstore:")]
+    assert "larger than the embedding dimension 64" in line
+    assert _listing(root) == before and store.list_tables(root) == tables
+
+
 def test_rerun_skips_committed_sets_and_overwrite_recomputes(spark, tmp_path, capsys):
     root = tmp_path / "store"
     write_source(root, seed=1)

@@ -379,3 +379,69 @@ def test_on_a_store_built_by_the_real_jobs(job_store, tmp_path):
             np.mean([[y[i] == y[q] for i in nn[q]] for q in range(len(y))])
         )
     assert rows[(1, "exact", "*")].n_queries == table.num_rows
+
+
+def test_dry_run_on_a_store_built_by_the_real_jobs(job_store, tmp_path, capsys, monkeypatch):
+    """--dry-run shows the plan (splits, metric, k, targets) and writes nothing; after the real
+    run the same dry run says there is nothing to do."""
+    import shutil
+
+    from tests.conftest import JOB_FS
+
+    root = tmp_path / "store"
+    shutil.copytree(job_store, root)
+    name = f"{JOB_FS}-pca4"
+    splits = store.rows_per_split(store.feature_set_manifest(root, name)["files"])
+    attrs = store.read_manifest(store.Layout(root), "labels")["attributes"]
+    args = ["--feature-set", name, "--metric", "l2", "--k", "1,3"]
+
+    def listing() -> tuple[list[str], list[dict]]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")), store.list_tables(root)
+
+    def refuse(*a, **kw):
+        raise AssertionError("--dry-run ran the search")
+
+    before = listing()
+    head = [
+        f"store:       {root}",
+        f"feature set: {name} (4 floats; " + ", ".join(f"{s} {n}" for s, n in splits.items()) + ")",
+        f"search:      {splits['test']} test queries x {splits['train']} train items, l2, k=1,3, "
+        "faiss",
+        f"targets:     {len(attrs)} attributes ({', '.join(attrs[:6])}, ...); mean, exact, jaccard",
+    ]
+    with monkeypatch.context() as m:
+        m.setattr("featstore.retrieval.run_retrieve", refuse)
+        capsys.readouterr()
+        assert _run(root, *args, "--dry-run") == 0
+        assert capsys.readouterr().out.splitlines() == [
+            *head,
+            f"writes:      {root / 'retrieval' / f'feature_set={name}'} (this setting's rows; "
+            "other settings' rows of the same content are kept)",
+            f"dry run: nothing was run or written -> {root}",
+        ]
+        # the same split, one attribute
+        assert _run(root, *args, "--queries", "train", "--attributes", attrs[1], "--dry-run") == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[2] == (
+            f"search:      {splits['train']} train queries x {splits['train']} train items, l2, "
+            "k=1,3, faiss; the same split: a query never finds itself"
+        )
+        assert out[3] == f"targets:     1 attribute ({attrs[1]}); mean, exact, jaccard"
+        # bad input: the same one line and exit 2 as without --dry-run
+        assert _run(root, "--feature-set", name, "--k", "1000", "--dry-run") == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+        assert captured.err.startswith("featstore: error:")
+    assert listing() == before and not (root / "retrieval").exists()
+    assert _run(root, *args) == 0
+    after = listing()
+    with monkeypatch.context() as m:
+        m.setattr("featstore.retrieval.run_retrieve", refuse)
+        capsys.readouterr()
+        assert _run(root, *args, "--dry-run") == 0
+        assert capsys.readouterr().out.splitlines() == [
+            *head,
+            "dry run: already done (this setting, this feature set's content): nothing to do "
+            f"-> {root}",
+        ]
+    assert listing() == after
