@@ -60,6 +60,9 @@ def foreign_default_fs(spark):
 
 
 JOB_FS = "mobilenetv2-out_relu-avg-32x32-random0"  # what the job_store fixture's extract names
+#: the job_store fixture's extract settings (small random-weight MobileNetV2), for tests that
+#: extract again the same way
+JOB_MODEL = "--model mobilenetv2 --weights random --input-size 32x32 --batch-size 8".split()
 JOB_N = 40  # images the synthetic set lists; JOB_BAD of them are bad files
 JOB_BAD = {"000007.jpg": b"not an image at all", "000011.jpg": None}  # None: truncated JPEG
 
@@ -86,18 +89,7 @@ def build_job_store(spark, root: Path, *, train: bool = True) -> Path:
     )  # finished, bad images recorded
     assert (
         extract_job.main(
-            [
-                "--store",
-                str(store_dir),
-                "--model",
-                "mobilenetv2",
-                "--weights",
-                "random",
-                "--input-size",
-                "32x32",
-                "--batch-size",
-                "8",
-            ],
+            ["--store", str(store_dir), *JOB_MODEL],
             spark=spark,
         )
         == 0

@@ -18,18 +18,9 @@ import pytest
 from featstore import fsio, store
 from featstore.errors import StoreError
 from jobs.cli import main as cli_main
-from tests.conftest import JOB_FS, build_job_store
+from tests.conftest import JOB_FS, JOB_MODEL, build_job_store
 
-MODEL = [
-    "--model",
-    "mobilenetv2",
-    "--weights",
-    "random",
-    "--input-size",
-    "32x32",
-    "--batch-size",
-    "8",
-]
+MODEL = JOB_MODEL  # extract as the job_store fixture did
 
 
 @pytest.fixture()

@@ -136,7 +136,7 @@ def fit_lasso(
                     c_best,
                 )
             if refit:
-                pipe = _refit_pipeline(c_best, max_iter, seed, settings)
+                pipe = lasso_pipeline(c_best, max_iter, seed, settings)
                 pipe.fit(xs, ys)
         _log_convergence(caught, search, pipe[-1] if refit else None, max_iter, what)
         y_score = pipe.predict_proba(xt)[:, 1]
@@ -214,8 +214,10 @@ def _cv_choice(
     return grid_used, scores, errors, best
 
 
-def _refit_pipeline(c: float, max_iter: int, seed: int, settings: dict[str, Any]) -> Pipeline:
-    """``StandardScaler -> L1 logistic regression`` at a fixed ``C``, unfitted."""
+def lasso_pipeline(c: float, max_iter: int, seed: int, settings: dict[str, Any]) -> Pipeline:
+    """``StandardScaler -> L1 logistic regression`` at a fixed ``C``, unfitted (``settings``:
+    the solver's further arguments). The one LASSO pipeline: the binary probe's and the
+    multinomial one's (featstore.train.multiclass)."""
     return Pipeline(
         [
             ("scale", StandardScaler()),

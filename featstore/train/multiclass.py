@@ -149,34 +149,24 @@ def fit_lasso(
     """Multinomial L1 logistic regression; C by stratified CV (accuracy) over ``cs`` (an int:
     log-spaced in [1e-3, 1e2]), the smallest C within one standard error of the best."""
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+
+    from featstore.train.lasso import lasso_pipeline
 
     grid = [float(c) for c in (np.logspace(-3, 2, cs) if isinstance(cs, int) else cs)]
     sub = _multiclass_subsample(ys, cv_max_rows, seed)
     x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
     k = max(2, min(folds, int(np.bincount(y_cv).min())))
 
+    settings = {
+        "solver": "saga",
+        "tol": 1e-3,
+        "class_weight": _weights(ys, n_classes, class_weight),
+    }
+
     def pipe(c: float) -> Pipeline:
-        return Pipeline(
-            [
-                ("scale", StandardScaler()),
-                (
-                    "lasso",
-                    LogisticRegression(
-                        C=c,
-                        l1_ratio=1.0,
-                        solver="saga",
-                        max_iter=max_iter,
-                        tol=1e-3,
-                        random_state=seed,
-                        class_weight=_weights(ys, n_classes, class_weight),
-                    ),
-                ),
-            ]
-        )
+        return lasso_pipeline(c, max_iter, seed, settings)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
