@@ -136,14 +136,21 @@ def correctness(rows: pd.DataFrame) -> pd.DataFrame:
 
 def baseline_tests(rows: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
     """Each probe against always predicting the training majority class: McNemar on the
-    per-image correctness of the two, Holm within :data:`featstore.evaluate.FAMILY`. Returns
+    per-image correctness of the two (by person where the rows have ``groups``), Holm within
+    :data:`featstore.evaluate.FAMILY`. Returns
     ``rows``' keys with accuracy, baseline_accuracy, p_value, p_holm, beats_baseline."""
     records = []
     for r in rows.itertuples(index=False):
         t, p = np.asarray(r.y_true), np.asarray(r.y_pred)
         base_class = int(json.loads(r.params)["majority_class"])  # the training split's
         ones = np.ones(t.size, dtype=np.int8)
-        test = evaluate.mcnemar(ones, (t == p).astype(np.int8), (t == base_class).astype(np.int8))
+        people = getattr(r, "groups", None)
+        test = evaluate.mcnemar(
+            ones,
+            (t == p).astype(np.int8),
+            (t == base_class).astype(np.int8),
+            groups=None if people is None or np.isscalar(people) else people,
+        )
         records.append(
             {
                 "feature_set": r.feature_set,

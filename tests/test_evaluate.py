@@ -738,7 +738,8 @@ def test_auc_vs_chance_normal_approximation_with_ties():
     assert got["p_value"] == pytest.approx(sp_stats.norm.sf(z), rel=1e-9)
     assert got["p_value"] < 1e-6
     one_class = auc_vs_chance(np.ones(5, dtype=np.int8), np.linspace(0, 1, 5))
-    assert all(math.isnan(v) for v in one_class.values())
+    assert all(math.isnan(one_class[k]) for k in ("auc", "statistic", "p_value"))
+    assert one_class["method"] is None and got["method"] == "mann-whitney"
     with pytest.raises(ValueError, match="NaN or infinite"):
         auc_vs_chance(TINY_TRUE, np.where(TINY_TRUE, np.inf, 0.0))
     with pytest.raises(ValueError, match="differ in length"):

@@ -185,6 +185,26 @@ def _aligned(group: pd.DataFrame, key: tuple[Any, ...]) -> dict[str, tuple[np.nd
     return out
 
 
+def _reference_groups(group: pd.DataFrame, n: int, key: tuple[Any, ...]) -> np.ndarray | None:
+    """The identities of a test set's images, in the order :func:`_aligned` puts them (the
+    first model by name): its ``groups`` column, or None where the results have none."""
+    if "groups" not in group.columns:
+        return None
+    first = min(group.itertuples(index=False), key=lambda r: str(r.model))
+    return _row_groups(first.groups, n, f"{key}, model {first.model!r}")
+
+
+def _row_groups(value: Any, n: int, where: str) -> np.ndarray | None:
+    """One results row's ``groups`` (the identity of each test image) as an array, or None
+    where the row has none; its length must be the row's test images."""
+    if value is None or (np.isscalar(value) and pd.isna(value)):
+        return None
+    arr = np.asarray(value, dtype=object)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"{where}: groups must be 1-D with one entry per test image ({n})")
+    return arr
+
+
 def compare_models(
     results: pd.DataFrame,
     *,
@@ -198,6 +218,10 @@ def compare_models(
     (same length). With ``image_ids`` the models' predictions are aligned by image id; without
     them all models of a group must list the test images in one agreed order (checked: lengths
     and ``y_true`` must agree). Other columns are ignored.
+
+    With a ``groups`` column (the identity of each test image, as the grid stores it), the
+    tests take the person as the unit (:func:`featstore.evaluate.mcnemar` with ``groups``:
+    ``method`` ``"clustered exact"``), since a person's images are not independent.
 
     Output: one row per (attribute, feature_set, train_size, seed, model_a, model_b) for every
     unordered pair of models present in that group, ``model_a < model_b`` by name, with the
@@ -216,10 +240,11 @@ def compare_models(
     records: list[dict[str, Any]] = []
     for key, group in results.groupby(GROUP_KEYS, sort=True, dropna=False):
         preds = _aligned(group, key)
+        people = _reference_groups(group, len(next(iter(preds.values()))[0]), key)
         for model_a, model_b in itertools.combinations(sorted(preds), 2):
             y_true, pred_a = preds[model_a]
             _, pred_b = preds[model_b]
-            test = mcnemar(y_true, pred_a, pred_b, exact=exact)
+            test = mcnemar(y_true, pred_a, pred_b, exact=exact, groups=people)
             records.append(
                 {
                     **dict(zip(GROUP_KEYS, key, strict=True)),
@@ -399,7 +424,11 @@ def baseline_tests(
     ``p_auc_holm`` (Holm over the same family, on its own: the AUC tests are a second family
     of hypotheses beside the McNemar ones) and ``beats_chance`` (``p_auc_holm < alpha``). Rows
     without a score (a null ``y_score``, no such column, or one class in the test split) have
-    NaN there and ``beats_chance`` False."""
+    NaN there and ``beats_chance`` False.
+
+    Rows with ``groups`` (the identity of each test image) are tested by person: McNemar's
+    ``method`` is then ``"clustered exact"`` and the AUC test Obuchowski's (see
+    :mod:`featstore.evaluate.significance`)."""
     _check_results(results)
     family = list(family)
     missing = [c for c in ["majority_baseline", *family] if c not in results.columns]
@@ -414,15 +443,19 @@ def baseline_tests(
         y_true = _binary(f"y_true of {where}", row.y_true)
         y_pred = _binary(f"y_pred of {where}", row.y_pred)
         _same_length(y_true=y_true, y_pred=y_pred)
+        people = _row_groups(getattr(row, "groups", None), len(y_true), where)
         tests = [
-            beats_baseline(y_true, y_pred, baseline_class=k, alpha=alpha, exact=exact)
+            beats_baseline(
+                y_true, y_pred, baseline_class=k, alpha=alpha, exact=exact, groups=people
+            )
             for k in _train_majority_classes(y_true, float(row.majority_baseline), where)
         ]
         test = max(tests, key=lambda r: r["p_value"])
         score = getattr(row, "y_score", None)
         chance = {"auc": math.nan, "p_value": math.nan}
         if score is not None and not (np.isscalar(score) and pd.isna(score)):
-            chance = auc_vs_chance(y_true, _score_array(f"y_score of {where}", score, len(y_true)))
+            score = _score_array(f"y_score of {where}", score, len(y_true))
+            chance = auc_vs_chance(y_true, score, groups=people)
         records.append(
             {
                 **dict(

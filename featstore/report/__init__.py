@@ -34,6 +34,8 @@ What the summary compares (one row per attribute):
   all attributes of one (feature set, training size, seed, model pair), as in
   :func:`featstore.evaluate.compare_models`. ``max_p_holm`` is the largest of those p-values.
   ``beats_all``: the same, and the best model beats the baseline (the guard the page shows).
+* Every test is by person where the results carry identities (``groups``): McNemar as the exact
+  sign-flip test over people, the AUC test as Obuchowski's (:mod:`featstore.evaluate.significance`).
 * ``beats_baseline``: the best model is more accurate than the training-majority baseline
   (``majority_baseline``, the test accuracy of always predicting the majority class of the
   training rows) and McNemar's test of the best model against that constant predictor, on the
