@@ -178,6 +178,34 @@ def test_the_best_model_is_the_argmax_of_selection_score(mnv2_store):
         assert summary.loc[attr, "best_accuracy"] == pytest.approx(ranked[0].accuracy)
 
 
+def test_the_reports_tests_take_the_person_as_the_unit(mnv2_store):
+    """The real jobs' report: its p-values against the constant and against chance are the
+    tests by identity on the stored fits (the grid stored each test image's person)."""
+    import numpy as np
+    import pandas as pd
+
+    from featstore import evaluate
+
+    res = read_results(mnv2_store / "store").set_index(["attribute", "model"])
+    summary = pd.read_csv(mnv2_store / "report" / "summary.csv").set_index("attribute")
+    for attr, row in summary.iterrows():
+        fit = res.loc[(attr, row.best_model)]
+        assert len(set(fit.groups)) < len(fit.groups)  # people with several test images
+        chance = evaluate.auc_vs_chance(fit.y_true, fit.y_score, groups=fit.groups)
+        assert chance["method"] == "obuchowski"
+        assert row.p_auc == pytest.approx(chance["p_value"], rel=1e-9, abs=1e-300)
+        train_majority = [k for k in (0, 1) if np.mean(fit.y_true == k) == row.majority_baseline]
+        test = max(
+            (
+                evaluate.beats_baseline(fit.y_true, fit.y_pred, baseline_class=k, groups=fit.groups)
+                for k in train_majority
+            ),
+            key=lambda r: r["p_value"],
+        )
+        assert test["method"] == "clustered exact"
+        assert row.p_baseline == pytest.approx(test["p_value"], rel=1e-9, abs=1e-300)
+
+
 def test_the_labels_table_carries_the_identity_file(mnv2_store):
     import pandas as pd
 

@@ -996,3 +996,32 @@ def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_pa
     assert f"<td>no (not more accurate, p_holm = {p_ma})</td>" in summary_html
     assert "<td>no: not above baseline</td>" in summary_html
     assert "Beats baseline" in summary_html and "training majority class" in summary_html
+
+
+def test_the_summary_tests_by_the_identities_the_results_carry():
+    """Results with ``groups`` (each test image's person, as the grid stores them): the
+    summary's p-values are the tests by identity on those fits, not the image-level ones."""
+    from featstore import evaluate
+    from featstore.report import ok_rows, summary_table
+
+    people = np.repeat(np.arange(N_TEST // 20), 20)  # 20 images a person
+    results = _baseline_results()
+    results["groups"] = [people.tolist()] * len(results)
+    summary = summary_table(ok_rows(results)).set_index("attribute")
+    blind = summary_table(ok_rows(_baseline_results())).set_index("attribute")
+    by = results.set_index(["attribute", "model"])
+    pairs = []
+    for attribute, constants in (("Smiling", (0, 1)), ("Male", (1,))):
+        t, p = by.loc[(attribute, summary.at[attribute, "best_model"]), ["y_true", "y_pred"]]
+        want = max(
+            evaluate.beats_baseline(t, p, baseline_class=k, groups=people)["p_value"]
+            for k in constants
+        )
+        assert summary.at[attribute, "p_baseline"] == pytest.approx(want, rel=1e-12)
+        forest, lasso = by.xs(attribute)["y_pred"].loc[["forest", "lasso"]]
+        pair = evaluate.mcnemar(t, forest, lasso, groups=people)
+        assert pair["method"] == "clustered exact"
+        pairs.append(pair["p_value"])
+    # one Holm family: the forest-lasso pair over both attributes
+    np.testing.assert_allclose(summary["max_p_holm"].loc[["Smiling", "Male"]], evaluate.holm(pairs))
+    assert (summary["p_baseline"] != blind["p_baseline"]).all()
