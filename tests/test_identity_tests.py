@@ -198,3 +198,37 @@ def test_the_study_tables_test_by_the_stored_identities(with_ids):
     # the same fits without identities: the classical tests
     blind = compare_models(fits.drop(columns="groups")).iloc[0]
     assert blind.method in ("exact", "chi2") and blind.p_value < comp.p_value
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+def test_the_best_models_lead_has_a_paired_interval_by_person(with_ids):
+    from featstore.evaluate import best_model_table, paired_difference_ci
+
+    t, pred_a, pred_b, _ = _pairs(people=40, images=10, seed=4)
+    fits = _fits(with_ids).assign(selection_score=[0.6, 0.9])  # lasso chosen, dense runner-up
+    best = best_model_table(fits, compare_models(fits), n_boot=400).iloc[0]
+    assert (best.best_model, best.runner_up) == ("lasso", "dense")
+    # in the test order of the first model by name (dense), where the rows are aligned to
+    dense = fits.set_index("model").loc["dense"]
+    lasso = _aligned_to(fits, "lasso", dense)
+    want = paired_difference_ci(dense.y_true, lasso, dense.y_pred, groups=dense.groups, n_boot=400)
+    assert best.gap == pytest.approx(np.mean(pred_b == t) - np.mean(pred_a == t))
+    assert (best.gap, best.gap_ci_low, best.gap_ci_high) == pytest.approx(
+        (want["diff"], want["ci_low"], want["ci_high"])
+    )
+    # resampling people, not images: three people's errors make a wide interval
+    images = paired_difference_ci(t, pred_b, pred_a, n_boot=400)
+    assert best.gap_ci_high - best.gap_ci_low > 1.5 * (images["ci_high"] - images["ci_low"])
+    alone = best_model_table(
+        fits[fits.model == "lasso"], compare_models(fits[fits.model == "lasso"])
+    )
+    assert alone[["gap", "gap_ci_low", "gap_ci_high"]].isna().all(axis=None)
+
+
+def _aligned_to(fits: pd.DataFrame, model: str, ref: pd.Series) -> np.ndarray:
+    """``model``'s predictions in ``ref``'s test order (by image id where the rows have them)."""
+    row = fits.set_index("model").loc[model]
+    if "image_ids" not in fits.columns:
+        return np.asarray(row.y_pred)
+    where = {image: i for i, image in enumerate(row.image_ids)}
+    return np.asarray(row.y_pred)[[where[image] for image in ref.image_ids]]

@@ -978,17 +978,29 @@ def test_summary_tests_the_best_model_against_the_train_majority_baseline(tmp_pa
     assert md == made.markdown
     header, _, *lines = md.strip().splitlines()
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert cols[-4:] == ["best", "beats baseline", "AUC above chance", "best beats all others"]
+    assert cols[-5:] == [
+        "best",
+        "beats baseline",
+        "AUC above chance",
+        "best − runner-up [95% CI]",
+        "best beats all others",
+    ]
     cells = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in lines)}
-    assert cells["Smiling"][-3] == f"yes (p_holm = {p_sm})"
+    assert cells["Smiling"][-4] == f"yes (p_holm = {p_sm})"
     assert cells["Smiling"][-1].startswith("yes (p_holm ≤")
-    assert cells["Male"][-3] == f"no (not more accurate, p_holm = {p_ma})"
+    assert cells["Male"][-4] == f"no (not more accurate, p_holm = {p_ma})"
+    for attribute in ("Smiling", "Male"):  # the lead over the runner-up, with its interval
+        row = csv.loc[attribute]
+        assert row.gap_ci_low <= row.gap <= row.gap_ci_high
+        assert row.gap == pytest.approx(row.best_accuracy - row.runner_up_accuracy)
+        shown = f"{row.gap:+.3f} [{row.gap_ci_low:+.3f}, {row.gap_ci_high:+.3f}]"
+        assert cells[attribute][-2] == shown
     assert cells["Male"][-1] == "no: not above baseline"  # although it beats forest
 
     summary_html = _section((out / "index.html").read_text(), "summary")
     assert (
-        "<th>beats baseline</th><th>AUC above chance</th><th>best beats all others</th>"
-        in summary_html
+        "<th>beats baseline</th><th>AUC above chance</th><th>best − runner-up [95% CI]</th>"
+        "<th>best beats all others</th>" in summary_html
     )
     assert csv["beats_all"].to_dict() == {"Male": False, "Smiling": True}  # the same guard
     assert csv.loc["Male", "verdict"] == "no: not above baseline"

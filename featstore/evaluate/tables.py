@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from featstore.evaluate.inputs import _binary, _same_length, _score_array
+from featstore.evaluate.intervals import paired_difference_ci
 from featstore.evaluate.significance import (
     FAMILY,
     auc_vs_chance,
@@ -68,12 +69,19 @@ BEST_COLUMNS: list[str] = [
     "best_accuracy",
     "runner_up",
     "runner_up_accuracy",
+    "gap",
+    "gap_ci_low",
+    "gap_ci_high",
     "tied",
     "max_p_holm",
     "beats_all",
     "chosen_by",
     "best_selection_score",
 ]
+
+
+#: Resamples of the paired bootstrap interval of :func:`best_model_table`'s ``gap``.
+GAP_BOOT = 1000
 
 
 #: ``chosen_by`` of :func:`best_model_table`: the best model is the argmax of
@@ -279,7 +287,13 @@ def compare_models(
     return out[COMPARISON_COLUMNS].reset_index(drop=True)
 
 
-def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+def best_model_table(
+    results: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    *,
+    alpha: float = 0.05,
+    n_boot: int = GAP_BOOT,
+) -> pd.DataFrame:
     """Per test set (attribute, feature_set, train_size, seed): the best model, chosen off the
     test split, its test accuracy, and whether it beats every other model significantly.
 
@@ -302,6 +316,12 @@ def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Dat
     of the best model with another model is significant with the best model more accurate on
     test; a lone model does not "beat all": there is nothing it was tested against),
     ``chosen_by`` and ``best_selection_score`` (NaN under the old rule).
+
+    ``gap`` is the best model's test accuracy minus the runner-up's, ``gap_ci_low`` /
+    ``gap_ci_high`` its paired ``1 - alpha`` bootstrap interval
+    (:func:`featstore.evaluate.paired_difference_ci`, ``n_boot`` resamples, seed 0),
+    resampling people where ``results`` has ``groups`` (images otherwise): how much better the
+    chosen model is, and how sure; NaN with a single model.
     """
     _check_results(results)
     missing = [c for c in COMPARISON_COLUMNS if c not in comparisons.columns]
@@ -327,6 +347,8 @@ def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Dat
             ranked = sorted(acc, key=lambda m: (-acc[m], m))
         best = ranked[0]
         runner_up = ranked[1] if len(ranked) > 1 else None
+        people = _reference_groups(group, len(preds[best][0]), key)
+        gap = _gap(preds, best, runner_up, people, alpha, n_boot)
         p_holms: list[float] = []
         wins: list[bool] = []
         for other in ranked[1:]:
@@ -345,6 +367,9 @@ def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Dat
                 "best_accuracy": acc[best],
                 "runner_up": runner_up,
                 "runner_up_accuracy": acc[runner_up] if runner_up is not None else math.nan,
+                "gap": gap["diff"],
+                "gap_ci_low": gap["ci_low"],
+                "gap_ci_high": gap["ci_high"],
                 "tied": runner_up is not None and rank_score[runner_up] == rank_score[best],
                 "max_p_holm": max(p_holms) if p_holms else math.nan,
                 "beats_all": bool(wins) and all(wins),
@@ -353,6 +378,24 @@ def best_model_table(results: pd.DataFrame, comparisons: pd.DataFrame) -> pd.Dat
             }
         )
     return pd.DataFrame.from_records(records, columns=BEST_COLUMNS)
+
+
+def _gap(
+    preds: dict[str, tuple[np.ndarray, np.ndarray]],
+    best: str,
+    runner_up: str | None,
+    people: np.ndarray | None,
+    alpha: float,
+    n_boot: int,
+) -> dict[str, float]:
+    """The best model's test accuracy minus the runner-up's with its paired bootstrap interval
+    (by person with ``people``); NaNs without a runner-up."""
+    if runner_up is None:
+        return {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    y_true, pred_best = preds[best]
+    return paired_difference_ci(
+        y_true, pred_best, preds[runner_up][1], groups=people, n_boot=n_boot, alpha=alpha
+    )
 
 
 def _model_rank(model: str) -> tuple[int, str]:

@@ -120,6 +120,9 @@ def _summary_columns(models: Sequence[str]) -> list[str]:
         "best_accuracy",
         "runner_up",
         "runner_up_accuracy",
+        "gap",
+        "gap_ci_low",
+        "gap_ci_high",
         "tied",
         "max_p_holm",
         "beats_all_models",
@@ -146,7 +149,8 @@ def summary_table(
     ``<model>_seed_mean`` and ``<model>_seed_sd`` (test accuracy over the seeds); n_models,
     best_model (the argmax of selection_score; ``chosen_by`` says which rule chose it),
     best_selection_score, best_accuracy (its TEST accuracy: the estimate), runner_up,
-    runner_up_accuracy, tied, max_p_holm, beats_all_models (the pairwise comparisons alone),
+    runner_up_accuracy, gap, gap_ci_low, gap_ci_high (best minus runner-up test accuracy and its
+    paired 95% bootstrap interval, by person where identities are known), tied, max_p_holm, beats_all_models (the pairwise comparisons alone),
     beats_all (the same, guarded: False where the best model does not beat the baseline),
     p_baseline, p_baseline_holm, beats_baseline (McNemar against the majority constant),
     p_auc, p_auc_holm, beats_chance (the best model's AUC against 0.5: a test with power under
@@ -222,6 +226,9 @@ def _best_cells(b: Any, test: pd.Series) -> dict[str, Any]:
         "best_accuracy": float(b.best_accuracy),
         "runner_up": b.runner_up,
         "runner_up_accuracy": float(b.runner_up_accuracy),
+        "gap": float(b.gap),
+        "gap_ci_low": float(b.gap_ci_low),
+        "gap_ci_high": float(b.gap_ci_high),
         "tied": bool(b.tied),
         "max_p_holm": float(b.max_p_holm),
         "beats_all_models": bool(b.beats_all),
@@ -544,6 +551,17 @@ def _verdict(row: pd.Series) -> str:
     return f"no (p_holm = {p:.2g})"
 
 
+def _gap_cell(row: pd.Series) -> str:
+    """The best model's lead over the runner-up in test accuracy, with its paired interval."""
+    gap = row.get("gap", math.nan)
+    if gap is None or pd.isna(gap):
+        return "–"
+    low, high = row.get("gap_ci_low", math.nan), row.get("gap_ci_high", math.nan)
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return f"{gap:+.3f}"
+    return f"{gap:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def _baseline_verdict(row: pd.Series) -> str:
     p_holm = float(row["p_baseline_holm"])
     p = "–" if math.isnan(p_holm) else f"{p_holm:.2g}"
@@ -572,6 +590,7 @@ def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         "best",
         "beats baseline",
         "AUC above chance",
+        "best − runner-up [95% CI]",
         "best beats all others",
     ]
     rows = []
@@ -591,6 +610,7 @@ def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                 best,
                 _baseline_verdict(r),
                 _chance_verdict(r),
+                _gap_cell(r),
                 _verdict(r),
             ]
         )
