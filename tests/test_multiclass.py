@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featstore import store
+from featstore import evaluate, store
 from featstore.train.grid import read_results
 from jobs import extract as extract_job
 from jobs import ingest as ingest_job
@@ -150,6 +150,18 @@ def test_the_report_shows_the_confusion_matrices_and_picks_by_selection_score(fo
     order = {m: i for i, m in enumerate(MODELS)}
     ranked = sorted(res.itertuples(), key=lambda r: (-r.selection_score, order[r.model]))
     assert summary.loc[summary["best"], "model"].tolist() == [ranked[0].model]
+
+
+def test_the_class_bootstrap_of_two_classes_is_the_binary_bootstrap():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 2, 300)
+    p = np.where(rng.random(300) < 0.8, t, 1 - t)
+    for groups in (None, rng.integers(0, 50, 300)):
+        boot = {"n_boot": 300, "seed": 4, "groups": groups}
+        for stat in ("accuracy", "balanced_accuracy"):
+            assert evaluate.class_bootstrap_ci(
+                t, p, n_classes=2, stat=stat, **boot
+            ) == evaluate.bootstrap_ci(t, p, stat=stat, **boot)
 
 
 def test_metrics_of_a_known_confusion_matrix():
