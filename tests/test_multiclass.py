@@ -1,6 +1,7 @@
 """A class-per-folder study with the real jobs: synth --layout folder (4 imbalanced classes) ->
 ingest --source folder -> extract (MobileNetV2, random weights, 32x32) -> train --target class
--> report. The results rows are read back and checked against their own confusion matrices."""
+-> report. The results rows are read back and checked against their own confusion matrices and their
+bootstrap intervals against the bootstrap itself."""
 
 from __future__ import annotations
 
@@ -150,6 +151,77 @@ def test_the_report_shows_the_confusion_matrices_and_picks_by_selection_score(fo
     order = {m: i for i, m in enumerate(MODELS)}
     ranked = sorted(res.itertuples(), key=lambda r: (-r.selection_score, order[r.model]))
     assert summary.loc[summary["best"], "model"].tolist() == [ranked[0].model]
+
+
+def _boot(r, stat, groups):
+    return evaluate.class_bootstrap_ci(
+        r.y_true,
+        r.y_pred,
+        n_classes=r.n_classes,
+        stat=stat,
+        n_boot=N_BOOT,
+        seed=r.seed,
+        groups=groups,
+    )
+
+
+N_BOOT = 1000  # train.bootstrap's default, what folder_study's rows were made with
+
+
+def test_multiclass_rows_carry_bootstrap_intervals_of_balanced_accuracy_and_macro_f1(
+    folder_study,
+):
+    res = read_results(folder_study / "store")
+    for r in res.itertuples():
+        for est, lo, hi in (
+            (r.balanced_accuracy, r.ba_ci_low, r.ba_ci_high),
+            (r.macro_f1, r.macro_f1_ci_low, r.macro_f1_ci_high),
+        ):
+            assert np.isfinite([lo, hi]).all() and lo <= est <= hi, (r.model, lo, est, hi)
+        # a folder set has no identities: the test images are resampled, with the cell's seed
+        assert r.groups is None and r.ci_method == "wilson"
+        assert (r.ba_ci_low, r.ba_ci_high) == _boot(r, "balanced_accuracy", None)
+        assert (r.macro_f1_ci_low, r.macro_f1_ci_high) == _boot(r, "macro_f1", None)
+    # the report shows them beside the numbers, and writes them to multiclass.csv
+    summary = pd.read_csv(folder_study / "report" / "multiclass.csv").set_index("model")
+    html = (folder_study / "report" / "index.html").read_text()
+    for r in res.itertuples():
+        assert summary.loc[r.model, "ba_ci_low"] == pytest.approx(r.ba_ci_low)
+        assert summary.loc[r.model, "macro_f1_ci_high"] == pytest.approx(r.macro_f1_ci_high)
+        assert f"{r.macro_f1:.3f} [{r.macro_f1_ci_low:.3f}, {r.macro_f1_ci_high:.3f}]" in html
+
+
+def test_intervals_resample_identities_where_the_store_knows_them(spark, tmp_path):
+    """A store whose labels have a class and an identity (4 images per person): the multi-class
+    row's intervals are the bootstrap over people, with the cell's seed."""
+    from tests.storefakes import write_feature_set
+    from tests.test_train_grid import write_labels
+
+    n, rng = 240, np.random.default_rng(3)
+    ids = [f"{i:06d}.jpg" for i in range(1, n + 1)]
+    splits = ["train" if i < 144 else ("val" if i < 192 else "test") for i in range(n)]
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    klass = np.array(["a", "b", "c"])[np.argmax(x[:, :3] + 0.5 * rng.normal(size=(n, 3)), axis=1)]
+    write_labels(
+        tmp_path,
+        ids,
+        splits,
+        {"Smiling": x[:, 5] > 0},
+        identity=[i // 4 for i in range(n)],
+        klass=klass.tolist(),
+    )
+    write_feature_set(tmp_path, "cls", ids, splits, x)
+    args = ["--store", str(tmp_path), "--feature-sets", "cls", "--target", "class"]
+    settings = ["--set", "train.folds=3", "--set", "train.lasso_cs=4", "--set", "train.seeds=[2]"]
+    assert train_job.main([*args, "--models", "lasso", *settings], spark=spark) == 0
+    (r,) = read_results(tmp_path).itertuples()
+    assert r.status == "ok" and r.seed == 2 and r.ci_method == "wilson, by identity"
+    assert r.groups.tolist() == [i // 4 for i in range(192, n)]
+    by_person = _boot(r, "balanced_accuracy", r.groups)
+    assert (r.ba_ci_low, r.ba_ci_high) == by_person
+    assert (r.macro_f1_ci_low, r.macro_f1_ci_high) == _boot(r, "macro_f1", r.groups)
+    assert by_person != _boot(r, "balanced_accuracy", None)  # not the images one by one
+    assert r.ba_ci_low <= r.balanced_accuracy <= r.ba_ci_high
 
 
 def test_the_class_bootstrap_of_two_classes_is_the_binary_bootstrap():

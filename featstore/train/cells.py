@@ -276,7 +276,7 @@ def run_cell(
         )
         lap("fit")
         if cell.attribute == CLASS_TARGET and cfg.target == CLASS_TARGET:
-            row = _class_row(cell, cfg, key, x_tr, x_va, x_te, data, pick)
+            row = _class_row(cell, cfg, key, (x_tr, x_va, x_te), data, pick)
             lap(None)
             return [row]
         fits = _fit(cell, cfg, x_tr, x_va, x_te, data, pick, attrs)
@@ -422,9 +422,7 @@ def _class_row(
     cell: Cell,
     cfg: GridConfig,
     key: str,
-    x_tr: np.ndarray,
-    x_va: np.ndarray,
-    x_te: np.ndarray,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
     data: dict[str, Any],
     pick: np.ndarray,
 ) -> dict[str, Any]:
@@ -436,6 +434,7 @@ def _class_row(
     from featstore import multiclass
     from featstore.train.multiclass import fit_multiclass
 
+    x_tr, x_va, x_te = arrays
     names = data["class_names"]
     k = len(names)
     y_tr = data["class"]["train"][pick].astype(np.int64)
@@ -443,7 +442,6 @@ def _class_row(
     if (y_tr < 0).any() or (y_va < 0).any() or (y_te < 0).any():
         raise FeatstoreError("some images of this feature set have no class in the labels table")
     weight = None if cfg.class_weight == "none" else cfg.class_weight
-    settings = _multiclass_settings(cfg, cell.model)
     fit = fit_multiclass(
         cell.model,
         x_tr,
@@ -452,15 +450,18 @@ def _class_row(
         n_classes=k,
         seed=cell.seed,
         class_weight=weight,
-        **settings,
+        **_multiclass_settings(cfg, cell.model),
     )
     pred = fit.y_pred
     pred_va, y_pred = pred[: len(x_va)], pred[len(x_va) :]
     m = multiclass.metrics(y_te, y_pred, k, y_train=y_tr)
     groups = data["groups"]["test"]
     if groups is not None and np.unique(groups).size < 2:
-        groups = None
+        groups = None  # one person in the whole test split: nothing to resample by
     lo, hi = multiclass.accuracy_interval(y_te, y_pred, groups=groups)
+    boot = multiclass.bootstrap_intervals(
+        y_te, y_pred, k, groups=groups, n_boot=cfg.bootstrap, seed=cell.seed
+    )
     params = {
         **fit.params,
         "majority_class": m["majority_class"],
@@ -473,6 +474,7 @@ def _class_row(
         status="ok",
         ci_low=lo,
         ci_high=hi,
+        **boot,
         n_train=len(x_tr),
         n_val=len(x_va),
         n_test=len(x_te),
