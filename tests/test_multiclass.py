@@ -1,7 +1,7 @@
 """A class-per-folder study with the real jobs: synth --layout folder (4 imbalanced classes) ->
 ingest --source folder -> extract (MobileNetV2, random weights, 32x32) -> train --target class
--> report. The results rows are read back and checked against their own confusion matrices and their
-bootstrap intervals against the bootstrap itself."""
+-> report. The results rows are read back and checked against their own confusion matrices, their
+bootstrap intervals against the bootstrap itself, their saved models against their predictions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from featstore import evaluate, store
 from featstore.train.grid import read_results
+from featstore.train.saved import ClassModel, load_model, predict_proba, predict_scores
 from jobs import extract as extract_job
 from jobs import ingest as ingest_job
 from jobs import report as report_job
@@ -100,6 +101,8 @@ def folder_study(spark, tmp_path_factory):
                 "train.dense_patience=8",
                 "--set",
                 "train.dense_batch_size=32",
+                "--set",
+                "train.save_models=true",
             ],
             spark=spark,
         )
@@ -189,6 +192,28 @@ def test_multiclass_rows_carry_bootstrap_intervals_of_balanced_accuracy_and_macr
         assert summary.loc[r.model, "ba_ci_low"] == pytest.approx(r.ba_ci_low)
         assert summary.loc[r.model, "macro_f1_ci_high"] == pytest.approx(r.macro_f1_ci_high)
         assert f"{r.macro_f1:.3f} [{r.macro_f1_ci_low:.3f}, {r.macro_f1_ci_high:.3f}]" in html
+
+
+def test_saved_multiclass_models_reproduce_the_test_predictions(folder_study):
+    root = folder_study / "store"
+    res = read_results(root)
+    assert res.model_path.notna().all() and res.reason.isna().all()
+    assert sorted(res.model_path) == sorted(f"models/{c}/class.joblib" for c in res.cell)
+    test = store.read_arrow(root, "mnv2", splits=["test"])
+    x = store.embedding_matrix(test, int(res.dim.iloc[0]), "mnv2")
+    names = store.read_classes(root)
+    for r in res.itertuples():
+        model = load_model(root, r._asdict())
+        assert isinstance(model, ClassModel) and list(model.classes) == list(r.classes)
+        index = {c: i for i, c in enumerate(r.classes)}
+        truth = [index[names[i]] for i in test["image_id"].to_pylist()]
+        np.testing.assert_array_equal(truth, r.y_true)  # the grid's test rows, in its order
+        proba = predict_proba(model, x)
+        assert proba.shape == (len(x), 4) and proba.dtype == np.float32
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-4)
+        np.testing.assert_array_equal(model.predict(x), r.y_pred, err_msg=r.model)
+        with pytest.raises(ValueError, match="4-class model has no positive class"):
+            predict_scores(model, x)
 
 
 def test_intervals_resample_identities_where_the_store_knows_them(spark, tmp_path):
