@@ -7,7 +7,9 @@ Pure numpy / pandas; the same rules as the binary evaluation in :mod:`featstore.
   class, columns: predicted, in the order of ``classes``) and the majority-class baseline (the
   test accuracy of always predicting the TRAINING split's most frequent class).
 * Intervals: the Wilson interval of the accuracy (:func:`featstore.evaluate.accuracy_ci` on
-  per-image correctness, widened by identity where the store has one).
+  per-image correctness, widened by identity where the store has one); percentile bootstrap
+  intervals of the balanced accuracy and the macro-F1 (:func:`bootstrap_intervals`: the binary
+  fits' resamples, :func:`featstore.evaluate.class_bootstrap_ci`, by identity where known).
 * Tests on per-image correctness: a multi-class prediction is right or wrong, so two probes on
   the same test images form McNemar's 2 x 2 table exactly as binary ones do.
   :func:`correctness` turns results rows into 0/1 rows (``y_true`` all 1, ``y_pred`` = right)
@@ -112,6 +114,27 @@ def accuracy_interval(
     """The Wilson interval of the accuracy (by identity with ``groups``), as for binary fits."""
     right = (np.asarray(y_true) == np.asarray(y_pred)).astype(np.int8)
     return evaluate.accuracy_ci(np.ones_like(right), right, groups=groups)
+
+
+def bootstrap_intervals(
+    y_true: Any,
+    y_pred: Any,
+    n_classes: int,
+    *,
+    groups: Any | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Bootstrap 95% intervals of the balanced accuracy and the macro-F1 (resampling identities
+    with ``groups``, images otherwise; the same resamples for both): the results columns
+    ``ba_ci_low`` / ``ba_ci_high`` and ``macro_f1_ci_low`` / ``macro_f1_ci_high``."""
+    out: dict[str, float] = {}
+    for stat, prefix in (("balanced_accuracy", "ba"), ("macro_f1", "macro_f1")):
+        lo, hi = evaluate.class_bootstrap_ci(
+            y_true, y_pred, n_classes=n_classes, stat=stat, n_boot=n_boot, seed=seed, groups=groups
+        )
+        out[f"{prefix}_ci_low"], out[f"{prefix}_ci_high"] = lo, hi
+    return out
 
 
 def multiclass_rows(results: pd.DataFrame) -> pd.Series:

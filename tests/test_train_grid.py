@@ -31,14 +31,18 @@ FAST = [
 ]
 
 
-def write_labels(root, ids, splits, labels):
-    """A committed labels table (one bool column per attribute), through the store's writer."""
+def write_labels(root, ids, splits, labels, *, identity=None, klass=None):
+    """A committed labels table (one bool column per attribute; with ``identity`` / ``klass``,
+    the person and the class of each image too), through the store's writer."""
     attrs = list(labels)
+    extra = {
+        **({store.IDENTITY: identity} if identity is not None else {}),
+        **({store.CLASS: klass} if klass is not None else {}),
+    }
+    schema = store.labels_schema(attrs, identity=identity is not None, klass=klass is not None)
     with store.TableWriter(store.Layout(root), "labels") as w:
         pq.write_table(
-            pa.table(
-                {"image_id": ids, "split": splits, **labels}, schema=store.labels_schema(attrs)
-            ),
+            pa.table({"image_id": ids, "split": splits, **extra, **labels}, schema=schema),
             w.data / "p.parquet",
         )
         w.commit(

@@ -17,7 +17,8 @@ What is here and why:
 * :func:`bootstrap_ci` -- bootstrap confidence interval (percentile, or BCa for independent
   images) of accuracy, error rate, balanced accuracy, F1 or ROC AUC, resampling the test images
   -- or, with ``groups`` (the identity of each image), whole clusters: CelebA has ~20 images per
-  person, and images of one person are not independent.
+  person, and images of one person are not independent. :func:`class_bootstrap_ci`: the same
+  resamples for a K-class model's accuracy, balanced accuracy or macro-F1.
 * :func:`accuracy_ci` -- Wilson interval for accuracy, widened by the design effect of clusters.
 * :func:`paired_difference_ci` -- paired bootstrap interval of the difference between two models
   on the same test set (same resamples for both).
@@ -47,10 +48,12 @@ from __future__ import annotations
 from featstore.evaluate.binary import ROC_POINTS, majority_baseline, metrics, roc_points
 from featstore.evaluate.calibration import CALIBRATION_COLUMNS, brier_score, calibration_table
 from featstore.evaluate.intervals import (
+    CLASS_STATS,
     PAIRED_STATS,
     STATS,
     accuracy_ci,
     bootstrap_ci,
+    class_bootstrap_ci,
     paired_difference_ci,
 )
 from featstore.evaluate.significance import (
@@ -83,6 +86,7 @@ __all__ = [
     "CALIBRATION_COLUMNS",
     "CHOSEN_BY_SELECTION",
     "CHOSEN_BY_TEST",
+    "CLASS_STATS",
     "COMPARISON_COLUMNS",
     "COMPARISON_FAMILY",
     "FAMILY",
@@ -99,6 +103,7 @@ __all__ = [
     "bootstrap_ci",
     "brier_score",
     "calibration_table",
+    "class_bootstrap_ci",
     "compare_models",
     "holm",
     "holm_by_family",

@@ -1,7 +1,7 @@
 """Confidence intervals over the test set: the bootstrap (percentile or BCa; images or whole
-clusters resampled) of one model's statistic (:func:`bootstrap_ci`) or of the paired difference
-of two (:func:`paired_difference_ci`), and the cluster-widened Wilson interval of accuracy
-(:func:`accuracy_ci`)."""
+clusters resampled) of one model's statistic (:func:`bootstrap_ci`; of a K-class model's
+:func:`class_bootstrap_ci`) or of the paired difference of two (:func:`paired_difference_ci`),
+and the cluster-widened Wilson interval of accuracy (:func:`accuracy_ci`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 #: Statistics :func:`bootstrap_ci` can resample.
 STATS: tuple[str, ...] = ("accuracy", "error_rate", "balanced_accuracy", "f1", "roc_auc")
+
+
+#: Statistics :func:`class_bootstrap_ci` can resample (K-class predictions).
+CLASS_STATS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
 #: Statistics :func:`paired_difference_ci` can difference.
@@ -235,9 +239,15 @@ def _interval(
     return float(low), float(high)
 
 
-def _check_boot_args(stat: str, n_boot: Any, alpha: float, method: str = "percentile") -> None:
-    if stat not in STATS:
-        raise ValueError(f"stat must be one of {STATS}, got {stat!r}")
+def _check_boot_args(
+    stat: str,
+    n_boot: Any,
+    alpha: float,
+    method: str = "percentile",
+    stats: tuple[str, ...] = STATS,
+) -> None:
+    if stat not in stats:
+        raise ValueError(f"stat must be one of {stats}, got {stat!r}")
     if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     if not 0.0 < alpha < 1.0:
@@ -323,6 +333,68 @@ def bootstrap_ci(
         return _interval(
             values, alpha, what=stat, method="bca", point=point, jackknife=_jackknife(stat, s)
         )
+    return _interval(values, alpha, what=stat, method="percentile")
+
+
+def _class_stat(stat: str, true1: np.ndarray, pred1: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``stat`` of K-class predictions under each row of ``w`` (as in :func:`_stat`); ``true1``
+    / ``pred1``: n x K one-hot of the true / predicted class. Balanced accuracy: the mean recall
+    over the classes present in the resample; macro-F1: the mean F1 over the classes present
+    in it or predicted in it (the definitions of :func:`featstore.multiclass.metrics`)."""
+    tp = w @ (true1 * pred1)  # rows x K: correct images of each class
+    if stat == "accuracy":
+        return tp.sum(axis=1) / w.sum(axis=1)
+    support = w @ true1
+    den = support if stat == "balanced_accuracy" else support + (w @ pred1)
+    scale = 1.0 if stat == "balanced_accuracy" else 2.0
+    defined = den > 0  # weights are counts: a class in the resample has den >= 1
+    per_class = np.where(defined, scale * tp / np.maximum(den, 1), 0.0)
+    count = defined.sum(axis=1)
+    return np.where(count > 0, per_class.sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
+def _class_indices(name: str, values: Any, n_classes: int) -> np.ndarray:
+    """``values`` as a 1-D array of class indices in ``[0, n_classes)``, or one ValueError."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold class indices (integers), got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() >= n_classes:
+        raise ValueError(f"{name} must hold class indices in [0, {n_classes})")
+    return arr.astype(np.intp)
+
+
+def class_bootstrap_ci(
+    y_true: Any,
+    y_pred: Any,
+    *,
+    n_classes: int,
+    stat: str = "balanced_accuracy",
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: Any | None = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``1 - alpha`` interval of ``stat`` (one of :data:`CLASS_STATS`) of
+    a K-class model: ``y_true`` / ``y_pred`` hold class indices in ``[0, n_classes)``.
+
+    The resamples are exactly :func:`bootstrap_ci`'s (the same draws for a ``seed``; with
+    ``groups`` whole clusters -- the identities -- are the unit), only the statistic differs;
+    with two classes, ``balanced_accuracy`` gives :func:`bootstrap_ci`'s interval. A resample
+    where the statistic is undefined is dropped with a warning."""
+    _check_boot_args(stat, n_boot, alpha, stats=CLASS_STATS)
+    if not (isinstance(n_classes, int | np.integer) and n_classes >= 2):
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    t = _class_indices("y_true", y_true, n_classes)
+    p = _class_indices("y_pred", y_pred, n_classes)
+    n = _same_length(y_true=t, y_pred=p)
+    eye = np.eye(n_classes, dtype=np.float64)
+    true1, pred1 = eye[t], eye[p]
+    codes = None if groups is None else _group_codes(groups, n)
+    values = _resample(
+        lambda w: _class_stat(stat, true1, pred1, w), n, codes, int(n_boot), seed, per_image=1
+    )
     return _interval(values, alpha, what=stat, method="percentile")
 
 

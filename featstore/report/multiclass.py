@@ -115,8 +115,8 @@ HEADERS = [
     "test images",
     "validation acc. (chosen by)",
     "test accuracy [95% CI]",
-    "balanced acc.",
-    "macro-F1",
+    "balanced acc. [95% CI]",
+    "macro-F1 [95% CI]",
     "majority class",
     "p_holm vs majority",
     "best",
@@ -124,8 +124,28 @@ HEADERS = [
 ]
 
 
+#: The bootstrap intervals of the results rows, shown beside their numbers (and in the CSV).
+INTERVAL_COLUMNS = ["ba_ci_low", "ba_ci_high", "macro_f1_ci_low", "macro_f1_ci_high"]
+
+
+def with_intervals(summary: pd.DataFrame, ok: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` (multiclass.summary_table of ``ok``) with each probe's bootstrap intervals of
+    the balanced accuracy and macro-F1 from its results row (null for fits written before
+    them)."""
+    keys = ["feature_set", "train_size", "seed", "model"]
+    cols = [c for c in INTERVAL_COLUMNS if c not in summary.columns]
+    extra = ok.reindex(columns=[*keys, *cols]).drop_duplicates(keys)
+    return summary.merge(extra, on=keys, how="left")
+
+
+def _with_ci(value: Any, low: Any, high: Any) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
+
+
 def _row(r: Any) -> list[Any]:
-    """One probe's cells of the summary table (``r``: a multiclass.summary_table row)."""
+    """One probe's cells of the summary table (``r``: a :func:`with_intervals` row)."""
     return [
         r.feature_set,
         int(r.train_size),
@@ -135,8 +155,8 @@ def _row(r: Any) -> list[Any]:
         int(r.n_test),
         _fmt(r.selection_score),
         f"{_fmt(r.accuracy)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]",
-        _fmt(r.balanced_accuracy),
-        _fmt(r.macro_f1),
+        _with_ci(r.balanced_accuracy, r.ba_ci_low, r.ba_ci_high),
+        _with_ci(r.macro_f1, r.macro_f1_ci_low, r.macro_f1_ci_high),
         _fmt(r.majority_baseline),
         "<0.001" if r.p_holm_baseline < 0.001 else _fmt(r.p_holm_baseline),
         "best" if r.best else "",
@@ -149,7 +169,7 @@ def section(
 ) -> tuple[list[str], pd.DataFrame]:
     """The section's HTML parts (each figure's HTML from ``panels_html(panels, caption)``)
     and the summary table (written as multiclass.csv)."""
-    summary = multiclass.summary_table(ok, alpha=ALPHA)
+    summary = with_intervals(multiclass.summary_table(ok, alpha=ALPHA), ok)
     rows = shown_group(ok)
     r0 = rows.iloc[0]
     where = f"{r0['feature_set']}, training size {int(r0['train_size'])}, seed {int(r0['seed'])}"

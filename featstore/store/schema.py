@@ -142,6 +142,10 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("classes", pa.list_(pa.string())),
         pa.field("confusion", pa.list_(pa.list_(pa.int64()))),
         pa.field("macro_f1", pa.float64()),
+        # macro-F1 of a multi-class fit, bootstrap (by identity) 95% CI (its balanced accuracy's
+        # is ba_ci_low / ba_ci_high); null for binary fits
+        pa.field("macro_f1_ci_low", pa.float64()),
+        pa.field("macro_f1_ci_high", pa.float64()),
     ]
 )
 
@@ -164,6 +168,8 @@ RESULTS_ADDED_COLUMNS = (
     "classes",
     "confusion",
     "macro_f1",
+    "macro_f1_ci_low",
+    "macro_f1_ci_high",
 )
 
 #: retrieval/feature_set=<set>/: one row per (queries, items, metric, k, target, attribute)

@@ -276,7 +276,7 @@ def run_cell(
         )
         lap("fit")
         if cell.attribute == CLASS_TARGET and cfg.target == CLASS_TARGET:
-            row = _class_row(cell, cfg, key, x_tr, x_va, x_te, data, pick)
+            row = _class_row(path, cell, cfg, key, (x_tr, x_va, x_te), data, pick, lap)
             lap(None)
             return [row]
         fits = _fit(cell, cfg, x_tr, x_va, x_te, data, pick, attrs)
@@ -419,23 +419,24 @@ def _evaluated(
 
 
 def _class_row(
+    path: str,
     cell: Cell,
     cfg: GridConfig,
     key: str,
-    x_tr: np.ndarray,
-    x_va: np.ndarray,
-    x_te: np.ndarray,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray],
     data: dict[str, Any],
     pick: np.ndarray,
+    lap: Any,
 ) -> dict[str, Any]:
     """The results row of one multi-class cell (``train.target: class``): the probe is fitted
     and tuned on the training rows, scored on the validation rows for ``selection_score``
     (validation accuracy) and on the test rows for the estimate, in one call. ``y_true`` and
     ``y_pred`` hold class indices into ``classes``; ``y_score`` stays null (no positive class).
-    Models are not saved for multi-class cells (``train.save_models`` is ignored there)."""
+    With ``train.save_models`` the fit is saved as a binary fit is (:func:`_save_models`)."""
     from featstore import multiclass
     from featstore.train.multiclass import fit_multiclass
 
+    x_tr, x_va, x_te = arrays
     names = data["class_names"]
     k = len(names)
     y_tr = data["class"]["train"][pick].astype(np.int64)
@@ -443,7 +444,6 @@ def _class_row(
     if (y_tr < 0).any() or (y_va < 0).any() or (y_te < 0).any():
         raise FeatstoreError("some images of this feature set have no class in the labels table")
     weight = None if cfg.class_weight == "none" else cfg.class_weight
-    settings = _multiclass_settings(cfg, cell.model)
     fit = fit_multiclass(
         cell.model,
         x_tr,
@@ -452,15 +452,23 @@ def _class_row(
         n_classes=k,
         seed=cell.seed,
         class_weight=weight,
-        **settings,
+        **_multiclass_settings(cfg, cell.model),
     )
+    lap("save models")
+    model_paths, note = _save_models(
+        path, cell, cfg, key, {CLASS_TARGET: fit}, int(x_tr.shape[1]), classes=names
+    )
+    lap("evaluate")
     pred = fit.y_pred
     pred_va, y_pred = pred[: len(x_va)], pred[len(x_va) :]
     m = multiclass.metrics(y_te, y_pred, k, y_train=y_tr)
     groups = data["groups"]["test"]
     if groups is not None and np.unique(groups).size < 2:
-        groups = None
+        groups = None  # one person in the whole test split: nothing to resample by
     lo, hi = multiclass.accuracy_interval(y_te, y_pred, groups=groups)
+    boot = multiclass.bootstrap_intervals(
+        y_te, y_pred, k, groups=groups, n_boot=cfg.bootstrap, seed=cell.seed
+    )
     params = {
         **fit.params,
         "majority_class": m["majority_class"],
@@ -473,6 +481,7 @@ def _class_row(
         status="ok",
         ci_low=lo,
         ci_high=hi,
+        **boot,
         n_train=len(x_tr),
         n_val=len(x_va),
         n_test=len(x_te),
@@ -493,7 +502,8 @@ def _class_row(
         n_classes=k,
         classes=list(names),
         confusion=m["confusion"].tolist(),
-        reason="model not saved: multi-class fits are not saved" if cfg.save_models else None,
+        model_path=model_paths.get(CLASS_TARGET),
+        reason=note,
     )
     return row
 
@@ -538,19 +548,26 @@ def _val_threshold(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def _save_models(
-    path: str, cell: Cell, cfg: GridConfig, key: str, fits: dict[str, Any], dim: int
+    path: str,
+    cell: Cell,
+    cfg: GridConfig,
+    key: str,
+    fits: dict[str, Any],
+    dim: int,
+    classes: list[str] | None = None,
 ) -> tuple[dict[str, str], str | None]:
     """Save the cell's estimators when ``cfg.save_models`` (else drop files an earlier fit of
-    this cell left). Returns ``({attribute: model_path}, None)``, or ``({}, note)`` when saving
-    failed: the fits stay ok (the note goes to ``reason``) and a later run with
-    ``save_models`` on fits the cell again."""
+    this cell left; ``classes``: a multi-class cell's class names). Returns
+    ``({attribute: model_path}, None)``, or ``({}, note)`` when saving failed: the fits stay ok
+    (the note goes to ``reason``) and a later run with ``save_models`` on fits the cell again."""
     from featstore.train import saved
 
     if not cfg.save_models:
         saved.clear_cell(path, key)
         return {}, None
     try:
-        return saved.save_fits(path, key, cell.model, cell.feature_set, dim, fits), None
+        out = saved.save_fits(path, key, cell.model, cell.feature_set, dim, fits, classes)
+        return out, None
     except Exception as exc:
         logger.warning("cell %s: saving the model failed: %s", cell, traceback.format_exc())
         return (

@@ -65,7 +65,8 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 @dataclass
 class DenseHead:
     """A trained dense head. ``hidden`` lists the hidden layer widths; layer ``i`` is named
-    ``hidden{i}``; the output layer ``output`` has ``outputs`` sigmoid units."""
+    ``hidden{i}``; the output layer ``output`` has ``outputs`` sigmoid units (softmax ones for
+    a multi-class probe's head, as :mod:`featstore.train.saved` keeps it)."""
 
     model: keras.Model
     hidden: tuple[int, ...]

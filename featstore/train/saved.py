@@ -6,6 +6,8 @@ Layout (beside the tables, not inside one, so no Parquet glob meets them)::
                                                    bottleneck<k>-lasso|forest)
     <store>/models/<cell key>/_multilabel.joblib   one per multilabel cell: the one head of all
                                                    its attributes
+    <store>/models/<cell key>/class.joblib         one per multi-class cell (train.target:
+                                                   class: lasso, forest, dense)
 
 The results row of a saved fit names its file in ``model_path`` (relative to the store root,
 ``/``-separated; null when no model was saved). Each file is written by the Spark task that
@@ -19,10 +21,15 @@ dense head needs featstore and Keras importable)::
     {"featstore_model": 1, "model": "lasso", "cell": key, "feature_set": ..., "dim": ...,
      "attributes": [...], "estimator": <the fitted estimator>}
 
+plus ``"classes": [...]`` (the class names, the order of the estimator's outputs) for a
+multi-class fit; :func:`load_model` then gives a :class:`ClassModel`.
+
 ``estimator`` is what the fit returned (:attr:`featstore.train.base.FitResult.estimator`): a
 scikit-learn ``Pipeline`` (lasso: scaler + logistic regression) or ``RandomForestClassifier``,
 a :class:`featstore.train.dense.DenseHead`, or a :class:`featstore.train.dense.Bottleneck`
-(head + the lasso/forest on its k units). Dense heads are pickled as they are: a Keras 3 model
+(head + the lasso/forest on its k units); a multi-class dense fit's softmax model
+(:func:`featstore.train.multiclass.fit_dense`) is saved as a ``DenseHead`` of K outputs.
+Dense heads are pickled as they are: a Keras 3 model
 pickles through its own ``.keras`` serialisation (architecture, the standardisation layer's
 statistics and the weights, in memory), which works with any Keras backend. The heads' cached
 activation extractors are dropped before saving (they are rebuilt on first use).
@@ -37,6 +44,11 @@ activation extractors are dropped before saving (they are rebuilt on first use).
     p = predict_scores(model, x)                      # P(attribute) per row, float32
     y_pred = (p > THRESHOLD).astype("int8")           # featstore.train.base.THRESHOLD
 
+A multi-class fit (its row's attribute is ``class``) loads as a :class:`ClassModel`:
+``predict_proba(model, x)`` gives one column per class, in the order of the row's ``classes``,
+and ``model.predict(x)`` their argmax, the row's ``y_pred`` (indices into ``classes``).
+:func:`predict_proba` serves every kind (a binary fit's two columns: P(not), P(attribute)).
+
 Models are large on disk for big forests (every tree is kept): files are zlib-compressed
 (level 3).
 """
@@ -46,7 +58,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +104,24 @@ def _portable(estimator: Any) -> Any:
     return estimator
 
 
+def _class_estimator(fit: Any, model: str, n_classes: int) -> Any:
+    """The estimator of a multi-class fit (:class:`featstore.train.multiclass.MultiFit`) as it is
+    saved: the dense probe's bare Keras model becomes a ``DenseHead`` (unpickling it then
+    imports featstore.train.dense, which registers the Keras layers the model needs)."""
+    if model != "dense":  # scikit-learn pipelines, saved as they are
+        return fit.estimator
+    from featstore.train.dense import DenseHead
+
+    return DenseHead(
+        model=fit.estimator,
+        hidden=tuple(int(u) for u in fit.params["hidden"]),
+        outputs=n_classes,
+        history=fit.history or {},
+        epochs_run=int(fit.params["epochs_run"]),
+        best_epoch=int(fit.params["best_epoch"]),
+    )
+
+
 def _dump(obj: Any, target: Path) -> None:
     import joblib
 
@@ -113,9 +143,11 @@ def save_fits(
     feature_set: str,
     dim: int,
     fits: Mapping[str, Any],
+    classes: Sequence[str] | None = None,
 ) -> dict[str, str]:
-    """Save the estimators of one cell's fits (``{attribute: FitResult}``); returns
-    ``{attribute: model_path}`` (relative to the store root). Earlier files of the cell go."""
+    """Save the estimators of one cell's fits (``{attribute: FitResult}``, or for a multi-class
+    cell ``{"class": MultiFit}`` with its ``classes``); returns ``{attribute: model_path}``
+    (relative to the store root). Earlier files of the cell go."""
     clear_cell(root, cell_key)
     folder = cell_dir(root, cell_key)
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,6 +158,7 @@ def save_fits(
         "cell": cell_key,
         "feature_set": feature_set,
         "dim": int(dim),
+        **({"classes": [str(c) for c in classes]} if classes is not None else {}),
     }
     root_path = store.Layout(root).root
     out: dict[str, str] = {}
@@ -138,8 +171,9 @@ def save_fits(
         return dict.fromkeys(attributes, rel)
     for attribute, fit in fits.items():
         rel = model_relpath(cell_key, model, attribute)
+        estimator = fit.estimator if classes is None else _class_estimator(fit, model, len(classes))
         _dump(
-            {**base, "attributes": [attribute], "estimator": _portable(fit.estimator)},
+            {**base, "attributes": [attribute], "estimator": _portable(estimator)},
             root_path / rel,
         )
         out[attribute] = rel
@@ -179,6 +213,24 @@ class MultilabelOutput:
         return self.head.predict_proba(x)[:, self.index]
 
 
+@dataclass
+class ClassModel:
+    """A multi-class fit (``train.target: class``) as :func:`load_model` returns it: the fitted
+    estimator and the class names, the order of its outputs (the results row's ``classes``)."""
+
+    estimator: Any
+    classes: tuple[str, ...]
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """``(n, K)`` float32 class probabilities (:func:`predict_proba`)."""
+        return predict_proba(self, x)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """The most probable class of each row (index into ``classes``; ties: the lower), int8:
+        the grid's ``y_pred``."""
+        return np.argmax(predict_proba(self, x), axis=1).astype(np.int8)
+
+
 def _is_row(obj: Any) -> bool:
     return not isinstance(obj, (str, bytes, os.PathLike)) and hasattr(obj, "__getitem__")
 
@@ -205,7 +257,8 @@ def load_model(
 ) -> Any:
     """The saved estimator of one fit: ``cell_key_or_row`` is a results row (a pandas row or a
     dict with cell, model, attribute and model_path; ``attribute`` defaults to the row's) or a
-    cell key with ``attribute``. A multilabel fit gives a :class:`MultilabelOutput`. Raises
+    cell key with ``attribute``. A multilabel fit gives a :class:`MultilabelOutput`, a
+    multi-class fit a :class:`ClassModel`. Raises
     :class:`StoreError` when the file is missing or unreadable or lacks the attribute."""
     root_path = store.Layout(root).root
     path, attribute = _resolve(root_path, cell_key_or_row, attribute)
@@ -230,32 +283,47 @@ def load_model(
         raise StoreError(f"{path}: holds {', '.join(attributes)}, not {attribute!r}")
     if saved["model"] == "multilabel":
         return MultilabelOutput(head=saved["estimator"], attributes=attributes, attribute=attribute)
+    if saved.get("classes") is not None:
+        return ClassModel(estimator=saved["estimator"], classes=tuple(saved["classes"]))
     return saved["estimator"]
 
 
-def predict_scores(model: Any, x: Any) -> np.ndarray:
-    """P(positive) per row, float32 ``(n,)``, for float32 embeddings ``x`` ``(n, dim)``; the
-    same for every model kind (the grid's ``y_pred`` is ``scores > THRESHOLD``)."""
+def predict_proba(model: Any, x: Any) -> np.ndarray:
+    """Class probabilities per row, float32 ``(n, K)``, for float32 embeddings ``x`` ``(n, dim)``;
+    one path for every model kind. A binary fit (what :func:`load_model` gives for an
+    attribute) has K = 2 columns, P(not the attribute) and P(attribute); a
+    :class:`ClassModel` has its K classes, in the order of its ``classes``."""
     xs = as_features(x, "embeddings")
-    if isinstance(model, MultilabelOutput):
-        scores = model.predict_proba(xs)
-    else:
-        from featstore.train.dense import Bottleneck, DenseHead
+    estimator = model.estimator if isinstance(model, ClassModel) else model
+    from featstore.train.dense import DenseHead
 
-        if isinstance(model, DenseHead):
-            if model.outputs != 1:
-                raise ValueError(
-                    f"a head with {model.outputs} outputs: load it with "
-                    "load_model(store, row) to pick one attribute"
-                )
-            scores = model.predict_proba(xs)[:, 0]
-        elif isinstance(model, Bottleneck):
-            scores = model.predict_proba(xs)
-        elif hasattr(model, "predict_proba"):  # scikit-learn
-            scores = np.asarray(model.predict_proba(xs))[:, 1]
-        else:
-            raise TypeError(f"cannot score with a {type(model).__name__}")
-    return np.asarray(scores, dtype=np.float32).reshape(-1)
+    if isinstance(model, DenseHead) and model.outputs != 1:
+        raise ValueError(
+            f"a head with {model.outputs} outputs: load it with "
+            "load_model(store, row) to pick one attribute"
+        )
+    if not hasattr(estimator, "predict_proba"):
+        raise TypeError(f"cannot score with a {type(estimator).__name__}")
+    # scikit-learn, dense heads (a ClassModel's: K softmax outputs), bottlenecks, one output
+    proba = np.asarray(estimator.predict_proba(xs), dtype=np.float32)
+    if proba.ndim == 1 or proba.shape[1] == 1:  # P(attribute) alone: a binary fit
+        p = proba.reshape(-1)
+        proba = np.stack([1.0 - p, p], axis=1)
+    return proba
+
+
+def predict_scores(model: Any, x: Any) -> np.ndarray:
+    """P(positive) per row, float32 ``(n,)``, for float32 embeddings ``x`` ``(n, dim)``: the
+    second column of :func:`predict_proba`, the same for every binary model kind (the grid's
+    ``y_pred`` is ``scores > THRESHOLD``). A multi-class fit has no positive class: use
+    :func:`predict_proba` (or :meth:`ClassModel.predict`)."""
+    proba = predict_proba(model, x)
+    if proba.shape[1] != 2:
+        raise ValueError(
+            f"a {proba.shape[1]}-class model has no positive class: predict_proba(model, x) "
+            "gives its class probabilities, model.predict(x) the most probable class"
+        )
+    return np.ascontiguousarray(proba[:, 1])
 
 
 def saved_models(root: str | os.PathLike[str]) -> Any:
