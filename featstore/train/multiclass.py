@@ -7,7 +7,10 @@ trains on; hyper-parameters are chosen inside the training rows with the one-sta
 (:func:`~featstore.train.base.one_se_choice`); the test rows are only predicted.
 
 * lasso: multinomial L1 logistic regression (``saga``: liblinear has no multinomial loss), C by
-  stratified k-fold CV on the training rows (accuracy), the sparsest C within one standard error.
+  stratified k-fold CV on the training rows (accuracy), the sparsest C within one standard error
+  (:func:`~featstore.train.base.fold_score_se`, as the binary lasso's); the CV subsample
+  (``cv_max_rows``) and the fold count are the binary probes' too
+  (:func:`~featstore.train.base.stratified_subsample`, :func:`~featstore.train.base.cv_folds`).
 * forest: a random forest, ``max_features`` by out-of-bag accuracy (or CV), one-SE rule.
 * dense: ``Dense(hidden, relu) -> Dense(K, softmax)``, sparse categorical cross-entropy,
   early stopping on a held-out tenth of the training rows (best weights restored).
@@ -32,8 +35,11 @@ from featstore.train.base import (
     as_features,
     check_test,
     class_weight_arg,
+    cv_folds,
+    fold_score_se,
     jsonable,
     one_se_choice,
+    stratified_subsample,
 )
 
 logger = logging.getLogger(__name__)
@@ -155,9 +161,9 @@ def fit_lasso(
     from featstore.train.lasso import lasso_pipeline
 
     grid = [float(c) for c in (np.logspace(-3, 2, cs) if isinstance(cs, int) else cs)]
-    sub = _multiclass_subsample(ys, cv_max_rows, seed)
+    sub = stratified_subsample(ys, cv_max_rows, seed)
     x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
-    k = max(2, min(folds, int(np.bincount(y_cv).min())))
+    k = cv_folds(y_cv, folds)
 
     settings = {
         "solver": "saga",
@@ -175,7 +181,7 @@ def fit_lasso(
             [cross_val_score(pipe(c), x_cv, y_cv, cv=cv, scoring="accuracy") for c in grid]
         )  # (cs, folds)
         scores = per_fold.mean(axis=1)
-        errors = per_fold.std(axis=1, ddof=1) / math.sqrt(k)
+        errors = fold_score_se(per_fold, axis=1)
         best = one_se_choice(scores, errors)
         fitted = pipe(grid[best]).fit(xs, ys)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
