@@ -1,6 +1,7 @@
 """The multi-class probes' selection (featstore.train.multiclass) on small synthetic data, without
-Spark: the lasso's CV uses the binary probes' subsample, fold count and standard error
-(featstore.train.base)."""
+Spark: the forest chooses ``max_features`` with the binary forest's selector
+(featstore.train.forest.choose_forest), the lasso's CV uses the binary probes' subsample, fold
+count and standard error (featstore.train.base)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import math
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.preprocessing import StandardScaler
 
 from featstore.train import SingleClassError
-from featstore.train.base import cv_folds, fold_score_se, stratified_subsample
+from featstore.train.base import cv_folds, fold_score_se, one_se_choice, stratified_subsample
+from featstore.train.forest import choose_forest, fit_forest, forest_estimator
 from featstore.train.multiclass import fit_multiclass
 
 K = 4
@@ -65,6 +69,108 @@ def test_subsample_and_folds_keep_every_class() -> None:
     assert cv_folds(y, 5) == 5
     with pytest.raises(SingleClassError, match="has 1 member"):
         cv_folds(np.array([0, 0, 1, 1, 2]), 3)
+
+
+def _oob_by_hand(xs, ys, seed) -> tuple[list[float], list[float]]:
+    """Out-of-bag accuracy (most probable class, rows never out of bag left out) and its binomial
+    standard error per candidate, with scikit-learn directly."""
+    scores, errors = [], []
+    for mf in CANDIDATES:
+        f = RandomForestClassifier(
+            n_estimators=FOREST["n_estimators"], max_features=mf, random_state=seed, oob_score=True
+        ).fit(xs, ys)
+        proba = f.oob_decision_function_
+        covered = proba.sum(axis=1) > 0
+        s = float(np.mean(np.argmax(proba[covered], axis=1) == ys[covered]))
+        scores.append(s)
+        errors.append(math.sqrt(s * (1 - s) / covered.sum()))
+    return scores, errors
+
+
+def _cv_by_hand(xs, ys, seed) -> tuple[list[float], list[float]]:
+    """Stratified 3-fold CV accuracy per candidate; the standard error the forest selection has
+    always used (ddof=0, GridSearchCV's std_test_score, over sqrt(k))."""
+    cv = StratifiedKFold(3, shuffle=True, random_state=seed)
+    per_fold = [
+        cross_val_score(
+            RandomForestClassifier(
+                n_estimators=FOREST["n_estimators"], max_features=mf, random_state=seed
+            ),
+            xs,
+            ys,
+            cv=cv,
+        )
+        for mf in CANDIDATES
+    ]
+    return [float(f.mean()) for f in per_fold], [float(f.std() / math.sqrt(3)) for f in per_fold]
+
+
+@pytest.mark.parametrize("selection", ["oob", "cv"])
+def test_multiclass_forest_chooses_with_the_shared_selector(four, selection) -> None:
+    x, y, xt, _ = four
+    fit = fit_multiclass("forest", x, y, xt, n_classes=K, seed=3, selection=selection, **FOREST)
+    scaler = StandardScaler().fit(x)
+    xs = scaler.transform(x)
+    choice = choose_forest(
+        forest_estimator(n_estimators=20, seed=3, n_jobs=1, class_weight=None),
+        xs,
+        y,
+        CANDIDATES,
+        selection=selection,
+        scoring="accuracy",
+        max_samples=None,
+        folds=3,
+        cv_max_rows=None,
+        seed=3,
+    )
+    params = fit.params
+    assert params["candidate_scores"] == [[c, s] for c, s in zip(CANDIDATES, choice.scores)]
+    assert params["candidate_errors"] == [[c, e] for c, e in zip(CANDIDATES, choice.errors)]
+    assert params["max_features"] == choice.max_features
+    want = choice.forest.predict_proba(scaler.transform(xt)).astype(np.float32)  # MultiFit's dtype
+    assert np.array_equal(fit.proba, want)
+    # ... and what the selector returns is the out-of-bag / CV accuracy and the one-SE choice
+    scores, errors = (_oob_by_hand if selection == "oob" else _cv_by_hand)(xs, y, 3)
+    assert choice.scores == pytest.approx(scores, abs=1e-12)
+    assert choice.errors == pytest.approx(errors, abs=1e-12)
+    assert params["max_features"] == CANDIDATES[one_se_choice(scores, errors)]
+    assert params["selection"] == selection and params["selection_rule"] == "one standard error"
+
+
+@pytest.mark.parametrize(
+    ("selection", "class_weight", "cv_max_rows"),
+    [("oob", None, None), ("oob", "balanced", None), ("cv", "balanced", 120)],
+)
+def test_two_class_multiclass_forest_is_the_binary_forest(selection, class_weight, cv_max_rows):
+    x, y, xt, _ = _split(2, 11)
+    kw = {
+        "seed": 5,
+        "selection": selection,
+        "class_weight": class_weight,
+        "cv_max_rows": cv_max_rows,
+    }
+    binary = fit_forest(x, y, xt, **FOREST, **kw)
+    multi = fit_multiclass("forest", x, y, xt, n_classes=2, **FOREST, **kw)
+    for key in ("max_features", "candidate_scores", "candidate_errors", "selection"):
+        assert multi.params[key] == binary.params[key], key
+    assert np.array_equal(multi.proba[:, 1], binary.y_score)
+
+
+def test_multiclass_forest_refuses_binary_only_oob_scorings(four) -> None:
+    x, y, _, _ = four
+    with pytest.raises(ValueError, match="with 4 classes supports scoring accuracy, balanced_acc"):
+        choose_forest(
+            forest_estimator(n_estimators=5, seed=0, n_jobs=1, class_weight=None),
+            x,
+            y,
+            CANDIDATES,
+            selection="oob",
+            scoring="roc_auc",
+            max_samples=None,
+            folds=3,
+            cv_max_rows=None,
+            seed=0,
+        )
 
 
 def test_multiclass_lasso_cv_uses_the_shared_subsample_folds_and_error(four, caplog) -> None:
