@@ -9,9 +9,11 @@ one class. The saved estimator is ``StandardScaler -> forest`` (a Pipeline).
 The choice among ``max_features`` candidates uses the one-standard-error rule
 (:func:`~featstore.train.base.one_se_choice`, the candidates in the given order, fewest features
 first by default): the first candidate whose score is within one standard error of the best
-(out-of-bag: the binomial ``sqrt(s (1 - s) / n)`` over the covered rows; CV: the spread over the
-folds), so a margin of one row cannot flip it. ``n_jobs`` goes to the forest (trees are built in threads, sharing
-the training matrix), not to the grid search: a process per fold would copy the matrix.
+(out-of-bag: the binomial ``sqrt(s (1 - s) / n)`` over the covered rows; CV:
+:func:`~featstore.train.base.fold_score_se` of the fold scores, with ``ddof=0`` as GridSearchCV's
+``std_test_score``), so a margin of one row cannot flip it. ``n_jobs`` goes to the forest (trees
+are built in threads, sharing the training matrix), not to the grid search: a process per fold
+would copy the matrix.
 
 Selection (``selection``):
 
@@ -34,7 +36,15 @@ coverage below 95 % is logged as a warning.
 
 Scoring: ``"cv"`` takes any scikit-learn scorer name. ``"oob"`` computes the score from the
 out-of-bag class probabilities and supports ``accuracy`` (the default), ``balanced_accuracy``,
-``f1`` and ``roc_auc``; anything else is a ``ValueError``.
+``f1`` and ``roc_auc`` (the last two: two classes only); anything else is a ``ValueError``.
+
+One selector for both kinds of probe: :func:`choose_forest` (out-of-bag or CV choice, then the
+forest fitted on all rows) serves :func:`fit_forest` (0/1 labels) and the multi-class forest
+(:func:`featstore.train.multiclass.fit_forest`, class indices ``0..K-1``, accuracy). With K
+classes the out-of-bag prediction of a row is its most probable class (ties: the lower index;
+for two classes the same as ``P(1) > P(0)``), the CV subsample keeps every class's share
+(:func:`~featstore.train.base.stratified_subsample`) and the folds are bounded by the smallest
+class (:func:`~featstore.train.base.cv_folds`).
 
 Cost: a forest grows all trees to purity by default, so a fit is roughly linear in rows x
 n_estimators x max_features (x log rows). With ``selection="cv"``, folds x candidates forests
@@ -58,6 +68,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -75,6 +86,7 @@ from featstore.train.base import (
     check_xy,
     class_weight_arg,
     cv_folds,
+    fold_score_se,
     one_se_choice,
     scores_to_result,
     stratified_subsample,
@@ -90,15 +102,63 @@ MIN_EXPECTED_OOB_COVERAGE = 0.5
 #: Below this measured share, a warning is logged (the score rests on fewer rows).
 WARN_OOB_COVERAGE = 0.95
 
-# scorers on out-of-bag class probabilities (rows x [P(0), P(1)]) -> score, higher is better;
-# the predicted class is the more probable one, ties to 0 (as scikit-learn's ``oob_score_``)
+
+def _oob_class(proba: np.ndarray) -> np.ndarray:
+    """The predicted class of each row: the most probable one, ties to the lower index (as
+    scikit-learn's ``oob_score_``; for two classes the same as ``P(1) > P(0)``)."""
+    return np.argmax(proba, axis=1)
+
+
+# scorers on out-of-bag class probabilities (rows x classes 0..K-1) -> score, higher is better
 _OOB_SCORERS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": lambda y, p: accuracy_score(y, p[:, 1] > p[:, 0]),
-    "balanced_accuracy": lambda y, p: balanced_accuracy_score(y, p[:, 1] > p[:, 0]),
-    "f1": lambda y, p: f1_score(y, p[:, 1] > p[:, 0], zero_division=0.0),
+    "accuracy": lambda y, p: accuracy_score(y, _oob_class(p)),
+    "balanced_accuracy": lambda y, p: balanced_accuracy_score(y, _oob_class(p)),
+    "f1": lambda y, p: f1_score(y, _oob_class(p), zero_division=0.0),
     "roc_auc": lambda y, p: roc_auc_score(y, p[:, 1]),
 }
 OOB_SCORINGS = tuple(_OOB_SCORERS)
+#: Out-of-bag scorings of two classes only (``f1`` of class 1, ``roc_auc`` of ``P(1)``).
+BINARY_OOB_SCORINGS = ("f1", "roc_auc")
+
+
+@dataclass
+class ForestChoice:
+    """What :func:`choose_forest` chose: ``max_features``, the forest with it fitted on all the
+    training rows (None only inside the selector, before the refit), and how the choice was
+    made. ``scores``/``errors``: every candidate's score and standard error in the given order
+    (empty without a choice); ``folds`` (0 without CV), ``cv_score`` and ``cv_rows`` (CV),
+    ``oob_score`` and ``oob_coverage`` (out-of-bag) describe the choice; None (0) where not
+    used."""
+
+    max_features: MaxFeatures
+    forest: RandomForestClassifier | None
+    scores: list[float] = field(default_factory=list)
+    errors: list[float] = field(default_factory=list)
+    folds: int = 0
+    cv_score: float | None = None
+    cv_rows: int = 0
+    oob_score: float | None = None
+    oob_coverage: float | None = None
+
+
+def forest_estimator(
+    *,
+    n_estimators: int,
+    seed: int,
+    n_jobs: int | None,
+    class_weight: str | None,
+    min_samples_leaf: int = 1,
+) -> RandomForestClassifier:
+    """The unfitted forest every probe starts from (binary and multi-class): seeded by ``seed``,
+    ``class_weight`` as :func:`~featstore.train.base.class_weight_arg` reads it; its
+    ``max_features`` is set by :func:`choose_forest`."""
+    return RandomForestClassifier(
+        n_estimators=n_estimators,
+        random_state=seed,
+        n_jobs=n_jobs,
+        min_samples_leaf=min_samples_leaf,
+        class_weight=class_weight_arg(class_weight),
+    )
 
 
 def fit_forest(
@@ -147,69 +207,97 @@ def fit_forest(
     candidates = (
         list(max_features) if not isinstance(max_features, (str, int, float)) else [max_features]
     )
-    if not candidates:
-        raise ValueError("max_features needs at least one candidate")
-    choosing = len(candidates) > 1
-    if choosing and selection == "oob":
-        _check_oob_settings(scoring, n_estimators, _cap(max_samples, ys.size), ys.size)
-    forest = RandomForestClassifier(
+    forest = forest_estimator(
         n_estimators=n_estimators,
-        random_state=seed,
+        seed=seed,
         n_jobs=n_jobs,
+        class_weight=class_weight,
         min_samples_leaf=min_samples_leaf,
-        max_features=candidates[0],
-        class_weight=class_weight_arg(class_weight),
     )
     clock = Phases()
     with clock("fit"):
-        k, cv_score, cv_rows, oob_score, coverage = 0, None, 0, None, None
-        scores: list[float] = []
-        errors: list[float] = []
-        chosen: MaxFeatures = candidates[0]
-        fitted: RandomForestClassifier | None = None
-        if choosing and selection == "oob":
-            chosen, fitted, scores, errors, coverage = _select_oob(
-                forest, xs, ys, candidates, _cap(max_samples, ys.size), scoring
-            )
-            oob_score = scores[candidates.index(chosen)]
-        elif choosing:
-            chosen, scores, errors, k, cv_score, cv_rows = _select_cv(
-                forest, xs, ys, candidates, max_samples, scoring, folds, cv_max_rows, seed
-            )
-        if fitted is None:
-            # the refit on all rows (GridSearchCV's own refit would keep the CV-sized max_samples)
-            fitted = clone(forest).set_params(
-                max_features=chosen, max_samples=_cap(max_samples, ys.size)
-            )
-            fitted.fit(xs, ys)
-        y_score = fitted.predict_proba(xt)[:, 1]
-    fitted = Pipeline([("scale", scaler), ("forest", fitted)])
+        choice = choose_forest(
+            forest,
+            xs,
+            ys,
+            candidates,
+            selection=selection,
+            scoring=scoring,
+            max_samples=max_samples,
+            folds=folds,
+            cv_max_rows=cv_max_rows,
+            seed=seed,
+        )
+        y_score = choice.forest.predict_proba(xt)[:, 1]
+    fitted = Pipeline([("scale", scaler), ("forest", choice.forest)])
     params = {
         "selection": selection,
         "scoring": scoring,
-        "max_features": chosen,
+        "max_features": choice.max_features,
         "selection_rule": "one standard error",
         "class_weight": class_weight,
         "n_estimators": n_estimators,
-        "folds": k,
-        "cv_score": cv_score,
-        "cv_rows": cv_rows,
-        "oob_score": oob_score,
-        "oob_coverage": coverage,
-        "candidate_scores": [[c, s] for c, s in zip(candidates, scores)],
-        "candidate_errors": [[c, e] for c, e in zip(candidates, errors)],
+        "folds": choice.folds,
+        "cv_score": choice.cv_score,
+        "cv_rows": choice.cv_rows,
+        "oob_score": choice.oob_score,
+        "oob_coverage": choice.oob_coverage,
+        "candidate_scores": [[c, s] for c, s in zip(candidates, choice.scores)],
+        "candidate_errors": [[c, e] for c, e in zip(candidates, choice.errors)],
         "min_samples_leaf": min_samples_leaf,
         "max_samples": max_samples,
         "n_features": xs.shape[1],
     }
     logger.info(
         "forest: max_features=%s by %s, %d trees, %.1f s",
-        chosen,
-        selection if choosing else "default (one candidate)",
+        choice.max_features,
+        selection if len(candidates) > 1 else "default (one candidate)",
         n_estimators,
         clock.total,
     )
     return scores_to_result("forest", y_score, params, clock.total, estimator=fitted)
+
+
+def choose_forest(
+    forest: RandomForestClassifier,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    candidates: Sequence[MaxFeatures],
+    *,
+    selection: str,
+    scoring: str,
+    max_samples: int | float | None,
+    folds: int,
+    cv_max_rows: int | None,
+    seed: int,
+) -> ForestChoice:
+    """The one ``max_features`` selector of the forest probes, binary (``ys`` 0/1) and
+    multi-class (``ys`` class indices ``0..K-1``, every class present): the one-SE choice among
+    ``candidates`` (in order of preference) by out-of-bag score (``selection="oob"``) or
+    stratified k-fold CV (``"cv"``), and ``forest`` (unfitted; its other settings are kept) with
+    that ``max_features`` fitted on all of ``xs`` (standardized). A single candidate: that
+    forest, no scoring. ``max_samples``: bootstrap rows per tree, a fraction or an int cap. See
+    the module docstring for the rules, the coverage checks and the supported ``scoring``."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("max_features needs at least one candidate")
+    cap = _cap(max_samples, ys.size)
+    if len(candidates) == 1:
+        choice = ForestChoice(candidates[0], None)
+    elif selection == "oob":
+        _check_oob_settings(scoring, forest.n_estimators, cap, ys.size, np.unique(ys).size)
+        choice = _select_oob(forest, xs, ys, candidates, cap, scoring)
+    else:
+        choice = _select_cv(
+            forest, xs, ys, candidates, max_samples, scoring, folds, cv_max_rows, seed
+        )
+    if choice.forest is None:
+        # the refit on all rows (GridSearchCV's own refit would keep the CV-sized max_samples)
+        choice.forest = clone(forest).set_params(max_features=choice.max_features, max_samples=cap)
+        choice.forest.fit(xs, ys)
+    return choice
 
 
 def expected_oob_coverage(n_estimators: int, rows_per_tree: int, rows: int) -> float:
@@ -220,11 +308,17 @@ def expected_oob_coverage(n_estimators: int, rows_per_tree: int, rows: int) -> f
 
 
 def _check_oob_settings(
-    scoring: str, n_estimators: int, max_samples: int | float | None, rows: int
+    scoring: str, n_estimators: int, max_samples: int | float | None, rows: int, n_classes: int
 ) -> None:
     if scoring not in _OOB_SCORERS:
         raise ValueError(
             f"selection='oob' supports scoring {', '.join(OOB_SCORINGS)}, got "
+            f"{scoring!r}; use selection='cv' for other scorers"
+        )
+    if n_classes > 2 and scoring in BINARY_OOB_SCORINGS:
+        raise ValueError(
+            f"selection='oob' with {n_classes} classes supports scoring "
+            f"{', '.join(s for s in OOB_SCORINGS if s not in BINARY_OOB_SCORINGS)}, got "
             f"{scoring!r}; use selection='cv' for other scorers"
         )
     per_tree = (
@@ -251,11 +345,11 @@ def _select_cv(
     folds: int,
     cv_max_rows: int | None,
     seed: int,
-) -> tuple[MaxFeatures, list[float], list[float], int, float, int]:
+) -> ForestChoice:
     """Stratified k-fold CV of every candidate (on at most ``cv_max_rows`` rows); the choice is
-    the first candidate within one standard error of the best mean score. Returns the choice,
-    the score and standard error of every candidate, the folds, the choice's score and the rows
-    the CV ran on."""
+    the first candidate within one standard error of the best mean score. Returns the choice, the
+    score and standard error of every candidate, the folds, the choice's score and the rows the
+    CV ran on (no forest: the caller refits the choice on all rows)."""
     sub = stratified_subsample(ys, cv_max_rows, seed)
     x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
     k = cv_folds(y_cv, folds)
@@ -271,7 +365,10 @@ def _select_cv(
     )
     search.fit(x_cv, y_cv)
     scores = [float(s) for s in search.cv_results_["mean_test_score"]]
-    errors = [float(e) / math.sqrt(k) for e in search.cv_results_["std_test_score"]]
+    fold_scores = [search.cv_results_[f"split{i}_test_score"] for i in range(k)]  # (k, candidates)
+    # ddof=0: the population standard deviation (GridSearchCV's std_test_score), which this
+    # selection has always used; fold_score_se's definition is ddof=1 (see its docstring)
+    errors = [float(e) for e in fold_score_se(fold_scores, axis=0, ddof=0)]
     pick = one_se_choice(scores, errors)
     chosen = candidates[pick]
     if sub is not None:
@@ -281,7 +378,9 @@ def _select_cv(
             sub.size,
             ys.size,
         )
-    return chosen, scores, errors, k, scores[pick], int(y_cv.size)
+    return ForestChoice(
+        chosen, None, scores, errors, folds=k, cv_score=scores[pick], cv_rows=int(y_cv.size)
+    )
 
 
 def _select_oob(
@@ -291,10 +390,12 @@ def _select_oob(
     candidates: list[MaxFeatures],
     max_samples: int | float | None,
     scoring: str,
-) -> tuple[MaxFeatures, RandomForestClassifier, list[float], list[float], float]:
+) -> ForestChoice:
     """One forest per candidate on all rows; the choice is the first candidate within one
     standard error of the best out-of-bag score. Returns the choice, its fitted forest, the
-    score and standard error of every candidate and the out-of-bag coverage."""
+    score and standard error of every candidate, the choice's score and the out-of-bag
+    coverage. Only the best forest so far is kept in memory; the chosen one is refitted (the
+    same seed: the same trees) only where the one-SE choice is not the best."""
     scorer = _OOB_SCORERS[scoring]
     best: tuple[MaxFeatures, RandomForestClassifier, float, float] | None = None
     scores: list[float] = []
@@ -328,7 +429,7 @@ def _select_oob(
                 ys.size,
                 len(model.estimators_),
             )
-        # columns: classes_ [0, 1] (check_xy ensured both)
+        # columns: classes_ 0..K-1 (check_xy / check_classes ensured every class is present)
         score = float(scorer(y_cov, proba[covered]))
         scores.append(score)
         # binomial standard error over the covered rows (for every scorer: a tolerance, not a test)
@@ -345,7 +446,14 @@ def _select_oob(
             max_features=chosen, max_samples=max_samples, bootstrap=True, oob_score=False
         )
         fitted.fit(xs, ys)
-    return chosen, fitted, scores, errors, coverage
+    return ForestChoice(
+        chosen,
+        fitted,
+        scores,
+        errors,
+        oob_score=scores[candidates.index(chosen)],
+        oob_coverage=coverage,
+    )
 
 
 def _cap(max_samples: int | float | None, rows: int) -> int | float | None:

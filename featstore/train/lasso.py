@@ -39,6 +39,7 @@ from featstore.train.base import (
     check_xy,
     class_weight_arg,
     cv_folds,
+    fold_score_se,
     one_se_choice,
     scores_to_result,
     stratified_subsample,
@@ -209,7 +210,7 @@ def _cv_choice(
         k, len(grid_used)
     )  # (folds, n_cs)
     scores = fold_scores.mean(axis=0)
-    errors = fold_scores.std(axis=0, ddof=1) / np.sqrt(k)
+    errors = fold_score_se(fold_scores, axis=0)
     best = one_se_choice(scores, errors)  # Cs_ ascend: the first is the sparsest
     return grid_used, scores, errors, best
 

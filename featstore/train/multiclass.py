@@ -7,8 +7,13 @@ trains on; hyper-parameters are chosen inside the training rows with the one-sta
 (:func:`~featstore.train.base.one_se_choice`); the test rows are only predicted.
 
 * lasso: multinomial L1 logistic regression (``saga``: liblinear has no multinomial loss), C by
-  stratified k-fold CV on the training rows (accuracy), the sparsest C within one standard error.
-* forest: a random forest, ``max_features`` by out-of-bag accuracy (or CV), one-SE rule.
+  stratified k-fold CV on the training rows (accuracy), the sparsest C within one standard error
+  (:func:`~featstore.train.base.fold_score_se`, as the binary lasso's); the CV subsample
+  (``cv_max_rows``) and the fold count are the binary probes' too
+  (:func:`~featstore.train.base.stratified_subsample`, :func:`~featstore.train.base.cv_folds`).
+* forest: a random forest, ``max_features`` by out-of-bag accuracy (or CV), one-SE rule, chosen
+  by the binary forest's selector (:func:`featstore.train.forest.choose_forest`, the same
+  subsample, folds and standard errors) on the K classes.
 * dense: ``Dense(hidden, relu) -> Dense(K, softmax)``, sparse categorical cross-entropy,
   early stopping on a held-out tenth of the training rows (best weights restored).
 
@@ -18,7 +23,6 @@ trains on; hyper-parameters are chosen inside the training rows with the one-sta
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,8 +36,11 @@ from featstore.train.base import (
     as_features,
     check_test,
     class_weight_arg,
+    cv_folds,
+    fold_score_se,
     jsonable,
     one_se_choice,
+    stratified_subsample,
 )
 
 logger = logging.getLogger(__name__)
@@ -155,9 +162,9 @@ def fit_lasso(
     from featstore.train.lasso import lasso_pipeline
 
     grid = [float(c) for c in (np.logspace(-3, 2, cs) if isinstance(cs, int) else cs)]
-    sub = _multiclass_subsample(ys, cv_max_rows, seed)
+    sub = stratified_subsample(ys, cv_max_rows, seed)
     x_cv, y_cv = (xs, ys) if sub is None else (xs[sub], ys[sub])
-    k = max(2, min(folds, int(np.bincount(y_cv).min())))
+    k = cv_folds(y_cv, folds)
 
     settings = {
         "solver": "saga",
@@ -175,7 +182,7 @@ def fit_lasso(
             [cross_val_score(pipe(c), x_cv, y_cv, cv=cv, scoring="accuracy") for c in grid]
         )  # (cs, folds)
         scores = per_fold.mean(axis=1)
-        errors = per_fold.std(axis=1, ddof=1) / math.sqrt(k)
+        errors = fold_score_se(per_fold, axis=1)
         best = one_se_choice(scores, errors)
         fitted = pipe(grid[best]).fit(xs, ys)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
@@ -218,63 +225,42 @@ def fit_forest(
 ) -> tuple:
     """Random forest on standardized inputs; ``max_features`` by out-of-bag accuracy
     (``selection="oob"``: one forest per candidate, the chosen one kept) or stratified CV
-    (then a refit), the first candidate within one standard error of the best."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    (then a refit), the first candidate within one standard error of the best: the binary
+    forest's selector (:func:`featstore.train.forest.choose_forest`), scoring accuracy on the
+    most probable class. ``max_samples``: bootstrap rows per tree, an int cap (or a fraction)."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from featstore.train.forest import choose_forest, forest_estimator
+
     candidates = list(max_features)
-    cap = None if max_samples is None or max_samples >= ys.size else int(max_samples)
     scaler = StandardScaler().fit(xs)
     xs_s, xt_s = scaler.transform(xs), scaler.transform(xt)
-
-    def forest(mf: Any, **extra: Any) -> RandomForestClassifier:
-        return RandomForestClassifier(
-            n_estimators=n_estimators,
-            max_features=mf,
-            random_state=seed,
-            n_jobs=n_jobs,
-            max_samples=cap,
-            class_weight=class_weight_arg(class_weight),
-            **extra,
-        )
-
-    scores, errors, fitted = [], [], []
-    if selection == "oob":
-        for mf in candidates:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Some inputs do not have OOB scores")
-                model = forest(mf, oob_score=True).fit(xs_s, ys)
-            proba = np.asarray(model.oob_decision_function_)
-            covered = proba.sum(axis=1) > 0
-            s = float(np.mean(np.argmax(proba[covered], axis=1) == ys[covered]))
-            scores.append(s)
-            errors.append(math.sqrt(s * (1 - s) / max(int(covered.sum()), 1)))
-            fitted.append(model)
-        pick = one_se_choice(scores, errors)
-        chosen = fitted[pick]
-    else:
-        sub = _multiclass_subsample(ys, cv_max_rows, seed)
-        x_cv, y_cv = (xs_s, ys) if sub is None else (xs_s[sub], ys[sub])
-        k = max(2, min(folds, int(np.bincount(y_cv).min())))
-        cv = StratifiedKFold(k, shuffle=True, random_state=seed)
-        for mf in candidates:
-            per_fold = cross_val_score(forest(mf), x_cv, y_cv, cv=cv, scoring="accuracy")
-            scores.append(float(per_fold.mean()))
-            errors.append(float(per_fold.std(ddof=1) / math.sqrt(k)))
-        pick = one_se_choice(scores, errors)
-        chosen = forest(candidates[pick]).fit(xs_s, ys)
+    forest = forest_estimator(
+        n_estimators=n_estimators, seed=seed, n_jobs=n_jobs, class_weight=class_weight
+    )
+    choice = choose_forest(
+        forest,
+        xs_s,
+        ys,
+        candidates,
+        selection=selection,
+        scoring="accuracy",
+        max_samples=max_samples,
+        folds=folds,
+        cv_max_rows=cv_max_rows,
+        seed=seed,
+    )
     params = {
-        "max_features": candidates[pick],
+        "max_features": choice.max_features,
         "selection": selection,
         "n_estimators": n_estimators,
         "selection_rule": "one standard error",
-        "candidate_scores": [[c, s] for c, s in zip(candidates, scores)],
-        "candidate_errors": [[c, e] for c, e in zip(candidates, errors)],
+        "candidate_scores": [[c, s] for c, s in zip(candidates, choice.scores)],
+        "candidate_errors": [[c, e] for c, e in zip(candidates, choice.errors)],
     }
-    est = Pipeline([("scale", scaler), ("forest", chosen)])
-    return chosen.predict_proba(xt_s), params, None, est
+    est = Pipeline([("scale", scaler), ("forest", choice.forest)])
+    return choice.forest.predict_proba(xt_s), params, None, est
 
 
 def fit_dense(
@@ -342,20 +328,6 @@ def fit_dense(
         "held_out_rows": int(n_val),
     }
     return _batched(model, xt, 8192), params, history, model
-
-
-def _multiclass_subsample(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray | None:
-    """Stratified subsample of at most ``max_rows`` rows for CV (every class keeps its share
-    and at least 2 rows), or None."""
-    if max_rows is None or y.size <= max_rows:
-        return None
-    picked = [np.flatnonzero(y == c) for c in np.unique(y)]
-    rng = np.random.default_rng(seed)
-    take = [
-        rng.choice(i, size=min(i.size, max(2, round(max_rows * i.size / y.size))), replace=False)
-        for i in picked
-    ]
-    return np.sort(np.concatenate(take))
 
 
 __all__ = ["MODELS", "MultiFit", "check_classes", "fit_multiclass"]
