@@ -51,8 +51,6 @@ def test_fold_score_se_is_the_sample_std_over_sqrt_k() -> None:
     se = fold_score_se(folds, axis=0)
     assert se == pytest.approx([0.1 / math.sqrt(3), math.sqrt(0.03) / math.sqrt(3)], abs=1e-15)
     assert fold_score_se(folds.T, axis=1) == pytest.approx(se, abs=1e-15)
-    # ddof=0 (GridSearchCV's std_test_score): smaller by sqrt((k - 1) / k)
-    assert fold_score_se(folds, axis=0, ddof=0) == pytest.approx(se * math.sqrt(2 / 3), abs=1e-15)
 
 
 def test_subsample_and_folds_keep_every_class() -> None:
@@ -88,8 +86,8 @@ def _oob_by_hand(xs, ys, seed) -> tuple[list[float], list[float]]:
 
 
 def _cv_by_hand(xs, ys, seed) -> tuple[list[float], list[float]]:
-    """Stratified 3-fold CV accuracy per candidate; the standard error the forest selection has
-    always used (ddof=0, GridSearchCV's std_test_score, over sqrt(k))."""
+    """Stratified 3-fold CV accuracy per candidate; the standard error of every probe's CV (the
+    sample standard deviation over sqrt(k))."""
     cv = StratifiedKFold(3, shuffle=True, random_state=seed)
     per_fold = [
         cross_val_score(
@@ -102,7 +100,9 @@ def _cv_by_hand(xs, ys, seed) -> tuple[list[float], list[float]]:
         )
         for mf in CANDIDATES
     ]
-    return [float(f.mean()) for f in per_fold], [float(f.std() / math.sqrt(3)) for f in per_fold]
+    return [float(f.mean()) for f in per_fold], [
+        float(f.std(ddof=1) / math.sqrt(3)) for f in per_fold
+    ]
 
 
 @pytest.mark.parametrize("selection", ["oob", "cv"])

@@ -212,20 +212,20 @@ def stratified_subsample(y: np.ndarray, max_rows: int | None, seed: int) -> np.n
     return np.sort(np.concatenate(picked))
 
 
-def fold_score_se(fold_scores: Any, axis: int = -1, *, ddof: int = 1) -> np.ndarray:
+def fold_score_se(fold_scores: Any, axis: int = -1) -> np.ndarray:
     """The standard error of the mean of k fold scores (the one-standard-error rule's tolerance,
-    :func:`one_se_choice`): ``std(fold_scores, ddof) / sqrt(k)`` along ``axis`` (k = its length).
+    :func:`one_se_choice`): ``std(fold_scores, ddof=1) / sqrt(k)`` along ``axis`` (k = its
+    length), for every probe's CV (lasso, forest; binary and multi-class).
 
-    ``ddof=1`` (the sample standard deviation) is the definition: the k fold scores are a sample
-    of the score's spread over training sets, and ``ddof=1`` makes its variance unbiased, the
-    usual standard error of a mean (and that of the one-SE rule's sources: Hastie, Tibshirani &
-    Friedman, and glmnet's ``cvsd``). The LASSO probes (binary and multinomial) have always used
-    it. ``ddof=0`` (the population standard deviation, GridSearchCV's ``std_test_score``) is
-    smaller by ``sqrt((k - 1) / k)`` (0.82 for 3 folds, 0.89 for 5, 0.95 for 10): the forest's
-    CV selection (:mod:`featstore.train.forest`) has always used it and passes ``ddof=0`` so that
-    its choices do not change; it is the one exception, named at its call."""
+    ``ddof=1`` (the sample standard deviation): the k fold scores are a sample of the score's
+    spread over training sets, and ``ddof=1`` makes its variance unbiased, the usual standard
+    error of a mean (and that of the one-SE rule's sources: Hastie, Tibshirani & Friedman, and
+    glmnet's ``cvsd``). The forest's CV selection used GridSearchCV's ``std_test_score`` until
+    2026-12-05, the population standard deviation (``ddof=0``), smaller by
+    ``sqrt((k - 1) / k)`` (0.82 for 3 folds, 0.89 for 5): a tighter tolerance than the lasso's
+    for the same rule."""
     a = np.asarray(fold_scores, dtype=np.float64)
-    return a.std(axis=axis, ddof=ddof) / np.sqrt(a.shape[axis])
+    return a.std(axis=axis, ddof=1) / np.sqrt(a.shape[axis])
 
 
 def one_se_choice(scores: Any, errors: Any) -> int:

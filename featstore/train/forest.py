@@ -10,8 +10,8 @@ The choice among ``max_features`` candidates uses the one-standard-error rule
 (:func:`~featstore.train.base.one_se_choice`, the candidates in the given order, fewest features
 first by default): the first candidate whose score is within one standard error of the best
 (out-of-bag: the binomial ``sqrt(s (1 - s) / n)`` over the covered rows; CV:
-:func:`~featstore.train.base.fold_score_se` of the fold scores, with ``ddof=0`` as GridSearchCV's
-``std_test_score``), so a margin of one row cannot flip it. ``n_jobs`` goes to the forest (trees
+:func:`~featstore.train.base.fold_score_se` of the fold scores, the lasso's standard error),
+so a margin of one row cannot flip it. ``n_jobs`` goes to the forest (trees
 are built in threads, sharing the training matrix), not to the grid search: a process per fold
 would copy the matrix.
 
@@ -366,9 +366,8 @@ def _select_cv(
     search.fit(x_cv, y_cv)
     scores = [float(s) for s in search.cv_results_["mean_test_score"]]
     fold_scores = [search.cv_results_[f"split{i}_test_score"] for i in range(k)]  # (k, candidates)
-    # ddof=0: the population standard deviation (GridSearchCV's std_test_score), which this
-    # selection has always used; fold_score_se's definition is ddof=1 (see its docstring)
-    errors = [float(e) for e in fold_score_se(fold_scores, axis=0, ddof=0)]
+    # not GridSearchCV's std_test_score (ddof=0): the one standard error of every probe
+    errors = [float(e) for e in fold_score_se(fold_scores, axis=0)]
     pick = one_se_choice(scores, errors)
     chosen = candidates[pick]
     if sub is not None:
