@@ -39,7 +39,18 @@ BASE_COLUMNS: list[str] = [
     "retrieval_top5",
     "accuracy_chance",
     "retrieval_top5_chance",
+    "vs_best_gap",
+    "vs_best_ci_low",
+    "vs_best_ci_high",
+    "vs_best_p",
+    "vs_best_p_holm",
+    "below_best",
 ]
+
+#: Resamples of the paired bootstrap interval of a base's gap to the best base.
+BASE_GAP_BOOT = 1000
+#: Significance level of the tests against the best base (Holm over the other bases).
+BASE_ALPHA = 0.05
 
 
 def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
@@ -167,6 +178,7 @@ def _probe_scores(mine: pd.DataFrame) -> dict[str, Any]:
         if by == "selection_score"
         else "test accuracy (fits without selection_score)",
         "probe": f"{best['model']} on {best['feature_set']}",
+        "_pair": (best["feature_set"], best["model"]),
         "accuracy_chance": float(mine.groupby("attribute")["majority_baseline"].mean().mean()),
     }
 
@@ -189,6 +201,74 @@ def _retrieval_scores(store_path: str | Any, mine_ret: pd.DataFrame) -> dict[str
     }
 
 
+def _first_seed_fits(mine: pd.DataFrame, pair: tuple[str, str]) -> dict[str, Any]:
+    """``{attribute: results row}`` of one (feature set, probe) pair, its first seed."""
+    fs, model = pair
+    rows = mine[(mine["feature_set"] == fs) & (mine["model"] == model)]
+    rows = rows.sort_values(["attribute", "seed"], kind="stable").drop_duplicates("attribute")
+    return {str(r.attribute): r for r in rows.itertuples(index=False)}
+
+
+def _stacked(best: dict[str, Any], other: dict[str, Any]) -> tuple[np.ndarray, ...] | None:
+    """Labels, the best's and the other's predictions and the clusters (a person, or an image
+    where identities are unknown) over every attribute both pairs have, one after another; None
+    when their test images differ (different labels or counts: not a paired comparison)."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    for attribute in sorted(set(best) & set(other)):
+        a, b = best[attribute], other[attribute]
+        t = np.asarray(a.y_true, dtype=np.int8)
+        if not np.array_equal(t, np.asarray(b.y_true, dtype=np.int8)):
+            return None
+        groups = getattr(a, "groups", None)
+        people = (
+            np.asarray(groups, dtype=np.int64)
+            if groups is not None and not np.isscalar(groups)
+            else np.arange(t.size, dtype=np.int64)
+        )
+        parts.append((t, np.asarray(a.y_pred), np.asarray(b.y_pred), people))
+    if not parts:
+        return None
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+
+def _against_best(rows: list[dict[str, Any]], ok: pd.DataFrame) -> None:
+    """Fill the ``vs_best_*`` columns of ``rows`` (see :func:`base_table`)."""
+    from featstore import evaluate
+
+    chosen = [r for r in rows if "_pair" in r]
+    for r in rows:
+        pair = r.pop("_pair", None)
+        r["_fits"] = _first_seed_fits(ok, pair) if pair is not None else None
+    scored = [r for r in chosen if not pd.isna(r["selection_score"])]
+    if len(chosen) < 2 or len(scored) < len(chosen):  # no best chosen off the test split
+        for r in rows:
+            r.pop("_fits")
+        return
+    best = sorted(chosen, key=lambda r: (-r["selection_score"], r["base"]))[0]
+    best.update(vs_best_gap=0.0)
+    tested = []
+    for r in chosen:
+        stacked = None if r is best else _stacked(best["_fits"], r["_fits"])
+        if stacked is None:
+            continue
+        t, a, b, people = stacked
+        test = evaluate.mcnemar(t, a, b, groups=people)
+        ci = evaluate.paired_difference_ci(t, a, b, groups=people, n_boot=BASE_GAP_BOOT)
+        r.update(
+            vs_best_gap=ci["diff"],
+            vs_best_ci_low=ci["ci_low"],
+            vs_best_ci_high=ci["ci_high"],
+            vs_best_p=test["p_value"],
+        )
+        tested.append(r)
+    for r, p_holm in zip(tested, evaluate.holm([r["vs_best_p"] for r in tested]), strict=True):
+        r.update(
+            vs_best_p_holm=p_holm, below_best=bool(p_holm < BASE_ALPHA and r["vs_best_gap"] > 0)
+        )
+    for r in rows:
+        r.pop("_fits")
+
+
 def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
     """One row per conv base found in ``ok`` (the successful results rows) or in the retrieval
     tables: ``base``, ``params``, ``flops``, ``images_per_second`` (extract manifest); the
@@ -200,7 +280,17 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
     (fixed in advance: the best over the reduced sets would be chosen on the test queries).
     Only the fits at the largest training size count (the summary's). Their chance levels:
     ``accuracy_chance`` (the mean over attributes of the majority baseline) and
-    ``retrieval_top5_chance`` (:func:`retrieval_chance`; balanced accuracy's is 0.5)."""
+    ``retrieval_top5_chance`` (:func:`retrieval_chance`; balanced accuracy's is 0.5).
+
+    Whether the differences are real (:func:`_against_best`): the best base is the one of
+    highest ``selection_score`` (off the test split); every other base's chosen pair is compared
+    with the best's on the same test images and attributes (the first seed of each):
+    ``vs_best_gap`` (the best's test accuracy minus this base's, mean over the attributes both
+    have), its paired 95% bootstrap interval ``vs_best_ci_low`` / ``vs_best_ci_high`` and the
+    paired test ``vs_best_p`` (McNemar over every attribute's test images, by person where the
+    results carry identities, by image otherwise: an image's attributes are not independent),
+    ``vs_best_p_holm`` (Holm over the other bases) and ``below_best`` (``vs_best_p_holm`` <
+    0.05 with a positive gap). The best base's own row has ``vs_best_gap`` 0 and no test."""
     sets = set(ok["feature_set"].dropna().unique()) if not ok.empty else set()
     ret = _retrieval_rows(store_path)
     if not ret.empty:
@@ -223,6 +313,7 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
             "retrieval_top5": np.nan,
             "accuracy_chance": np.nan,
             "retrieval_top5_chance": np.nan,
+            **dict.fromkeys(BASE_COLUMNS[BASE_COLUMNS.index("vs_best_gap") :], np.nan),
         }
         mine = ok[ok["feature_set"].map(owner.get) == b] if not ok.empty else ok
         if not mine.empty:
@@ -231,6 +322,7 @@ def base_table(store_path: str | Any, ok: pd.DataFrame) -> pd.DataFrame:
             mine_ret = ret[(ret["feature_set"].map(owner.get) == b) & ret["top_k_accuracy"].notna()]
             row.update(_retrieval_scores(store_path, mine_ret))
         rows.append(row)
+    _against_best(rows, ok)
     out = pd.DataFrame(rows, columns=BASE_COLUMNS)
     for c in ("params", "flops", "images_per_second"):
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)

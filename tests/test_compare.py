@@ -127,6 +127,34 @@ def test_study_records_cost_and_reads_back_per_base(two_base_store):
     assert table[["flops", "images_per_second", "accuracy", "retrieval_top5"]].notna().all().all()
 
 
+def test_the_bases_are_compared_with_the_best_on_the_same_test_images(two_base_store):
+    """The base of highest validation accuracy is the best; the other is tested against it,
+    paired, over the attributes' test images (no identities in this split's one person: each
+    image is its own cluster, with all its attributes)."""
+    from featstore import evaluate
+    from featstore.report import ok_rows
+
+    ok = ok_rows(store.read_results(two_base_store))
+    table = base_table(two_base_store, ok).set_index("base")
+    ranked = table.sort_values("selection_score", ascending=False, kind="stable")
+    best, other = ranked.index
+    assert table.at[best, "vs_best_gap"] == 0 and np.isnan(table.at[best, "vs_best_p"])
+    pair = lambda b: ok[ok.feature_set == table.at[b, "probe"].split(" on ")[1]]  # noqa: E731
+    fits = {b: pair(b).sort_values("attribute").set_index("attribute") for b in (best, other)}
+    assert list(fits[best].index) == ["Male", "Smiling"] == list(fits[other].index)
+    t = np.concatenate(list(fits[best]["y_true"]))
+    a = np.concatenate(list(fits[best]["y_pred"]))
+    b = np.concatenate(list(fits[other]["y_pred"]))
+    images = np.concatenate([np.arange(len(y)) for y in fits[best]["y_true"]])
+    row = table.loc[other]
+    assert row.vs_best_gap == pytest.approx(np.mean(a == t) - np.mean(b == t))
+    assert row.vs_best_ci_low <= row.vs_best_gap <= row.vs_best_ci_high
+    want = evaluate.mcnemar(t, a, b, groups=images)
+    assert row.vs_best_p == pytest.approx(want["p_value"])
+    assert row.vs_best_p_holm == pytest.approx(want["p_value"])  # one other base: Holm of one
+    assert row.below_best == (want["p_value"] < 0.05 and row.vs_best_gap > 0)
+
+
 def test_report_has_the_which_base_section(two_base_store, tmp_path):
     from featstore.report import build_report
 

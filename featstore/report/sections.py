@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -148,8 +149,22 @@ BASE_HEADERS = [
     "test accuracy",
     "test balanced acc.",
     "chosen probe",
+    "best − this base [95% CI]",
+    "p_holm vs best",
     "retrieval top-5",
 ]
+
+
+def _vs_best(r: Any) -> tuple[str, str]:
+    """A base's cells against the best base: the accuracy gap with its interval, p_holm."""
+    if pd.isna(r.vs_best_gap):
+        return "–", "–"
+    if r.vs_best_gap == 0 and pd.isna(r.vs_best_p):
+        return "best", ""
+    gap = f"{r.vs_best_gap:+.3f} [{r.vs_best_ci_low:+.3f}, {r.vs_best_ci_high:+.3f}]"
+    p = "–" if pd.isna(r.vs_best_p_holm) else f"{r.vs_best_p_holm:.2g}"
+    below = not pd.isna(r.below_best) and bool(r.below_best)
+    return gap, p + (" (below best)" if below else "")
 
 
 def bases_section(ctx: ReportContext) -> Parts:
@@ -168,6 +183,7 @@ def bases_section(ctx: ReportContext) -> Parts:
             _fmt(r.accuracy),
             _fmt(r.balanced_accuracy),
             r.probe,
+            *_vs_best(r),
             _fmt(r.retrieval_top5),
         ]
         for r in bases.itertuples(index=False)
