@@ -114,9 +114,29 @@ def test_auc_by_identity_is_obuchowskis_clustered_test():
     assert got["auc"] == pytest.approx(roc_auc_score(t, score), abs=1e-12)
     assert got["auc"] == pytest.approx(auc, abs=1e-12)
     assert got["statistic"] == pytest.approx(z, rel=1e-9)
-    assert got["p_value"] == pytest.approx(stats.norm.sf(z), rel=1e-9)
+    # read on Student's t with people - 1 degrees of freedom, never below the image-level test
+    image_level = stats.mannwhitneyu(score[t == 1], score[t == 0], alternative="greater").pvalue
+    want = max(stats.t.sf(z, 29), image_level)
+    assert got["p_value"] == pytest.approx(want, rel=1e-9)
     # one person holds every image: nothing to resample by, no test
     alone = auc_vs_chance(t, score, groups=np.zeros(t.size, dtype=int))
+    assert math.isnan(alone["p_value"]) and alone["method"] is None
+
+
+def test_perfect_separation_by_identity_claims_no_more_than_the_images_do():
+    """Obuchowski's variance collapses at AUC 1 (every component at its mean): the p-value is
+    then the image-level test's, not 0; positives of one person are no test at all."""
+    groups = np.repeat(np.arange(10), 6)
+    t = np.zeros(60, dtype=np.int8)
+    t[[0, 6, 12, 18]] = 1  # four people with one positive image each
+    score = t + np.linspace(0, 0.5, 60)  # every positive above every negative
+    got = auc_vs_chance(t, score, groups=groups)
+    image_level = auc_vs_chance(t, score)
+    assert got["auc"] == 1.0 and got["statistic"] == math.inf
+    assert got["p_value"] == pytest.approx(image_level["p_value"]) and got["p_value"] > 0
+    one_person = np.zeros(60, dtype=np.int8)
+    one_person[:4] = 1  # four positives, all of person 0
+    alone = auc_vs_chance(one_person, one_person + np.linspace(0, 0.5, 60), groups=groups)
     assert math.isnan(alone["p_value"]) and alone["method"] is None
 
 

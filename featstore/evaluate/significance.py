@@ -17,9 +17,10 @@ their own) both tests take the person as the unit:
   McNemar (binomial) test. ``exact=False`` gives the large-sample form of the same test, the
   clustered McNemar statistic of Durkalski et al. (Stat Med 2003;22:2417):
   ``(sum d_k)**2 / sum d_k**2`` on 1 df.
-* The AUC test becomes the z-test of Obuchowski (Biometrics 1997;53:567), whose variance of the
+* The AUC test becomes the test of Obuchowski (Biometrics 1997;53:567), whose variance of the
   Mann-Whitney AUC sums each person's structural components, so a person counts once however
-  many images they have.
+  many images they have (read on Student's t with people - 1 degrees of freedom, and never
+  more significant than the image-level Mann-Whitney test: see :func:`_obuchowski`).
 
 Where every person has one image (or ``groups`` is None) the tests are the classical ones, so a
 source without identities gets the results it always got."""
@@ -68,9 +69,9 @@ def auc_vs_chance(y_true: Any, y_score: Any, *, groups: Any | None = None) -> di
     power does not vanish under class imbalance. ``auc = U / (n_pos n_neg)`` equals
     ``sklearn.metrics.roc_auc_score``.
 
-    With ``groups`` (the identity of each image): Obuchowski's clustered z-test (module
-    docstring), ``statistic`` = z, ``method`` ``"obuchowski"``; the same AUC. Fewer than two
-    people: no test. When ``y_true`` has a single class, ``auc``, ``statistic`` and ``p_value``
+    With ``groups`` (the identity of each image): Obuchowski's clustered test (module
+    docstring, :func:`_obuchowski`), ``statistic`` = z, ``method`` ``"obuchowski"``; the same
+    AUC. Fewer than two people with a positive image, or with a negative one: no test. When ``y_true`` has a single class, ``auc``, ``statistic`` and ``p_value``
     are NaN (no test; NaN is passed through by :func:`holm` and never reads as significant).
     Returns ``auc``, ``statistic``, ``p_value``, ``method``."""
     t = _binary("y_true", y_true)
@@ -92,18 +93,26 @@ def auc_vs_chance(y_true: Any, y_score: Any, *, groups: Any | None = None) -> di
 
 
 def _obuchowski(t: np.ndarray, score: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
-    """Obuchowski's (1997) z-test of AUC > 0.5 with images clustered by ``codes``.
+    """Obuchowski's (1997) test of AUC > 0.5 with images clustered by ``codes``.
 
     Each positive's structural component is its share of negatives it outscores (ties count
     half), each negative's the share of positives that outscore it; per person ``i`` their sums
     ``V10_i``, ``V01_i`` with ``m_i`` positives and ``n_i`` negatives. With ``I`` people, ``M``
     positives and ``N`` negatives: ``S10 = I / ((I-1) M) sum (V10_i - m_i A)**2``, ``S01`` alike
     over negatives, ``S11 = I / (I-1) sum (V10_i - m_i A)(V01_i - n_i A)`` and
-    ``var A = S10 / M + S01 / N + 2 S11 / (M N)``."""
+    ``var A = S10 / M + S01 / N + 2 S11 / (M N)``; ``z = (A - 0.5) / sqrt(var A)``.
+
+    Two guards, both conservative. The variance rests on the people: ``z`` is read on Student's
+    t with ``I - 1`` degrees of freedom (the small-sample reference of a cluster-robust
+    variance), and fewer than two people with a positive (or with a negative) image is no
+    test. Near perfect separation the variance estimate collapses towards 0 (as DeLong's does
+    at AUC 1): the p-value is never below the image-level Mann-Whitney test's, which counts
+    every image as independent evidence and so claims at least as much as the data hold."""
     pos, neg = score[t == 1], score[t == 0]
     m, n = len(pos), len(neg)
     people = int(codes.max()) + 1
-    if people < 2:
+    c_pos, c_neg = codes[t == 1], codes[t == 0]
+    if np.unique(c_pos).size < 2 or np.unique(c_neg).size < 2:
         return {"auc": math.nan, "statistic": math.nan, "p_value": math.nan, "method": None}
     neg_sorted, pos_sorted = np.sort(neg), np.sort(pos)
     # share of negatives below each positive (ties half), share of positives above each negative
@@ -114,7 +123,6 @@ def _obuchowski(t: np.ndarray, score: np.ndarray, codes: np.ndarray) -> dict[str
         2 * m - np.searchsorted(pos_sorted, neg, "left") - np.searchsorted(pos_sorted, neg, "right")
     ) / (2.0 * m)
     auc = float(v10.mean())
-    c_pos, c_neg = codes[t == 1], codes[t == 0]
     d10 = np.bincount(c_pos, weights=v10, minlength=people) - auc * np.bincount(
         c_pos, minlength=people
     )
@@ -130,7 +138,14 @@ def _obuchowski(t: np.ndarray, score: np.ndarray, codes: np.ndarray) -> dict[str
         z = math.inf if auc > 0.5 else (0.0 if auc == 0.5 else -math.inf)
     else:
         z = (auc - 0.5) / se
-    return {"auc": auc, "statistic": z, "p_value": float(stats.norm.sf(z)), "method": "obuchowski"}
+    p_value = float(stats.t.sf(z, people - 1))
+    image_level = float(stats.mannwhitneyu(pos, neg, alternative="greater").pvalue)
+    return {
+        "auc": auc,
+        "statistic": z,
+        "p_value": max(p_value, image_level),
+        "method": "obuchowski",
+    }
 
 
 def mcnemar(
