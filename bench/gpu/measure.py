@@ -16,6 +16,7 @@ Sections (each rewrites OUTDIR/gpu.json, so a timeout keeps what ran):
              batches of an images table, started together behind a barrier
   full       202,599 images (CelebA's count, cycled JPEGs) in the shipped layout
 ``--small``: a CPU dry run (JAX on the CPU, a 32x32 vgg16, tiny counts).
+Exit status 1 when a section or a layout recorded an error instead of its figures, else 0.
 """
 
 from __future__ import annotations
@@ -339,12 +340,26 @@ def full():
     return layout(*pick((8, 256, 0), (2, 8, 0)), pick(202_599, 64))
 
 
+def errors() -> list[str]:
+    """The sections (and layouts) that recorded an error instead of figures."""
+    out = []
+    for name, val in RES["sections"].items():
+        if isinstance(val, dict) and "error" in val:
+            out.append(name)
+        elif isinstance(val, list):
+            out += [f"{name}{e['layout']}" for e in val if isinstance(e, dict) and "error" in e]
+    return out
+
+
 def main() -> int:
     OUTDIR.mkdir(parents=True, exist_ok=True)
     for fn in (env, handoff, model, e2e, e2e_gpu, layouts, full):
         fn()
     print(f"done in {time.time() - T0:.0f}s -> {OUTDIR / 'gpu.json'}", flush=True)
-    return 0
+    bad = errors()
+    if bad:  # every figure is still in gpu.json; the exit status says some are missing
+        print(f"errors in: {', '.join(bad)}", flush=True)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Issue 26's GPU measurements in one call (one H200: JAX 0.11, Python 3.12, torch; no TF, no
 # Java). From the repository root, with the wheels of WHEELS.md under .whl/ (carry: [".whl"]):
 #   bash bench/gpu/run.sh [OUTDIR]        OUTDIR defaults to $OUT
-#   SMALL=1 bash bench/gpu/run.sh /tmp/x  CPU dry run: tiny sizes, JAX on the CPU
+#   SMALL=1 PYTHON=/tmp/jaxvenv/bin/python bash bench/gpu/run.sh /tmp/x
+#       CPU dry run: tiny sizes, JAX on the CPU, PYTHON a venv as in WHEELS.md
 # Writes OUTDIR/gpu.json (every figure; rewritten after each section, so a timeout keeps what
 # ran), OUTDIR/log.txt and OUTDIR/smi.csv (nvidia-smi once a second). Budget: under 6 minutes.
 set -o pipefail
