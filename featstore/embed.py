@@ -2,7 +2,7 @@
 
 Keras 3 API plus numpy and Pillow only, so it runs unchanged on ``KERAS_BACKEND=tensorflow``,
 ``jax`` or ``torch``. Keras itself is imported lazily: ``import featstore.embed`` costs numpy,
-Pillow and the config's dataclasses; the decode worker processes import numpy and Pillow only
+Pillow and the config's dataclasses (with PyYAML, which featstore.config reads configs with); the decode worker processes import numpy and Pillow only
 (:mod:`featstore.decodepool`, where the decoding and the :class:`DecodePool` are).
 
 Pipeline (see DESIGN.md "Speed"): the input is cut into sub-batches of ``batch_size``; sub-batch
