@@ -2,8 +2,9 @@
 
 Keras 3 API plus numpy and Pillow only, so it runs unchanged on ``KERAS_BACKEND=tensorflow``,
 ``jax`` or ``torch``. Keras itself is imported lazily: ``import featstore.embed`` costs numpy,
-Pillow and the config's dataclasses (with PyYAML, which featstore.config reads configs with); the decode worker processes import numpy and Pillow only
-(:mod:`featstore.decodepool`, where the decoding and the :class:`DecodePool` are).
+Pillow and the config's dataclasses (and PyYAML, which :mod:`featstore.config` reads configs
+with); the decode worker processes import numpy and Pillow only (:mod:`featstore.decodepool`,
+where the decoding and the :class:`DecodePool` are).
 
 Pipeline (see DESIGN.md "Speed"): the input is cut into sub-batches of ``batch_size``; sub-batch
 ``k+1`` is decoded (a background thread, or a pool of worker processes) while sub-batch ``k`` runs
