@@ -38,14 +38,15 @@ SUMMARY = (
     "of the two on the same test images is significant at "
     "{alpha} after Holm's correction across every model and attribute of this table "
     "(one family for the report, evaluate and the notebooks). 'AUC above chance': the "
-    "best model's test scores rank positives above negatives (one-sided Mann-Whitney, "
-    "AUC against 0.5), Holm-corrected in the same family: McNemar against a constant "
+    "best model's test scores rank positives above negatives (AUC against 0.5, "
+    "one-sided), Holm-corrected in the same family: McNemar against a constant "
     "has no power on rare attributes, this test has. A best model that does not beat "
     "the baseline is never reported as beating the others ('no: not above "
     "baseline'), in summary.csv too (beats_all; beats_all_models keeps the "
     "comparison alone). Where the store knows identities every test takes the person as "
     "the unit (a person's images are not independent draws): McNemar as the exact "
-    "sign-flip test over people, the AUC test as Obuchowski's clustered test."
+    "sign-flip test over people, the AUC test as Obuchowski's clustered test (never "
+    "below the image-level p-value); elsewhere McNemar and Mann-Whitney over images."
 )
 SUMMARY_NO_FITS = "No successful fits in the results table."
 SUMMARY_MULTICLASS_ONLY = (

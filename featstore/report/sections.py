@@ -87,9 +87,8 @@ def _summary_classes(summary: pd.DataFrame, headers: list[str]) -> list[list[str
     model_col = headers.index("best")
     base_col = headers.index("beats baseline")
     best_col = headers.index("best beats all others")
-    gap_col = headers.index("best − runner-up [95% CI]")
     classes = [
-        ["num" if 2 <= j < model_col or j == gap_col else "" for j in range(len(headers))]
+        ["num" if 2 <= j < model_col else "" for j in range(len(headers))]
         for _ in range(len(summary))
     ]
     for i, (_, r) in enumerate(summary.iterrows()):
