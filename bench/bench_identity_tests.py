@@ -5,9 +5,11 @@ share a per-person effect, two models equally good on average but each better fo
 people) and counts how often each test rejects at ``--alpha``: the identity-blind tests
 (McNemar, Mann-Whitney) against the tests by identity (:func:`featstore.evaluate.mcnemar` /
 :func:`~featstore.evaluate.auc_vs_chance` with ``groups``). A valid test rejects about
-``alpha`` of the time; the printed 95% interval is the Monte-Carlo error of that rate.
+``alpha`` of the time; the printed 95% interval is the Monte-Carlo error of that rate. With
+``--effect`` both alternatives hold instead, and the rates are the tests' power.
 
     .venv/bin/python bench/bench_identity_tests.py --people 100 --images 20 --runs 1000
+    .venv/bin/python bench/bench_identity_tests.py --effect 0.5
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ import numpy as np
 from featstore.evaluate import auc_vs_chance, mcnemar
 
 
-def one_run(rng: np.random.Generator, people: int, images: int, spread: float) -> dict[str, float]:
-    """p-values of the four tests on one simulated test split where both nulls hold."""
+def one_run(
+    rng: np.random.Generator, people: int, images: int, spread: float, effect: float = 0.0
+) -> dict[str, float]:
+    """p-values of the four tests on one simulated test split: both nulls hold with
+    ``effect=0``; otherwise the scores rise by ``effect`` on positives and model A errs
+    ``effect / 10`` less often than B (what the tests should find)."""
     g = np.repeat(np.arange(people), images)
     n = g.size
     # labels and scores: each has a per-person effect, independent of each other (AUC = 0.5)
     t = (rng.normal(0, spread, people)[g] + rng.normal(0, 1, n) > 0).astype(np.int8)
-    score = rng.normal(0, spread, people)[g] + rng.normal(0, 1, n)
+    score = rng.normal(0, spread, people)[g] + rng.normal(0, 1, n) + effect * t
     # two models with the same error rate on average, each worse for some people
-    err_a = 0.05 + 0.3 * rng.random(people)[g]
+    err_a = np.clip(0.05 + 0.3 * rng.random(people)[g] - effect / 10, 0.0, 1.0)
     err_b = 0.05 + 0.3 * rng.random(people)[g]
     pred_a = np.where(rng.random(n) < err_a, 1 - t, t)
     pred_b = np.where(rng.random(n) < err_b, 1 - t, t)
@@ -46,17 +52,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images", type=int, default=20, help="images per person")
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--spread", type=float, default=1.5, help="sd of the per-person effects")
+    ap.add_argument("--effect", type=float, default=0.0, help="0: both nulls true (the level)")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     rejected: dict[str, int] = {}
     for _ in range(args.runs):
-        for name, p in one_run(rng, args.people, args.images, args.spread).items():
+        for name, p in one_run(rng, args.people, args.images, args.spread, args.effect).items():
             rejected[name] = rejected.get(name, 0) + int(p < args.alpha)
     print(
         f"{args.runs} simulated test splits, {args.people} people x {args.images} images, "
-        f"per-person sd {args.spread}, both nulls true; rejections at alpha {args.alpha}:"
+        f"per-person sd {args.spread}, "
+        + ("both nulls true" if args.effect == 0 else f"effect {args.effect}")
+        + f"; rejections at alpha {args.alpha}:"
     )
     for name, k in rejected.items():
         rate = k / args.runs
