@@ -301,6 +301,8 @@ class DecodePool:
     def close(self) -> None:
         with self._lock:
             if self._executor is not None:
+                if _pool_broken(self._executor):
+                    _kill_workers(self._executor)
                 self._executor.shutdown(wait=True, cancel_futures=True)
                 self._executor = None
             if self._ring is not None:
@@ -323,6 +325,22 @@ def _pool_broken(executor: Executor) -> bool:
         return True
     procs = dict(getattr(executor, "_processes", None) or {})
     return any(p.exitcode not in (None, 0) for p in procs.values())
+
+
+def _kill_workers(executor: Executor) -> None:
+    """Kill every worker process of a broken pool before it is shut down.
+
+    CPython's pool manager (3.11) terminates the workers it knows of when one dies, then joins
+    them all; a replacement that a concurrent ``submit`` spawned in between is never terminated
+    and waits for work forever, and the join (so ``shutdown``) never returns: the decode of a
+    task whose worker was OOM-killed would hang instead of failing. Killing them here lets the
+    manager's join finish."""
+    procs = dict(getattr(executor, "_processes", None) or {})
+    for proc in procs.values():
+        try:
+            proc.kill()  # SIGKILL; nothing happens to one already gone
+        except (OSError, ValueError):  # reaped meanwhile, or its handle closed
+            pass
 
 
 def _release_later(ring: SlotRing, slot: int, _fut: Future[Any]) -> None:

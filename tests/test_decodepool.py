@@ -4,10 +4,12 @@ segment left behind in /dev/shm."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -234,3 +236,40 @@ def test_a_pool_left_open_in_a_multiprocessing_child_does_not_hang_its_exit(tmp_
         timeout=120,
     )
     assert proc.stdout.split() == ["decoded", "exit", "0"], proc.stdout + proc.stderr
+
+
+def _ignore_sigterm_and_wait() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(600)
+
+
+def test_a_broken_pool_closes_though_a_worker_outlived_the_pools_own_cleanup(chunks):
+    """CPython's pool manager terminates the workers it knows of when one dies, then joins them
+    all; a replacement spawned by a concurrent submit in between is never terminated, and the
+    join hung (seen once in a full test run: close() never returned). A worker that survives
+    the manager's terminate stands in for it here; close() must still return."""
+    pool = DecodePool(HW, 2, capacity=4)
+    stray = None
+    try:
+        (batch,) = pool.map([chunks[0]])  # the pool and its workers exist
+        batch.release()
+        executor = pool._executor
+        stray = multiprocessing.get_context("fork").Process(target=_ignore_sigterm_and_wait)
+        stray.start()
+        executor._processes[stray.pid] = stray  # as the racing submit's replacement would be
+        victim = next(p for p in executor._processes.values() if p is not stray)
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not getattr(executor, "_broken", False) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert executor._broken  # the manager saw the death and is now joining the stray
+        closer = threading.Thread(target=pool.close, daemon=True)
+        closer.start()
+        closer.join(30)
+        assert not closer.is_alive(), "close() hung on the stray worker"
+        assert stray.exitcode == -signal.SIGKILL
+    finally:
+        if stray is not None and stray.is_alive():
+            stray.kill()
+        pool.close()
+    assert shmring.segments(os.getpid()) == []
