@@ -209,28 +209,6 @@ def _first_seed_fits(mine: pd.DataFrame, pair: tuple[str, str]) -> dict[str, Any
     return {str(r.attribute): r for r in rows.itertuples(index=False)}
 
 
-def _stacked(best: dict[str, Any], other: dict[str, Any]) -> tuple[np.ndarray, ...] | None:
-    """Labels, the best's and the other's predictions and the clusters (a person, or an image
-    where identities are unknown) over every attribute both pairs have, one after another; None
-    when their test images differ (different labels or counts: not a paired comparison)."""
-    parts: list[tuple[np.ndarray, ...]] = []
-    for attribute in sorted(set(best) & set(other)):
-        a, b = best[attribute], other[attribute]
-        t = np.asarray(a.y_true, dtype=np.int8)
-        if not np.array_equal(t, np.asarray(b.y_true, dtype=np.int8)):
-            return None
-        groups = getattr(a, "groups", None)
-        people = (
-            np.asarray(groups, dtype=np.int64)
-            if groups is not None and not np.isscalar(groups)
-            else np.arange(t.size, dtype=np.int64)
-        )
-        parts.append((t, np.asarray(a.y_pred), np.asarray(b.y_pred), people))
-    if not parts:
-        return None
-    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
-
-
 def _against_best(rows: list[dict[str, Any]], ok: pd.DataFrame) -> None:
     """Fill the ``vs_best_*`` columns of ``rows`` (see :func:`base_table`)."""
     from featstore import evaluate
@@ -248,17 +226,18 @@ def _against_best(rows: list[dict[str, Any]], ok: pd.DataFrame) -> None:
     best.update(vs_best_gap=0.0)
     tested = []
     for r in chosen:
-        stacked = None if r is best else _stacked(best["_fits"], r["_fits"])
-        if stacked is None:
+        pooled = (
+            None
+            if r is best
+            else evaluate.pooled_difference(best["_fits"], r["_fits"], n_boot=BASE_GAP_BOOT)
+        )
+        if pooled is None:
             continue
-        t, a, b, people = stacked
-        test = evaluate.mcnemar(t, a, b, groups=people)
-        ci = evaluate.paired_difference_ci(t, a, b, groups=people, n_boot=BASE_GAP_BOOT)
         r.update(
-            vs_best_gap=ci["diff"],
-            vs_best_ci_low=ci["ci_low"],
-            vs_best_ci_high=ci["ci_high"],
-            vs_best_p=test["p_value"],
+            vs_best_gap=pooled["gap"],
+            vs_best_ci_low=pooled["gap_ci_low"],
+            vs_best_ci_high=pooled["gap_ci_high"],
+            vs_best_p=pooled["p_value"],
         )
         tested.append(r)
     for r, p_holm in zip(tested, evaluate.holm([r["vs_best_p"] for r in tested]), strict=True):

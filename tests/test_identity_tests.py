@@ -252,3 +252,42 @@ def _aligned_to(fits: pd.DataFrame, model: str, ref: pd.Series) -> np.ndarray:
         return np.asarray(row.y_pred)
     where = {image: i for i, image in enumerate(row.image_ids)}
     return np.asarray(row.y_pred)[[where[image] for image in ref.image_ids]]
+
+
+def test_probes_pooled_over_attributes_resample_whole_people():
+    """Each probe against each other over all attributes at once: the gap is the mean of the
+    per-attribute differences, the test McNemar over every attribute's images with a person's
+    images of every attribute one cluster; Holm over the pairs."""
+    from featstore.evaluate import holm, paired_difference_ci, pooled_comparisons
+
+    t, pred_a, pred_b, groups = _pairs(people=40, images=10, seed=4)
+    smiling = _fits(with_ids=False)
+    rng = np.random.default_rng(9)
+    t2 = rng.integers(0, 2, t.size).astype(np.int8)
+    second = {"dense": np.where(rng.random(t.size) < 0.2, 1 - t2, t2), "lasso": t2.copy()}
+    male = smiling.assign(
+        attribute="Male", y_true=[t2, t2], y_pred=[second["dense"], second["lasso"]]
+    )
+    fits = pd.concat([smiling, male], ignore_index=True).drop(columns="y_score")
+    pooled = pooled_comparisons(fits, n_boot=300).iloc[0]
+    assert (pooled.model_a, pooled.model_b, pooled.attributes, pooled.n) == (
+        "lasso",
+        "dense",
+        2,
+        400,
+    )
+    per_attribute = [
+        np.mean(pred_b == t) - np.mean(pred_a == t),
+        np.mean(t2 == t2) - np.mean(second["dense"] == t2),
+    ]
+    assert pooled.gap == pytest.approx(np.mean(per_attribute))
+    y = np.concatenate([t, t2])
+    a = np.concatenate([pred_b, second["lasso"]])
+    b = np.concatenate([pred_a, second["dense"]])
+    people = np.concatenate([groups, groups])
+    assert pooled.p_value == pytest.approx(mcnemar(y, a, b, groups=people)["p_value"])
+    want = paired_difference_ci(y, a, b, groups=people, n_boot=300)
+    assert (pooled.gap_ci_low, pooled.gap_ci_high) == pytest.approx(
+        (want["ci_low"], want["ci_high"])
+    )
+    assert pooled.p_holm == pytest.approx(holm([pooled.p_value])[0])

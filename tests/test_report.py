@@ -1037,3 +1037,21 @@ def test_the_summary_tests_by_the_identities_the_results_carry():
     # one Holm family: the forest-lasso pair over both attributes
     np.testing.assert_allclose(summary["max_p_holm"].loc[["Smiling", "Male"]], evaluate.holm(pairs))
     assert (summary["p_baseline"] != blind["p_baseline"]).all()
+
+
+def test_the_summary_compares_the_probes_over_all_attributes(report, sig_results):
+    """Below the summary: each probe against each other over all the summary's attributes,
+    as evaluate.pooled_comparisons computes it on the summary's fits."""
+    from featstore import evaluate
+    from featstore.report import ok_rows, summary_fits
+
+    ok = ok_rows(read_results(sig_results))
+    summary = pd.read_csv(report["out"] / "summary.csv")
+    fits = summary_fits(ok, summary["feature_set"].iloc[0])
+    pooled = evaluate.pooled_comparisons(fits)
+    assert len(pooled) == 3 and set(pooled["attributes"]) == {len(summary)}
+    page = _section(report["html"], "summary")
+    assert "<th>A − B [95% CI]</th>" in page
+    for r in pooled.itertuples():
+        cell = f"<td>{r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}]</td>"
+        assert f"<td>{r.model_a}</td><td>{r.model_b}</td>" in page and cell in page

@@ -35,6 +35,9 @@ What is here and why:
 * :func:`beats_baseline` -- McNemar of a model against the constant majority predictor.
 * :func:`compare_models` / :func:`best_model_table` -- the study's tables over a results frame;
   the best model is chosen by ``selection_score`` (off the test split) where fits carry it.
+* :func:`pooled_difference` / :func:`pooled_comparisons` -- two models (or bases) over all
+  their attributes at once, on the same test images: the accuracy gap with a paired interval and
+  McNemar, resampling whole people (each with all their images and attributes).
 * :func:`baseline_tests` -- :func:`beats_baseline` for every row of a results frame, with the
   train-majority class recovered from the row's ``majority_baseline``, and
   :func:`auc_vs_chance` where the row has ``y_score``, both Holm-corrected over :data:`FAMILY`.
@@ -74,9 +77,12 @@ from featstore.evaluate.tables import (
     COMPARISON_FAMILY,
     GROUP_KEYS,
     MODEL_ORDER,
+    POOLED_COLUMNS,
     baseline_tests,
     best_model_table,
     compare_models,
+    pooled_comparisons,
+    pooled_difference,
 )
 
 __all__ = [
@@ -93,6 +99,7 @@ __all__ = [
     "GROUP_KEYS",
     "MODEL_ORDER",
     "PAIRED_STATS",
+    "POOLED_COLUMNS",
     "ROC_POINTS",
     "STATS",
     "accuracy_ci",
@@ -111,5 +118,7 @@ __all__ = [
     "mcnemar",
     "metrics",
     "paired_difference_ci",
+    "pooled_comparisons",
+    "pooled_difference",
     "roc_points",
 ]

@@ -84,6 +84,23 @@ BEST_COLUMNS: list[str] = [
 GAP_BOOT = 1000
 
 
+#: Columns of the frame :func:`pooled_comparisons` returns, in order.
+POOLED_COLUMNS: list[str] = [
+    "model_a",
+    "model_b",
+    "attributes",
+    "n",
+    "accuracy_a",
+    "accuracy_b",
+    "gap",
+    "gap_ci_low",
+    "gap_ci_high",
+    "p_value",
+    "p_holm",
+    "significant",
+]
+
+
 #: ``chosen_by`` of :func:`best_model_table`: the best model is the argmax of
 #: ``selection_score`` (chosen off the test split) ...
 CHOSEN_BY_SELECTION = "selection_score"
@@ -550,3 +567,85 @@ def _norm(value: Any) -> Any:
         if isinstance(value, float) and math.isnan(value):
             return None
     return value
+
+
+def _pooled_arrays(a_fits: dict[str, Any], b_fits: dict[str, Any]) -> tuple[np.ndarray, ...] | None:
+    """Labels, A's and B's predictions and the clusters (a person, or an image where the rows
+    carry no identities) over every attribute both have, one attribute after another; None
+    when they share no attribute or their test images differ (labels or counts)."""
+    parts: list[tuple[np.ndarray, ...]] = []
+    for attribute in sorted(set(a_fits) & set(b_fits)):
+        a, b = a_fits[attribute], b_fits[attribute]
+        t = _binary(f"y_true of {attribute}", a.y_true)
+        if not np.array_equal(t, _binary(f"y_true of {attribute}", b.y_true)):
+            return None
+        people = _row_groups(getattr(a, "groups", None), t.size, attribute)
+        # the person's id is the cluster in every attribute (the same test images, in order)
+        clusters = people if people is not None else np.arange(t.size)
+        parts.append((t, _binary("y_pred", a.y_pred), _binary("y_pred", b.y_pred), clusters))
+    if not parts:
+        return None
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+
+
+def pooled_difference(
+    a_fits: dict[str, Any],
+    b_fits: dict[str, Any],
+    *,
+    alpha: float = 0.05,
+    n_boot: int = GAP_BOOT,
+) -> dict[str, Any] | None:
+    """Model (or base) A against B over all the attributes both were fitted on, on the same
+    test images: ``{attribute: results row}`` each (rows with ``y_true``, ``y_pred`` and
+    optionally ``groups``).
+
+    ``gap``: A's test accuracy minus B's, pooled over the attributes (the mean of the
+    per-attribute differences: every attribute has the same test images), with its paired
+    ``1 - alpha`` bootstrap interval (:func:`featstore.evaluate.paired_difference_ci`, seed 0)
+    and McNemar's test (:func:`featstore.evaluate.mcnemar`) over every attribute's images, both
+    resampling or flipping whole people -- each person with all their images and attributes --
+    or, without identities, whole images with all their attributes (an image's attributes are
+    not independent). Returns ``attributes``, ``n`` (test images), ``accuracy_a``,
+    ``accuracy_b``, ``gap``, ``gap_ci_low``, ``gap_ci_high``, ``p_value``; None when there is
+    no attribute in common or the test images differ."""
+    arrays = _pooled_arrays(a_fits, b_fits)
+    if arrays is None:
+        return None
+    t, a, b, clusters = arrays
+    attributes = sorted(set(a_fits) & set(b_fits))
+    ci = paired_difference_ci(t, a, b, groups=clusters, n_boot=n_boot, alpha=alpha)
+    return {
+        "attributes": len(attributes),
+        "n": int(t.size // len(attributes)),
+        "accuracy_a": float(np.mean(a == t)),
+        "accuracy_b": float(np.mean(b == t)),
+        "gap": ci["diff"],
+        "gap_ci_low": ci["ci_low"],
+        "gap_ci_high": ci["ci_high"],
+        "p_value": mcnemar(t, a, b, groups=clusters)["p_value"],
+    }
+
+
+def pooled_comparisons(
+    fits: pd.DataFrame, *, alpha: float = 0.05, n_boot: int = GAP_BOOT
+) -> pd.DataFrame:
+    """Every pair of models of ``fits`` (one feature set, training size and seed: e.g. the
+    report's summary fits) over all their attributes at once (:func:`pooled_difference`): the
+    study's question -- is probe A better than probe B on these features, all attributes
+    together? -- Holm-corrected over the pairs. Columns :data:`POOLED_COLUMNS`, pairs in
+    :data:`MODEL_ORDER` (``model_a`` before ``model_b``)."""
+    _check_results(fits)
+    by_model = {
+        str(m): {str(r.attribute): r for r in g.itertuples(index=False)}
+        for m, g in fits.groupby("model", sort=False)
+    }
+    models = sorted(by_model, key=_model_rank)
+    records = []
+    for model_a, model_b in itertools.combinations(models, 2):
+        pooled = pooled_difference(by_model[model_a], by_model[model_b], alpha=alpha, n_boot=n_boot)
+        if pooled is not None:
+            records.append({"model_a": model_a, "model_b": model_b, **pooled})
+    out = pd.DataFrame.from_records(records, columns=POOLED_COLUMNS[:-2])
+    out["p_holm"] = holm(out["p_value"].to_numpy(dtype=np.float64)) if len(out) else []
+    out["significant"] = out["p_holm"] < alpha
+    return out[POOLED_COLUMNS]

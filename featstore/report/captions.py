@@ -49,6 +49,15 @@ SUMMARY = (
     "below the image-level p-value); elsewhere McNemar and Mann-Whitney over images."
 )
 SUMMARY_NO_FITS = "No successful fits in the results table."
+POOLED = (
+    "The study's question over all attributes at once: each probe against each other on "
+    "{where}, every attribute's test images together. A − B: the difference of their test "
+    "accuracies (the mean over the attributes of the per-attribute differences), with a paired "
+    "95% bootstrap interval; p_holm: McNemar's paired test over every attribute's images, both "
+    "resampling (or sign-flipping) whole people, each with all their images and attributes "
+    "(whole images where identities are unknown: an image's attributes are not independent), "
+    "Holm-corrected over the pairs."
+)
 SUMMARY_MULTICLASS_ONLY = (
     "No binary attribute fits: this store's results are multi-class (see Multi-class targets)."
 )

@@ -113,6 +113,7 @@ def summary_section(ctx: ReportContext) -> Parts:
             train_size=ctx.train_size, size_text=ctx.size_text, seed=ctx.seed, alpha=ALPHA
         )
         parts.append(_p(text, "note"))
+        parts += _pooled_parts(ctx)
         for line in _score_notes(ctx.layout.root, ctx.ok, ctx.results):
             parts.append(_p(line, "warn"))
     elif ctx.multi_ok.empty:
@@ -120,6 +121,46 @@ def summary_section(ctx: ReportContext) -> Parts:
     else:
         parts.append(_p(captions.SUMMARY_MULTICLASS_ONLY))
     return parts
+
+
+#: The headings of the summary's probe-against-probe table over all attributes.
+POOLED_HEADERS = [
+    "probe A",
+    "probe B",
+    "attributes",
+    "test images",
+    "accuracy A",
+    "accuracy B",
+    "A − B [95% CI]",
+    "p_holm",
+]
+
+
+def _pooled_parts(ctx: ReportContext) -> Parts:
+    """Each probe against each other over all the summary's attributes at once
+    (:func:`featstore.evaluate.pooled_comparisons` of the summary's fits)."""
+    from featstore import evaluate
+
+    pooled = evaluate.pooled_comparisons(summary_fits(ctx.ok, ctx.summary_set), alpha=ALPHA)
+    if pooled.empty:
+        return []
+    rows = [
+        [
+            r.model_a,
+            r.model_b,
+            str(r.attributes),
+            str(r.n),
+            _fmt(r.accuracy_a),
+            _fmt(r.accuracy_b),
+            f"{r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}]",
+            f"{r.p_holm:.2g}" + (" (significant)" if r.significant else ""),
+        ]
+        for r in pooled.itertuples(index=False)
+    ]
+    return [
+        _table(POOLED_HEADERS, rows),
+        _p(captions.POOLED.format(where=ctx.where), "note"),
+    ]
 
 
 def multiclass_section(ctx: ReportContext) -> Parts:
