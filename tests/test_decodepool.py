@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -238,8 +239,9 @@ def test_a_pool_left_open_in_a_multiprocessing_child_does_not_hang_its_exit(tmp_
     assert proc.stdout.split() == ["decoded", "exit", "0"], proc.stdout + proc.stderr
 
 
-def _ignore_sigterm_and_wait() -> None:
+def _ignore_sigterm_and_wait(ready: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.set()  # only now may anyone send it SIGTERM
     time.sleep(600)
 
 
@@ -254,8 +256,11 @@ def test_a_broken_pool_closes_though_a_worker_outlived_the_pools_own_cleanup(chu
         (batch,) = pool.map([chunks[0]])  # the pool and its workers exist
         batch.release()
         executor = pool._executor
-        stray = multiprocessing.get_context("fork").Process(target=_ignore_sigterm_and_wait)
+        fork = multiprocessing.get_context("fork")
+        ready = fork.Event()
+        stray = fork.Process(target=_ignore_sigterm_and_wait, args=(ready,))
         stray.start()
+        assert ready.wait(60)  # it ignores SIGTERM before the manager can send one
         executor._processes[stray.pid] = stray  # as the racing submit's replacement would be
         victim = next(p for p in executor._processes.values() if p is not stray)
         os.kill(victim.pid, signal.SIGKILL)
